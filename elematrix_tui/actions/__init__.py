@@ -1,0 +1,32 @@
+"""Every built-in action, by name. Modules are imported only when a runbook uses them."""
+
+from __future__ import annotations
+
+from ..engine.registry import Registry
+
+BUILTIN: dict[str, str] = {
+    "local.noop": "elematrix_tui.actions.local:Noop",
+    "local.sleep": "elematrix_tui.actions.local:Sleep",
+    "local.write": "elematrix_tui.actions.local:WriteFile",
+    "local.fail": "elematrix_tui.actions.local:Fail",
+    "approve": "elematrix_tui.actions.approve:Approve",
+    "aws.call": "elematrix_tui.actions.aws:Call",
+    "aws.ensure": "elematrix_tui.actions.aws:Ensure",
+    "aws.wait": "elematrix_tui.actions.aws:Wait",
+    "aws.assert": "elematrix_tui.actions.aws:Assert",
+    "aws.preflight": "elematrix_tui.actions.aws:Preflight",
+    "aws.teardown": "elematrix_tui.actions.aws:Teardown",
+    "ssh.run": "elematrix_tui.actions.ssh:Run",
+    "ssh.upload": "elematrix_tui.actions.ssh:Upload",
+    "ssh.forward": "elematrix_tui.actions.ssh:Forward",
+    "http.check": "elematrix_tui.actions.http:HttpCheck",
+    "matrix.bootstrap": "elematrix_tui.actions.matrix:Bootstrap",
+    "matrix.validate": "elematrix_tui.actions.matrix:Validate",
+    "stack.render": "elematrix_tui.actions.stack:Render",
+    "stack.doctor": "elematrix_tui.actions.stack:Doctor",
+}
+
+
+def default_registry() -> Registry:
+    """A registry holding every built-in action."""
+    return Registry(BUILTIN)

@@ -1,0 +1,185 @@
+"""The contract between the engine and the actions that do the work.
+
+An action is one kind of step (``aws.ensure``, ``ssh.run``, ``local.noop``...). It is
+a small class with a pydantic model for its inputs, a read-only ``check`` and an
+``apply``. The engine renders a step's ``with:`` block, validates it against
+``Inputs``, and calls the action with a :class:`StepContext` through which the action
+logs, reports progress, reads secrets and borrows per-run resources (an AWS session,
+an SSH connection) that the engine closes at the end of the run.
+
+Actions import their SDK (boto3, paramiko, nio) inside ``check``/``apply``, never at
+module import time: validating a runbook or printing ``--help`` must stay fast.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Protocol, TypeVar
+
+from pydantic import BaseModel, ConfigDict
+
+Status = Literal["ok", "changed", "failed", "skipped"]
+
+T = TypeVar("T")
+
+
+class Inputs(BaseModel):
+    """Base for action inputs: unknown keys are errors, so typos are caught at validate time."""
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+
+@dataclass
+class Result:
+    """What an ``apply`` (or a ``check`` that found nothing to do) produced.
+
+    ``outputs`` are small, JSON-serialisable values the action always provides
+    (they are journaled and visible as ``steps.<id>.<name>``). ``data`` is the raw
+    result (an AWS response, a command's output) that a step's ``outputs:`` JMESPath
+    selectors read from; it is not journaled.
+    """
+
+    status: Status
+    outputs: dict[str, Any] = field(default_factory=dict)
+    data: Any = None
+    message: str = ""
+    # For failures: why it failed in the operator's terms, and what to do next.
+    diagnosis: str | None = None
+    fix: str | None = None
+
+
+@dataclass
+class Check:
+    """What ``check`` found, without changing anything.
+
+    ``in_sync`` True means the desired state already holds: the engine records the
+    step as ``ok`` with ``outputs``/``data`` and does not call ``apply``.
+    ``in_sync`` None means the action cannot tell (it will run ``apply``).
+    ``changes`` lists, in operator words, what ``apply`` would change.
+    """
+
+    in_sync: bool | None
+    changes: list[str] = field(default_factory=list)
+    outputs: dict[str, Any] = field(default_factory=dict)
+    data: Any = None
+
+
+class ActionFailed(Exception):
+    """Raised by an action for an expected failure, with an operator-facing diagnosis."""
+
+    def __init__(self, message: str, *, diagnosis: str | None = None, fix: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.diagnosis = diagnosis
+        self.fix = fix
+
+
+class Questions(Protocol):
+    """How the engine asks the operator something. The TUI and the headless CLI implement it."""
+
+    def confirm(self, step_id: str, title: str, changes: list[str], *, destructive: bool,
+                type_to_confirm: str | None) -> bool: ...
+
+    def approve(self, step_id: str, prompt: str) -> tuple[bool, str, str]:
+        """Return (approved, who, comment)."""
+        ...
+
+    def secret(self, name: str, help: str) -> str: ...
+
+    def choose(self, step_id: str, prompt: str, options: list[str]) -> str | None:
+        """Pick one option (e.g. accept a host key fingerprint); None means refuse."""
+        ...
+
+
+class StepContext(Protocol):
+    """What an action may use while it runs. Implemented by the engine's runner."""
+
+    run_id: str
+    deployment: str
+    step_id: str
+    phase_id: str
+    attempt: int
+    # The deployment's own directory in the state dir (journal, rendered stack, keys).
+    deployment_dir: Path
+    # Every parameter value (secrets included: treat them as such).
+    params: dict[str, Any]
+    # Set when the operator interrupts or the step's timeout elapses: stop promptly.
+    cancel: threading.Event
+    # Monotonic deadline for this attempt (None: no timeout).
+    deadline: float | None
+    # The same questions interface the engine uses, for actions that must ask (host keys).
+    questions: Questions
+    # True when the operator passed --yes (confirmations answered yes, never host-key trust).
+    assume_yes: bool
+
+    def log(self, line: str, stream: str = "stdout") -> None:
+        """One line of live output; redacted for every known secret before anyone sees it."""
+        ...
+
+    def progress(self, message: str, done: float | None = None,
+                 total: float | None = None) -> None:
+        """A progress report for long waits (elapsed time is added by the engine)."""
+        ...
+
+    def note(self, kind: str, **data: Any) -> None:
+        """A structured event (e.g. ``aws.call`` with service, operation, request id)."""
+        ...
+
+    def add_secret(self, value: str) -> None:
+        """Make a value (a generated token, a password) redacted from now on."""
+        ...
+
+    def get_secret(self, name: str) -> str | None:
+        """Read a secret of this deployment from the secret store."""
+        ...
+
+    def set_secret(self, name: str, value: str) -> None:
+        """Store a secret of this deployment (and redact it from now on)."""
+        ...
+
+    def resource(self, key: str, factory: Callable[[], T],
+                 close: Callable[[T], None] | None = None) -> T:
+        """A per-run shared object (client, connection), created once, closed at run end."""
+        ...
+
+    def drop_resource(self, key: str) -> None:
+        """Close and forget a per-run resource (e.g. after a dropped connection)."""
+        ...
+
+    def get_meta(self, key: str) -> Any:
+        """Deployment-level facts kept across runs (e.g. the AWS account id of the first run)."""
+        ...
+
+    def set_meta(self, key: str, value: Any) -> None: ...
+
+
+class Action:
+    """Base class of every action. Subclasses set ``name``, ``Inputs`` and override ``apply``.
+
+    ``check`` must never change anything. Its default says "cannot tell", which makes
+    the engine apply again on resume: override it for any action whose apply is not
+    harmless to repeat.
+    """
+
+    name: ClassVar[str] = ""
+    Inputs: ClassVar[type[Inputs]] = Inputs
+    # Read-only actions (gates, asserts) never need confirmation and are safe to re-run.
+    read_only: ClassVar[bool] = False
+    # Names of input fields whose values are secret (masked in plan, journal, report).
+    secret_inputs: ClassVar[frozenset[str]] = frozenset()
+
+    def check(self, ctx: StepContext, inputs: Any) -> Check:
+        return Check(in_sync=None)
+
+    def apply(self, ctx: StepContext, inputs: Any) -> Result:
+        raise NotImplementedError
+
+    def describe(self, inputs: Any) -> str:
+        """One line for the plan: what this step will do with these inputs."""
+        return self.name
+
+
+ActionFactory = Callable[[], Action]
