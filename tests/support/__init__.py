@@ -1,0 +1,1 @@
+"""Shared helpers for the test suite and the benchmarks (real services on loopback)."""
