@@ -170,6 +170,8 @@ class Action:
     read_only: ClassVar[bool] = False
     # Names of input fields whose values are secret (masked in plan, journal, report).
     secret_inputs: ClassVar[frozenset[str]] = frozenset()
+    # Output names the action always provides; when set, the loader checks references to them.
+    output_names: ClassVar[frozenset[str] | None] = None
 
     def check(self, ctx: StepContext, inputs: Any) -> Check:
         return Check(in_sync=None)

@@ -103,6 +103,9 @@ class Step(_Strict):
     fix: str | None = None
     # Expected duration in seconds, for the progress bar of long waits.
     expected_duration: float | None = Field(default=None, gt=0)
+    # Permanent parameters whose values are locked in this deployment once this step succeeds
+    # (server_name: once Synapse has started, user ids carry it forever).
+    locks: list[str] = Field(default_factory=list)
 
     @field_validator("id")
     @classmethod

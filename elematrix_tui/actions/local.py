@@ -1,0 +1,125 @@
+"""Local actions: no cloud, no network. They make the engine testable end to end and give
+runbooks small building blocks (write a file, wait, fail with advice)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from ..engine.action import Action, ActionFailed, Check, Inputs, Result, StepContext
+
+
+class NoopInputs(Inputs):
+    outputs: dict[str, Any] = {}
+    message: str = ""
+    log: list[str] = []
+
+
+class Noop(Action):
+    """Does nothing; returns ``outputs`` as given. Always in sync, so safe to repeat."""
+
+    name = "local.noop"
+    Inputs = NoopInputs
+    read_only = True
+
+    def check(self, ctx: StepContext, inputs: NoopInputs) -> Check:
+        return Check(in_sync=True, outputs=dict(inputs.outputs))
+
+    def apply(self, ctx: StepContext, inputs: NoopInputs) -> Result:
+        for line in inputs.log:
+            ctx.log(line)
+        return Result("ok", outputs=dict(inputs.outputs), message=inputs.message)
+
+
+class SleepInputs(Inputs):
+    seconds: float = 1.0
+    lines: int = 0  # log this many lines while sleeping (for live-log demos and benchmarks)
+
+
+class Sleep(Action):
+    """Waits, reporting progress; stops promptly when cancelled."""
+
+    name = "local.sleep"
+    Inputs = SleepInputs
+    read_only = True
+
+    def apply(self, ctx: StepContext, inputs: SleepInputs) -> Result:
+        end = time.monotonic() + inputs.seconds
+        for i in range(inputs.lines):
+            ctx.log(f"line {i + 1} of {inputs.lines}")
+        while (left := end - time.monotonic()) > 0:
+            ctx.progress(f"waiting {left:.1f} s", done=inputs.seconds - left,
+                         total=inputs.seconds)
+            if ctx.cancel.wait(min(left, 0.5)):
+                raise ActionFailed("cancelled while waiting")
+        return Result("ok", outputs={"slept": inputs.seconds})
+
+
+class WriteInputs(Inputs):
+    path: str
+    content: str = ""
+    mode: str = "0644"
+    # Append one line per apply to this file: lets tests count how often a step applied.
+    apply_log: str | None = None
+
+
+class WriteFile(Action):
+    """Writes a file atomically. In sync when the file already has this content and mode."""
+
+    name = "local.write"
+    Inputs = WriteInputs
+    output_names = frozenset({"path", "sha256"})
+
+    def check(self, ctx: StepContext, inputs: WriteInputs) -> Check:
+        p = Path(inputs.path)
+        digest = hashlib.sha256(inputs.content.encode()).hexdigest()
+        try:
+            same = p.read_bytes() == inputs.content.encode() and \
+                (p.stat().st_mode & 0o777) == int(inputs.mode, 8)
+        except OSError:
+            same = False
+        return Check(in_sync=same, changes=[] if same else [f"write {p}"],
+                     outputs={"path": str(p), "sha256": digest})
+
+    def apply(self, ctx: StepContext, inputs: WriteInputs) -> Result:
+        p = Path(inputs.path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        if inputs.apply_log:
+            with open(inputs.apply_log, "a") as f:
+                f.write(f"{ctx.step_id}\n")
+                f.flush()
+                os.fsync(f.fileno())
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_name(f".{p.name}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, int(inputs.mode, 8))
+        with os.fdopen(fd, "w") as f:
+            f.write(inputs.content)
+        os.chmod(tmp, int(inputs.mode, 8))
+        os.replace(tmp, p)
+        ctx.log(f"wrote {p} ({len(inputs.content)} bytes)")
+        digest = hashlib.sha256(inputs.content.encode()).hexdigest()
+        return Result("changed", outputs={"path": str(p), "sha256": digest})
+
+
+class FailInputs(Inputs):
+    message: str = "failed on purpose"
+    diagnosis: str | None = None
+    fix: str | None = None
+    # Pass instead when this file exists (lets a test "fix" a failing gate, then re-run).
+    unless_exists: str | None = None
+
+
+class Fail(Action):
+    """Fails with an operator-facing diagnosis (for gates that guard a manual fix, and tests)."""
+
+    name = "local.fail"
+    Inputs = FailInputs
+    read_only = True
+
+    def apply(self, ctx: StepContext, inputs: FailInputs) -> Result:
+        if inputs.unless_exists and Path(inputs.unless_exists).exists():
+            return Result("ok", message=f"{inputs.unless_exists} exists")
+        raise ActionFailed(inputs.message, diagnosis=inputs.diagnosis, fix=inputs.fix)

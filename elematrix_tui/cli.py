@@ -1,0 +1,381 @@
+"""The ``elematrix`` command line. The TUI is the default command; the rest is headless.
+
+Only argparse is imported at start so ``elematrix --help`` stays fast; each command
+imports what it needs. Exit codes: 0 passed, 1 a step or gate failed (or the run was
+refused), 2 bad input, 130 interrupted (state saved, resumable).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .engine.model import Runbook
+    from .engine.registry import Registry
+
+EXIT_INPUT = 2
+
+
+def _common(p: argparse.ArgumentParser, *, runbook_opts: bool = True) -> None:
+    p.add_argument("--state-dir", metavar="DIR",
+                   help="state directory (default: $ELEMATRIX_STATE_DIR or the user state dir)")
+    if runbook_opts:
+        p.add_argument("--deployment", metavar="NAME", help="the deployment to act on")
+        p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                       help="set a parameter (repeatable)")
+        p.add_argument("--params", metavar="FILE.yaml", help="parameter values from a YAML file")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="elematrix",
+        description="Deploy a white-label Matrix/Element platform onto AWS EC2, phase by phase, "
+                    "from YAML runbooks. With no command, opens the terminal UI.")
+    parser.add_argument("--version", action="version", version="elematrix-tui 0.1.0")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("practice", help="the TUI against an embedded AWS emulator (no account)")
+    _common(p, runbook_opts=False)
+    p.add_argument("--deployment", metavar="NAME", default="practice")
+
+    p = sub.add_parser("validate", help="check runbooks; errors as PATH:LINE:COL: message")
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("--params", metavar="FILE.yaml", help="also check a parameter file")
+
+    p = sub.add_parser("plan", help="what would run, with rendered inputs; changes nothing")
+    p.add_argument("runbook", metavar="RUNBOOK")
+    _common(p)
+    p.add_argument("--phase", dest="phases", action="append", metavar="ID")
+
+    p = sub.add_parser("run", help="headless run of a runbook")
+    p.add_argument("runbook", metavar="RUNBOOK")
+    _common(p)
+    p.add_argument("--phase", dest="phases", action="append", metavar="ID",
+                   help="run only this phase (repeatable)")
+    p.add_argument("--yes", action="store_true", help="answer confirmations with yes")
+    p.add_argument("--quiet", action="store_true", help="no log lines, only steps and summary")
+
+    p = sub.add_parser("resume", help="continue an interrupted run (TUI, or headless with --yes)")
+    p.add_argument("run_id", nargs="?", metavar="RUN_ID")
+    _common(p)
+    p.add_argument("--yes", action="store_true", help="headless: answer confirmations with yes")
+    p.add_argument("--quiet", action="store_true")
+
+    p = sub.add_parser("runs", help="runs with their status")
+    _common(p, runbook_opts=False)
+    p.add_argument("--deployment", metavar="NAME")
+
+    p = sub.add_parser("report", help="a run's report from the journal")
+    p.add_argument("run_id", metavar="RUN_ID")
+    p.add_argument("--format", choices=["md", "json"], default="md")
+    p.add_argument("--output", "-o", metavar="FILE", help="write to FILE instead of stdout")
+    _common(p, runbook_opts=False)
+    p.add_argument("--deployment", metavar="NAME")
+
+    p = sub.add_parser("doctor", help="lint a stack directory for the known pitfalls",
+                       add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] == ["doctor"]:
+        return _doctor(args_list[1:])
+    parser = build_parser()
+    try:
+        args = parser.parse_args(args_list)
+    except SystemExit as e:  # argparse exits 2 on usage errors, as our contract wants
+        return int(e.code or 0)
+    from .engine.errors import GuardError, InputError, LockedError
+
+    try:
+        handler = {
+            None: _tui, "practice": _practice, "validate": _validate, "plan": _plan,
+            "run": _run, "resume": _resume, "runs": _runs, "report": _report,
+        }[args.command]
+        return handler(args)
+    except InputError as e:
+        for err in e.errors:
+            print(f"error: {err}", file=sys.stderr)
+        return EXIT_INPUT
+    except (LockedError, GuardError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted; state saved. 'elematrix resume' continues.", file=sys.stderr)
+        return 130
+
+
+# -- helpers ------------------------------------------------------------------------------
+def _state_dir(args: argparse.Namespace) -> Path:
+    from .engine.paths import state_dir
+
+    return state_dir(getattr(args, "state_dir", None))
+
+
+def _registry() -> Registry:
+    from .actions import default_registry
+
+    return default_registry()
+
+
+def resolve_runbook_path(name: str) -> Path:
+    """A path, or the name of a bundled runbook (``poc-ec2``) or one in the user's folder."""
+    from .engine.errors import InputError
+    from .engine.paths import user_runbook_dir
+
+    p = Path(name)
+    if p.exists() or "/" in name or name.endswith((".yaml", ".yml")):
+        if not p.exists():
+            raise InputError(f"{name}: no such runbook file")
+        return p
+    for folder in (user_runbook_dir(), Path(__file__).parent / "runbooks"):
+        cand = folder / f"{name}.yaml"
+        if cand.exists():
+            return cand
+    raise InputError(f"{name}: no such runbook file, and no bundled runbook of that name "
+                     f"(bundled: {', '.join(bundled_runbooks())})")
+
+
+def bundled_runbooks() -> list[str]:
+    folder = Path(__file__).parent / "runbooks"
+    return sorted(p.stem for p in folder.glob("*.yaml"))
+
+
+def _load(path: Path) -> Runbook:
+    from .engine.loader import load_runbook
+
+    return load_runbook(path, _registry())
+
+
+def _params(args: argparse.Namespace, rb: Runbook) -> dict[str, Any]:
+    from .engine.errors import InputError, Located
+    from .engine.loader import load_params_file
+
+    values: dict[str, Any] = {}
+    if getattr(args, "params", None):
+        values.update(load_params_file(args.params, rb))
+    errors = []
+    for item in getattr(args, "sets", []) or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            errors.append(Located("--set", 0, 0, f"{item!r}: expected KEY=VALUE"))
+            continue
+        values[key.strip()] = value
+    # Secrets can come from the environment so they never appear in `ps` or shell history.
+    for p in rb.params:
+        env = os.environ.get(f"ELEMATRIX_SECRET_{p.name.upper()}")
+        if p.type == "secret" and env and p.name not in values:
+            values[p.name] = env
+    if errors:
+        raise InputError(errors)
+    return values
+
+
+def _need_deployment(args: argparse.Namespace) -> str:
+    from .engine.errors import InputError
+
+    if not args.deployment:
+        raise InputError("--deployment NAME is required: the named target this run belongs to "
+                         "(e.g. --deployment staging)")
+    return str(args.deployment)
+
+
+# -- commands -----------------------------------------------------------------------------
+def _validate(args: argparse.Namespace) -> int:
+    from .engine.errors import RunbookError
+    from .engine.loader import load_params_file
+
+    bad = False
+    for name in args.paths:
+        try:
+            path = resolve_runbook_path(name)
+            rb = _load(path)
+            steps = sum(len(ph.steps) + len(ph.gates) for ph in rb.phases)
+            if args.params:
+                load_params_file(args.params, rb)
+            print(f"{path}: ok ({len(rb.phases)} phases, {steps} steps and gates)")
+        except RunbookError as e:
+            bad = True
+            for err in e.errors:
+                print(str(err), file=sys.stderr)
+    return EXIT_INPUT if bad else 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .engine.runner import Runner, RunOptions
+    from .headless import HeadlessQuestions, Printer
+
+    path = resolve_runbook_path(args.runbook)
+    rb = _load(path)
+    deployment = _need_deployment(args)
+    params = _params(args, rb)
+    printer = Printer(quiet=args.quiet)
+    runner = Runner(rb, deployment=deployment, state_dir=_state_dir(args), params=params,
+                    questions=HeadlessQuestions(assume_yes=args.yes), sinks=[printer],
+                    registry=_registry(), runbook_path=path,
+                    options=RunOptions(phases=args.phases, assume_yes=args.yes))
+    code = runner.run()
+    printer.summary(runner)
+    return code
+
+
+def _find_run(args: argparse.Namespace) -> tuple[str, str]:
+    """(deployment, run_id) of the run to resume."""
+    from .engine.errors import InputError
+    from .engine.journal import Journal, list_deployments
+
+    root = _state_dir(args)
+    deployments = [args.deployment] if args.deployment else list_deployments(root)
+    candidates = []
+    for dep in deployments:
+        if not Journal.exists(root, dep):
+            continue
+        j = Journal.open(root, dep)
+        try:
+            for run in j.runs():
+                if args.run_id and run.id != args.run_id:
+                    continue
+                if run.status != "passed":
+                    candidates.append((run.started, dep, run.id))
+        finally:
+            j.close()
+    if not candidates:
+        what = f"run {args.run_id}" if args.run_id else "an unfinished run"
+        where = f" of deployment {args.deployment!r}" if args.deployment else ""
+        raise InputError(f"found no {what}{where} to resume in {root}; "
+                         f"'elematrix runs' lists the runs")
+    if not args.run_id and not args.deployment and len({c[1] for c in candidates}) > 1:
+        raise InputError("several deployments have unfinished runs; name one with "
+                         "--deployment NAME or give the RUN_ID ('elematrix runs' lists them)")
+    _, dep, run_id = max(candidates)
+    return dep, run_id
+
+
+def _resume(args: argparse.Namespace) -> int:
+    from .engine.errors import InputError
+    from .engine.journal import Journal
+    from .engine.runner import Runner, RunOptions
+    from .headless import HeadlessQuestions, Printer
+
+    deployment, run_id = _find_run(args)
+    root = _state_dir(args)
+    j = Journal.open(root, deployment)
+    row = j.run(run_id)
+    j.close()
+    assert row is not None
+    path = Path(row.runbook_path)
+    if not path.exists():
+        raise InputError(f"run {run_id} used {path}, which no longer exists; restore the file "
+                         f"to resume")
+    if not args.yes:
+        return _tui(args, runbook=path, deployment=deployment, resume_run=run_id)
+    rb = _load(path)
+    printer = Printer(quiet=args.quiet)
+    runner = Runner(rb, deployment=deployment, state_dir=root, params=_params(args, rb),
+                    questions=HeadlessQuestions(assume_yes=True), sinks=[printer],
+                    registry=_registry(), runbook_path=path,
+                    options=RunOptions(assume_yes=True))
+    code = runner.resume(run_id)
+    printer.summary(runner)
+    return code
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from .engine.plan import build_plan
+
+    path = resolve_runbook_path(args.runbook)
+    rb = _load(path)
+    deployment = _need_deployment(args)
+    print(build_plan(rb, deployment=deployment, state_dir=_state_dir(args),
+                     params=_params(args, rb), phases=args.phases, registry=_registry()))
+    return 0
+
+
+def _runs(args: argparse.Namespace) -> int:
+    from .engine.journal import Journal, list_deployments
+    from .engine.lock import DeploymentLock
+    from .engine.paths import deployment_dir
+
+    root = _state_dir(args)
+    rows = []
+    for dep in ([args.deployment] if args.deployment else list_deployments(root)):
+        if not Journal.exists(root, dep):
+            continue
+        j = Journal.open(root, dep)
+        holder = DeploymentLock(deployment_dir(root, dep) / "lock").holder()
+        for run in j.runs():
+            status = run.status
+            if status == "running" and not holder:
+                status = "interrupted"  # its process died: no one holds the lock
+            dur = (run.finished or run.started) - run.started
+            rows.append((run.started, run.id, dep, run.runbook, status, f"{dur:.1f}s"))
+        j.close()
+    if not rows:
+        print(f"no runs in {root}")
+        return 0
+    import time
+
+    print(f"{'RUN':<24} {'DEPLOYMENT':<16} {'RUNBOOK':<12} {'STATUS':<12} {'STARTED':<19} "
+          f"DURATION")
+    for started, rid, dep, rbname, status, dur in sorted(rows, reverse=True):
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started))
+        print(f"{rid:<24} {dep:<16} {rbname:<12} {status:<12} {when:<19} {dur}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .engine.errors import InputError
+    from .engine.journal import Journal, list_deployments
+    from .engine.report import build_report
+
+    root = _state_dir(args)
+    for dep in ([args.deployment] if args.deployment else list_deployments(root)):
+        if not Journal.exists(root, dep):
+            continue
+        j = Journal.open(root, dep)
+        try:
+            if j.run(args.run_id) is not None:
+                text = build_report(j, args.run_id, args.format)
+                if args.output:
+                    Path(args.output).write_text(text)
+                    print(f"report written to {args.output}")
+                else:
+                    sys.stdout.write(text)
+                return 0
+        finally:
+            j.close()
+    raise InputError(f"no run {args.run_id!r} in {root}; 'elematrix runs' lists the runs")
+
+
+def _doctor(argv: list[str]) -> int:
+    try:
+        from .stack.doctor import main as doctor_main
+    except ImportError:
+        print("error: the doctor is not available in this build", file=sys.stderr)
+        return EXIT_INPUT
+    return doctor_main(argv)
+
+
+def _tui(args: argparse.Namespace, *, runbook: Path | None = None, deployment: str | None = None,
+         resume_run: str | None = None, practice: bool = False) -> int:
+    try:
+        from .ui.app import run_app
+    except ImportError as e:
+        print(f"error: the terminal UI cannot start: {e}", file=sys.stderr)
+        return 1
+    return int(run_app(_state_dir(args), runbook=runbook, deployment=deployment,
+                       resume_run=resume_run, practice=practice))
+
+
+def _practice(args: argparse.Namespace) -> int:
+    return _tui(args, deployment=args.deployment, practice=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""Reports built from the journal alone (no live state): Markdown for people, JSON for tools."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from .journal import Journal
+
+
+def _fmt_ts(ts: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
+
+
+def report_data(journal: Journal, run_id: str) -> dict[str, Any]:
+    """Everything the report shows, as plain data."""
+    run = journal.run(run_id)
+    if run is None:
+        raise KeyError(run_id)
+    events = journal.events(run_id, kinds=("step.started", "step.finished", "gate.result",
+                                           "note", "question", "phase.started",
+                                           "phase.finished", "phase.locked", "step.retry"))
+    steps: list[dict[str, Any]] = []
+    for row in journal.attempts(run_id):
+        steps.append({
+            "phase": row.phase_id, "step": row.step_id, "role": row.role,
+            "attempt": row.attempt, "status": row.status,
+            "duration": round((row.finished or row.started) - row.started, 3),
+            "started": row.started, "inputs": row.inputs, "outputs": row.outputs,
+            "message": row.message, "diagnosis": row.diagnosis, "fix": row.fix})
+    restored = [e for e in events if e["kind"] == "step.finished" and e.get("restored")]
+    gates = [{k: e.get(k) for k in ("phase_id", "gate_id", "passed", "message", "diagnosis",
+                                     "fix", "duration")}
+             for e in events if e["kind"] == "gate.result"]
+    notes = [{"step": e["step_id"], "name": e.get("name"), **(e.get("data") or {})}
+             for e in events if e["kind"] == "note"]
+    questions = [{"step": e["step_id"], "question": e.get("question"), "prompt": e.get("prompt"),
+                  "answer": e.get("answer")} for e in events if e["kind"] == "question"]
+    return {
+        "run_id": run.id, "runbook": run.runbook, "runbook_path": run.runbook_path,
+        "status": run.status, "exit_code": run.exit_code, "message": run.message,
+        "started": run.started, "finished": run.finished,
+        "duration": round((run.finished or time.time()) - run.started, 3),
+        "params": run.params, "phases": run.phases, "host": run.host, "user": run.user,
+        "steps": steps, "restored_steps": [e["step_id"] for e in restored],
+        "gates": gates, "notes": notes, "questions": questions,
+    }
+
+
+def build_report(journal: Journal, run_id: str, fmt: str = "md") -> str:
+    data = report_data(journal, run_id)
+    if fmt == "json":
+        return json.dumps(data, indent=2, sort_keys=True, default=str)
+    return _markdown(data)
+
+
+def _markdown(d: dict[str, Any]) -> str:
+    out = [f"# Run {d['run_id']}: {d['runbook']}", ""]
+    out += [f"- Status: **{d['status']}** (exit {d['exit_code']})"
+            + (f" — {d['message']}" if d["message"] else ""),
+            f"- Started: {_fmt_ts(d['started'])}; finished: {_fmt_ts(d['finished'])}; "
+            f"duration {d['duration']:.1f} s",
+            f"- Runbook file: `{d['runbook_path']}`",
+            f"- Phases: {', '.join(d['phases']) if d['phases'] else 'all'}", ""]
+    out += ["## Parameters", "", "| name | value |", "|---|---|"]
+    for k, v in sorted(d["params"].items()):
+        shown = "(secret, in the keyring)" if isinstance(v, dict) and "$secret" in v else v
+        out.append(f"| {k} | `{shown}` |")
+    out += ["", "## Timeline", "",
+            "| phase | step | role | attempt | status | duration | message |",
+            "|---|---|---|---|---|---|---|"]
+    for s in d["steps"]:
+        msg = (s["message"] or "").replace("|", "\\|").replace("\n", " ")[:120]
+        out.append(f"| {s['phase']} | {s['step']} | {s['role']} | {s['attempt']} | "
+                   f"{s['status']} | {s['duration']:.2f} s | {msg} |")
+    if d["restored_steps"]:
+        out += ["", "Restored from the journal on resume (not run again): "
+                + ", ".join(f"`{x}`" for x in d["restored_steps"])]
+    if d["gates"]:
+        out += ["", "## Gates", "", "| phase | gate | result | detail |", "|---|---|---|---|"]
+        for g in d["gates"]:
+            detail = g.get("message") or ""
+            if g.get("diagnosis"):
+                detail += f" — why: {g['diagnosis']}"
+            if g.get("fix"):
+                detail += f" — fix: {g['fix']}"
+            out.append(f"| {g['phase_id']} | {g['gate_id']} | "
+                       f"{'passed' if g['passed'] else 'FAILED'} | {detail} |")
+    checks = [n for n in d["notes"] if n.get("name") == "gate.check"]
+    if checks:
+        out += ["", "## Checks", "", "| step | check | result | time | detail |",
+                "|---|---|---|---|---|"]
+        for c in checks:
+            detail = (c.get("diagnosis") or c.get("detail") or "")
+            if c.get("fix"):
+                detail += f" — fix: {c['fix']}"
+            out.append(f"| {c['step']} | {c.get('check') or c.get('label') or '-'} | "
+                       f"{'passed' if c.get('passed') else 'FAILED'} | "
+                       f"{float(c.get('duration') or 0):.2f} s | {detail} |")
+    warnings = [n for n in d["notes"] if n.get("name") == "warning"]
+    if warnings:
+        out += ["", "## Warnings", ""] + [f"- {w.get('text') or w.get('message')}"
+                                          for w in warnings]
+    out += ["", "## Steps in detail", ""]
+    for s in d["steps"]:
+        out.append(f"### {s['phase']} / {s['step']} (attempt {s['attempt']}: {s['status']})")
+        if s["inputs"]:
+            out += ["", "Inputs:", "```json", json.dumps(s["inputs"], indent=1, default=str,
+                                                         sort_keys=True), "```"]
+        if s["outputs"]:
+            out += ["", "Outputs:", "```json", json.dumps(s["outputs"], indent=1, default=str,
+                                                          sort_keys=True), "```"]
+        if s["diagnosis"]:
+            out += ["", f"Why: {s['diagnosis']}"]
+        if s["fix"]:
+            out += ["", f"What to do: {s['fix']}"]
+        calls = [n for n in d["notes"] if n["step"] == s["step"] and n.get("name") == "aws.call"]
+        if calls:
+            out += ["", "AWS calls:"] + [
+                f"- {c.get('service')}.{c.get('operation')} request {c.get('request_id')} "
+                f"({float(c.get('duration') or 0) * 1000:.0f} ms)" for c in calls]
+        out.append("")
+    if d["questions"]:
+        out += ["## Questions answered", ""]
+        out += [f"- {q['step']}: {q['question']} '{q['prompt']}' -> {q['answer']}"
+                for q in d["questions"]]
+    return "\n".join(out) + "\n"

@@ -1,0 +1,152 @@
+"""Secrets: kept in the OS keyring, never in the journal, logs, plans or reports.
+
+Service ``elematrix``, user name ``<deployment>/<name>``. A headless server often has
+no usable keyring backend; then elematrix says so and, only if the operator opts in
+with ``ELEMATRIX_SECRET_STORE=file``, keeps secrets in a 0600 JSON file in the user's
+config directory (``~/.config/elematrix/secrets.json``) — deliberately outside the
+state directory, which the operator may copy or attach to a ticket.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from .errors import InputError
+from .paths import config_dir
+
+SERVICE = "elematrix"
+MASK = "********"
+
+
+class SecretStore:
+    """Get and set secrets of deployments. Backend: keyring, or the opt-in 0600 file."""
+
+    def __init__(self, backend: str | None = None) -> None:
+        choice = (backend or os.environ.get("ELEMATRIX_SECRET_STORE") or "auto").lower()
+        self._lock = threading.Lock()
+        self._file: Path | None = None
+        self._keyring: Any = None
+        if choice == "file":
+            self._file = config_dir() / "secrets.json"
+        elif choice in ("auto", "keyring"):
+            kr = _usable_keyring()
+            if kr is None:
+                raise InputError(
+                    "no usable OS keyring backend on this machine (common on headless servers), "
+                    "and elematrix keeps secrets only in a keyring. Either install and unlock a "
+                    "keyring (e.g. gnome-keyring or the 'keyrings.alt' package), or opt in to a "
+                    "0600 file in your config directory: export ELEMATRIX_SECRET_STORE=file "
+                    f"(it is written to {config_dir() / 'secrets.json'})")
+            self._keyring = kr
+        else:
+            raise InputError(f"ELEMATRIX_SECRET_STORE={choice!r}: use 'keyring' or 'file'")
+
+    @property
+    def description(self) -> str:
+        if self._file is not None:
+            return f"file {self._file} (0600, opted in with ELEMATRIX_SECRET_STORE=file)"
+        return f"keyring ({type(self._keyring).__name__})"
+
+    def get(self, deployment: str, name: str) -> str | None:
+        if self._file is not None:
+            return self._read_file().get(deployment, {}).get(name)
+        value = self._keyring.get_password(SERVICE, f"{deployment}/{name}")
+        return value if isinstance(value, str) else None
+
+    def set(self, deployment: str, name: str, value: str) -> None:
+        if self._file is not None:
+            with self._lock:
+                data = self._read_file()
+                data.setdefault(deployment, {})[name] = value
+                self._write_file(data)
+            return
+        self._keyring.set_password(SERVICE, f"{deployment}/{name}", value)
+
+    def delete(self, deployment: str, name: str) -> None:
+        if self._file is not None:
+            with self._lock:
+                data = self._read_file()
+                data.get(deployment, {}).pop(name, None)
+                self._write_file(data)
+            return
+        try:
+            self._keyring.delete_password(SERVICE, f"{deployment}/{name}")
+        except Exception:  # absent already: deleting is idempotent
+            pass
+
+    def _read_file(self) -> dict[str, dict[str, str]]:
+        assert self._file is not None
+        try:
+            data = json.loads(self._file.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as e:
+            raise InputError(f"{self._file}: cannot read the secrets file: {e}") from None
+        return data if isinstance(data, dict) else {}
+
+    def _write_file(self, data: dict[str, dict[str, str]]) -> None:
+        assert self._file is not None
+        self._file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = self._file.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=1, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self._file)
+
+
+def _usable_keyring() -> Any:
+    try:
+        import keyring
+        from keyring.backends import fail
+    except Exception:
+        return None
+    kr = keyring.get_keyring()
+    if isinstance(kr, fail.Keyring):
+        return None
+    try:
+        chain = getattr(kr, "backends", None)
+        if chain is not None and not chain:
+            return None
+        if getattr(kr, "priority", 1) <= 0:
+            return None
+    except Exception:
+        return None
+    return kr
+
+
+class Redactor:
+    """Replaces every known secret value in text. Longest first, so no secret leaks partly."""
+
+    def __init__(self) -> None:
+        self._values: list[str] = []
+        self._lock = threading.Lock()
+
+    def add(self, value: str | None) -> None:
+        # Very short values would mask ordinary words; secrets here are long.
+        if value and len(value) >= 6 and value not in self._values:
+            with self._lock:
+                self._values = sorted([*self._values, value], key=len, reverse=True)
+
+    def __call__(self, text: str) -> str:
+        for v in self._values:
+            if v in text:
+                text = text.replace(v, MASK)
+        return text
+
+    def value(self, obj: Any) -> Any:
+        """Redact inside nested JSON-like data."""
+        if not self._values:
+            return obj
+        if isinstance(obj, str):
+            return self(obj)
+        if isinstance(obj, dict):
+            return {k: self.value(v) for k, v in obj.items()}
+        if isinstance(obj, (list, tuple)):
+            return [self.value(v) for v in obj]
+        return obj

@@ -1,0 +1,135 @@
+"""The headless face of the engine: a printer sink and questions answered on the terminal."""
+
+from __future__ import annotations
+
+import getpass
+import sys
+import time
+from typing import Any, TextIO
+
+from .engine import events as ev
+from .engine.errors import InputError
+
+_MARK = {"ok": "ok", "changed": "changed", "failed": "FAILED", "skipped": "skipped",
+         "interrupted": "interrupted"}
+
+
+class HeadlessQuestions:
+    """Answers the engine's questions on a terminal, or refuses when there is none."""
+
+    def __init__(self, assume_yes: bool, stream: TextIO | None = None) -> None:
+        self.assume_yes = assume_yes
+        self.out = stream or sys.stderr
+        self.interactive = sys.stdin is not None and sys.stdin.isatty()
+
+    def _ask(self, prompt: str) -> str:
+        if not self.interactive:
+            return ""
+        self.out.write(prompt)
+        self.out.flush()
+        return sys.stdin.readline().strip()
+
+    def confirm(self, step_id: str, title: str, changes: list[str], *, destructive: bool,
+                type_to_confirm: str | None) -> bool:
+        if self.assume_yes:
+            return True
+        if not self.interactive:
+            print(f"step {step_id} needs confirmation; run interactively or pass --yes",
+                  file=self.out)
+            return False
+        print(f"\n{title}", file=self.out)
+        for c in changes:
+            print(f"  - {c}", file=self.out)
+        if destructive and type_to_confirm:
+            return self._ask(f"This is destructive. Type {type_to_confirm!r} to go on: ") \
+                == type_to_confirm
+        return self._ask("Go on? [y/N] ").lower() in ("y", "yes")
+
+    def approve(self, step_id: str, prompt: str) -> tuple[bool, str, str]:
+        if not self.interactive:
+            return False, "nobody", "no terminal to ask for approval; run interactively"
+        who = self._ask(f"{prompt}\nYour name: ") or getpass.getuser()
+        answer = self._ask("Approve? [y/N] ").lower() in ("y", "yes")
+        comment = self._ask("Comment: ")
+        return answer, who, comment
+
+    def secret(self, name: str, help: str) -> str:
+        if not self.interactive:
+            raise InputError(f"parameter {name!r} is a secret with no stored value: export "
+                             f"ELEMATRIX_SECRET_{name.upper()}=... (kept in the keyring after "
+                             f"the first run) or run interactively")
+        return getpass.getpass(f"{name} ({help}): ")
+
+    def choose(self, step_id: str, prompt: str, options: list[str]) -> str | None:
+        # Never answered by --yes: trusting a host key is the operator's own decision.
+        if not self.interactive:
+            print(f"step {step_id}: {prompt}\n  refused: no terminal to confirm; pass the "
+                  f"expected value as a parameter instead", file=self.out)
+            return None
+        print(prompt, file=self.out)
+        for i, opt in enumerate(options, 1):
+            print(f"  {i}. {opt}", file=self.out)
+        pick = self._ask("Number to accept, anything else refuses: ")
+        if pick.isdigit() and 1 <= int(pick) <= len(options):
+            return options[int(pick) - 1]
+        return None
+
+
+class Printer:
+    """Prints steps and log lines as they happen, and a summary table at the end."""
+
+    def __init__(self, quiet: bool = False, stream: TextIO | None = None) -> None:
+        self.quiet = quiet
+        self.out = stream or sys.stdout
+        self.rows: list[tuple[str, str, str, int, float, str]] = []
+        self._last_progress = 0.0
+
+    def __call__(self, e: ev.Event) -> None:
+        w = self.out.write
+        if isinstance(e, ev.RunStarted):
+            w(f"{'resuming' if e.resumed else 'run'} {e.run_id}: {e.runbook} -> "
+              f"deployment {e.deployment}\n")
+        elif isinstance(e, ev.PhaseStarted):
+            w(f"\n== phase {e.phase_id}: {e.title}\n")
+        elif isinstance(e, ev.PhaseLocked):
+            w(f"\n== LOCKED {e.phase_id}: {e.reason}\n")
+        elif isinstance(e, ev.StepStarted):
+            if not self.quiet:
+                w(f"-> {e.step_id} ({e.action}){' [gate]' if e.is_gate else ''}"
+                  f"{f' attempt {e.attempt}' if e.attempt > 1 else ''}: {e.title}\n")
+        elif isinstance(e, ev.LogLine):
+            if not self.quiet:
+                w(f"   | {e.line}\n")
+        elif isinstance(e, ev.Progress):
+            now = time.monotonic()
+            if not self.quiet and now - self._last_progress > 2:
+                self._last_progress = now
+                w(f"   ~ {e.message} ({e.elapsed:.0f} s)\n")
+        elif isinstance(e, ev.StepRetry):
+            w(f"   ! retrying {e.step_id} in {e.delay:g} s (attempt {e.attempt}): {e.reason}\n")
+        elif isinstance(e, ev.StepFinished):
+            tag = "restored" if e.restored else _MARK.get(e.status, e.status)
+            w(f"{'GATE ' if e.is_gate else ''}[{tag}] {e.step_id} {e.duration:.2f}s"
+              f"{f' - {e.message}' if e.message else ''}\n")
+            if e.status == "failed":
+                if e.diagnosis:
+                    w(f"   why: {e.diagnosis}\n")
+                if e.fix:
+                    w(f"   fix: {e.fix}\n")
+            self.rows = [r for r in self.rows if r[1] != e.step_id]
+            self.rows.append((e.phase_id, e.step_id, tag, e.attempt, e.duration, e.message))
+        elif isinstance(e, ev.RunFinished):
+            w(f"\nrun {e.run_id} {e.status} (exit {e.exit_code})"
+              f"{f': {e.message}' if e.message else ''}\n")
+        self.out.flush()
+
+    def summary(self, runner: Any) -> None:
+        if not self.rows:
+            return
+        w = self.out.write
+        w(f"\n{'PHASE':<12} {'STEP':<28} {'RESULT':<12} {'TRIES':>5} {'TIME':>8}\n")
+        for phase, step, tag, attempt, duration, _ in self.rows:
+            w(f"{phase:<12} {step:<28} {tag:<12} {attempt:>5} {duration:>7.2f}s\n")
+        if runner.run_id:
+            w(f"\nreport: elematrix report {runner.run_id}\n")
+        self.out.flush()
