@@ -1,0 +1,145 @@
+"""Actions over the bundled stack: ``stack.render`` and ``stack.doctor``.
+
+``stack.render`` renders the Matrix/Element stack for the deployment into
+``<deployment_dir>/stack`` and logs a unified diff against the previous rendering, so
+the operator sees exactly what will be uploaded. ``stack.doctor`` lints a stack
+directory (the bundled one or an operator's own) for the known HTTP-only pitfalls.
+"""
+
+from __future__ import annotations
+
+import secrets as pysecrets
+from pathlib import Path
+from typing import Any
+
+from ..engine.action import Action, ActionFailed, Check, Inputs, Result, StepContext
+from ..stack.values import SECRET_NAMES, StackValues
+
+# Generated secrets: 32 random bytes, URL-safe (fits YAML, env files and URLs unquoted).
+_SECRET_BYTES = 32
+
+
+class RenderInputs(StackValues, Inputs):
+    """The stack values (see ``elematrix_tui/stack/values.py``) plus where to render."""
+
+    # Default: <deployment_dir>/stack. Relative paths are taken from the deployment dir.
+    out_dir: str | None = None
+
+
+def _values(ctx: StepContext, inputs: RenderInputs) -> StackValues:
+    data = inputs.model_dump(exclude={"out_dir"})
+    if "deployment" not in inputs.model_fields_set:
+        data["deployment"] = ctx.deployment
+    return StackValues.model_validate(data)
+
+
+def _out_dir(ctx: StepContext, inputs: RenderInputs) -> Path:
+    if inputs.out_dir:
+        p = Path(inputs.out_dir)
+        return p if p.is_absolute() else ctx.deployment_dir / p
+    return ctx.deployment_dir / "stack"
+
+
+class Render(Action):
+    """Render the stack for this deployment and show the diff against the last rendering."""
+
+    name = "stack.render"
+    Inputs = RenderInputs
+
+    def describe(self, inputs: Any) -> str:
+        return f"render the Matrix/Element stack for {inputs.server_name} ({inputs.public_address})"
+
+    def check(self, ctx: StepContext, inputs: Any) -> Check:
+        from ..stack.render import RenderError, plan_render
+
+        missing = [n for n in SECRET_NAMES if not ctx.get_secret(n)]
+        if missing:
+            return Check(in_sync=False, changes=[f"generate secret {n}" for n in missing]
+                         + ["render the stack"])
+        secrets = {n: ctx.get_secret(n) or "" for n in SECRET_NAMES}
+        out = _out_dir(ctx, inputs)
+        try:
+            files, changed, _diff = plan_render(_values(ctx, inputs), secrets, out)
+        except RenderError as e:
+            return Check(in_sync=None, changes=[str(e)])
+        outputs = {"path": str(out), "files": sorted(files), "changed_files": [],
+                   "diff_lines": 0}
+        if changed:
+            return Check(in_sync=False, changes=[f"{'update' if (out / f).exists() else 'create'}"
+                                                  f" {f}" for f in changed], outputs=outputs)
+        return Check(in_sync=True, outputs=outputs)
+
+    def apply(self, ctx: StepContext, inputs: Any) -> Result:
+        from ..stack.render import RenderError, render_stack
+
+        secrets: dict[str, str] = {}
+        for name in SECRET_NAMES:
+            value = ctx.get_secret(name)
+            if not value:
+                value = pysecrets.token_urlsafe(_SECRET_BYTES)
+                ctx.set_secret(name, value)
+                ctx.log(f"generated secret {name} (stored in the keyring)")
+            ctx.add_secret(value)
+            secrets[name] = value
+        out = _out_dir(ctx, inputs)
+        try:
+            res = render_stack(_values(ctx, inputs), secrets, out)
+        except RenderError as e:
+            raise ActionFailed(str(e), diagnosis="the stack parameters cannot be rendered",
+                               fix="correct the parameter named in the message") from e
+        for line in res.diff:
+            ctx.log(line, "diff")
+        ctx.log(f"rendered {len(res.files)} files into {out}: "
+                f"{len(res.changed_files)} changed")
+        return Result(
+            status="changed" if res.changed else "ok",
+            outputs={"path": str(out), "files": res.files, "changed_files": res.changed_files,
+                     "diff_lines": len(res.diff)},
+            message=f"{len(res.changed_files)} file(s) changed" if res.changed else "unchanged",
+        )
+
+
+class DoctorInputs(Inputs):
+    """A stack directory to lint; relative paths are taken from the deployment dir."""
+
+    path: str = "stack"
+
+
+class Doctor(Action):
+    """Lint a stack directory for the HTTP-only pitfalls (read-only)."""
+
+    name = "stack.doctor"
+    Inputs = DoctorInputs
+    read_only = True
+
+    def describe(self, inputs: Any) -> str:
+        return f"check the stack in {inputs.path} for known pitfalls"
+
+    def _path(self, ctx: StepContext, inputs: DoctorInputs) -> Path:
+        p = Path(inputs.path)
+        return p if p.is_absolute() else ctx.deployment_dir / p
+
+    def apply(self, ctx: StepContext, inputs: Any) -> Result:
+        from ..stack.doctor import DoctorInputError, diagnose
+
+        path = self._path(ctx, inputs)
+        try:
+            findings = diagnose(path)
+        except DoctorInputError as e:
+            raise ActionFailed(str(e), diagnosis="there is no stack to check there",
+                               fix="render the stack first or give the right path") from e
+        for f in findings:
+            ctx.log(f.format_text(), "stderr" if f.severity == "error" else "stdout")
+        errors = [f for f in findings if f.severity == "error"]
+        warnings = [f for f in findings if f.severity == "warning"]
+        outputs = {"errors": len(errors), "warnings": len(warnings),
+                   "findings": [f.to_dict() for f in findings]}
+        if errors:
+            return Result(status="failed", outputs=outputs,
+                          message=f"{len(errors)} error(s), {len(warnings)} warning(s)",
+                          diagnosis="; ".join(f"{f.rule} {f.location}: {f.title}"
+                                              for f in errors[:5]),
+                          fix=f"run `elematrix doctor {path} --fix` to review the HTTP-only "
+                              "adaptation, or fix each finding as described")
+        return Result(status="ok", outputs=outputs,
+                      message=f"no errors, {len(warnings)} warning(s)")

@@ -1,0 +1,1 @@
+"""The bundled Matrix/Element stack: rendering (``render``) and the config doctor (``doctor``)."""

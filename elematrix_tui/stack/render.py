@@ -1,0 +1,255 @@
+"""Render the bundled Matrix/Element stack for one deployment.
+
+The templates live in ``elematrix_tui/assets/stack`` (``*.j2``, found through
+importlib.resources so an installed wheel works). They are rendered in a Jinja2 sandbox
+with undefined names as errors, into a fresh directory that then replaces the previous
+rendering; the previous one is kept beside it (``<out_dir>.previous``) and a unified diff
+against it is returned, with every secret value masked, so an operator can review what
+changes before anything is uploaded.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import shlex
+import shutil
+import stat
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from importlib.resources.abc import Traversable
+from pathlib import Path
+from typing import Any
+
+from jinja2 import StrictUndefined
+from jinja2.sandbox import SandboxedEnvironment
+
+from .values import SECRET_NAMES, StackValues
+
+# Rendered files that hold a secret (mode 0600); everything else is 0644, scripts 0755.
+SECRET_FILES: frozenset[str] = frozenset({"synapse/homeserver.yaml", "postgres.env"})
+EXECUTABLE_FILES: frozenset[str] = frozenset({"backup.sh"})
+MASK = "********"
+
+
+class RenderError(ValueError):
+    """The values or secrets cannot produce a stack (message says which and why)."""
+
+
+@dataclass
+class RenderResult:
+    """What a rendering produced and how it differs from the previous one."""
+
+    path: Path
+    files: list[str]
+    changed_files: list[str]
+    # Unified diff against the previous rendering, secrets masked; empty when unchanged.
+    diff: list[str] = field(default_factory=list)
+    previous: Path | None = None
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.changed_files)
+
+
+def template_root() -> Traversable:
+    """The bundled templates, from the source tree or an installed wheel."""
+    return resources.files("elematrix_tui").joinpath("assets", "stack")
+
+
+def _walk(root: Traversable, prefix: str = "") -> Iterator[tuple[str, Traversable]]:
+    for entry in sorted(root.iterdir(), key=lambda e: e.name):
+        rel = f"{prefix}{entry.name}"
+        if entry.is_dir():
+            yield from _walk(entry, rel + "/")
+        elif entry.name.endswith(".j2"):
+            yield rel[: -len(".j2")], entry
+
+
+def _q(value: object) -> str:
+    # A JSON string is a valid YAML double-quoted scalar: safe for any brand or secret.
+    return json.dumps(str(value), ensure_ascii=False)
+
+
+def _unit(value: object) -> str:
+    # systemd expands % specifiers and ends a value at a newline.
+    return str(value).replace("%", "%%").replace("\n", " ")
+
+
+def _tojson_pretty(value: object) -> str:
+    return json.dumps(value, indent=2, ensure_ascii=False)
+
+
+def _environment() -> SandboxedEnvironment:
+    env = SandboxedEnvironment(
+        undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True
+    )
+    env.filters["q"] = _q
+    env.filters["sh"] = lambda v: shlex.quote(str(v))
+    env.filters["unit"] = _unit
+    env.filters["tojson_pretty"] = _tojson_pretty
+    return env
+
+
+def element_config(v: StackValues) -> dict[str, Any]:
+    """Element Web's white-label ``config.json`` as a dict."""
+    base = v.public_baseurl.rstrip("/")
+    cfg: dict[str, Any] = {
+        "default_server_config": {
+            "m.homeserver": {"base_url": base, "server_name": v.server_name},
+        },
+        "brand": v.brand,
+        "default_theme": v.theme,
+        "disable_guests": True,
+        "disable_custom_urls": True,
+        "disable_3pid_login": True,
+        "show_labs_settings": False,
+        "room_directory": {"servers": [v.server_name]},
+        "setting_defaults": {"UIFeature.feedback": False},
+    }
+    if v.logo_url:
+        cfg["branding"] = {"auth_header_logo_url": v.logo_url}
+    if v.welcome_url:
+        cfg["embedded_pages"] = {"welcome_url": v.welcome_url}
+    return cfg
+
+
+def _context(v: StackValues, secrets: Mapping[str, str]) -> dict[str, Any]:
+    host, _, port = v.public_address.partition(":")
+    return {
+        "v": v,
+        "s": dict(secrets),
+        "element_config": element_config(v),
+        # Federation is off by default; this only says where a client-server would be.
+        "well_known_server": f"{host}:{port or v.http_port}",
+    }
+
+
+def render_files(values: Mapping[str, Any] | StackValues,
+                 secrets: Mapping[str, str]) -> dict[str, str]:
+    """Render every template to text, keyed by relative path. Writes nothing."""
+    try:
+        v = values if isinstance(values, StackValues) else StackValues.model_validate(values)
+    except ValueError as e:
+        raise RenderError(f"invalid stack values: {e}") from e
+    missing = [n for n in SECRET_NAMES if not secrets.get(n)]
+    if missing:
+        raise RenderError(f"missing secrets: {', '.join(missing)}")
+    for name in SECRET_NAMES:
+        value = secrets[name]
+        # Secrets land in YAML, env files and URLs: keep them to a safe alphabet.
+        if not all(c.isalnum() or c in "-_." for c in value) or len(value) < 16:
+            raise RenderError(f"secret {name} must be >= 16 characters of [A-Za-z0-9._-]")
+    env = _environment()
+    ctx = _context(v, secrets)
+    out: dict[str, str] = {}
+    for rel, entry in _walk(template_root()):
+        tmpl = env.from_string(entry.read_text(encoding="utf-8"), globals=None)
+        tmpl.name = rel
+        out[rel] = tmpl.render(ctx)
+    return out
+
+
+def _mask(text: str, secrets: Mapping[str, str]) -> str:
+    for value in sorted((s for s in secrets.values() if s), key=len, reverse=True):
+        text = text.replace(value, MASK)
+    return text
+
+
+def _read_tree(root: Path) -> dict[str, str]:
+    if not root.is_dir():
+        return {}
+    out: dict[str, str] = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            out[p.relative_to(root).as_posix()] = p.read_text(encoding="utf-8", errors="replace")
+    return out
+
+
+def diff_trees(old: Mapping[str, str], new: Mapping[str, str],
+               secrets: Mapping[str, str]) -> tuple[list[str], list[str]]:
+    """(changed file names, unified diff lines) between two renderings, secrets masked."""
+    changed: list[str] = []
+    lines: list[str] = []
+    for rel in sorted(set(old) | set(new)):
+        a, b = old.get(rel), new.get(rel)
+        if a == b:
+            continue
+        changed.append(rel)
+        a_lines = _mask(a, secrets).splitlines() if a is not None else []
+        b_lines = _mask(b, secrets).splitlines() if b is not None else []
+        lines.extend(difflib.unified_diff(
+            a_lines, b_lines,
+            fromfile=f"a/{rel}" if a is not None else "/dev/null",
+            tofile=f"b/{rel}" if b is not None else "/dev/null",
+            lineterm="",
+        ))
+    return changed, lines
+
+
+def _mode(rel: str) -> int:
+    if rel in SECRET_FILES:
+        return 0o600
+    if rel in EXECUTABLE_FILES:
+        return 0o755
+    return 0o644
+
+
+def write_tree(root: Path, files: Mapping[str, str]) -> None:
+    """Write files under root with their modes (secret files never exist with wider mode)."""
+    root.mkdir(parents=True, exist_ok=True)
+    os.chmod(root, 0o700)
+    for rel, text in files.items():
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        # Create with the final mode: a secret is never readable by others, not even briefly.
+        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, _mode(rel))
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(p, _mode(rel))
+
+
+def plan_render(values: Mapping[str, Any] | StackValues, secrets: Mapping[str, str],
+                out_dir: Path) -> tuple[dict[str, str], list[str], list[str]]:
+    """Render in memory and compare with what is in out_dir: (files, changed, diff)."""
+    files = render_files(values, secrets)
+    changed, diff = diff_trees(_read_tree(out_dir), files, secrets)
+    if not changed:
+        # Content equal; a wrong mode on a secret file is a change too.
+        for rel in SECRET_FILES & set(files):
+            p = out_dir / rel
+            if p.exists() and stat.S_IMODE(p.stat().st_mode) != 0o600:
+                changed.append(rel)
+    return files, changed, diff
+
+
+def render_stack(values: Mapping[str, Any] | StackValues, secrets: Mapping[str, str],
+                 out_dir: Path) -> RenderResult:
+    """Render the stack into out_dir, keeping the previous rendering as ``<out_dir>.previous``.
+
+    The new tree is written to a temporary sibling directory first and swapped in with
+    renames, so out_dir is never half-written. When nothing changed, nothing is touched.
+    """
+    out_dir = Path(out_dir)
+    files, changed, diff = plan_render(values, secrets, out_dir)
+    previous = out_dir.with_name(out_dir.name + ".previous")
+    if not changed:
+        return RenderResult(out_dir, sorted(files), [], [],
+                            previous if previous.exists() else None)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.new-", dir=out_dir.parent))
+    try:
+        write_tree(tmp, files)
+        if out_dir.exists():
+            if previous.exists():
+                shutil.rmtree(previous)
+            out_dir.rename(previous)
+        tmp.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return RenderResult(out_dir, sorted(files), changed, diff,
+                        previous if previous.exists() else None)

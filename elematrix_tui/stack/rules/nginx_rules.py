@@ -1,0 +1,192 @@
+"""Rules over the nginx configuration: EM001, EM002, EM004, EM005, EM013, EM014."""
+
+from __future__ import annotations
+
+import re
+
+from ..findings import Finding
+from ..model import NginxFile, Stack
+from ..nginxconf import (
+    Directive,
+    effective,
+    is_tls_server,
+    listen_ports,
+    location_match,
+    parse_size,
+    servers,
+)
+from . import synapse_rules
+
+_REDIRECT_CODES = {"301", "302", "303", "307", "308"}
+_TLS_INCLUDE = re.compile(r"(ssl|tls|letsencrypt|certbot)", re.I)
+_PROXY_URL = re.compile(r"^(https?)://([^/]+)(/.*)?$")
+ADMIN_PROBE = "/_synapse/admin/v1/users/@probe:x"
+UPLOAD_PROBE = "/_matrix/media/v3/upload"
+
+
+def _upstreams(stack: Stack) -> dict[str, list[str]]:
+    """upstream name -> its server addresses, across every nginx file."""
+    out: dict[str, list[str]] = {}
+    for nf in stack.nginx:
+        for d in nf.root.walk():
+            if d.name == "upstream" and d.args and d.block is not None:
+                out[d.args[0]] = [s.args[0] for s in d.children("server") if s.args]
+    return out
+
+
+def proxies_to_synapse(loc: Directive, upstreams: dict[str, list[str]]) -> Directive | None:
+    """The proxy_pass of this location if it goes to Synapse (by name or port 8008)."""
+    for pp in loc.children("proxy_pass"):
+        if not pp.args:
+            continue
+        m = _PROXY_URL.match(pp.args[0])
+        host = m.group(2) if m else pp.args[0]
+        targets = [host, *upstreams.get(host, [])]
+        if any("synapse" in t.lower() or t.endswith(":8008") or "matrix" in t.lower()
+               for t in targets):
+            return pp
+    return None
+
+
+def _denied(loc: Directive) -> bool:
+    for d in loc.block or []:
+        if d.name == "deny" and d.args == ["all"]:
+            return True
+        if d.name == "return" and d.args and d.args[0].isdigit() and int(d.args[0]) >= 400:
+            return True
+        if d.name == "internal":
+            return True
+    return False
+
+
+def _f(stack: Stack, nf: NginxFile, rule: str, sev: str, line: int, title: str, why: str,
+       fix: str) -> Finding:
+    return Finding(rule, sev, stack.rel(nf.path), line, title, why, fix)  # type: ignore[arg-type]
+
+
+def check(stack: Stack) -> list[Finding]:
+    """Every nginx rule over every nginx file of the stack."""
+    out: list[Finding] = []
+    upstreams = _upstreams(stack)
+    hs = stack.homeserver
+    max_upload = synapse_rules.max_upload_bytes(hs)
+    for nf in stack.nginx:
+        srvs = servers(nf.root)
+        for srv in srvs:
+            tls = is_tls_server(srv)
+            if tls:
+                lst = next((d for _p, ssl, d in listen_ports(srv) if d is not None
+                            and (ssl or _p == 443)), srv)
+                out.append(_f(stack, nf, "EM002", "error", lst.line,
+                              "TLS server block on an HTTP-only host",
+                              "this server listens with TLS and needs certificates that an "
+                              "EC2 host name cannot get; nginx fails to start without them",
+                              "replace it with one plain `listen 80;` server block (doctor "
+                              "--fix moves its locations into it)"))
+            for d in srv.walk():
+                if not tls and d.name == "return" and _is_https_redirect(d.args):
+                    out.append(_f(stack, nf, "EM001", "error", d.line,
+                                  "redirect to https on an HTTP-only host",
+                                  "nothing listens on 443: clients follow the redirect and "
+                                  "fail to connect (or loop when TLS is offloaded)",
+                                  "remove the redirect and serve the locations on :80"))
+                if not tls and d.name == "rewrite" and any(a.startswith("https://")
+                                                           for a in d.args[1:2]):
+                    out.append(_f(stack, nf, "EM001", "error", d.line,
+                                  "rewrite to https on an HTTP-only host",
+                                  "nothing listens on 443: every rewritten request fails",
+                                  "remove the rewrite"))
+        for d in nf.root.walk():
+            in_tls = _inside_tls_server(d)
+            if not in_tls and (d.name.startswith("ssl_") or (d.name == "ssl" and d.args)):
+                out.append(_f(stack, nf, "EM002", "error", d.line,
+                              f"TLS directive `{d.name}` on an HTTP-only host",
+                              "it refers to certificates and TLS settings that do not exist "
+                              "on this host; nginx refuses missing certificate files",
+                              "delete the directive"))
+            if (not in_tls and d.name == "include" and d.args
+                    and _TLS_INCLUDE.search(d.args[0])):
+                out.append(_f(stack, nf, "EM002", "error", d.line,
+                              f"TLS include `{d.args[0]}` on an HTTP-only host",
+                              "the included file (certbot's options-ssl-nginx.conf or TLS "
+                              "params) is absent on the instance: nginx fails to start",
+                              "delete the include"))
+            if (d.name in ("add_header", "more_set_headers") and d.args
+                    and "strict-transport-security" in " ".join(d.args).lower()):
+                out.append(_f(stack, nf, "EM004", "error", d.line,
+                              "HSTS header (Strict-Transport-Security)",
+                              "browsers that ever see it refuse plain HTTP to this host for "
+                              "its max-age (often 2 years): they are locked out",
+                              "delete the header on an HTTP-only host"))
+            if d.name == "location" and d.args and _is_matrix_location(d.args[-1]):
+                for pp in d.children("proxy_pass"):
+                    m = _PROXY_URL.match(pp.args[0]) if pp.args else None
+                    if m and m.group(3) is not None and "$" not in pp.args[0]:
+                        out.append(_f(stack, nf, "EM005", "error", pp.line,
+                                      f"proxy_pass with a URI part ({m.group(3)!r}) under "
+                                      f"{d.args[-1]}",
+                                      "nginx then rewrites and normalises the request URI "
+                                      "(a trailing '/' strips the prefix: everything 404s; "
+                                      "a path decodes %2F and merges //): signed requests "
+                                      "and room aliases break",
+                                      f"use `proxy_pass {m.group(1)}://{m.group(2)};` with "
+                                      "no path at all"))
+        for srv in srvs:
+            out.extend(_admin_and_body(stack, nf, srv, upstreams, max_upload))
+    return out
+
+
+def _admin_and_body(stack: Stack, nf: NginxFile, srv: Directive,
+                    upstreams: dict[str, list[str]], max_upload: int) -> list[Finding]:
+    out: list[Finding] = []
+    loc = location_match(srv, ADMIN_PROBE)
+    if loc is not None and not _denied(loc) and proxies_to_synapse(loc, upstreams):
+        out.append(_f(stack, nf, "EM013", "error", loc.line,
+                      f"/_synapse/admin is reachable through `location {' '.join(loc.args)}`",
+                      "the admin API (users, tokens, room deletion) is then open to the "
+                      "internet, guarded only by a token",
+                      "proxy only /_matrix and /_synapse/client; add `location "
+                      "/_synapse/admin { return 404; }` and reach the admin API through an "
+                      "SSH port forward"))
+    loc = location_match(srv, UPLOAD_PROBE)
+    if loc is not None and proxies_to_synapse(loc, upstreams):
+        cmbs = effective(loc, "client_max_body_size")
+        if cmbs is None:
+            out.append(_f(stack, nf, "EM014", "error", loc.line,
+                          "client_max_body_size missing where uploads reach Synapse",
+                          "nginx's default is 1m: larger uploads get nginx's HTML 413, which "
+                          "clients report as an unknown error",
+                          f"set `client_max_body_size {max_upload // 1024 // 1024}M;` in the "
+                          "server block (equal to Synapse's max_upload_size)"))
+        else:
+            size = parse_size(cmbs.args[0]) if cmbs.args else None
+            if size is not None and size != 0 and size < max_upload:
+                out.append(Finding(
+                    "EM014", "error", stack.rel(cmbs.file), cmbs.line,
+                    f"client_max_body_size {cmbs.args[0]} is below Synapse's max_upload_size "
+                    f"({max_upload // 1024 // 1024}M)",
+                    "uploads between the two sizes pass Synapse's limit but get nginx's HTML "
+                    "413, which clients report as an unknown error",
+                    f"set `client_max_body_size {max_upload // 1024 // 1024}M;`"))
+    return out
+
+
+def _is_https_redirect(args: list[str]) -> bool:
+    if not args:
+        return False
+    if args[0] in _REDIRECT_CODES:
+        return len(args) > 1 and args[1].startswith("https://")
+    return args[0].startswith("https://")
+
+
+def _is_matrix_location(path: str) -> bool:
+    return "_matrix" in path or "_synapse" in path
+
+
+def _inside_tls_server(d: Directive) -> bool:
+    p = d.parent
+    while p is not None:
+        if p.name == "server" and p.block is not None:
+            return is_tls_server(p)
+        p = p.parent
+    return False

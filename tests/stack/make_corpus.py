@@ -1,0 +1,157 @@
+"""Regenerate tests/data/stacks/em*: one broken stack per doctor rule.
+
+Each case is the hand-written correct stack ``good-http`` with one targeted edit. The
+expected findings (rule, file, line) are located by searching the edited text for a
+marker, independently of the doctor, and written to ``EXPECTED`` in the case directory.
+Run: ``.venv/bin/python tests/stack/make_corpus.py`` (the output is committed).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+DATA = Path(__file__).resolve().parent.parent / "data" / "stacks"
+BASE = DATA / "good-http"
+
+NGINX = "nginx/conf.d/element.conf"
+COMPOSE = "docker-compose.yml"
+HS = "synapse/homeserver.yaml"
+ELEMENT = "element/config.json"
+
+# case: (edits [(file, old, new)], expected [(rule, file, marker)])
+CASES: dict[str, tuple[list[tuple[str, str, str]], list[tuple[str, str, str]]]] = {
+    "em000-nginx-syntax": (
+        [(NGINX, "proxy_pass http://element;", "proxy_pass http://element")],
+        [("EM000", NGINX, "proxy_pass http://element")]),
+    "em001-redirect": (
+        [(NGINX, "    server_name _;\n",
+          "    server_name _;\n    return 301 https://$host$request_uri;\n")],
+        [("EM001", NGINX, "return 301")]),
+    "em002-tls-directives": (
+        [(NGINX, "    server_name _;\n",
+          "    server_name _;\n    ssl_certificate /etc/letsencrypt/live/x/fullchain.pem;\n"
+          "    include /etc/letsencrypt/options-ssl-nginx.conf;\n")],
+        [("EM002", NGINX, "ssl_certificate"), ("EM002", NGINX, "options-ssl-nginx")]),
+    "em002-tls-server": (
+        [(NGINX, "upstream synapse_backend {",
+          "server {\n    listen 443 ssl;\n    server_name chat.acme-corp.example;\n"
+          "    location / {\n        proxy_pass http://element;\n    }\n}\n\n"
+          "upstream synapse_backend {")],
+        [("EM002", NGINX, "listen 443 ssl")]),
+    "em003-certbot": (
+        [(COMPOSE, "volumes:\n  pgdata:",
+          "  certbot:\n    image: certbot/certbot:v2.11.0\n    volumes:\n"
+          "      - ./certbot/conf:/etc/letsencrypt\n\nvolumes:\n  pgdata:"),
+         (COMPOSE, "      - ./nginx/conf.d:/etc/nginx/conf.d:ro\n",
+          "      - ./nginx/conf.d:/etc/nginx/conf.d:ro\n"
+          "      - ./certbot/conf:/etc/letsencrypt:ro\n")],
+        [("EM003", COMPOSE, "  certbot:"), ("EM003", COMPOSE, "/etc/letsencrypt:ro")]),
+    "em004-hsts": (
+        [(NGINX, "    client_max_body_size 100M;\n",
+          "    client_max_body_size 100M;\n"
+          '    add_header Strict-Transport-Security "max-age=63072000" always;\n')],
+        [("EM004", NGINX, "Strict-Transport-Security")]),
+    "em005-proxy-pass-path": (
+        [(NGINX, "proxy_pass http://synapse_backend;", "proxy_pass http://synapse_backend/;")],
+        [("EM005", NGINX, "proxy_pass http://synapse_backend/;")]),
+    "em006-initdb-missing": (
+        [(COMPOSE, '      POSTGRES_INITDB_ARGS: "--encoding=UTF8 --locale=C"\n', "")],
+        [("EM006", COMPOSE, "    environment:\n      POSTGRES_USER")]),
+    "em006-initdb-c-utf8": (
+        [(COMPOSE, '"--encoding=UTF8 --locale=C"', '"--encoding=UTF8 --locale=C.UTF-8"')],
+        [("EM006", COMPOSE, "POSTGRES_INITDB_ARGS")]),
+    "em007-registration": (
+        [(HS, "enable_registration: true", "enable_registration: false")],
+        [("EM007", HS, "enable_registration")]),
+    "em008-base-url-mismatch": (
+        [(ELEMENT, '"base_url": "http://54.12.34.56"', '"base_url": "http://54.12.34.57:8080"')],
+        [("EM008", ELEMENT, '"base_url"')]),
+    "em008-https-baseurl": (
+        [(HS, 'public_baseurl: "http://54.12.34.56/"', 'public_baseurl: "https://54.12.34.56/"')],
+        [("EM008", HS, "public_baseurl")]),
+    "em008-no-public-baseurl": (
+        [(HS, 'public_baseurl: "http://54.12.34.56/"\n', "")],
+        [("EM008", HS, "server_name:")]),
+    "em009-ec2-server-name": (
+        [(HS, 'server_name: "matrix.acme-corp.example"',
+          'server_name: "ec2-54-12-34-56.compute-1.amazonaws.com"')],
+        [("EM009", HS, "server_name:")]),
+    "em010-placeholder-secret": (
+        [(HS, 'macaroon_secret_key: "pL9xK3mW7qR2vT6yB1nZ5cH8jD4fS0gA"',
+          'macaroon_secret_key: "CHANGE_ME"')],
+        [("EM010", HS, "macaroon_secret_key")]),
+    "em010-default-db-password": (
+        [(HS, "    password: 7hK2pQ9sVx4mN8rT3wYz6bC1", "    password: synapse"),
+         (COMPOSE, "POSTGRES_PASSWORD: 7hK2pQ9sVx4mN8rT3wYz6bC1", "POSTGRES_PASSWORD: synapse")],
+        [("EM010", HS, "password: synapse"), ("EM010", COMPOSE, "POSTGRES_PASSWORD")]),
+    "em011-signing-key": (
+        [(HS, 'signing_key_path: "/data/matrix.acme-corp.example.signing.key"',
+          'signing_key_path: "/keys/matrix.acme-corp.example.signing.key"')],
+        [("EM011", HS, "signing_key_path")]),
+    "em012-published-ports": (
+        [(COMPOSE, "    restart: always\n    environment:\n      POSTGRES_USER",
+          '    restart: always\n    ports:\n      - "5432:5432"\n    environment:\n'
+          "      POSTGRES_USER"),
+         (COMPOSE, "  synapse:\n    image: matrixdotorg/synapse:v1.163.2\n",
+          "  synapse:\n    image: matrixdotorg/synapse:v1.163.2\n    ports:\n"
+          "      - target: 8008\n        published: 8008\n")],
+        [("EM012", COMPOSE, '"5432:5432"'), ("EM012", COMPOSE, "target: 8008")]),
+    "em013-admin-exposed": (
+        [(NGINX, "    location / {\n",
+          "    location /_synapse {\n        proxy_pass http://synapse_backend;\n    }\n\n"
+          "    location / {\n")],
+        [("EM013", NGINX, "location /_synapse {")]),
+    "em014-body-size-missing": (
+        [(NGINX, "    client_max_body_size 100M;\n", "")],
+        [("EM014", NGINX, "location ~ ^(/_matrix")]),
+    "em014-body-size-low": (
+        [(NGINX, "client_max_body_size 100M;", "client_max_body_size 10m;")],
+        [("EM014", NGINX, "client_max_body_size 10m")]),
+    "em015-depends-on": (
+        [(COMPOSE, "    depends_on:\n      synapse:\n        condition: service_healthy\n"
+                   "      element:\n        condition: service_healthy\n",
+          "    depends_on:\n      - synapse\n      - element\n")],
+        [("EM015", COMPOSE, "      - synapse"), ("EM015", COMPOSE, "      - element")]),
+    "em016-media": (
+        [(HS, "media_store_path: /data/media_store", "media_store_path: /media")],
+        [("EM016", HS, "media_store_path")]),
+    "em017-db-password-mismatch": (
+        [(HS, "    password: 7hK2pQ9sVx4mN8rT3wYz6bC1", "    password: 9Wq4Zt7Lm2Xv5Nb8Rk3Jp6Hd")],
+        [("EM017", HS, "password: 9Wq4")]),
+    "em018-x-forwarded": (
+        [(HS, "    x_forwarded: true\n", "")],
+        [("EM018", HS, "  - port: 8008")]),
+}
+
+
+def _line_of(text: str, marker: str) -> int:
+    idx = text.index(marker)
+    return text.count("\n", 0, idx) + 1 + marker[: len(marker) - len(marker.lstrip("\n"))].count(
+        "\n")
+
+
+def main() -> None:
+    for case, (edits, expected) in CASES.items():
+        dest = DATA / case
+        if dest.exists():
+            shutil.rmtree(dest)
+        shutil.copytree(BASE, dest)
+        for file, old, new in edits:
+            p = dest / file
+            text = p.read_text()
+            if old not in text:
+                raise SystemExit(f"{case}: {old!r} not in {file}")
+            p.write_text(text.replace(old, new, 1))
+        lines = []
+        for rule, file, marker in expected:
+            text = (dest / file).read_text()
+            if marker not in text:
+                raise SystemExit(f"{case}: marker {marker!r} not in {file}")
+            lines.append(f"{rule} {file}:{_line_of(text, marker)}")
+        (dest / "EXPECTED").write_text("\n".join(lines) + "\n")
+        print(case, *lines)
+
+
+if __name__ == "__main__":
+    main()
