@@ -1,0 +1,4 @@
+"""The Textual app. It observes engine events and answers engine questions; nothing else.
+
+Only this package imports textual: ``engine`` and ``actions`` must stay importable without it.
+"""

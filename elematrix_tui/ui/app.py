@@ -1,0 +1,215 @@
+"""The elematrix Textual app and its entry point :func:`run_app` (called by ``cli.py``).
+
+Flows: start screen -> new deployment -> parameter form -> run screen, or start screen
+-> a deployment (resuming its interrupted run when there is one) -> run screen.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any, ClassVar
+
+from rich.markup import escape
+from textual.app import App
+from textual.binding import Binding, BindingType
+
+from ..engine.model import Runbook
+from . import catalog
+from .bridge import RunnerFactory, engine_runner_factory
+from .commands import ScreenActions
+from .screens.new_deployment import NewDeployment, NewDeploymentScreen
+from .screens.params import ParamFormScreen
+from .screens.run import RunScreen
+from .screens.start import StartScreen
+
+# Params the new-deployment screen fills in when the runbook declares them.
+PROFILE_PARAMS = ("aws_profile",)
+REGION_PARAMS = ("aws_region", "region")
+
+
+def runbook_error_text(exc: Exception) -> str:
+    """Located runbook errors (``PATH:LINE:COL: message``), one per line."""
+    errors = getattr(exc, "errors", None)
+    if isinstance(errors, list) and errors:
+        out = []
+        for e in errors[:8]:
+            loc = ":".join(str(x) for x in (getattr(e, "path", ""), getattr(e, "line", ""),
+                                            getattr(e, "col", "")) if x not in ("", None))
+            out.append(f"{loc}: {getattr(e, 'msg', None) or getattr(e, 'message', e)}")
+        return "\n".join(out)
+    return str(exc)
+
+
+class ElematrixApp(App[int]):
+    """Guided, resumable runbook runs. Observes the engine; answers its questions."""
+
+    TITLE = "elematrix"
+    COMMANDS: ClassVar[set[Any]] = {*App.COMMANDS, ScreenActions}
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("ctrl+c", "quit_from_anywhere", "Quit", show=False, priority=True),
+    ]
+
+    def __init__(self, state_dir: Path, *, runbook: Path | None = None,
+                 deployment: str | None = None, resume_run: str | None = None,
+                 practice: bool = False, params: dict[str, Any] | None = None,
+                 runner_factory: RunnerFactory | None = None) -> None:
+        super().__init__()
+        self.state_dir = state_dir
+        self.practice = practice
+        self.runner_factory: RunnerFactory = runner_factory or engine_runner_factory
+        self.initial_runbook = runbook
+        self.initial_deployment = deployment
+        self.initial_resume = resume_run
+        self.initial_params = dict(params or {})
+        self.last_exit: int | None = None
+        if practice:
+            self.sub_title = "practice"
+
+    def on_mount(self) -> None:
+        self.push_screen(StartScreen())
+        if self.initial_resume:
+            name = self.initial_deployment or catalog.find_run(self.state_dir,
+                                                               self.initial_resume)
+            if name is None:
+                self.notify(f"No deployment holds run {self.initial_resume}.",
+                            severity="error")
+                return
+            self.open_deployment(self._entry(name), resume_run=self.initial_resume)
+        elif self.initial_deployment:
+            entry = self._entry(self.initial_deployment)
+            if entry.runbook_path is None and self.initial_runbook is not None:
+                entry.runbook_path = self.initial_runbook
+            if entry.runbook_path is None and not entry.settings:
+                self.new_deployment(runbook=self.initial_runbook,
+                                    name=self.initial_deployment)
+            else:
+                self.open_deployment(entry, params=self.initial_params)
+        elif self.initial_runbook:
+            self.new_deployment(runbook=self.initial_runbook)
+
+    def _entry(self, name: str) -> catalog.DeploymentEntry:
+        for e in catalog.list_deployments(self.state_dir):
+            if e.name == name:
+                return e
+        return catalog.DeploymentEntry(name=name)
+
+    # -- flows --------------------------------------------------------------------
+    def load_runbook(self, path: Path) -> Runbook | None:
+        try:
+            return catalog.load_runbook_file(path)
+        except Exception as exc:
+            self.notify(f"Runbook {path.name} has errors:\n{escape(runbook_error_text(exc))}",
+                        severity="error", timeout=20)
+            return None
+
+    def new_deployment(self, *, runbook: Path | None = None, name: str | None = None) -> None:
+        """New deployment screen, then the parameter form, then the run screen."""
+        runbooks = catalog.list_runbooks()
+        if runbook is not None and all(r.path != runbook for r in runbooks):
+            n, t = catalog._title_of(runbook)
+            runbooks.append(catalog.RunbookEntry(n, t, runbook, "user"))
+        existing = {d.name for d in catalog.list_deployments(self.state_dir)}
+        screen = NewDeploymentScreen(runbooks, existing, runbook=runbook)
+
+        def chosen(nd: NewDeployment | None) -> None:
+            if nd is not None:
+                self.parameter_form(nd)
+
+        self.push_screen(screen, callback=chosen)
+        if name:
+            screen.call_after_refresh(lambda: setattr(screen.query_one("#name"), "value", name))
+
+    def parameter_form(self, nd: NewDeployment) -> None:
+        rb = self.load_runbook(nd.runbook_path)
+        if rb is None:
+            return
+        values: dict[str, Any] = dict(self.initial_params)
+        for p in PROFILE_PARAMS:
+            if rb.param(p) and nd.aws_profile:
+                values[p] = nd.aws_profile
+        for p in REGION_PARAMS:
+            if rb.param(p) and nd.aws_region:
+                values[p] = nd.aws_region
+
+        def filled(params: dict[str, Any] | None) -> None:
+            if params is None:
+                return
+            self.save_deployment(nd.name, rb, nd.runbook_path, params,
+                                 aws_profile=nd.aws_profile, aws_region=nd.aws_region)
+            self.push_screen(RunScreen(rb, deployment=nd.name, params=params,
+                                       runbook_path=nd.runbook_path))
+
+        self.push_screen(ParamFormScreen(rb, values, nd.name), callback=filled)
+
+    def save_deployment(self, name: str, rb: Runbook, path: Path, params: dict[str, Any], *,
+                        aws_profile: str | None, aws_region: str | None) -> None:
+        """Remember the deployment's choices; secret values are never written."""
+        secret = {p.name for p in rb.params if p.type == "secret"}
+        catalog.write_settings(self.state_dir, name, {
+            "runbook_name": rb.runbook,
+            "runbook_path": str(path),
+            "aws_profile": aws_profile,
+            "aws_region": aws_region,
+            "params": {k: v for k, v in params.items() if k not in secret},
+        })
+
+    def open_deployment(self, entry: catalog.DeploymentEntry, *, resume_run: str | None = None,
+                        params: dict[str, Any] | None = None) -> None:
+        """The run screen of an existing deployment, resuming its interrupted run if any."""
+        path = entry.runbook_path
+        if path is None and entry.runbook:
+            for r in catalog.list_runbooks():
+                if r.name == entry.runbook:
+                    path = r.path
+                    break
+        if path is None:
+            self.notify(f"Cannot tell which runbook {entry.name} uses.", severity="error")
+            return
+        rb = self.load_runbook(path)
+        if rb is None:
+            return
+        values = dict(entry.settings.get("params") or {})
+        values.update(params or {})
+        self.push_screen(RunScreen(rb, deployment=entry.name, params=values, runbook_path=path,
+                                   resume_run=resume_run or entry.interrupted_run))
+
+    def action_quit_from_anywhere(self) -> None:
+        screen = self.screen
+        if isinstance(screen, RunScreen):
+            screen.action_quit_app()
+        else:
+            for s in self.screen_stack:
+                if isinstance(s, RunScreen) and s.running:
+                    self.notify("A run is in progress: go back to it to quit.",
+                                severity="warning")
+                    return
+            self.exit(self.last_exit, return_code=self.last_exit or 0)
+
+
+def run_app(state_dir: Path, *, runbook: Path | None = None, deployment: str | None = None,
+            resume_run: str | None = None, practice: bool = False,
+            params: dict[str, Any] | None = None) -> int:
+    """Run the TUI until the operator quits; return the process exit code."""
+    app = ElematrixApp(state_dir, runbook=runbook, deployment=deployment,
+                       resume_run=resume_run, practice=practice, params=params)
+    app.run()
+    return app.return_code or 0
+
+
+def _default_state_dir() -> Path:
+    env = os.environ.get("ELEMATRIX_STATE_DIR")
+    if env:
+        return Path(env)
+    try:
+        from ..engine.paths import state_dir
+    except ImportError:
+        import platformdirs
+
+        return Path(platformdirs.user_state_dir("elematrix"))
+    return state_dir()
+
+
+if __name__ == "__main__":  # ``python -m elematrix_tui.ui.app`` before cli.py existed
+    sys.exit(run_app(_default_state_dir()))

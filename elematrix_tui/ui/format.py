@@ -1,0 +1,57 @@
+"""How times and statuses are shown. Snapshot tests replace :func:`duration` to freeze clocks."""
+
+from __future__ import annotations
+
+STATUS_ICON: dict[str, str] = {
+    "pending": "·",
+    "running": "▶",
+    "retrying": "↻",
+    "ok": "✓",
+    "changed": "✚",
+    "failed": "✗",
+    "skipped": "⤼",
+    "interrupted": "⏸",
+    "locked": "🔒",
+    "ready": "○",
+    "passed": "✓",
+}
+
+STATUS_STYLE: dict[str, str] = {
+    "running": "bold yellow",
+    "retrying": "yellow",
+    "ok": "green",
+    "changed": "bold green",
+    "passed": "bold green",
+    "failed": "bold red",
+    "skipped": "dim",
+    "interrupted": "magenta",
+    "locked": "dim",
+    "pending": "dim",
+    "ready": "cyan",
+}
+
+
+def duration(seconds: float | None) -> str:
+    """A short human duration: ``0.4s``, ``12s``, ``3m05s``, ``1h02m``. Empty for None."""
+    if seconds is None:
+        return ""
+    if seconds < 10:
+        return f"{seconds:.1f}s"
+    s = round(seconds)
+    if s < 60:
+        return f"{s}s"
+    m, s = divmod(s, 60)
+    if m < 60:
+        return f"{m}m{s:02d}s"
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m"
+
+
+def icon(status: str) -> str:
+    """The one-character mark of a step or phase status."""
+    return STATUS_ICON.get(status, "?")
+
+
+def style(status: str) -> str:
+    """The Rich style of a status mark."""
+    return STATUS_STYLE.get(status, "")

@@ -1,0 +1,297 @@
+"""What the run screen shows, folded from engine events. Pure Python: no textual here.
+
+The same fold serves a live run (events from the runner's sinks) and a resumed one
+(events read back from the journal), so a restored screen is exactly the screen that
+was lost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..engine import events as ev
+from ..engine.model import Runbook, Step
+
+# Statuses that end a step attempt for good (a retry starts a new attempt).
+FINAL_STEP = frozenset({"ok", "changed", "failed", "skipped", "interrupted"})
+
+
+@dataclass
+class StepView:
+    """One step (or gate, or cleanup step) as the operator sees it."""
+
+    phase_id: str
+    step_id: str
+    title: str
+    action: str
+    role: str = "step"  # step | gate | cleanup
+    confirm: bool = False
+    destructive: bool = False
+    skippable: bool = False
+    expected: float | None = None
+    status: str = "pending"
+    attempt: int = 0
+    duration: float | None = None
+    inputs: dict[str, Any] = field(default_factory=dict)
+    outputs: dict[str, Any] = field(default_factory=dict)
+    message: str = ""
+    diagnosis: str | None = None
+    fix: str | None = None
+    retry_reason: str | None = None
+    restored: bool = False
+    notes: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    progress: ev.Progress | None = None
+    log_lines: int = 0
+
+    @property
+    def is_gate(self) -> bool:
+        return self.role == "gate"
+
+    @property
+    def label(self) -> str:
+        return self.title or self.step_id
+
+    @classmethod
+    def from_step(cls, phase_id: str, step: Step, role: str) -> StepView:
+        return cls(phase_id=phase_id, step_id=step.id, title=step.title, action=step.action,
+                   role=role, confirm=step.confirm, destructive=step.destructive,
+                   skippable=step.skippable, expected=step.expected_duration)
+
+
+@dataclass
+class PhaseView:
+    """One phase: its steps, its gates and its state (locked/ready/running/passed/failed)."""
+
+    phase_id: str
+    title: str
+    description: str = ""
+    steps: list[StepView] = field(default_factory=list)
+    gates: list[StepView] = field(default_factory=list)
+    cleanup: list[StepView] = field(default_factory=list)
+    state: str = "locked"
+    reason: str = ""
+
+    @property
+    def label(self) -> str:
+        return self.title or self.phase_id
+
+    def all(self) -> list[StepView]:
+        return self.steps + self.gates + self.cleanup
+
+
+class RunModel:
+    """Phases and steps of one runbook for one deployment, kept current by :meth:`apply`."""
+
+    def __init__(self, runbook: Runbook, passed_phases: Iterable[str] = ()) -> None:
+        self.runbook = runbook
+        self.phases: list[PhaseView] = []
+        self.steps: dict[str, StepView] = {}
+        self.passed: set[str] = set(passed_phases)
+        self.run_id: str | None = None
+        self.status: str = "idle"  # idle | running | passed | failed | interrupted
+        self.exit_code: int | None = None
+        self.message: str = ""
+        self.current_step: str | None = None
+        for ph in runbook.phases:
+            pv = PhaseView(phase_id=ph.id, title=ph.title, description=ph.description)
+            pv.steps = [StepView.from_step(ph.id, s, "step") for s in ph.steps]
+            pv.gates = [StepView.from_step(ph.id, s, "gate") for s in ph.gates]
+            pv.cleanup = [StepView.from_step(ph.id, s, "cleanup") for s in ph.cleanup]
+            for sv in pv.all():
+                self.steps[sv.step_id] = sv
+            self.phases.append(pv)
+        self.recompute_locks()
+
+    # -- queries --------------------------------------------------------------
+    def phase(self, phase_id: str) -> PhaseView | None:
+        for pv in self.phases:
+            if pv.phase_id == phase_id:
+                return pv
+        return None
+
+    def next_phase(self) -> PhaseView | None:
+        """The first phase that is ready or failed: what "run phase" runs by default."""
+        for pv in self.phases:
+            if pv.state in ("ready", "failed"):
+                return pv
+        return None
+
+    def failed_steps(self) -> list[StepView]:
+        return [s for s in self.steps.values() if s.status == "failed"]
+
+    # -- state ----------------------------------------------------------------
+    def recompute_locks(self) -> None:
+        """The runner's rule: a phase is locked while the phase before it has gates that
+        have not passed in this deployment. Running and failed phases keep their state."""
+        previous: PhaseView | None = None
+        for pv in self.phases:
+            if pv.phase_id in self.passed:
+                pv.state = "passed"
+            elif pv.state not in ("running", "failed"):
+                if previous is not None and previous.gates \
+                        and previous.phase_id not in self.passed:
+                    pv.state = "locked"
+                    pv.reason = pv.reason or (f"the gates of {previous.label} must pass first")
+                else:
+                    pv.state = "ready"
+                    pv.reason = ""
+            previous = pv
+
+    def _step(self, phase_id: str | None, step_id: str, **kw: Any) -> StepView:
+        sv = self.steps.get(step_id)
+        if sv is None:
+            # A step the runbook on screen does not know (changed runbook): show it anyway.
+            sv = StepView(phase_id=phase_id or "", step_id=step_id, title=kw.get("title", ""),
+                          action=kw.get("action", ""), role=kw.get("role", "step"))
+            self.steps[step_id] = sv
+            pv = self.phase(sv.phase_id)
+            if pv is not None:
+                (pv.gates if sv.is_gate else pv.steps).append(sv)
+        return sv
+
+    def apply(self, e: ev.Event) -> set[str]:
+        """Fold one event in; return what changed: step ids, phase ids, and/or ``"run"``."""
+        if isinstance(e, ev.LogLine):
+            sv = self.steps.get(e.step_id)
+            if sv is not None:
+                sv.log_lines += 1
+            return set()
+        if isinstance(e, ev.RunStarted):
+            self.run_id = e.run_id
+            self.status = "running"
+            self.exit_code = None
+            self.message = ""
+            return {"run"}
+        if isinstance(e, ev.RunFinished):
+            self.status = e.status
+            self.exit_code = e.exit_code
+            self.message = e.message
+            self.current_step = None
+            changed = {"run"}
+            for pv in self.phases:
+                if pv.state == "running":
+                    pv.state = "failed" if e.status == "failed" else "ready"
+                    changed.add(pv.phase_id)
+            for sv in self.steps.values():
+                if sv.status in ("running", "retrying"):
+                    sv.status = "interrupted"
+                    sv.progress = None
+                    changed.add(sv.step_id)
+            self.recompute_locks()
+            return changed
+        if isinstance(e, ev.PhaseStarted):
+            ph = self.phase(e.phase_id)
+            if ph is not None:
+                ph.state = "running"
+                ph.reason = ""
+            return {e.phase_id}
+        if isinstance(e, ev.PhaseFinished):
+            ph = self.phase(e.phase_id)
+            if ph is not None:
+                if e.status == "passed":
+                    self.passed.add(e.phase_id)
+                    ph.state = "passed"
+                elif e.status in ("failed", "stopped"):
+                    ph.state = "failed"
+                else:
+                    ph.state = "ready"
+                self.recompute_locks()
+            return {p.phase_id for p in self.phases}
+        if isinstance(e, ev.PhaseLocked):
+            ph = self.phase(e.phase_id)
+            if ph is not None:
+                ph.state = "locked"
+                ph.reason = e.reason
+            return {e.phase_id}
+        if isinstance(e, ev.StepStarted):
+            sv = self._step(e.phase_id, e.step_id, title=e.title, action=e.action,
+                            role="gate" if e.is_gate else "step")
+            sv.status = "running"
+            sv.attempt = e.attempt
+            sv.inputs = dict(e.inputs)
+            sv.duration = None
+            sv.message = ""
+            sv.diagnosis = sv.fix = None
+            sv.retry_reason = None
+            sv.progress = None
+            sv.restored = False
+            if e.attempt <= 1:
+                sv.notes = []
+            self.current_step = e.step_id
+            ph = self.phase(e.phase_id)
+            if ph is not None and ph.state != "running":
+                ph.state = "running"
+                return {e.step_id, e.phase_id}
+            return {e.step_id}
+        if isinstance(e, ev.StepFinished):
+            sv = self._step(e.phase_id, e.step_id, role="gate" if e.is_gate else "step")
+            sv.status = e.status
+            sv.attempt = max(sv.attempt, e.attempt)
+            sv.duration = e.duration
+            sv.message = e.message
+            sv.outputs = dict(e.outputs)
+            sv.diagnosis = e.diagnosis
+            sv.fix = e.fix
+            sv.restored = e.restored
+            sv.progress = None
+            if self.current_step == e.step_id:
+                self.current_step = None
+            return {e.step_id}
+        if isinstance(e, ev.StepRetry):
+            sv = self.steps.get(e.step_id)
+            if sv is None:
+                return set()
+            sv.status = "retrying"
+            sv.retry_reason = e.reason
+            sv.attempt = max(sv.attempt, e.attempt)
+            return {e.step_id}
+        if isinstance(e, ev.Progress):
+            sv = self.steps.get(e.step_id)
+            if sv is None:
+                return set()
+            sv.progress = e
+            return {e.step_id}
+        if isinstance(e, ev.Note):
+            sv = self.steps.get(e.step_id)
+            if sv is None:
+                return set()
+            sv.notes.append((e.name, dict(e.data)))
+            return {e.step_id}
+        if isinstance(e, ev.GateResult):
+            sv = self.steps.get(e.gate_id)
+            if sv is None:
+                return set()
+            if not e.passed:
+                sv.status = "failed"
+            elif sv.status not in ("ok", "changed"):
+                sv.status = "ok"
+            sv.message = e.message or sv.message
+            sv.diagnosis = e.diagnosis or sv.diagnosis
+            sv.fix = e.fix or sv.fix
+            if e.duration:
+                sv.duration = e.duration
+            return {e.gate_id}
+        return set()
+
+
+def event_from_dict(d: dict[str, Any], run_id: str = "") -> ev.Event | None:
+    """Rebuild an event from its journal form (``Journal.events``); None for unknown kinds."""
+    kinds: dict[str, type[ev.Event]] = {
+        cls.kind: cls
+        for cls in (ev.RunStarted, ev.RunFinished, ev.PhaseStarted, ev.PhaseFinished,
+                    ev.PhaseLocked, ev.StepStarted, ev.StepFinished, ev.StepRetry, ev.LogLine,
+                    ev.Progress, ev.Note, ev.GateResult, ev.Question)
+    }
+    cls = kinds.get(str(d.get("kind", "")))
+    if cls is None:
+        return None
+    fields = {k: v for k, v in d.items() if k != "kind"}
+    fields.setdefault("run_id", run_id)
+    try:
+        return cls(**fields)
+    except TypeError:
+        # A newer journal with extra fields: keep the ones this version knows.
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in fields.items() if k in known})

@@ -1,0 +1,460 @@
+"""The run screen: phases and steps, live log, step detail, gates, and the controls.
+
+The engine runs in a thread worker. Its sink (an :class:`EventPump`) only queues
+events; a 20 Hz tick drains the queue, folds events into the :class:`RunModel` and
+writes the tick's log lines in one batch. Questions come through :class:`TuiQuestions`.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from rich.markup import escape
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import Footer, Static, Tree
+
+from ...engine import events as ev
+from ...engine.model import Runbook
+from .. import catalog
+from ..bridge import EventPump, RunnerLike, RunRequest
+from ..model import RunModel, event_from_dict
+from ..questions import TuiQuestions
+from ..widgets.gate_panel import GatePanel
+from ..widgets.log_pane import LogPane
+from ..widgets.phase_tree import NodeData, PhaseTree
+from ..widgets.step_detail import StepDetail
+from .modals import YesNoModal
+
+if TYPE_CHECKING:
+    from ..app import ElematrixApp
+
+TICK = 1 / 20
+
+
+class RunScreen(Screen[int]):
+    """Drive one deployment through its runbook, phase by phase."""
+
+    CSS_PATH = "run.tcss"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("r", "run_phase", "Run phase"),
+        Binding("e", "rerun_failed", "Re-run"),
+        Binding("p", "pause", "Pause"),
+        Binding("f", "filter_log", "Filter"),
+        Binding("x", "export_report", "Report"),
+        Binding("s", "run_step", "Run selected step", show=False),
+        Binding("k", "skip_step", "Skip selected step", show=False),
+        Binding("escape", "back", "Back", show=False),
+        Binding("question_mark", "help", "Help"),
+        Binding("q", "quit_app", "Quit"),
+    ]
+
+    class RunEnded(Message):
+        """Posted by the worker thread when ``run``/``resume`` returned."""
+
+        def __init__(self, exit_code: int, error: str | None) -> None:
+            super().__init__()
+            self.exit_code = exit_code
+            self.error = error
+
+    def __init__(self, runbook: Runbook, *, deployment: str, params: dict[str, Any],
+                 runbook_path: Path | None = None, resume_run: str | None = None) -> None:
+        super().__init__()
+        self.runbook = runbook
+        self.runbook_path = runbook_path
+        self.deployment = deployment
+        self.params = params
+        self.resume_run = resume_run
+        self.model = RunModel(runbook)
+        self.pump = EventPump()
+        self.runner: RunnerLike | None = None
+        self.running = False
+        self.quitting = False
+        self.last_exit: int | None = None
+        self.last_run_id: str | None = None
+        self.questions: TuiQuestions | None = None
+
+    @property
+    def eapp(self) -> ElematrixApp:
+        return self.app  # type: ignore[return-value]
+
+    # -- layout -----------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        if self.eapp.practice:
+            yield Static("PRACTICE: embedded AWS emulator, nothing real is created",
+                         id="banner")
+        yield Static(self._head(), id="run-head")
+        with Horizontal(id="body"):
+            with Vertical(id="left"):
+                yield PhaseTree(self.model, id="tree")
+                yield GatePanel(id="gates")
+            with Vertical(id="right"):
+                yield StepDetail(id="detail")
+                yield LogPane(id="logpane")
+        yield Footer()
+
+    def _head(self) -> str:
+        m = self.model
+        title = self.runbook.title or self.runbook.runbook
+        state = m.status
+        if m.status == "idle" and self.resume_run:
+            state = f"interrupted run {self.resume_run}: r resumes it"
+        elif m.run_id:
+            state = f"{m.status} · run {m.run_id}"
+        return (f"[b]{escape(self.deployment)}[/b] · {escape(title)} · "
+                f"{escape(state)}")
+
+    def on_mount(self) -> None:
+        self.questions = TuiQuestions(self.app, self.deployment, before_ask=self._tick)
+        self._restore()
+        self.set_interval(TICK, self._tick)
+        tree = self.query_one(PhaseTree)
+        tree.focus()
+        nxt = self.model.next_phase()
+        if nxt is not None:
+            tree.select_id(nxt.phase_id)
+        self._show_selected()
+
+    # -- journal replay -----------------------------------------------------------
+    def _restore(self) -> None:
+        """Fold the journal in: phases passed by earlier runs, and the last run in full."""
+        journal = None
+        try:
+            journal = catalog.open_journal(self.eapp.state_dir, self.deployment)
+            if journal is None:
+                return
+            runs = catalog.journal_runs(journal)
+            self.model.passed |= catalog.passed_phases(journal)
+            show = self.resume_run or (runs[-1].run_id if runs else None)
+            if show is not None:
+                events = [self._as_event(e, show) for e in journal.events(show)]
+                self._replay([e for e in events if e is not None])
+            self.model.recompute_locks()
+        except Exception as exc:  # the journal is evidence, not a reason to refuse the screen
+            self.notify(f"Could not read the journal: {exc}", severity="warning")
+        finally:
+            if journal is not None:
+                catalog.close_journal(journal)
+        self.query_one(PhaseTree).rebuild()
+        self._refresh_head()
+
+    @staticmethod
+    def _as_event(e: Any, run_id: str) -> ev.Event | None:
+        if isinstance(e, ev.Event):
+            return e
+        if isinstance(e, dict):
+            return event_from_dict(e, run_id)
+        return None
+
+    def _replay(self, events: list[ev.Event]) -> None:
+        lines: list[tuple[str, str, str]] = []
+        for e in events:
+            if isinstance(e, ev.LogLine):
+                lines.append((e.step_id, e.stream, e.line))
+            self.model.apply(e)
+        if self.resume_run and self.model.status == "running":
+            # The process that ran it died: what was running is interrupted now.
+            self.model.apply(ev.RunFinished(run_id=self.resume_run, status="interrupted",
+                                            exit_code=130, message="process ended"))
+        self.last_run_id = self.model.run_id
+        self.query_one(LogPane).add(lines)
+
+    # -- the tick -------------------------------------------------------------------
+    def _tick(self) -> None:
+        events = self.pump.drain()
+        if not events:
+            return
+        lines: list[tuple[str, str, str]] = []
+        changed: set[str] = set()
+        follow: str | None = None
+        for e in events:
+            if isinstance(e, ev.LogLine):
+                lines.append((e.step_id, e.stream, e.line))
+                self.model.apply(e)
+                continue
+            changed |= self.model.apply(e)
+            if isinstance(e, ev.StepStarted) or (
+                    isinstance(e, ev.StepFinished) and e.status == "failed"):
+                follow = e.step_id
+        self.query_one(LogPane).add(lines)
+        if changed:
+            self.query_one(PhaseTree).refresh_ids(changed)
+            if "run" in changed:
+                self._refresh_head()
+        if follow is not None:
+            self.query_one(PhaseTree).select_id(follow)
+        self._show_selected()
+
+    def _refresh_head(self) -> None:
+        self.query_one("#run-head", Static).update(self._head())
+
+    def _selected(self) -> NodeData | None:
+        return self.query_one(PhaseTree).selected()
+
+    def _selected_phase_id(self) -> str | None:
+        sel = self._selected()
+        if sel is None:
+            return None
+        kind, key = sel
+        if kind == "phase":
+            return key
+        sv = self.model.steps.get(key)
+        return sv.phase_id if sv is not None else None
+
+    def _show_selected(self) -> None:
+        detail = self.query_one(StepDetail)
+        sel = self._selected()
+        pid = self._selected_phase_id()
+        if sel is not None:
+            kind, key = sel
+            if kind == "step" and key in self.model.steps:
+                detail.show_step(self.model.steps[key])
+            elif kind == "phase":
+                pv = self.model.phase(key)
+                if pv is not None:
+                    detail.show_phase(pv)
+        pv = self.model.phase(pid) if pid else self.model.next_phase()
+        self.query_one(GatePanel).show(pv)
+
+    @on(Tree.NodeHighlighted)
+    def _highlighted(self) -> None:
+        self._show_selected()
+
+    # -- running --------------------------------------------------------------------
+    def start(self, *, phases: list[str] | None = None, steps: list[str] | None = None,
+              skip: list[str] | None = None, resume: str | None = None) -> bool:
+        """Build a runner and start it in the worker; False when one is already running."""
+        if self.running:
+            self.notify("A run is in progress: pause (p) or wait for it.", severity="warning")
+            return False
+        assert self.questions is not None
+        self.questions.reset()
+        req = RunRequest(runbook=self.runbook, runbook_path=self.runbook_path,
+                         deployment=self.deployment, state_dir=self.eapp.state_dir,
+                         params=dict(self.params), questions=self.questions,
+                         sinks=[self.pump], phases=phases, steps=steps, skip=list(skip or []))
+        try:
+            runner = self.eapp.runner_factory(req)
+        except Exception as exc:
+            self.notify(f"Cannot start the run: {exc}", severity="error", timeout=10)
+            return False
+        self.runner = runner
+        self.running = True
+        self.model.status = "running"
+        self._refresh_head()
+        self._engine(runner, resume)
+        return True
+
+    @work(thread=True, exclusive=True, group="engine", exit_on_error=False)
+    def _engine(self, runner: RunnerLike, resume: str | None) -> None:
+        # One place handles every engine error: it becomes a RunEnded with the message.
+        error: str | None = None
+        try:
+            code = runner.resume(resume) if resume else runner.run()
+        except Exception as exc:
+            code, error = 1, f"{type(exc).__name__}: {exc}"
+        self.post_message(self.RunEnded(code, error))
+
+    def on_run_screen_run_ended(self, message: RunEnded) -> None:
+        self._tick()
+        self.running = False
+        self.runner = None
+        self.last_exit = message.exit_code
+        self.eapp.last_exit = message.exit_code
+        if self.model.run_id:
+            self.last_run_id = self.model.run_id
+        if self.model.status == "running":
+            # The engine ended without a RunFinished (it crashed): say so on screen.
+            self.model.apply(ev.RunFinished(run_id=self.model.run_id or "", exit_code=message.
+                                            exit_code, status="failed" if message.exit_code
+                                            else "passed", message=message.error or ""))
+            self.query_one(PhaseTree).refresh_ids(set(self.model.steps) |
+                                                  {p.phase_id for p in self.model.phases})
+        self._refresh_head()
+        self._show_selected()
+        if message.error:
+            self.notify(f"The engine stopped: {message.error}", severity="error", timeout=15)
+        elif message.exit_code == 0:
+            self.notify("Run passed.")
+        elif message.exit_code == 130:
+            self.notify("Run interrupted; state saved. r resumes.", severity="warning")
+        else:
+            failed = self.model.failed_steps()
+            what = failed[0].label if failed else "a step"
+            self.notify(f"Run failed at {what}. See the diagnosis; e re-runs.",
+                        severity="error")
+        if self.quitting:
+            self.app.exit(self.last_exit, return_code=message.exit_code)
+
+    # -- actions ---------------------------------------------------------------------
+    def action_run_phase(self) -> None:
+        """Run the selected phase (or the next ready one); resume an interrupted run first."""
+        rid = self.resume_run
+        if rid is None and self.model.status in ("paused", "interrupted"):
+            rid = self.last_run_id or self.model.run_id
+        if rid is not None:
+            if self.start(resume=rid):
+                self.resume_run = None
+            return
+        pid = self._selected_phase_id()
+        pv = self.model.phase(pid) if pid else None
+        if pv is None or pv.state == "locked":
+            nxt = self.model.next_phase()
+            if pv is not None and pv.state == "locked":
+                self.notify(f"{pv.label} is locked: {pv.reason}", severity="warning")
+                return
+            pv = nxt
+        if pv is None:
+            self.notify("Every phase passed.")
+            return
+        self.start(phases=[pv.phase_id])
+
+    def action_run_step(self) -> None:
+        """Run only the selected step."""
+        sel = self._selected()
+        if sel is None or sel[0] != "step":
+            self.notify("Select a step first.", severity="warning")
+            return
+        sv = self.model.steps[sel[1]]
+        self.start(phases=[sv.phase_id], steps=[sv.step_id])
+
+    def action_rerun_failed(self) -> None:
+        """Continue the failed run from its failed step; finished steps keep their outputs."""
+        failed = self.model.failed_steps()
+        if not failed:
+            self.notify("No failed step to re-run.")
+            return
+        rid = self.last_run_id or self.model.run_id
+        if rid and self.model.status in ("failed", "stopped"):
+            self.start(resume=rid)
+        else:
+            self.start(phases=[failed[0].phase_id])
+
+    def action_skip_step(self) -> None:
+        """Skip the selected step where the runbook allows it (recorded in the journal)."""
+        sel = self._selected()
+        if sel is None or sel[0] != "step":
+            self.notify("Select a step first.", severity="warning")
+            return
+        sv = self.model.steps[sel[1]]
+        if not sv.skippable:
+            self.notify(f"The runbook does not allow skipping {sv.label}.", severity="warning")
+            return
+        self.start(phases=[sv.phase_id], skip=[sv.step_id])
+
+    def action_pause(self) -> None:
+        """Stop after the current step; the run stays resumable."""
+        if self.runner is None:
+            self.notify("Nothing is running.")
+            return
+        self.runner.request_pause()
+        self.notify("Pausing after the current step…")
+
+    def action_filter_log(self) -> None:
+        """Filter the log to the selected step; again to show every step."""
+        pane = self.query_one(LogPane)
+        sel = self._selected()
+        if pane.step_filter is not None or sel is None or sel[0] != "step":
+            pane.set_filter(None)
+        else:
+            pane.set_filter(sel[1])
+
+    def action_export_report(self) -> None:
+        """Write the Markdown report of the last run and show its path."""
+        rid = self.last_run_id or self.model.run_id
+        if not rid:
+            self.notify("No run to report yet.", severity="warning")
+            return
+        try:
+            path = export_report(self.eapp.state_dir, self.deployment, rid, self.model)
+        except Exception as exc:
+            self.notify(f"Report failed: {exc}", severity="error")
+            return
+        self.notify(f"Report written: {path}", timeout=15)
+
+    def action_help(self) -> None:
+        from .help import HelpScreen
+
+        self.app.push_screen(HelpScreen())
+
+    def action_back(self) -> None:
+        if self.running:
+            self.notify("A run is in progress: pause (p) first.", severity="warning")
+            return
+        if len(self.app.screen_stack) > 2:
+            self.dismiss(self.last_exit or 0)
+
+    def action_quit_app(self) -> None:
+        """Quit; while a step runs, ask first, then interrupt (the journal keeps the state)."""
+        if not self.running:
+            self.app.exit(self.last_exit, return_code=self.last_exit or 0)
+            return
+
+        def answered(yes: bool | None) -> None:
+            if not yes:
+                return
+            self.quitting = True
+            if self.questions is not None:
+                self.questions.abort()
+            if self.runner is not None:
+                self.runner.cancel()
+            # If the engine does not stop within 10 s, leave anyway: the journal is on disk.
+            self.set_timer(10, lambda: self.app.exit(130, return_code=130))
+
+        self.app.push_screen(
+            YesNoModal("Quit while a step runs?",
+                       "The run is interrupted and saved; start elematrix again to resume it.",
+                       yes="Quit", no="Keep running"), callback=answered)
+
+
+def export_report(state_dir: Path, deployment: str, run_id: str, model: RunModel) -> Path:
+    """Build the report with the engine's ``build_report`` (a summary of the screen before it)."""
+    out_dir = catalog.deployments_dir(state_dir) / deployment / "reports"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{run_id}.md"
+    text: str | None = None
+    try:
+        from ...engine.report import build_report
+    except ImportError:
+        build_report = None  # type: ignore[assignment]
+    if build_report is not None:
+        journal = catalog.open_journal(state_dir, deployment)
+        if journal is not None:
+            try:
+                text = build_report(journal, run_id, fmt="md")
+            finally:
+                catalog.close_journal(journal)
+    if text is None:
+        text = summary_markdown(deployment, run_id, model)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def summary_markdown(deployment: str, run_id: str, model: RunModel) -> str:
+    """A short Markdown summary of what the screen shows (no secrets: inputs are masked)."""
+    from .. import format as fmt
+
+    out = [f"# Run {run_id} of {deployment}", "",
+           f"Runbook: {model.runbook.title or model.runbook.runbook}  ",
+           f"Status: {model.status}", ""]
+    for pv in model.phases:
+        out += [f"## {pv.label} ({pv.state})", "", "| step | status | attempts | time |",
+                "|---|---|---|---|"]
+        for sv in pv.all():
+            out.append(f"| {sv.label} | {sv.status} | {sv.attempt} | {fmt.duration(sv.duration)} |")
+        for sv in pv.all():
+            if sv.status == "failed":
+                out += ["", f"**{sv.label}** failed: {sv.message}"]
+                if sv.diagnosis:
+                    out.append(f"- Diagnosis: {sv.diagnosis}")
+                if sv.fix:
+                    out.append(f"- Fix: {sv.fix}")
+        out.append("")
+    out.append(f"_Generated {time.strftime('%Y-%m-%d %H:%M:%S %Z')}_")
+    return "\n".join(out) + "\n"

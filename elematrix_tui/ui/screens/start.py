@@ -1,0 +1,130 @@
+"""The start screen: interrupted runs first, then deployments, then runbooks."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Vertical
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Label, Static
+
+from .. import catalog
+from .. import format as fmt
+
+if TYPE_CHECKING:
+    from ..app import ElematrixApp
+
+
+class StartScreen(Screen[None]):
+    CSS_PATH = "start.tcss"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("n", "new_deployment", "New deployment"),
+        Binding("enter", "open", "Open / resume", show=True),
+        Binding("tab", "app.focus_next", "Next list", show=False),
+        Binding("question_mark", "help", "Help"),
+        Binding("q", "app.quit", "Quit"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.deployments: list[catalog.DeploymentEntry] = []
+        self.runbooks: list[catalog.RunbookEntry] = []
+
+    @property
+    def eapp(self) -> ElematrixApp:
+        return self.app  # type: ignore[return-value]
+
+    def compose(self) -> ComposeResult:
+        if self.eapp.practice:
+            yield Static("PRACTICE: embedded AWS emulator, nothing real is created",
+                         id="banner")
+        yield Static("[b]elematrix[/b] · deploy Matrix/Element to AWS, phase by phase",
+                     id="start-head")
+        with Vertical(id="start-body"):
+            yield Static("", id="resume-hint")
+            yield Label("Deployments", classes="section")
+            yield DataTable(id="deployments", cursor_type="row", zebra_stripes=True)
+            yield Label("Runbooks (n: new deployment from the highlighted one)",
+                        classes="section")
+            yield DataTable(id="runbooks", cursor_type="row", zebra_stripes=True)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        dt = self.query_one("#deployments", DataTable)
+        dt.add_columns("deployment", "runbook", "last run", "status")
+        rt = self.query_one("#runbooks", DataTable)
+        rt.add_columns("runbook", "title", "from")
+        self.reload()
+
+    def on_screen_resume(self) -> None:
+        self.reload()
+
+    def reload(self) -> None:
+        """Read deployments and runbooks again (after a run or a new deployment)."""
+        self.deployments = catalog.list_deployments(self.eapp.state_dir)
+        self.runbooks = catalog.list_runbooks()
+        dt = self.query_one("#deployments", DataTable)
+        dt.clear()
+        for d in self.deployments:
+            status = Text(d.last_status, style=fmt.style(
+                "failed" if d.last_status == "failed" else
+                "passed" if d.last_status == "passed" else
+                "interrupted" if d.interrupted_run else "pending"))
+            if d.interrupted_run:
+                status = Text("interrupted: enter resumes", style="bold magenta")
+            dt.add_row(d.name, d.runbook or "?", d.last_run or "-", status, key=d.name)
+        rt = self.query_one("#runbooks", DataTable)
+        rt.clear()
+        for r in self.runbooks:
+            rt.add_row(r.name, r.title, r.source, key=str(r.path))
+        hint = self.query_one("#resume-hint", Static)
+        interrupted = [d for d in self.deployments if d.interrupted_run]
+        if interrupted:
+            names = ", ".join(d.name for d in interrupted)
+            hint.update(f"[b magenta]Interrupted runs:[/] {names}. "
+                        "Highlight one and press enter to resume where it stopped.")
+            hint.display = True
+        else:
+            hint.display = False
+        if not self.deployments:
+            dt.display = False
+            rt.focus()
+        else:
+            dt.display = True
+            dt.focus()
+
+    def _runbook_under_cursor(self) -> catalog.RunbookEntry | None:
+        rt = self.query_one("#runbooks", DataTable)
+        if not self.runbooks or rt.cursor_row < 0:
+            return None
+        return self.runbooks[min(rt.cursor_row, len(self.runbooks) - 1)]
+
+    def action_new_deployment(self) -> None:
+        rb = self._runbook_under_cursor()
+        self.eapp.new_deployment(runbook=rb.path if rb else None)
+
+    def action_open(self) -> None:
+        focused = self.focused
+        if isinstance(focused, DataTable) and focused.id == "runbooks":
+            self.action_new_deployment()
+            return
+        dt = self.query_one("#deployments", DataTable)
+        if not self.deployments:
+            self.action_new_deployment()
+            return
+        entry = self.deployments[min(max(dt.cursor_row, 0), len(self.deployments) - 1)]
+        self.eapp.open_deployment(entry)
+
+    @on(DataTable.RowSelected)
+    def _row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        self.action_open()
+
+    def action_help(self) -> None:
+        from .help import HelpScreen
+
+        self.app.push_screen(HelpScreen())
