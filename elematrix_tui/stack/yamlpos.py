@@ -57,13 +57,21 @@ class Doc:
         return node.start_mark.line + 1 if node is not None else default
 
     def end_line(self, *path: str | int) -> int | None:
-        """1-based last line of the value at path (inclusive)."""
+        """1-based last line of the value at path (inclusive), comments after it excluded."""
         node = self.find(*path)
-        if node is None:
-            return None
-        end = node.end_mark
-        # end_mark points just past the value; at column 0 that is the next line.
-        return end.line if end.column == 0 else end.line + 1
+        return last_line(node) if node is not None else None
+
+
+def last_line(node: yaml.Node) -> int:
+    """1-based line of the last character of a node's own text."""
+    if isinstance(node, yaml.MappingNode | yaml.SequenceNode) and not node.flow_style:
+        items = node.value
+        if items:
+            last = items[-1][1] if isinstance(node, yaml.MappingNode) else items[-1]
+            return last_line(last)
+    end = node.end_mark
+    # A mark at column 0 is the start of the next line (block scalars end that way).
+    return end.line if end.column == 0 and end.line > node.start_mark.line else end.line + 1
 
 
 def load(text: str) -> Doc:
