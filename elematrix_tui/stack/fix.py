@@ -138,9 +138,9 @@ def plan_fix(path: Path, public_address: str | None = None) -> FixPlan:
 def _host_from_stack(stack: Stack) -> str | None:
     hs = stack.homeserver
     if hs is not None and isinstance(hs.doc.data.get("public_baseurl"), str):
-        u = urlsplit(hs.doc.data["public_baseurl"])
+        u = urlsplit(str(hs.doc.data["public_baseurl"]))
         if u.hostname:
-            return u.netloc
+            return str(u.netloc)
     for ef in stack.elements:
         bu = synapse_rules.element_base_url(ef)
         if bu is not None and urlsplit(bu[0]).hostname:
