@@ -1,0 +1,564 @@
+"""AWS actions: ``aws.call``, ``aws.ensure``, ``aws.wait``, ``aws.assert``, ``aws.preflight``,
+``aws.teardown``.
+
+All go through :func:`aws_session.aws_for` (one session per run, cached clients with
+standard retries, every call logged, the account guard on first use). boto3 is imported
+lazily by the helpers, so importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from pydantic import Field, model_validator
+
+from ..engine.action import Action, ActionFailed, Check, Inputs, Result, StepContext
+from .aws_errors import explain
+from .aws_session import aws_for
+
+AL2023_PARAMETER = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
+BEGIN_KEYS = "-----BEGIN SSH HOST KEY FINGERPRINTS-----"
+END_KEYS = "-----END SSH HOST KEY FINGERPRINTS-----"
+META_HOST_KEYS = "ssh.host_key_fingerprints"
+_READ_PREFIXES = ("describe_", "get_", "list_", "head_", "lookup_", "search_")
+
+
+def _clean(resp: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in resp.items() if k != "ResponseMetadata"}
+
+
+def _jsonable(v: Any) -> Any:
+    """datetimes and bytes from boto3 turned into strings (outputs are journaled as JSON)."""
+    import datetime
+
+    if isinstance(v, dict):
+        return {k: _jsonable(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, datetime.datetime | datetime.date):
+        return v.isoformat()
+    if isinstance(v, bytes):
+        return f"<{len(v)} bytes>"
+    return v
+
+
+# --------------------------------------------------------------------------- aws.call
+
+
+class CallInputs(Inputs):
+    service: str
+    operation: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    # AWS error codes that count as success (e.g. "already exists" on a create).
+    ok_errors: list[str] = Field(default_factory=list)
+
+
+class Call(Action):
+    """Any boto3 operation. Prefer ``aws.ensure`` for creates: a call is not idempotent."""
+
+    name = "aws.call"
+    Inputs = CallInputs
+
+    def describe(self, inputs: Any) -> str:
+        return f"{inputs.service}.{inputs.operation}"
+
+    def check(self, ctx: StepContext, inputs: Any) -> Check:
+        if inputs.operation.startswith(_READ_PREFIXES):
+            return Check(in_sync=None, changes=[])
+        return Check(in_sync=None, changes=[f"call {inputs.service}.{inputs.operation}"])
+
+    def apply(self, ctx: StepContext, inputs: Any) -> Result:
+        from .aws_errors import error_code
+
+        api = aws_for(ctx)
+        try:
+            resp = api.call(inputs.service, inputs.operation, **inputs.params)
+        except Exception as e:
+            code = error_code(e)
+            if code is not None and code in inputs.ok_errors:
+                return Result("ok", {"error": code}, data={"error": code},
+                              message=f"{code} (accepted)")
+            raise explain(e, inputs.service, inputs.operation, api.region) from e
+        data = _jsonable(_clean(resp))
+        changed = not inputs.operation.startswith(_READ_PREFIXES)
+        return Result("changed" if changed else "ok", {}, data=data)
+
+
+# --------------------------------------------------------------------------- aws.ensure
+
+
+def _has_expression(v: Any) -> bool:
+    if isinstance(v, str):
+        return "{{" in v or "{%" in v
+    if isinstance(v, dict):
+        return any(_has_expression(x) for x in v.values())
+    if isinstance(v, list):
+        return any(_has_expression(x) for x in v)
+    return False
+
+
+class EnsureInputs(Inputs):
+    kind: str
+    # The resource's name (a Name tag for EC2 resources, the real name elsewhere).
+    name: str
+    spec: Any = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _spec(self) -> EnsureInputs:
+        from .aws_kinds import KINDS
+
+        kind = KINDS.get(self.kind)
+        if kind is None:
+            raise ValueError(f"unknown kind {self.kind!r}; known: {', '.join(sorted(KINDS))}")
+        if isinstance(self.spec, kind.Spec):
+            return self
+        spec = self.spec or {}
+        if not isinstance(spec, dict):
+            raise ValueError(f"spec must be a mapping, got {type(spec).__name__}")
+        unknown = sorted(set(spec) - set(kind.Spec.model_fields))
+        if unknown:
+            raise ValueError(f"spec of kind {self.kind!r} has no field(s) {', '.join(unknown)}; "
+                             f"it takes: {', '.join(kind.Spec.model_fields)}")
+        if _has_expression(spec):
+            # Validated for real once the runner has rendered the expressions.
+            return self
+        self.spec = kind.Spec.model_validate(spec)
+        return self
+
+
+class Ensure(Action):
+    """Find the resource (by deployment tag or its deployment-derived name); create or
+    converge it only when needed. Same outputs whether it was found or created."""
+
+    name = "aws.ensure"
+    Inputs = EnsureInputs
+
+    def describe(self, inputs: Any) -> str:
+        from .aws_kinds import KINDS
+
+        return f"ensure {KINDS[inputs.kind].title} {inputs.name}"
+
+    def check(self, ctx: StepContext, inputs: Any) -> Check:
+        from .aws_kinds import KINDS
+
+        api = aws_for(ctx)
+        found = KINDS[inputs.kind].find(api, ctx, inputs.name, inputs.spec)
+        in_sync = found.obj is not None and not found.changes
+        out = _jsonable(found.outputs) if in_sync else {}
+        return Check(in_sync=in_sync, changes=found.changes, outputs=out,
+                     data=out if in_sync else None)
+
+    def apply(self, ctx: StepContext, inputs: Any) -> Result:
+        from .aws_kinds import KINDS
+
+        api = aws_for(ctx)
+        kind = KINDS[inputs.kind]
+        found = kind.find(api, ctx, inputs.name, inputs.spec)
+        if found.obj is not None and not found.changes:
+            out = _jsonable(found.outputs)
+            ctx.log(f"{kind.title} {inputs.name} already in place")
+            return Result("ok", out, data=out, message=f"{kind.title} {inputs.name} found")
+        for c in found.changes:
+            ctx.log(f"to do: {c}")
+        outputs, changed = kind.apply(api, ctx, inputs.name, inputs.spec, found)
+        out = _jsonable(outputs)
+        return Result("changed" if changed else "ok", out, data=out,
+                      message="; ".join(found.changes)[:300])
+
+
+# --------------------------------------------------------------------------- aws.wait
+
+
+class WaitInputs(Inputs):
+    service: str = "ec2"
+    # A boto3 waiter name (instance_running, instance_status_ok, ...)...
+    waiter: str | None = None
+    # ...or an operation polled until ``query`` (JMESPath) equals ``equals``...
+    operation: str | None = None
+    query: str | None = None
+    equals: Any = None
+    # ...or the SSH host key fingerprints EC2 prints to the console of this instance.
+    host_keys_of: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    delay: float = Field(default=5.0, ge=0)
+    # Seconds; 0 means a single look.
+    max_wait: float = Field(default=600, ge=0)
+
+    @model_validator(mode="after")
+    def _one_mode(self) -> WaitInputs:
+        modes = [self.waiter is not None, self.operation is not None,
+                 self.host_keys_of is not None]
+        if sum(modes) != 1:
+            raise ValueError("give exactly one of: waiter, operation (+query/equals), "
+                             "host_keys_of")
+        if self.operation is not None and self.query is None:
+            raise ValueError("'operation' needs 'query' (and usually 'equals')")
+        return self
+
+
+def parse_host_keys(console: str) -> list[dict[str, Any]]:
+    """Fingerprint lines EC2/cloud-init print between the BEGIN/END markers."""
+    out: list[dict[str, Any]] = []
+    if BEGIN_KEYS not in console:
+        return out
+    block = console.split(BEGIN_KEYS, 1)[1].split(END_KEYS, 1)[0]
+    for line in block.splitlines():
+        # "ec2: 256 SHA256:abc... root@host (ED25519)" (a prefix like "ec2:" may appear)
+        parts = line.strip().split()
+        fp = next((p for p in parts if p.startswith(("SHA256:", "MD5:"))), None)
+        if fp is None:
+            continue
+        ktype = parts[-1].strip("()") if parts[-1].startswith("(") else ""
+        bits = next((int(p) for p in parts if p.isdigit()), None)
+        out.append({"fingerprint": fp, "type": ktype, "bits": bits})
+    return out
+
+
+class Wait(Action):
+    """Wait for a state (waiter or polled JMESPath) or the console's host keys, with
+    progress events (elapsed time, attempts) and prompt cancellation."""
+
+    name = "aws.wait"
+    Inputs = WaitInputs
+    read_only = True
+
+    def describe(self, inputs: Any) -> str:
+        if inputs.waiter:
+            return f"wait for {inputs.service} {inputs.waiter}"
+        if inputs.host_keys_of:
+            return f"read SSH host key fingerprints of {inputs.host_keys_of}"
+        return f"wait until {inputs.service}.{inputs.operation} {inputs.query} == {inputs.equals}"
+
+    def _sleep(self, ctx: StepContext, delay: float) -> None:
+        if ctx.deadline is not None:
+            delay = min(delay, max(0.0, ctx.deadline - time.monotonic()))
+        if ctx.cancel.wait(delay):
+            raise ActionFailed("interrupted while waiting")
+
+    def apply(self, ctx: StepContext, inputs: Any) -> Result:
+        api = aws_for(ctx)
+        t0 = time.monotonic()
+        attempts = 0
+        if inputs.host_keys_of:
+            return self._host_keys(ctx, inputs, api, t0)
+        last: Any = None
+        while True:
+            attempts += 1
+            elapsed = time.monotonic() - t0
+            if inputs.waiter:
+                from botocore.exceptions import WaiterError
+
+                waiter = api.client(inputs.service).get_waiter(inputs.waiter)
+                try:
+                    # One attempt per loop turn: we own the pacing, progress and cancel.
+                    waiter.wait(**inputs.params, WaiterConfig={"Delay": 0, "MaxAttempts": 1})
+                    ctx.note("aws.call", service=inputs.service,
+                             operation=f"waiter:{inputs.waiter}", params=inputs.params,
+                             request_id=None,
+                             duration=round(time.monotonic() - t0, 3), summary="satisfied")
+                    ctx.log(f"{inputs.waiter}: satisfied after {attempts} attempt(s), "
+                            f"{elapsed:.0f}s")
+                    return Result("ok", {"elapsed": round(elapsed, 1), "attempts": attempts},
+                                  data={"elapsed": elapsed, "attempts": attempts})
+                except WaiterError as e:
+                    reason = str(e)
+                    if "Max attempts exceeded" not in reason:
+                        last_resp = getattr(e, "last_response", {}) or {}
+                        if "Error" in last_resp:
+                            from botocore.exceptions import ClientError
+
+                            raise explain(ClientError(last_resp, inputs.waiter),
+                                          inputs.service, inputs.waiter, api.region) from e
+                        raise ActionFailed(f"{inputs.waiter}: {reason}",
+                                           diagnosis="The resource reached a state from which "
+                                                     "the wait cannot succeed.") from e
+                    last = reason
+            else:
+                import jmespath
+
+                try:
+                    resp = api.call(inputs.service, str(inputs.operation), **inputs.params)
+                except Exception as e:
+                    raise explain(e, inputs.service, str(inputs.operation), api.region) from e
+                last = jmespath.search(str(inputs.query), _jsonable(_clean(resp)))
+                if last == inputs.equals or (inputs.equals is None and last):
+                    ctx.log(f"{inputs.query} = {last!r} after {attempts} attempt(s)")
+                    return Result("ok", {"elapsed": round(elapsed, 1), "attempts": attempts,
+                                         "value": last},
+                                  data=_jsonable(_clean(resp)))
+            ctx.progress(f"waiting ({attempts} attempts, {elapsed:.0f}s): {last}",
+                         elapsed, inputs.max_wait or None)
+            if elapsed + inputs.delay > inputs.max_wait:
+                raise ActionFailed(
+                    f"gave up after {elapsed:.0f}s and {attempts} attempts: {last}",
+                    diagnosis="The resource did not reach the expected state in time.",
+                    fix="Look at the instance in the console (status checks, system log); "
+                        "resume to wait again.")
+            self._sleep(ctx, inputs.delay)
+
+    def _host_keys(self, ctx: StepContext, inputs: Any, api: Any, t0: float) -> Result:
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                r = api.call("ec2", "get_console_output", InstanceId=inputs.host_keys_of)
+            except Exception as e:
+                raise explain(e, "ec2", "get_console_output", api.region) from e
+            keys = parse_host_keys(r.get("Output") or "")
+            elapsed = time.monotonic() - t0
+            if keys:
+                fps = [k["fingerprint"] for k in keys]
+                ctx.set_meta(META_HOST_KEYS, fps)
+                for k in keys:
+                    ctx.log(f"pinned host key {k['type']} {k['fingerprint']}")
+                return Result("ok", {"fingerprints": fps, "host_keys": keys,
+                                     "elapsed": round(elapsed, 1)},
+                              data={"fingerprints": fps, "host_keys": keys})
+            if elapsed + inputs.delay > inputs.max_wait:
+                ctx.log("no SSH host key fingerprints in the console output (an emulator such "
+                        "as moto prints none; on AWS they appear 1-3 min after boot): nothing "
+                        "pinned, the SSH step must ask the operator", "stderr")
+                ctx.note("aws.host_keys_missing", instance_id=inputs.host_keys_of,
+                         attempts=attempts)
+                return Result("ok", {"fingerprints": [], "host_keys": [],
+                                     "elapsed": round(elapsed, 1)},
+                              data={"fingerprints": [], "host_keys": []},
+                              message="no host key fingerprints in the console output")
+            ctx.progress(f"waiting for host key fingerprints in the console output "
+                         f"({attempts} attempts, {elapsed:.0f}s)", elapsed, inputs.max_wait)
+            self._sleep(ctx, inputs.delay)
+
+
+# --------------------------------------------------------------------------- aws.assert
+
+
+class AssertCheck(Inputs):
+    title: str
+    service: str
+    operation: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    query: str
+    equals: Any = None
+    contains: Any = None
+    not_empty: bool = False
+
+
+class AssertInputs(Inputs):
+    checks: list[AssertCheck] = Field(min_length=1)
+
+
+class Assert(Action):
+    """Read-only posture checks: each is a call, a JMESPath and an expected value."""
+
+    name = "aws.assert"
+    Inputs = AssertInputs
+    read_only = True
+
+    def describe(self, inputs: Any) -> str:
+        return "check " + "; ".join(c.title for c in inputs.checks)
+
+    def apply(self, ctx: StepContext, inputs: Any) -> Result:
+        import jmespath
+
+        api = aws_for(ctx)
+        results = []
+        failed = []
+        for c in inputs.checks:
+            if not c.operation.startswith(_READ_PREFIXES):
+                raise ActionFailed(f"aws.assert only reads: {c.operation} is not a read call")
+            try:
+                resp = api.call(c.service, c.operation, **c.params)
+            except Exception as e:
+                raise explain(e, c.service, c.operation, api.region) from e
+            got = jmespath.search(c.query, _jsonable(_clean(resp)))
+            ok = True
+            want = ""
+            if c.equals is not None:
+                ok = ok and got == c.equals
+                want = f"== {c.equals!r}"
+            if c.contains is not None:
+                ok = ok and isinstance(got, list | str) and c.contains in got
+                want += f" contains {c.contains!r}"
+            if c.not_empty:
+                ok = ok and bool(got)
+                want += " not empty"
+            results.append({"title": c.title, "passed": ok, "actual": got})
+            ctx.log(f"{'PASS' if ok else 'FAIL'} {c.title}: {got!r}"
+                    + ("" if ok else f" (expected {want.strip()})"),
+                    "stdout" if ok else "stderr")
+            if not ok:
+                failed.append(f"{c.title}: got {got!r}, expected {want.strip()}")
+        out = {"passed": len(results) - len(failed), "failed": len(failed),
+               "results": _jsonable(results)}
+        if failed:
+            raise ActionFailed("posture check failed: " + "; ".join(failed),
+                               diagnosis="The resource's configuration drifted from what the "
+                                         "runbook created (or something else changed it).",
+                               fix="Fix the setting (or re-run the phase to converge it), then "
+                                   "resume.")
+        return Result("ok", out, data=out, message=f"{len(results)} checks passed")
+
+
+# --------------------------------------------------------------------------- aws.preflight
+
+
+class PreflightInputs(Inputs):
+    instance_type: str = "t3.medium"
+    ami_parameter: str = AL2023_PARAMETER
+    volume_gb: int = 30
+    eip: bool = True
+    s3_gb: float = 10
+    alarms: int = 4
+
+
+class Preflight(Action):
+    """Who and where we are, the AMI, the instance type's zones, a subnet and the cost."""
+
+    name = "aws.preflight"
+    Inputs = PreflightInputs
+    read_only = True
+
+    def describe(self, inputs: Any) -> str:
+        return f"preflight: identity, region, {inputs.instance_type} offered, AL2023 AMI, cost"
+
+    def apply(self, ctx: StepContext, inputs: Any) -> Result:
+        from .aws_prices import estimate
+
+        api = aws_for(ctx)  # runs the account guard on first use
+        ident = api.checked("sts", "get_caller_identity")
+        ami = api.checked("ssm", "get_parameter", Name=inputs.ami_parameter)["Parameter"]["Value"]
+        ami_name = ""
+        try:
+            imgs = api.call("ec2", "describe_images", ImageIds=[ami])["Images"]
+            ami_name = imgs[0].get("Name", "") if imgs else ""
+        except Exception as e:  # the name is informative only
+            ctx.log(f"could not describe {ami}: {e}", "stderr")
+        offers = api.checked("ec2", "describe_instance_type_offerings",
+                             LocationType="availability-zone",
+                             Filters=[{"Name": "instance-type",
+                                       "Values": [inputs.instance_type]}]
+                             )["InstanceTypeOfferings"]
+        azs = sorted(o["Location"] for o in offers)
+        if not azs:
+            raise ActionFailed(
+                f"{inputs.instance_type} is not offered in {api.region}",
+                diagnosis="describe_instance_type_offerings lists no availability zone for it.",
+                fix="Pick another region (`--set aws_region=...`) or instance type.")
+        vpcs = api.checked("ec2", "describe_vpcs",
+                           Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"]
+        if not vpcs:
+            raise ActionFailed(
+                f"no default VPC in {api.region}",
+                diagnosis="The runbook places the instance in the default VPC's public subnet.",
+                fix="Create one with `aws ec2 create-default-vpc --region "
+                    f"{api.region}`, then resume.")
+        vpc_id = vpcs[0]["VpcId"]
+        subnets = api.checked("ec2", "describe_subnets", Filters=[
+            {"Name": "vpc-id", "Values": [vpc_id]},
+            {"Name": "default-for-az", "Values": ["true"]}])["Subnets"]
+        usable = sorted((s for s in subnets if s["AvailabilityZone"] in azs),
+                        key=lambda s: s["AvailabilityZone"])
+        if not usable:
+            raise ActionFailed(f"no default subnet in a zone offering {inputs.instance_type}",
+                               fix="Create a default subnet (`aws ec2 create-default-subnet "
+                                   f"--availability-zone {azs[0]}`), then resume.")
+        subnet = usable[0]
+        cost = estimate(inputs.instance_type, api.region, inputs.volume_gb, inputs.eip,
+                        inputs.s3_gb, inputs.alarms)
+        ctx.log(f"account {ident['Account']} ({ident['Arn']}), region {api.region}")
+        ctx.log(f"AMI {ami} {ami_name} (from SSM {inputs.ami_parameter})")
+        ctx.log(f"{inputs.instance_type} offered in {', '.join(azs)}; using "
+                f"{subnet['SubnetId']} in {subnet['AvailabilityZone']}")
+        note = f"; {cost['note']}" if cost["note"] else ""
+        ctx.log(f"estimated cost ~USD {cost['total_usd']:.2f}/month (price table of "
+                f"{cost['price_date']}, {cost['priced_region']}{note})")
+        for line, usd in cost["lines"].items():
+            ctx.log(f"  {line}: USD {usd:.2f}")
+        out = {"account_id": ident["Account"], "arn": ident["Arn"], "region": api.region,
+               "ami_id": ami, "ami_name": ami_name, "instance_type": inputs.instance_type,
+               "availability_zones": azs, "vpc_id": vpc_id, "subnet_id": subnet["SubnetId"],
+               "availability_zone": subnet["AvailabilityZone"],
+               "monthly_usd": cost["total_usd"], "cost_lines": cost["lines"],
+               "price_date": cost["price_date"]}
+        return Result("ok", out, data=out,
+                      message=f"{ident['Account']}/{api.region}, {ami}, ~USD "
+                              f"{cost['total_usd']:.2f}/month (prices of {cost['price_date']})")
+
+
+# --------------------------------------------------------------------------- aws.teardown
+
+
+class TeardownInputs(Inputs):
+    # Name prefix of the runbook's resources (IAM/alarms/topics are listed by it, then the
+    # deployment tag decides).
+    name_prefix: str
+    log_group_prefix: str
+    # SSM parameters (the CloudWatch agent config must be named AmazonCloudWatch-*).
+    ssm_prefix: str
+    # The bucket holds backups: deleted only when the operator typed the deployment name.
+    include_bucket: bool = False
+    # Only list (a gate proving nothing is left).
+    dry_run: bool = False
+    max_wait: float = Field(default=900, ge=0)
+
+
+class Teardown(Action):
+    """Delete everything tagged with this deployment, in dependency order (resumable)."""
+
+    name = "aws.teardown"
+    Inputs = TeardownInputs
+
+    def describe(self, inputs: Any) -> str:
+        return ("list" if inputs.dry_run else "delete") + " every resource of this deployment"
+
+    def _discover(self, ctx: StepContext, inputs: Any) -> Any:
+        from .aws_teardown import discover
+
+        api = aws_for(ctx)
+        return api, discover(api, ctx, inputs.name_prefix, inputs.log_group_prefix,
+                             inputs.ssm_prefix)
+
+    def check(self, ctx: StepContext, inputs: Any) -> Check:
+        _api, inv = self._discover(ctx, inputs)
+        lines = inv.lines(inputs.include_bucket)
+        n = inv.count(inputs.include_bucket)
+        out = {"remaining": n, "resources": lines}
+        if inputs.dry_run:
+            return Check(in_sync=None, changes=[], outputs=out, data=out)
+        return Check(in_sync=n == 0, changes=[ln for ln in lines if ln.startswith("delete")],
+                     outputs={"deleted": [], "remaining": 0, "kept": _kept(lines)} if n == 0
+                     else {}, data=None)
+
+    def apply(self, ctx: StepContext, inputs: Any) -> Result:
+        from .aws_teardown import delete_all
+
+        api, inv = self._discover(ctx, inputs)
+        lines = inv.lines(inputs.include_bucket)
+        for ln in lines:
+            ctx.log(ln)
+        if inputs.dry_run:
+            n = inv.count(inputs.include_bucket)
+            out = {"remaining": n, "resources": lines}
+            return Result("ok", out, data=out, message=f"{n} resource(s) left")
+        if not lines:
+            ctx.log(f"nothing tagged elematrix:deployment={ctx.deployment} is left")
+        done = delete_all(api, ctx, inv, inputs.include_bucket, inputs.max_wait)
+        _api, after = self._discover(ctx, inputs)
+        left = after.count(inputs.include_bucket)
+        out = {"deleted": done, "remaining": left, "kept": _kept(lines)}
+        if left:
+            raise ActionFailed(f"{left} resource(s) still present after teardown: "
+                               + "; ".join(after.lines(inputs.include_bucket)),
+                               fix="Resume the teardown: it deletes what is left.")
+        return Result("changed" if done else "ok", out, data=out,
+                      message=f"deleted {len(done)} resource(s)")
+
+
+def _kept(lines: list[str]) -> list[str]:
+    return [ln for ln in lines if ln.startswith("keep")]
+
+
+__all__ = ["Assert", "Call", "Ensure", "Preflight", "Teardown", "Wait", "parse_host_keys"]
+
+

@@ -1,0 +1,281 @@
+"""Discovery and deletion of everything a deployment created, by its deployment tag.
+
+Discovery is read-only and cheap to repeat, so teardown is resumable: a second run finds
+only what the first did not delete yet. Deletion goes in dependency order (alarms before
+topics, the Elastic IP and instance before the security group, profile before role...),
+and every delete treats "already gone" as success.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..engine.action import ActionFailed, StepContext
+from .aws_errors import error_code, explain
+from .aws_session import AwsApi
+from .aws_tags import TAG_DEPLOYMENT, deployment_filter, has_deployment_tag
+
+# Deletion order; discovery fills the same keys.
+ORDER = ["alarm", "topic", "log_group", "ssm_parameter", "eip", "instance", "security_group",
+         "instance_profile", "role", "key_pair", "bucket"]
+
+
+@dataclass
+class Inventory:
+    items: dict[str, list[str]] = field(default_factory=lambda: {k: [] for k in ORDER})
+    # Extra facts needed to delete (EIP association ids, profile roles...).
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def lines(self, include_bucket: bool) -> list[str]:
+        out = []
+        for k in ORDER:
+            for ident in self.items[k]:
+                if k == "bucket" and not include_bucket:
+                    out.append(f"keep bucket {ident} (holds backups; pass "
+                               "confirm_deployment=<deployment name> to delete it)")
+                else:
+                    out.append(f"delete {k.replace('_', ' ')} {ident}")
+        return out
+
+    def count(self, include_bucket: bool) -> int:
+        return sum(len(v) for k, v in self.items.items() if include_bucket or k != "bucket")
+
+
+def _pages(api: AwsApi, service: str, op: str, key: str, token_in: str, token_out: str,
+           **params: Any) -> list[Any]:
+    out: list[Any] = []
+    token = None
+    while True:
+        kw = dict(params)
+        if token:
+            kw[token_in] = token
+        r = api.checked(service, op, **kw)
+        out += r.get(key, [])
+        token = r.get(token_out)
+        if not token:
+            return out
+
+
+def discover(api: AwsApi, ctx: StepContext, prefix: str, log_prefix: str,
+             ssm_prefix: str) -> Inventory:
+    """Find every resource tagged ``elematrix:deployment=<ctx.deployment>``."""
+    dep = ctx.deployment
+    inv = Inventory()
+    # EC2: the tag filter does the work.
+    for r in api.checked("ec2", "describe_instances", Filters=[
+            *deployment_filter(dep),
+            {"Name": "instance-state-name",
+             "Values": ["pending", "running", "stopping", "stopped", "shutting-down"]}],
+            )["Reservations"]:
+        inv.items["instance"] += [i["InstanceId"] for i in r["Instances"]]
+    for a in api.checked("ec2", "describe_addresses", Filters=deployment_filter(dep))["Addresses"]:
+        inv.items["eip"].append(a["AllocationId"])
+        inv.extra.setdefault("eip_assoc", {})[a["AllocationId"]] = a.get("AssociationId")
+    for g in api.checked("ec2", "describe_security_groups",
+                         Filters=deployment_filter(dep))["SecurityGroups"]:
+        inv.items["security_group"].append(g["GroupId"])
+    for k in api.checked("ec2", "describe_key_pairs", Filters=deployment_filter(dep))["KeyPairs"]:
+        inv.items["key_pair"].append(k["KeyName"])
+    # IAM: list by name prefix (cheap), then trust only the tag.
+    for role in _pages(api, "iam", "list_roles", "Roles", "Marker", "Marker"):
+        if role["RoleName"].startswith(prefix):
+            tags = api.checked("iam", "list_role_tags", RoleName=role["RoleName"])["Tags"]
+            if has_deployment_tag(tags, dep):
+                inv.items["role"].append(role["RoleName"])
+    for ip in _pages(api, "iam", "list_instance_profiles", "InstanceProfiles", "Marker",
+                     "Marker"):
+        if ip["InstanceProfileName"].startswith(prefix):
+            # ListInstanceProfiles omits tags; GetInstanceProfile has them (and moto lacks
+            # ListInstanceProfileTags).
+            full = api.checked("iam", "get_instance_profile",
+                               InstanceProfileName=ip["InstanceProfileName"])["InstanceProfile"]
+            if has_deployment_tag(full.get("Tags", []), dep):
+                inv.items["instance_profile"].append(ip["InstanceProfileName"])
+                inv.extra.setdefault("profile_roles", {})[ip["InstanceProfileName"]] = [
+                    x["RoleName"] for x in ip.get("Roles", [])]
+    # CloudWatch, SNS, logs, SSM: names carry the deployment; the tag decides.
+    for a in api.checked("cloudwatch", "describe_alarms",
+                         AlarmNamePrefix=prefix)["MetricAlarms"]:
+        tags = api.checked("cloudwatch", "list_tags_for_resource",
+                           ResourceARN=a["AlarmArn"])["Tags"]
+        if has_deployment_tag(tags, dep):
+            inv.items["alarm"].append(a["AlarmName"])
+    for t in _pages(api, "sns", "list_topics", "Topics", "NextToken", "NextToken"):
+        arn = t["TopicArn"]
+        if arn.rsplit(":", 1)[-1].startswith(prefix):
+            tags = api.checked("sns", "list_tags_for_resource", ResourceArn=arn)["Tags"]
+            if has_deployment_tag(tags, dep):
+                inv.items["topic"].append(arn)
+    for g in api.checked("logs", "describe_log_groups",
+                         logGroupNamePrefix=log_prefix + "/")["logGroups"]:
+        tags = api.checked("logs", "list_tags_log_group",
+                           logGroupName=g["logGroupName"]).get("tags", {})
+        if has_deployment_tag(tags, dep):
+            inv.items["log_group"].append(g["logGroupName"])
+    for p in _pages(api, "ssm", "describe_parameters", "Parameters", "NextToken", "NextToken",
+                    ParameterFilters=[{"Key": "Name", "Option": "BeginsWith",
+                                       "Values": [ssm_prefix]}]):
+        tags = api.checked("ssm", "list_tags_for_resource", ResourceType="Parameter",
+                           ResourceId=p["Name"])["TagList"]
+        if has_deployment_tag(tags, dep):
+            inv.items["ssm_parameter"].append(p["Name"])
+    # S3: a bucket may be untagged if a run died between create and tag; its name is ours.
+    expected = f"{prefix}-{api.account_id}"
+    for b in api.checked("s3", "list_buckets").get("Buckets", []):
+        name = b["Name"]
+        if not name.startswith(prefix + "-"):
+            continue
+        try:
+            tags = api.call("s3", "get_bucket_tagging", quiet=True, Bucket=name)["TagSet"]
+        except Exception as e:
+            if error_code(e) not in ("NoSuchTagSet", "NoSuchBucket"):
+                raise explain(e, "s3", "get_bucket_tagging", api.region) from e
+            tags = []
+        if has_deployment_tag(tags, dep) or (not tags and name == expected):
+            inv.items["bucket"].append(name)
+    return inv
+
+
+def _gone(api: AwsApi, service: str, op: str, gone_codes: tuple[str, ...],
+          **params: Any) -> None:
+    """A delete that treats 'not found' as already done."""
+    try:
+        api.call(service, op, **params)
+    except Exception as e:
+        if error_code(e) in gone_codes:
+            return
+        raise explain(e, service, op, api.region) from e
+
+
+def _retry_dependency(ctx: StepContext, fn: Any, what: str, max_wait: float) -> None:
+    """Security groups stay 'in use' for a while after their instance terminated."""
+    t0 = time.monotonic()
+    while True:
+        try:
+            fn()
+            return
+        except ActionFailed as e:
+            if "DependencyViolation" not in e.message or time.monotonic() - t0 > max_wait:
+                raise
+            if ctx.cancel.wait(5):
+                raise
+            ctx.progress(f"{what} still in use; retrying", None, None)
+
+
+def delete_all(api: AwsApi, ctx: StepContext, inv: Inventory, include_bucket: bool,
+               max_wait: float) -> list[str]:
+    """Delete the inventory in dependency order; returns what was deleted."""
+    done: list[str] = []
+    it = inv.items
+    if it["alarm"]:
+        _gone(api, "cloudwatch", "delete_alarms", (), AlarmNames=it["alarm"])
+        done += [f"alarm {a}" for a in it["alarm"]]
+    for arn in it["topic"]:
+        _gone(api, "sns", "delete_topic", ("NotFound",), TopicArn=arn)
+        done.append(f"topic {arn}")
+    for g in it["log_group"]:
+        _gone(api, "logs", "delete_log_group", ("ResourceNotFoundException",), logGroupName=g)
+        done.append(f"log group {g}")
+    for p in it["ssm_parameter"]:
+        _gone(api, "ssm", "delete_parameter", ("ParameterNotFound",), Name=p)
+        done.append(f"ssm parameter {p}")
+    for alloc in it["eip"]:
+        assoc = inv.extra.get("eip_assoc", {}).get(alloc)
+        if assoc:
+            _gone(api, "ec2", "disassociate_address",
+                  ("InvalidAssociationID.NotFound",), AssociationId=assoc)
+        _gone(api, "ec2", "release_address", ("InvalidAllocationID.NotFound",),
+              AllocationId=alloc)
+        done.append(f"elastic ip {alloc}")
+    if it["instance"]:
+        _gone(api, "ec2", "terminate_instances", ("InvalidInstanceID.NotFound",),
+              InstanceIds=it["instance"])
+        _wait_terminated(api, ctx, it["instance"], max_wait)
+        done += [f"instance {i}" for i in it["instance"]]
+    for gid in it["security_group"]:
+        _retry_dependency(ctx, lambda g=gid: _gone(api, "ec2", "delete_security_group",
+                                                   ("InvalidGroup.NotFound",), GroupId=g),
+                          f"security group {gid}", max_wait)
+        done.append(f"security group {gid}")
+    for name in it["instance_profile"]:
+        for role in inv.extra.get("profile_roles", {}).get(name, []):
+            _gone(api, "iam", "remove_role_from_instance_profile", ("NoSuchEntity",),
+                  InstanceProfileName=name, RoleName=role)
+        _gone(api, "iam", "delete_instance_profile", ("NoSuchEntity",),
+              InstanceProfileName=name)
+        done.append(f"instance profile {name}")
+    for role in it["role"]:
+        _delete_role(api, role)
+        done.append(f"role {role}")
+    for k in it["key_pair"]:
+        _gone(api, "ec2", "delete_key_pair", (), KeyName=k)
+        done.append(f"key pair {k}")
+    if include_bucket:
+        for b in it["bucket"]:
+            _empty_and_delete_bucket(api, ctx, b)
+            done.append(f"bucket {b}")
+    return done
+
+
+def _wait_terminated(api: AwsApi, ctx: StepContext, ids: list[str], max_wait: float) -> None:
+    t0 = time.monotonic()
+    attempts = 0
+    while True:
+        attempts += 1
+        res = api.checked("ec2", "describe_instances", InstanceIds=ids)["Reservations"]
+        states = {i["InstanceId"]: i["State"]["Name"] for r in res for i in r["Instances"]}
+        left = [i for i, s in states.items() if s != "terminated"]
+        elapsed = time.monotonic() - t0
+        ctx.progress(f"waiting for {len(left)} instance(s) to terminate "
+                     f"(attempt {attempts}, {elapsed:.0f}s)", None, None)
+        if not left:
+            return
+        if elapsed > max_wait:
+            raise ActionFailed(f"instances {', '.join(left)} did not terminate in "
+                               f"{max_wait:.0f}s", fix="Resume the teardown later.")
+        if ctx.cancel.wait(5):
+            raise ActionFailed("teardown interrupted while waiting for termination")
+
+
+def _delete_role(api: AwsApi, role: str) -> None:
+    try:
+        attached = api.call("iam", "list_attached_role_policies",
+                            RoleName=role)["AttachedPolicies"]
+        inline = api.call("iam", "list_role_policies", RoleName=role)["PolicyNames"]
+    except Exception as e:
+        if error_code(e) == "NoSuchEntity":
+            return
+        raise explain(e, "iam", "list_role_policies", api.region) from e
+    for p in attached:
+        _gone(api, "iam", "detach_role_policy", ("NoSuchEntity",), RoleName=role,
+              PolicyArn=p["PolicyArn"])
+    for n in inline:
+        _gone(api, "iam", "delete_role_policy", ("NoSuchEntity",), RoleName=role, PolicyName=n)
+    for ip in api.checked("iam", "list_instance_profiles_for_role",
+                          RoleName=role)["InstanceProfiles"]:
+        _gone(api, "iam", "remove_role_from_instance_profile", ("NoSuchEntity",),
+              InstanceProfileName=ip["InstanceProfileName"], RoleName=role)
+    _gone(api, "iam", "delete_role", ("NoSuchEntity",), RoleName=role)
+
+
+def _empty_and_delete_bucket(api: AwsApi, ctx: StepContext, bucket: str) -> None:
+    while True:
+        try:
+            r = api.call("s3", "list_object_versions", Bucket=bucket, MaxKeys=1000)
+        except Exception as e:
+            if error_code(e) == "NoSuchBucket":
+                return
+            raise explain(e, "s3", "list_object_versions", api.region) from e
+        objs = [{"Key": v["Key"], "VersionId": v["VersionId"]}
+                for v in r.get("Versions", []) + r.get("DeleteMarkers", [])]
+        if not objs:
+            break
+        ctx.log(f"deleting {len(objs)} object version(s) from {bucket}")
+        api.checked("s3", "delete_objects", Bucket=bucket,
+                    Delete={"Objects": objs, "Quiet": True})
+    _gone(api, "s3", "delete_bucket", ("NoSuchBucket",), Bucket=bucket)
+
+
+__all__ = ["ORDER", "TAG_DEPLOYMENT", "Inventory", "delete_all", "discover"]
