@@ -1,0 +1,894 @@
+"""The checks of the ``matrix.validate`` gate, against a live Synapse behind nginx.
+
+Six checks, each reported as its own gate result with its timing:
+
+1. ``discovery``: ``/_matrix/client/versions``, an encoded-URI probe, both well-known
+   files and Element's ``config.json`` through the public address.
+2. ``registration``: two throwaway users register with a fresh registration token
+   (``m.login.registration_token`` then ``m.login.dummy``).
+3. ``e2ee_roundtrip``: an encrypted room; a random nonce from A is received by B as a
+   *decrypted* ``RoomMessageText``, then B answers A the same way.
+4. ``encrypted_at_rest``: the events as stored by Synapse are ``m.room.encrypted``
+   (``m.megolm.v1.aes-sha2``) and a third client with no keys cannot read them.
+5. ``media``: an upload just under the limit round-trips identical; one just over it is
+   refused (by Synapse's ``M_TOO_LARGE``, or by nginx at the same limit).
+6. ``cleanup``: the throwaway users are deactivated, their devices, the room, the media
+   and the registration token removed.
+
+Failures carry a diagnosis in the operator's terms (:data:`DIAGNOSES`), not just a status.
+Every network call has a timeout: httpx's, nio's ``request_timeout`` with
+``max_timeouts=0`` (nio retries connection errors forever by default), and a budget per
+check enforced with ``asyncio.wait_for``.
+
+Imported only from inside ``matrix.validate``'s ``apply`` (httpx and nio load lazily).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import importlib
+import ipaddress
+import json
+import logging
+import os
+import secrets
+import shutil
+import tempfile
+import time
+import urllib.parse
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from ..engine.action import StepContext
+from . import matrix_http as mh
+
+MEGOLM = "m.megolm.v1.aes-sha2"
+MIB = 1024 * 1024
+
+CHECKS: tuple[tuple[str, str], ...] = (
+    ("discovery", "Client API, well-known files and Element's config through the public address"),
+    ("registration", "Two throwaway users register with a fresh registration token"),
+    ("e2ee_roundtrip", "Encrypted messages both ways, each decrypted by the other client"),
+    ("encrypted_at_rest", "Synapse stores m.room.encrypted; a client without keys cannot read it"),
+    ("media", "Upload just under the limit round-trips; just over it is refused"),
+    ("cleanup", "Throwaway users, devices, room, media and registration token removed"),
+)
+CHECK_NAMES: tuple[str, ...] = tuple(n for n, _ in CHECKS)
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """Why a check failed, in the operator's terms, and what to do about it."""
+
+    cause: str
+    diagnosis: str
+    fix: str
+
+
+DIAGNOSES: dict[str, Diagnosis] = {d.cause: d for d in (
+    Diagnosis(
+        "https_redirect",
+        "HTTPS redirect left in nginx: the public address answers with a redirect "
+        "(`return 301 https://...`, or a TLS-offload redirect loop) on an HTTP-only host.",
+        "Replace nginx's server blocks with the bundled single HTTP :80 server: remove "
+        "`return 301 https://`, the TLS directives and any HSTS header (`elematrix doctor "
+        "STACK_DIR` finds them), then reload nginx."),
+    Diagnosis(
+        "proxy_path",
+        "proxy_pass with a path: nginx rewrites the Matrix URIs before Synapse sees them "
+        "(a URI part such as `/` or `/_matrix/` after `proxy_pass http://synapse:8008`): "
+        "it decodes %2F/%3A and merges `//`, which breaks signed federation requests and "
+        "aliases containing '/' (a trailing `/` alone strips the prefix: everything 404s).",
+        "In the `/_matrix` and `/_synapse/client` locations write `proxy_pass "
+        "http://synapse:8008;` with no path at all, not even `/`, then reload nginx."),
+    Diagnosis(
+        "body_size",
+        "nginx refused the upload with its own HTML 413: client_max_body_size is missing "
+        "or below Synapse's max_upload_size (nginx's default is 1 MB).",
+        "Set `client_max_body_size` in nginx's server block to Synapse's `max_upload_size` "
+        "(e.g. `client_max_body_size 50M;`), then reload nginx."),
+    Diagnosis(
+        "registration_disabled",
+        "Synapse answered \"Registration has been disabled\": enable_registration is false, "
+        "which overrides registration_requires_token, so registration tokens are refused.",
+        "In homeserver.yaml set `enable_registration: true` together with "
+        "`registration_requires_token: true`, then restart Synapse."),
+    Diagnosis(
+        "plaintext",
+        "A plaintext event in an encrypted room: the sending client has no E2EE store "
+        "(a client without encryption support sends plaintext into an encrypted room and "
+        "the server accepts it).",
+        "Use a client with end-to-end encryption enabled and a key store (matrix-nio: the "
+        "e2e extra and a `store_path`; Element Web only in a secure context)."),
+    Diagnosis(
+        "unreachable",
+        "Cannot connect to the public address: security group or nginx down (TCP port "
+        "closed in the security group, nginx not running, or the wrong address).",
+        "Check that the security group allows TCP 80 from your address, then on the host "
+        "`docker compose ps` and `docker compose logs nginx`."),
+    Diagnosis(
+        "synapse_down",
+        "nginx answers but Synapse behind it does not (HTTP 502/503/504 from nginx).",
+        "On the host: `docker compose ps synapse` and `docker compose logs synapse` "
+        "(database collation, a bad homeserver.yaml and a missing signing key are the "
+        "usual causes)."),
+    Diagnosis(
+        "not_proxied",
+        "The public address does not pass /_matrix to Synapse (nginx answers itself).",
+        "Add the `/_matrix` and `/_synapse/client` locations of the bundled nginx config "
+        "(`proxy_pass http://synapse:8008;`), then reload nginx."),
+    Diagnosis(
+        "well_known",
+        "The well-known files are missing, not JSON, or point at another base URL.",
+        "Serve /.well-known/matrix/client as JSON with `m.homeserver.base_url` equal to the "
+        "public base URL (the bundled nginx config does), and re-render the stack."),
+    Diagnosis(
+        "element_config",
+        "Element's config.json points at another homeserver or server name, so Element "
+        "users would log in somewhere else.",
+        "Re-render the stack: `default_server_config.m.homeserver` must have the public "
+        "base URL and the server name."),
+    Diagnosis(
+        "admin_unreachable",
+        "Synapse's admin API does not answer at admin_url (it is reachable only on the "
+        "host, through an SSH port forward).",
+        "Start the SSH port forward (`ssh -L 8008:localhost:8008 ec2-user@HOST`, or the "
+        "runbook's ssh.forward step) and use admin_url http://127.0.0.1:8008."),
+    Diagnosis(
+        "admin_auth",
+        "Synapse refused the admin credentials (wrong registration_shared_secret, shared-"
+        "secret registration disabled, or an invalid or non-admin token).",
+        "Pass the deployment's registration_shared_secret (from homeserver.yaml) or the "
+        "access token of a server admin (matrix.bootstrap stores one)."),
+    Diagnosis(
+        "token_rejected",
+        "Synapse rejected a registration token that was created a moment earlier.",
+        "Check `registration_requires_token: true` in homeserver.yaml and that the admin "
+        "API and the public address reach the same Synapse."),
+    Diagnosis(
+        "open_registration",
+        "Registration is possible without a registration token: anyone can create users.",
+        "Set `registration_requires_token: true` in homeserver.yaml and restart Synapse."),
+    Diagnosis(
+        "not_decrypted",
+        "The receiving client got the event but could not decrypt it (the room key never "
+        "reached its device).",
+        "Check that /_matrix/client/v3/keys/* and /sendToDevice pass through nginx "
+        "unchanged (proxy_pass with no path) and that clocks are right; then re-run."),
+    Diagnosis(
+        "not_received",
+        "The message never arrived at the other client within the time limit.",
+        "Check Synapse's logs for errors and that nginx does not buffer or time out "
+        "long-polling /sync requests (`proxy_read_timeout`)."),
+    Diagnosis(
+        "media_limit",
+        "Synapse's upload limit is not the one the deployment expects.",
+        "Set `max_upload_size` in homeserver.yaml and `client_max_body_size` in nginx to "
+        "the same value as the max_upload_size_mb parameter."),
+    Diagnosis(
+        "media_corrupt",
+        "The media downloaded differs from what was uploaded.",
+        "Check the media store volume and nginx buffering/proxy settings for /_matrix."),
+    Diagnosis(
+        "cleanup",
+        "Some throwaway data of the check could not be removed.",
+        "Remove it with Synapse's admin API (the log names the users, room and token)."),
+    Diagnosis(
+        "timeout",
+        "The check did not finish within its time limit.",
+        "Raise the `timeout` input if the link is slow; otherwise see the log for the "
+        "call that hung."),
+    Diagnosis(
+        "unexpected",
+        "The server answered something the check did not expect (see the log).",
+        "Read the log lines of this check; run `elematrix doctor` on the stack directory."),
+)}
+
+
+def diagnosis(cause: str) -> Diagnosis:
+    return DIAGNOSES.get(cause, DIAGNOSES["unexpected"])
+
+
+class CheckFailed(Exception):
+    """A check found a problem: the cause (a key of DIAGNOSES) and what it saw."""
+
+    def __init__(self, cause: str, detail: str) -> None:
+        super().__init__(detail)
+        self.cause = cause
+        self.detail = detail
+
+
+def classify(exc: BaseException, via: str = "public") -> CheckFailed:
+    """Turn a transport or HTTP error into a diagnosed failure.
+
+    ``via`` is "public" (through nginx) or "admin" (Synapse directly, SSH forward).
+    """
+    if isinstance(exc, CheckFailed):
+        return exc
+    if isinstance(exc, httpx.TooManyRedirects):
+        return CheckFailed("https_redirect", f"redirect loop: {exc}")
+    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+        cause = "admin_unreachable" if via == "admin" else "unreachable"
+        return CheckFailed(cause, f"{type(exc).__name__}: {exc or 'connection failed'}")
+    if isinstance(exc, httpx.TimeoutException | TimeoutError):
+        return CheckFailed("timeout", f"{type(exc).__name__}: {exc or 'timed out'}")
+    if isinstance(exc, mh.MatrixHTTPError):
+        s = exc.summary()
+        if 300 <= exc.status < 400:
+            return CheckFailed("https_redirect", s)
+        if exc.status == 413 and exc.is_html:
+            return CheckFailed("body_size", s)
+        if exc.status in (502, 503, 504) and via == "public":
+            return CheckFailed("synapse_down", s)
+        if exc.status == 403 and "registration has been disabled" in exc.error.lower():
+            return CheckFailed("registration_disabled", s)
+        if via == "admin" and exc.status in (400, 401, 403):
+            return CheckFailed("admin_auth", s)
+        if exc.status == 404 and exc.errcode == "M_UNRECOGNIZED" and via == "public":
+            return CheckFailed("proxy_path", s)
+        if exc.status == 404 and exc.is_html and via == "public":
+            return CheckFailed("not_proxied", s)
+        return CheckFailed("unexpected", s)
+    if isinstance(exc, httpx.HTTPError):
+        return CheckFailed("unreachable" if via == "public" else "admin_unreachable",
+                           f"{type(exc).__name__}: {exc}")
+    return CheckFailed("unexpected", f"{type(exc).__name__}: {exc}")
+
+
+def norm_url(url: str) -> str:
+    """Compare base URLs by scheme, host and port (default ports and trailing '/' ignored)."""
+    u = urllib.parse.urlsplit(url.strip())
+    host = (u.hostname or "").lower()
+    port = u.port
+    if port is None or (u.scheme, port) in (("http", 80), ("https", 443)):
+        netloc = host
+    else:
+        netloc = f"{host}:{port}"
+    return f"{u.scheme.lower()}://{netloc}{u.path.rstrip('/')}"
+
+
+def element_e2ee_warning(base_url: str) -> str | None:
+    """The element-web#19464 warning, or None when the origin is a browser secure context.
+
+    Browsers disable WebCrypto on plain http:// origins other than localhost/loopback, so
+    Element Web cannot use E2EE on the HTTP-only POC's public address. The nio check above
+    is the E2EE proof; an SSH port forward to http://localhost shows Element doing it.
+    """
+    u = urllib.parse.urlsplit(base_url)
+    if u.scheme == "https":
+        return None
+    host = (u.hostname or "").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return None
+    with contextlib.suppress(ValueError):
+        if ipaddress.ip_address(host).is_loopback:
+            return None
+    return (
+        f"Element Web at {base_url} is plain http:// on a public address: browsers disable "
+        "WebCrypto there, so Element cannot use end-to-end encryption (element-web#19464). "
+        "This gate proves E2EE with its own clients. To see it in Element, open an SSH port "
+        "forward (`ssh -L 8080:localhost:80 ec2-user@HOST`) and use http://localhost:8080, "
+        "which browsers treat as a secure context; or put TLS in front for production.")
+
+
+# ------------------------------------------------------------------------------ results
+
+
+@dataclass
+class Outcome:
+    """One check's result, as noted to the engine (``gate.check``) and logged."""
+
+    name: str
+    title: str
+    status: str = "skipped"  # passed | failed | skipped
+    duration: float = 0.0
+    cause: str | None = None
+    diagnosis: str | None = None
+    fix: str | None = None
+    details: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "passed"
+
+
+@dataclass
+class Settings:
+    """What the gate needs (the validated inputs of matrix.validate, flattened)."""
+
+    base_url: str
+    server_name: str
+    admin_url: str
+    registration_shared_secret: str | None = None
+    admin_token: str | None = None
+    max_upload_size_mb: float | None = None
+    timeout: float = 10.0
+    total_timeout: float = 120.0
+    e2ee_store: bool = True
+
+
+@dataclass
+class _State:
+    """What the checks created (for the later checks and for cleanup)."""
+
+    admin_token: str | None = None
+    admin_user: str | None = None
+    temp_admin: mh.Session | None = None
+    reg_token: str | None = None
+    users: list[mh.Session] = field(default_factory=list)
+    passwords: dict[str, str] = field(default_factory=dict)
+    room_id: str | None = None
+    nonces: dict[str, str] = field(default_factory=dict)  # event_id -> nonce
+    media: list[str] = field(default_factory=list)  # mxc URIs
+    store_dir: Path | None = None
+    refused_by: str | None = None
+    discovery_ok: bool = False
+
+
+class Gate:
+    """Runs the six checks once and reports each to the step context."""
+
+    def __init__(self, ctx: StepContext, settings: Settings) -> None:
+        self.ctx = ctx
+        self.s = settings
+        self.st = _State()
+        self.outcomes: list[Outcome] = []
+        self.warnings: list[str] = []
+        self.base = settings.base_url.rstrip("/")
+        self.admin = settings.admin_url.rstrip("/")
+        self._deadline = time.monotonic() + settings.total_timeout
+        if ctx.deadline is not None:
+            self._deadline = min(self._deadline, ctx.deadline)
+
+    # -------------------------------------------------------------- driver
+
+    def remaining(self) -> float:
+        return self._deadline - time.monotonic()
+
+    async def run(self) -> list[Outcome]:
+        """All checks in order; later checks are skipped when what they need failed."""
+        warn = element_e2ee_warning(self.s.base_url)
+        if warn:
+            self.warnings.append(warn)
+            self.ctx.log("WARNING: " + warn, "stderr")
+            self.ctx.note("gate.warning", name="element_e2ee_http", message=warn)
+        # nio logs key-sharing chatter as warnings; without a handler Python's last-resort
+        # handler would print them on stderr (and through the TUI). Library practice:
+        # a NullHandler on the library's logger; our own log lines say what matters.
+        logging.getLogger("nio").addHandler(logging.NullHandler())
+        limits = httpx.Timeout(self.s.timeout)
+        self.http = httpx.AsyncClient(timeout=limits, follow_redirects=False,
+                                      headers={"User-Agent": "elematrix-validate"})
+        # The E2EE stores are SQLite files: nio creates a dozen tables, one fsync each
+        # (~0.4 s per client on disk). A RAM-backed temporary directory makes that free
+        # and the keys still never leave this machine; it is removed at the end.
+        shm = Path("/dev/shm")
+        tmp_parent = str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
+        self.st.store_dir = Path(tempfile.mkdtemp(prefix="elematrix-e2ee-", dir=tmp_parent))
+        # matrix-nio takes 0.6-1 s to import: load it in a thread while the first two
+        # checks wait on the network.
+        self._nio_ready = asyncio.ensure_future(asyncio.to_thread(importlib.import_module,
+                                                                  "nio"))
+        try:
+            await self._check("discovery", self.discovery)
+            await self._check("registration", self.registration,
+                              needs=self.st.discovery_ok)
+            registered = len(self.st.users) == 2
+            await self._check("e2ee_roundtrip", self.e2ee_roundtrip, needs=registered)
+            await self._check("encrypted_at_rest", self.encrypted_at_rest,
+                              needs=bool(self.st.nonces))
+            await self._check("media", self.media, needs=registered)
+        finally:
+            # Cleanup runs whatever happened before (and even after a cancel).
+            await self._check("cleanup", self.cleanup, budget=max(self.remaining(), 15.0))
+            await self.http.aclose()
+            shutil.rmtree(self.st.store_dir, ignore_errors=True)
+        return self.outcomes
+
+    async def _check(self, name: str, fn: Callable[[Outcome], Awaitable[None]],
+                     needs: bool | None = True, budget: float | None = None) -> None:
+        title = dict(CHECKS)[name]
+        out = Outcome(name, title)
+        self.outcomes.append(out)
+        if needs is False:
+            out.details.append("not run: an earlier check it depends on failed")
+            self._report(out)
+            return
+        t0 = time.monotonic()
+        limit = budget if budget is not None else max(self.remaining(), 0.1)
+        try:
+            await asyncio.wait_for(fn(out), timeout=limit)
+            out.status = "passed"
+        except CheckFailed as e:
+            self._fail(out, e.cause, e.detail)
+        except TimeoutError:
+            self._fail(out, "timeout", f"no result within {limit:.1f} s")
+        except Exception as e:  # a check must report, never crash the gate
+            f = classify(e)
+            self._fail(out, f.cause, f.detail)
+        finally:
+            out.duration = time.monotonic() - t0
+            self._report(out)
+
+    @staticmethod
+    def _fail(out: Outcome, cause: str, detail: str) -> None:
+        d = diagnosis(cause)
+        out.status, out.cause, out.diagnosis, out.fix = "failed", cause, d.diagnosis, d.fix
+        out.details.append(detail)
+
+    def _report(self, out: Outcome) -> None:
+        mark = {"passed": "PASS", "failed": "FAIL", "skipped": "SKIP"}[out.status]
+        self.ctx.log(f"[{mark}] {out.name} ({out.duration:.2f} s): {out.title}",
+                     "stdout" if out.status != "failed" else "stderr")
+        for d in out.details:
+            self.ctx.log(f"    {d}")
+        if out.status == "failed":
+            self.ctx.log(f"    diagnosis: {out.diagnosis}", "stderr")
+            self.ctx.log(f"    fix: {out.fix}", "stderr")
+        self.ctx.note("gate.check", name=out.name, title=out.title, passed=out.passed,
+                      status=out.status, skipped=out.status == "skipped",
+                      duration=round(out.duration, 3), cause=out.cause,
+                      diagnosis=out.diagnosis, fix=out.fix, details=list(out.details))
+
+    async def _get_json(self, url: str, out: Outcome, what: str,
+                        token: str | None = None) -> dict[str, Any]:
+        r = await mh.call(self.http, "GET", url, token=token)
+        try:
+            data = r.json()
+        except ValueError as e:
+            raise CheckFailed("unexpected", f"{what}: not JSON") from e
+        if not isinstance(data, dict):
+            raise CheckFailed("unexpected", f"{what}: not a JSON object")
+        return data
+
+    # -------------------------------------------------------------- 1. discovery
+
+    async def discovery(self, out: Outcome) -> None:
+        try:
+            v = await self._get_json(self.base + "/_matrix/client/versions", out, "versions")
+        except Exception as e:
+            raise classify(e) from e
+        if not v.get("versions"):
+            raise CheckFailed("not_proxied", "/_matrix/client/versions has no 'versions'")
+        out.details.append(f"client API: {len(v['versions'])} spec versions, "
+                           f"latest {v['versions'][-1]}")
+        self.st.discovery_ok = True
+        problems: list[CheckFailed] = []
+        # An alias with an encoded '/' and ':': a correct proxy passes it byte for byte
+        # (Synapse: M_NOT_FOUND); one with a URI part decodes it (M_UNRECOGNIZED).
+        probe = f"#elematrix-probe/x:{self.s.server_name}"
+        url = self.base + "/_matrix/client/v3/directory/room/" + mh.q(probe)
+        try:
+            await mh.call(self.http, "GET", url)
+            out.details.append("encoded-URI probe: alias unexpectedly exists (fine)")
+        except mh.MatrixHTTPError as e:
+            if e.status == 404 and e.errcode == "M_NOT_FOUND":
+                out.details.append("encoded-URI probe: passed through unchanged (M_NOT_FOUND)")
+            elif e.errcode == "M_UNRECOGNIZED":
+                problems.append(CheckFailed("proxy_path", f"encoded-URI probe: {e.summary()}"))
+            else:
+                problems.append(classify(e))
+        for kind in ("client", "server"):
+            try:
+                wk = await self._get_json(f"{self.base}/.well-known/matrix/{kind}", out,
+                                          f"well-known {kind}")
+            except CheckFailed as e:
+                problems.append(CheckFailed("well_known", e.detail))
+                continue
+            except mh.MatrixHTTPError as e:
+                if kind == "server" and e.status == 404:
+                    out.details.append("well-known server: absent (federation off: fine)")
+                    continue
+                problems.append(CheckFailed("well_known", f"well-known {kind}: {e.summary()}"))
+                continue
+            if kind == "client":
+                got = str((wk.get("m.homeserver") or {}).get("base_url", ""))
+                if norm_url(got) != norm_url(self.s.base_url):
+                    problems.append(CheckFailed(
+                        "well_known", f"well-known client base_url {got!r} is not "
+                        f"{self.s.base_url!r}"))
+                else:
+                    out.details.append(f"well-known client: base_url {got}")
+            else:
+                out.details.append(f"well-known server: m.server {wk.get('m.server')!r}")
+        try:
+            cfg = await self._get_json(self.base + "/config.json", out, "Element config.json")
+            hs = (cfg.get("default_server_config") or {}).get("m.homeserver") or {}
+            got_url, got_name = str(hs.get("base_url", "")), str(hs.get("server_name", ""))
+            if norm_url(got_url) != norm_url(self.s.base_url) or got_name != self.s.server_name:
+                problems.append(CheckFailed(
+                    "element_config", f"Element config.json: base_url {got_url!r}, "
+                    f"server_name {got_name!r}; expected {self.s.base_url!r}, "
+                    f"{self.s.server_name!r}"))
+            else:
+                out.details.append(f"Element config.json: {got_url}, {got_name}")
+        except CheckFailed as e:
+            problems.append(CheckFailed("element_config", e.detail))
+        except mh.MatrixHTTPError as e:
+            problems.append(CheckFailed("element_config", f"Element config.json: "
+                                        f"{e.summary()}"))
+        if problems:
+            for p in problems[1:]:
+                out.details.append(f"also: {p.detail} [{p.cause}]")
+            raise problems[0]
+
+    # -------------------------------------------------------------- 2. registration
+
+    async def _admin_session(self, out: Outcome) -> None:
+        """An admin token: the one given, or a temporary admin made with the shared secret."""
+        if self.s.admin_token:
+            try:
+                user = await mh.whoami(self.http, self.admin, self.s.admin_token)
+                if not await mh.is_admin(self.http, self.admin, self.s.admin_token, user):
+                    raise CheckFailed("admin_auth", f"{user} is not a server admin")
+            except CheckFailed:
+                raise
+            except Exception as e:
+                raise classify(e, "admin") from e
+            self.st.admin_token, self.st.admin_user = self.s.admin_token, user
+            out.details.append(f"admin API at {self.admin}: token of {user}")
+            return
+        assert self.s.registration_shared_secret
+        name = f"elematrix-check-admin-{secrets.token_hex(4)}"
+        password = secrets.token_urlsafe(24)
+        self.ctx.add_secret(password)
+        try:
+            sess = await mh.register_shared_secret(
+                self.http, self.admin, self.s.registration_shared_secret, name, password,
+                admin=True)
+        except Exception as e:
+            raise classify(e, "admin") from e
+        self.ctx.add_secret(sess.access_token)
+        self.st.temp_admin = sess
+        self.st.admin_token, self.st.admin_user = sess.access_token, sess.user_id
+        out.details.append(f"admin API at {self.admin}: temporary admin {sess.user_id} "
+                           "(shared-secret registration)")
+
+    async def registration(self, out: Outcome) -> None:
+        await self._admin_session(out)
+        assert self.st.admin_token
+        try:
+            tok = await mh.create_registration_token(
+                self.http, self.admin, self.st.admin_token, uses_allowed=2,
+                expiry_ms=int((time.time() + 3600) * 1000))
+        except Exception as e:
+            raise classify(e, "admin") from e
+        self.ctx.add_secret(tok.token)
+        self.st.reg_token = tok.token
+        out.details.append("registration token created (2 uses, 1 h)")
+        # The flows Synapse offers before any auth: every flow must need the token.
+        try:
+            r = await mh.call(self.http, "POST", self.base + "/_matrix/client/v3/register",
+                              json_body={}, ok=(401,))
+            flows = [f.get("stages", []) for f in r.json().get("flows", [])]
+        except Exception as e:
+            raise classify(e) from e
+        if any("m.login.registration_token" not in f for f in flows):
+            raise CheckFailed("open_registration", f"registration flows offered: {flows}")
+        tag = secrets.token_hex(4)
+
+        async def one(letter: str) -> mh.Session:
+            password = secrets.token_urlsafe(24)
+            self.ctx.add_secret(password)
+            assert self.st.reg_token
+            sess = await mh.register_with_token(
+                self.http, self.base, f"elematrix-check-{tag}-{letter}", password,
+                self.st.reg_token, device_name=f"elematrix check {letter.upper()}")
+            self.ctx.add_secret(sess.access_token)
+            self.st.passwords[sess.user_id] = password
+            return sess
+
+        results = await asyncio.gather(one("a"), one("b"), return_exceptions=True)
+        for res in results:
+            if isinstance(res, mh.Session):
+                self.st.users.append(res)
+        for res in results:
+            if isinstance(res, BaseException):
+                if isinstance(res, mh.MatrixHTTPError) and res.status == 401:
+                    raise CheckFailed("token_rejected", res.summary())
+                raise classify(res)
+        out.details.append("registered " + ", ".join(u.user_id for u in self.st.users)
+                           + " (registration_token + dummy stages)")
+
+    # -------------------------------------------------------------- 3. E2EE round trip
+
+    def _nio(self, sess: mh.Session, store: bool, token: str | None = None) -> Any:
+        from nio import AsyncClient, AsyncClientConfig
+
+        cfg = AsyncClientConfig(encryption_enabled=store, store_sync_tokens=False,
+                                request_timeout=self.s.timeout, max_timeouts=0,
+                                max_limit_exceeded=3)
+        path = ""
+        if store:
+            assert self.st.store_dir is not None
+            path = str(self.st.store_dir / sess.user_id.lstrip("@").replace(":", "_"))
+            os.makedirs(path, exist_ok=True)
+        client = AsyncClient(self.base, sess.user_id, device_id=sess.device_id or None,
+                             store_path=path, config=cfg)
+        if store:
+            client.restore_login(sess.user_id, sess.device_id, token or sess.access_token)
+        else:
+            # restore_login insists on a device id even without encryption (a keyless
+            # "login as" token has none): set the session by hand.
+            client.user_id, client.access_token = sess.user_id, token or sess.access_token
+        return client
+
+    async def _receive(self, client: Any, room_id: str, nonce: str) -> Any:
+        """Sync until an event whose body is ``nonce`` arrives; returns that event.
+
+        A ``MegolmEvent`` that never decrypts ends in ``not_decrypted``.
+        """
+        from nio import MegolmEvent, RoomMessageText, SyncResponse
+
+        undecryptable = 0
+        while True:
+            wait_ms = int(max(min(self.remaining() - 1, 5), 0.1) * 1000)
+            resp = await client.sync(timeout=wait_ms)
+            if not isinstance(resp, SyncResponse):
+                raise CheckFailed("unexpected", f"sync failed: {resp}")
+            room = resp.rooms.join.get(room_id)
+            for ev in room.timeline.events if room else []:
+                if isinstance(ev, RoomMessageText) and ev.body == nonce:
+                    return ev
+                if isinstance(ev, MegolmEvent):
+                    undecryptable += 1
+            if undecryptable and self.remaining() < 2:
+                raise CheckFailed("not_decrypted", f"{undecryptable} undecryptable event(s)")
+            if self.remaining() < 1:
+                raise CheckFailed("not_received", "no event with the nonce arrived")
+
+    async def e2ee_roundtrip(self, out: Outcome) -> None:
+        from nio import (
+            JoinResponse,
+            RoomCreateResponse,
+            RoomPreset,
+            RoomSendResponse,
+            RoomVisibility,
+        )
+        from nio.event_builders import EnableEncryptionBuilder
+
+        await self._nio_ready
+        a_sess, b_sess = self.st.users
+        # The self-test of this gate (e2ee_store: false): A has no E2EE store, like a
+        # client without encryption support; the check must catch the plaintext.
+        a = self._nio(a_sess, store=self.s.e2ee_store)
+        b = self._nio(b_sess, store=True)
+        if not self.s.e2ee_store:
+            out.details.append("self-test: sender A runs WITHOUT an E2EE store")
+        try:
+            # Device keys upload while Synapse creates the room (the slowest call here).
+            uploads = [c.keys_upload() for c in (a, b) if c.should_upload_keys]
+            resp, *_ = await asyncio.gather(a.room_create(
+                visibility=RoomVisibility.private, name="elematrix E2EE check",
+                preset=RoomPreset.private_chat, invite=[b_sess.user_id], federate=False,
+                initial_state=[EnableEncryptionBuilder().as_dict()]), *uploads)
+            if not isinstance(resp, RoomCreateResponse):
+                raise CheckFailed("unexpected", f"create room: {resp}")
+            room_id = self.st.room_id = resp.room_id
+            out.details.append(f"room {room_id} with m.room.encryption {MEGOLM}")
+            j = await b.join(room_id)
+            if not isinstance(j, JoinResponse):
+                raise CheckFailed("unexpected", f"B join: {j}")
+            # B syncs first (the room and A's membership), A then learns B joined.
+            await asyncio.gather(b.sync(timeout=0), a.sync(timeout=0))
+            for sender, receiver, label in ((a, b, "A -> B"), (b, a, "B -> A")):
+                nonce = "elematrix-nonce-" + secrets.token_hex(16)
+                sent = await sender.room_send(room_id, "m.room.message",
+                                              {"msgtype": "m.text", "body": nonce},
+                                              ignore_unverified_devices=True)
+                if not isinstance(sent, RoomSendResponse):
+                    raise CheckFailed("unexpected", f"{label} send: {sent}")
+                self.st.nonces[sent.event_id] = nonce
+                ev = await self._receive(receiver, room_id, nonce)
+                if not getattr(ev, "decrypted", False):
+                    raise CheckFailed("plaintext", f"{label}: the receiver got the nonce as "
+                                      "a plaintext m.room.message, not a decrypted event")
+                out.details.append(f"{label}: decrypted RoomMessageText with the nonce "
+                                   f"({ev.event_id})")
+        finally:
+            await asyncio.gather(a.close(), b.close(), return_exceptions=True)
+
+    # -------------------------------------------------------------- 4. encrypted at rest
+
+    async def encrypted_at_rest(self, out: Outcome) -> None:
+        from nio import RoomGetEventResponse, RoomMessageText
+
+        assert self.st.admin_token and self.st.room_id
+        url = (f"{self.admin}/_synapse/admin/v1/rooms/{mh.q(self.st.room_id)}/messages"
+               "?dir=b&limit=50")
+        try:
+            chunk = (await mh.call(self.http, "GET", url, token=self.st.admin_token)
+                     ).json().get("chunk", [])
+        except Exception as e:
+            raise classify(e, "admin") from e
+        stored = {ev.get("event_id"): ev for ev in chunk}
+        problems: list[str] = []
+        for event_id, nonce in self.st.nonces.items():
+            ev = stored.get(event_id)
+            if ev is None:
+                problems.append(f"{event_id}: not among the room's stored events")
+                continue
+            kind, alg = ev.get("type"), (ev.get("content") or {}).get("algorithm")
+            if kind != "m.room.encrypted" or alg != MEGOLM or nonce in json.dumps(ev):
+                raise CheckFailed("plaintext", f"stored event {event_id} is {kind!r} "
+                                  f"(algorithm {alg!r}), nonce readable on the server: "
+                                  f"{nonce in json.dumps(ev)}")
+            out.details.append(f"stored {event_id}: m.room.encrypted, {alg}, ciphertext only")
+        if problems:
+            raise CheckFailed("unexpected", "; ".join(problems))
+        # A third client: B's account, no device, no keys ("login as" by the admin).
+        b_sess = self.st.users[1]
+        try:
+            token = await mh.login_as(self.http, self.admin, self.st.admin_token,
+                                      b_sess.user_id)
+        except Exception as e:
+            raise classify(e, "admin") from e
+        self.ctx.add_secret(token)
+        third = self._nio(mh.Session(b_sess.user_id, token, ""), store=False, token=token)
+        try:
+            for event_id, nonce in self.st.nonces.items():
+                r = await third.room_get_event(self.st.room_id, event_id)
+                if not isinstance(r, RoomGetEventResponse):
+                    raise CheckFailed("unexpected", f"keyless client get {event_id}: {r}")
+                readable = isinstance(r.event, RoomMessageText) or nonce in json.dumps(
+                    r.event.source)
+                if readable:
+                    raise CheckFailed("plaintext", f"a client with no keys read {event_id}")
+                out.details.append(f"keyless client sees {type(r.event).__name__}, "
+                                   "not the nonce")
+        finally:
+            await third.close()
+
+    # -------------------------------------------------------------- 5. media
+
+    async def media(self, out: Outcome) -> None:
+        sess = self.st.users[0]
+        try:
+            cfg = await self._get_json(self.base + "/_matrix/client/v1/media/config", out,
+                                       "media config", token=sess.access_token)
+        except Exception as e:
+            raise classify(e) from e
+        server_limit = int(cfg.get("m.upload.size") or 0)
+        limit = server_limit
+        if self.s.max_upload_size_mb is not None:
+            limit = int(self.s.max_upload_size_mb * MIB)
+            if server_limit and server_limit != limit:
+                raise CheckFailed("media_limit", f"Synapse's limit is {server_limit} bytes "
+                                  f"({server_limit / MIB:g} MiB), expected {limit} bytes")
+        if limit <= 4096:
+            raise CheckFailed("media_limit", f"upload limit {limit} bytes is too small")
+        out.details.append(f"upload limit {limit} bytes ({limit / MIB:g} MiB)")
+        upload = self.base + "/_matrix/media/v3/upload?filename=elematrix-check.bin"
+        hdrs = {"Content-Type": "application/octet-stream"}
+        under = os.urandom(limit - 1024)
+        try:
+            r = await mh.call(self.http, "POST", upload, token=sess.access_token,
+                              content=under, headers=hdrs, retry_429=0)
+        except mh.MatrixHTTPError as e:
+            if e.status == 413 and not e.is_html:
+                raise CheckFailed("media_limit", f"{len(under)} bytes refused by Synapse: "
+                                  f"{e.summary()}") from e
+            raise classify(e) from e
+        except Exception as e:
+            raise classify(e) from e
+        mxc = str(r.json()["content_uri"])
+        self.st.media.append(mxc)
+        server, media_id = mxc.removeprefix("mxc://").split("/", 1)
+        dl = f"{self.base}/_matrix/client/v1/media/download/{mh.q(server)}/{mh.q(media_id)}"
+        try:
+            got = (await mh.call(self.http, "GET", dl, token=sess.access_token)).content
+        except Exception as e:
+            raise classify(e) from e
+        if hashlib.sha256(got).digest() != hashlib.sha256(under).digest():
+            raise CheckFailed("media_corrupt", f"uploaded {len(under)} bytes, downloaded "
+                              f"{len(got)} different bytes")
+        out.details.append(f"{len(under)} bytes uploaded and downloaded identical ({mxc})")
+        over = os.urandom(limit + 1024)
+        try:
+            r = await mh.call(self.http, "POST", upload, token=sess.access_token,
+                              content=over, headers=hdrs, ok=(200,), retry_429=0)
+        except mh.MatrixHTTPError as e:
+            if e.status == 413 and e.errcode == "M_TOO_LARGE":
+                self.st.refused_by = "synapse"
+                out.details.append(f"{len(over)} bytes refused by Synapse (M_TOO_LARGE)")
+                return
+            if e.status == 413 and e.is_html:
+                # nginx at the same limit as Synapse (the bundled stack sets them equal):
+                # the limit is right, only the error is nginx's HTML instead of JSON.
+                self.st.refused_by = "nginx"
+                out.details.append(f"{len(over)} bytes refused by nginx's 413 at the same "
+                                   "limit (client_max_body_size = max_upload_size): clients "
+                                   "get an HTML error rather than M_TOO_LARGE")
+                return
+            raise classify(e) from e
+        except httpx.HTTPError as e:
+            # nginx may answer 413 and close before the body is sent.
+            self.st.refused_by = "connection closed"
+            out.details.append(f"{len(over)} bytes: connection closed by the server "
+                               f"({type(e).__name__}), treated as refused")
+            return
+        self.st.media.append(str(r.json().get("content_uri", "")))
+        raise CheckFailed("media_limit", f"{len(over)} bytes (over the {limit}-byte limit) "
+                          "were accepted")
+
+    # -------------------------------------------------------------- 6. cleanup
+
+    async def cleanup(self, out: Outcome) -> None:
+        token = self.st.admin_token
+        leftovers: list[str] = []
+        if token is None:
+            out.details.append("nothing was created")
+            return
+        adm = self.admin
+
+        async def attempt(what: str, coro: Awaitable[Any]) -> bool:
+            try:
+                await coro
+                return True
+            except Exception as e:
+                leftovers.append(f"{what}: {classify(e, 'admin').detail}")
+                return False
+
+        for mxc in self.st.media:
+            if mxc.startswith("mxc://"):
+                server, media_id = mxc.removeprefix("mxc://").split("/", 1)
+                await attempt(f"media {mxc}", mh.call(
+                    self.http, "DELETE", f"{adm}/_synapse/admin/v1/media/{mh.q(server)}/"
+                    f"{mh.q(media_id)}", token=token, ok=(200, 404)))
+        if self.st.room_id:
+            # v2 deletes in the background: the gate does not wait for the purge.
+            await attempt(f"room {self.st.room_id}", mh.call(
+                self.http, "DELETE", f"{adm}/_synapse/admin/v2/rooms/{mh.q(self.st.room_id)}",
+                token=token, json_body={"purge": True, "block": False}, ok=(200, 404)))
+
+        async def remove_user(sess: mh.Session) -> None:
+            devices: list[str] = []
+            with contextlib.suppress(Exception):
+                devices = await mh.list_devices(self.http, adm, token, sess.user_id)
+            if devices:
+                await attempt(f"devices of {sess.user_id}", mh.delete_devices(
+                    self.http, adm, token, sess.user_id, devices))
+            if await attempt(f"deactivate {sess.user_id}", mh.deactivate(
+                    self.http, adm, token, sess.user_id)):
+                left = await mh.list_devices(self.http, adm, token, sess.user_id)
+                if left:
+                    leftovers.append(f"{sess.user_id} still has devices {left}")
+
+        async def remove_token(reg: str) -> None:
+            if await attempt("registration token", mh.delete_registration_token(
+                    self.http, adm, token, reg)):
+                if await mh.get_registration_token(self.http, adm, token, reg) is not None:
+                    leftovers.append("registration token still exists")
+                else:
+                    out.details.append("registration token deleted")
+
+        # Independent removals run together (deactivation with erase is the slow one).
+        jobs = [remove_user(u) for u in self.st.users]
+        if self.st.reg_token:
+            jobs.append(remove_token(self.st.reg_token))
+        await asyncio.gather(*jobs)
+        if self.st.users:
+            out.details.append(f"deactivated {len(self.st.users)} user(s), devices deleted")
+        if self.st.temp_admin:
+            # Last: deactivating the temporary admin invalidates the token used above.
+            if await attempt(f"deactivate {self.st.temp_admin.user_id}", mh.deactivate(
+                    self.http, adm, token, self.st.temp_admin.user_id)):
+                out.details.append(f"temporary admin {self.st.temp_admin.user_id} deactivated")
+        if leftovers:
+            raise CheckFailed("cleanup", "; ".join(leftovers))
+
+
+def summary(outcomes: list[Outcome]) -> dict[str, Any]:
+    """The step's outputs: each check's status and timing (small, JSON, no secrets)."""
+    return {
+        "passed": all(o.passed for o in outcomes),
+        "checks": {o.name: o.status for o in outcomes},
+        "durations": {o.name: round(o.duration, 3) for o in outcomes},
+        "failed": [o.name for o in outcomes if o.status == "failed"],
+    }
