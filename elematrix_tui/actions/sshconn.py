@@ -825,8 +825,12 @@ class Forwarder:
 
     def close(self) -> None:
         self._stop.set()
+        # shutdown() stops the listening at once (close() alone waits for the blocked accept).
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)
         with contextlib.suppress(OSError):
             self.listener.close()
+        self._thread.join(timeout=2)
         with self._lock:
             pairs = list(self._open)
         for s in pairs:

@@ -142,6 +142,33 @@ class SshServer:
         """Pids of the per-connection sshd processes (children of the listener)."""
         return _children(self.pid)
 
+    def connection_pids(self) -> list[int]:
+        """Every sshd process serving a connection (privileged monitor and its user child),
+        not the commands they run. SIGKILL them to drop the connections, SIGSTOP them to
+        freeze the server as seen by the client."""
+        out: list[int] = []
+        todo = self.session_pids()
+        while todo:
+            pid = todo.pop()
+            try:
+                comm = Path(f"/proc/{pid}/comm").read_text().strip()
+            except OSError:
+                continue
+            if comm == "sshd":
+                out.append(pid)
+                todo.extend(_children(pid))
+        return out
+
+    def signal_connections(self, sig: int) -> list[int]:
+        """Send ``sig`` to every connection's sshd processes; returns their pids."""
+        pids = self.connection_pids()
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        return pids
+
     def inputs(self, **extra: object) -> dict[str, object]:
         """The common ssh.* inputs for this server (pinned)."""
         d: dict[str, object] = {"host": self.host, "port": self.port, "user": self.user,
@@ -236,7 +263,7 @@ class SshServer:
         """Stop the listener and every session it spawned."""
         if self.proc is None:
             return
-        for pid in self.session_pids():
+        for pid in self.connection_pids():
             try:
                 os.kill(pid, signal.SIGCONT)
                 os.kill(pid, signal.SIGKILL)
