@@ -59,6 +59,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="show the HTTP-only adaptation as a diff and apply it after a yes")
     p.add_argument("--yes", action="store_true", help="apply --fix without asking")
     p.add_argument("--format", choices=("text", "json"), default="text")
+    p.add_argument("--public-address", metavar="HOST[:PORT]",
+                   help="with --fix: the address clients use (default: the host already in "
+                        "public_baseurl or Element's base_url)")
     return p
 
 
@@ -117,7 +120,7 @@ def _fix(path: Path, args: argparse.Namespace, out: TextIO, err: TextIO, inp: Te
          ask: Callable[[str], bool] | None) -> dict[str, object]:
     from .fix import apply_plan, plan_fix
 
-    plan = plan_fix(path)
+    plan = plan_fix(path, args.public_address)
     text_mode = args.format == "text"
     report: dict[str, object] = {"diff": plan.diff, "files": sorted(plan.changed_files),
                                  "manual": plan.manual, "applied": False}

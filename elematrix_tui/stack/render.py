@@ -13,6 +13,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import re
 import shlex
 import shutil
 import stat
@@ -153,7 +154,24 @@ def render_files(values: Mapping[str, Any] | StackValues,
     return out
 
 
-def _mask(text: str, secrets: Mapping[str, str]) -> str:
+# Lines of the rendered files that carry a secret, whatever its value (the previous
+# rendering may hold secrets that are no longer in the keyring).
+_SECRET_LINE = re.compile(
+    r"^(?P<key>\s*(?:registration_shared_secret|macaroon_secret_key|form_secret|password|"
+    r"POSTGRES_PASSWORD)\s*[:=]\s*)(?P<value>\S.*)$", re.M)
+
+
+def _secret_lines(text: str) -> dict[str, str]:
+    return {m.group("key").strip(): m.group("value") for m in _SECRET_LINE.finditer(text)}
+
+
+def _mask(text: str, secrets: Mapping[str, str], changed: frozenset[str] = frozenset()) -> str:
+    """Replace every secret in text by MASK; a rotated one reads MASK (changed)."""
+    def line(m: re.Match[str]) -> str:
+        note = " (changed)" if m.group("key").strip() in changed else ""
+        return f'{m.group("key")}"{MASK}{note}"'
+
+    text = _SECRET_LINE.sub(line, text)
     for value in sorted((s for s in secrets.values() if s), key=len, reverse=True):
         text = text.replace(value, MASK)
     return text
@@ -179,8 +197,10 @@ def diff_trees(old: Mapping[str, str], new: Mapping[str, str],
         if a == b:
             continue
         changed.append(rel)
+        old_s, new_s = _secret_lines(a or ""), _secret_lines(b or "")
+        rotated = frozenset(k for k in new_s if k in old_s and old_s[k] != new_s[k])
         a_lines = _mask(a, secrets).splitlines() if a is not None else []
-        b_lines = _mask(b, secrets).splitlines() if b is not None else []
+        b_lines = _mask(b, secrets, rotated).splitlines() if b is not None else []
         lines.extend(difflib.unified_diff(
             a_lines, b_lines,
             fromfile=f"a/{rel}" if a is not None else "/dev/null",
