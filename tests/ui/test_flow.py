@@ -1,0 +1,247 @@
+"""The operator's flows through the real engine: new deployment, form, run, gate, confirm, resume.
+
+Actions are ``local.*`` (no network). Every test gets its own state and config dir.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from textual.widgets import Button, Input, Select, Static
+
+from elematrix_tui.ui import catalog
+from elematrix_tui.ui.app import ElematrixApp
+from elematrix_tui.ui.screens.modals import ConfirmModal, YesNoModal
+from elematrix_tui.ui.screens.new_deployment import NewDeploymentScreen
+from elematrix_tui.ui.screens.params import ParamFormScreen
+from elematrix_tui.ui.screens.run import RunScreen
+from elematrix_tui.ui.screens.start import StartScreen
+from elematrix_tui.ui.widgets.gate_panel import GatePanel
+from elematrix_tui.ui.widgets.log_pane import LogPane
+from elematrix_tui.ui.widgets.phase_tree import PhaseTree
+
+from .conftest import DATA
+from .helpers import wait_for
+
+pytestmark = pytest.mark.anyio
+
+
+def text_of(widget: Static) -> str:
+    return str(widget.render())
+
+
+def run_screen(app: ElematrixApp) -> RunScreen:
+    assert isinstance(app.screen, RunScreen), type(app.screen).__name__
+    return app.screen
+
+
+async def test_new_deployment_form_run_gate_rerun_confirm(state_dir: Path) -> None:
+    app = ElematrixApp(state_dir)
+    async with app.run_test(size=(100, 32)) as pilot:
+        assert isinstance(app.screen, StartScreen)
+        await pilot.press("n")
+        assert isinstance(app.screen, NewDeploymentScreen)
+
+        # A bad name is refused with the rule, and the screen stays.
+        await pilot.press(*"Bad", "ctrl+s")
+        assert isinstance(app.screen, NewDeploymentScreen)
+        assert "lower-case" in text_of(app.screen.query_one("#err-name", Static))
+        app.screen.query_one("#name", Input).value = "staging"
+        app.screen.query_one("#runbook", Select).value = str(DATA / "ui-flow.yaml")
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        form = app.screen
+        assert isinstance(form, ParamFormScreen)
+        await wait_for(pilot, lambda: len(form.query(".p-error")) == 6, what="the form")
+
+        # Empty required fields and malformed values show inline errors and block submit.
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert isinstance(app.screen, ParamFormScreen)
+        errors = {n: text_of(form.query_one(f"#err-{n}", Static))
+                  for n in ("server_name", "operator_cidr", "admin_email")}
+        assert all("required" in e for e in errors.values()), errors
+        form.query_one("#in-operator_cidr", Input).value = "203.0.113.7"
+        form.query_one("#in-admin_email", Input).value = "not-an-address"
+        form.query_one("#in-workers", Input).value = "99"
+        await pilot.pause()
+        assert "prefix length" in text_of(form.query_one("#err-operator_cidr", Static))
+        assert "e-mail" in text_of(form.query_one("#err-admin_email", Static))
+        assert "at most 8" in text_of(form.query_one("#err-workers", Static))
+        # The permanent parameter says why it can never change.
+        assert "baked into every Matrix user id" in str(
+            form.query_one("#field-server_name .p-warn", Static).render())
+
+        form.query_one("#in-server_name", Input).value = "example.org"
+        form.query_one("#in-operator_cidr", Input).value = "203.0.113.7/32"
+        form.query_one("#in-admin_email", Input).value = "ops@example.org"
+        form.query_one("#in-workers", Input).value = "3"
+        form.query_one("#gen-admin_password").scroll_visible(animate=False)
+        await pilot.pause()
+        await pilot.click("#gen-admin_password")
+        await pilot.pause()
+        secret = form.query_one("#in-admin_password", Input).value
+        assert len(secret) == 24
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        screen = run_screen(app)
+        settings = json.loads((state_dir / "deployments/staging/tui.json").read_text())
+        assert settings["params"]["server_name"] == "example.org"
+        assert settings["params"]["workers"] == 3
+        assert settings["aws_region"] == "us-east-1"
+        assert secret not in json.dumps(settings)
+
+        # Run the first phase: the gate fails and shows its diagnosis and fix.
+        await pilot.press("r")
+        await wait_for(pilot, lambda: screen.model.status == "failed" and not screen.running,
+                       what="first phase to fail at its gate")
+        steps = screen.model.steps
+        assert steps["say_hello"].status == "ok"
+        assert steps["say_hello"].outputs == {"greeting": "hi"}
+        assert steps["marker_present"].status == "failed"
+        gates = text_of(screen.query_one(GatePanel))
+        assert "Diagnosis: the operator has not created the marker file yet" in gates
+        assert "Fix: create the marker file, then re-run" in gates
+        assert screen.model.phase("change").state == "locked"  # type: ignore[union-attr]
+        assert "checking the workstation" in "\n".join(
+            line for _, _, line in screen.query_one(LogPane).kept)
+        # The secret reached the engine (secret store) but never the screen.
+        assert secret not in "\n".join(ln for _, _, ln in screen.query_one(LogPane).kept)
+
+        # Fix it, re-run: the failed run continues; finished steps are restored, not re-run.
+        (state_dir / "deployments/staging/marker").write_text("fixed\n")
+        await pilot.press("e")
+        await wait_for(pilot, lambda: screen.model.status == "passed" and not screen.running,
+                       what="re-run to pass")
+        assert steps["marker_present"].status == "ok"
+        assert steps["say_hello"].restored
+        assert screen.model.phase("prepare").state == "passed"  # type: ignore[union-attr]
+        assert screen.model.phase("change").state == "ready"  # type: ignore[union-attr]
+
+        # The next phase has a confirm step: the modal shows what will change.
+        screen.query_one(PhaseTree).select_id("change")
+        await pilot.press("r")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmModal), what="confirm modal")
+        modal = app.screen
+        assert isinstance(modal, ConfirmModal)
+        assert any("config.txt" in c for c in modal.changes)
+        await pilot.click("#yes")
+        await wait_for(pilot, lambda: screen.model.status == "passed" and not screen.running,
+                       what="second phase to pass")
+        assert (state_dir / "deployments/staging/config.txt").read_text() == \
+            "server example.org\n"
+        assert screen.model.phase("change").state == "passed"  # type: ignore[union-attr]
+
+        # Report export writes Markdown next to the journal and says where.
+        await pilot.press("x")
+        reports = list((state_dir / "deployments/staging/reports").glob("*.md"))
+        assert len(reports) == 1
+        assert secret not in reports[0].read_text()
+
+
+async def test_destructive_confirm_needs_the_deployment_name(state_dir: Path) -> None:
+    catalog.write_settings(state_dir, "prod-eu", {
+        "runbook_path": str(DATA / "ui-destructive.yaml"), "params": {}})
+    app = ElematrixApp(state_dir, deployment="prod-eu")
+    async with app.run_test(size=(100, 32)) as pilot:
+        screen = run_screen(app)
+        await pilot.press("r")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmModal), what="confirm modal")
+        modal = app.screen
+        assert isinstance(modal, ConfirmModal) and modal.destructive
+        go = modal.query_one("#yes", Button)
+        assert go.disabled
+        await pilot.press(*"prod")
+        assert go.disabled
+        await pilot.press(*"-eu")
+        await pilot.pause()
+        assert not go.disabled
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: screen.model.status == "passed" and not screen.running,
+                       what="destructive step to run")
+        assert (state_dir / "deployments/prod-eu/gone.txt").exists()
+
+
+async def test_declined_confirm_changes_nothing(state_dir: Path) -> None:
+    catalog.write_settings(state_dir, "prod-eu", {
+        "runbook_path": str(DATA / "ui-destructive.yaml"), "params": {}})
+    app = ElematrixApp(state_dir, deployment="prod-eu")
+    async with app.run_test(size=(100, 32)) as pilot:
+        screen = run_screen(app)
+        await pilot.press("r")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmModal), what="confirm modal")
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: not screen.running, what="run to stop")
+        assert screen.last_exit == 1
+        assert not (state_dir / "deployments/prod-eu/gone.txt").exists()
+
+
+async def test_quit_while_running_then_restart_resumes(state_dir: Path) -> None:
+    catalog.write_settings(state_dir, "longrun", {
+        "runbook_name": "ui-long", "runbook_path": str(DATA / "ui-long.yaml"),
+        "params": {"wait": 30}})
+    app = ElematrixApp(state_dir, deployment="longrun")
+    async with app.run_test(size=(100, 32)) as pilot:
+        screen = run_screen(app)
+        await pilot.press("r")
+        await wait_for(pilot, lambda: screen.model.steps["long_wait"].status == "running",
+                       what="the long step to start")
+        await wait_for(pilot, lambda: screen.model.steps["long_wait"].progress is not None,
+                       what="a progress report")
+        await pilot.press("q")
+        await pilot.pause()
+        assert isinstance(app.screen, YesNoModal)
+        await pilot.press("y")
+        await wait_for(pilot, lambda: not app.is_running, timeout=15, what="the app to exit")
+    assert app.return_code == 130
+
+    # Make the wait short for the resumed run (the operator's params win over the journal's).
+    settings = catalog.read_settings(state_dir, "longrun")
+    settings["params"]["wait"] = 0
+    catalog.write_settings(state_dir, "longrun", settings)
+
+    app2 = ElematrixApp(state_dir)
+    async with app2.run_test(size=(100, 32)) as pilot:
+        start = app2.screen
+        assert isinstance(start, StartScreen)
+        assert start.deployments[0].interrupted_run is not None
+        assert "Interrupted runs: longrun" in text_of(start.query_one("#resume-hint", Static))
+        await pilot.press("enter")
+        await pilot.pause()
+        screen = run_screen(app2)
+        # The screen is restored from the journal before anything runs again.
+        assert screen.resume_run == start.deployments[0].interrupted_run
+        assert screen.model.steps["first"].status == "ok"
+        assert screen.model.steps["first"].outputs == {"instance_id": "i-0123456789abcdef0"}
+        assert screen.model.steps["long_wait"].status == "interrupted"
+        assert screen.model.steps["last"].status == "pending"
+        kept = [line for _, _, line in screen.query_one(LogPane).kept]
+        assert "quick part done" in kept
+        assert "interrupted" in text_of(screen.query_one("#run-head", Static))
+        await pilot.press("r")
+        await wait_for(pilot, lambda: screen.model.status == "passed" and not screen.running,
+                       what="the resumed run to pass")
+        assert screen.model.steps["first"].restored
+        assert screen.model.steps["last"].status == "ok"
+        assert screen.model.run_id == start.deployments[0].interrupted_run
+
+
+@pytest.mark.parametrize("size", [(80, 24), (200, 60)])
+async def test_run_screen_fits_small_and_large_terminals(state_dir: Path,
+                                                         size: tuple[int, int]) -> None:
+    catalog.write_settings(state_dir, "longrun", {
+        "runbook_path": str(DATA / "ui-long.yaml"), "params": {"wait": 0}})
+    app = ElematrixApp(state_dir, deployment="longrun")
+    async with app.run_test(size=size) as pilot:
+        screen = run_screen(app)
+        await pilot.press("r")
+        await wait_for(pilot, lambda: screen.model.status == "passed" and not screen.running,
+                       what="run to pass")
+        log = screen.query_one(LogPane)
+        tree = screen.query_one(PhaseTree)
+        assert log.size.height >= 8 and tree.size.height >= 6
+        assert log.region.right <= size[0] and log.region.bottom <= size[1]
+        if size[0] >= 200:
+            assert log.size.width >= 100  # a big terminal gives the log the room
