@@ -357,7 +357,7 @@ class Gate:
         if warn:
             self.warnings.append(warn)
             self.ctx.log("WARNING: " + warn, "stderr")
-            self.ctx.note("gate.warning", name="element_e2ee_http", message=warn)
+            self.ctx.note("warning", id="element_e2ee_http", text=warn)
         # nio logs key-sharing chatter as warnings; without a handler Python's last-resort
         # handler would print them on stderr (and through the TUI). Library practice:
         # a NullHandler on the library's logger; our own log lines say what matters.
@@ -431,7 +431,8 @@ class Gate:
         if out.status == "failed":
             self.ctx.log(f"    diagnosis: {out.diagnosis}", "stderr")
             self.ctx.log(f"    fix: {out.fix}", "stderr")
-        self.ctx.note("gate.check", name=out.name, title=out.title, passed=out.passed,
+        # "check", not "name": the journal keys a note by its kind under "name".
+        self.ctx.note("gate.check", check=out.name, title=out.title, passed=out.passed,
                       status=out.status, skipped=out.status == "skipped",
                       duration=round(out.duration, 3), cause=out.cause,
                       diagnosis=out.diagnosis, fix=out.fix, details=list(out.details))
