@@ -77,6 +77,10 @@ def _tokens(text: str) -> Iterator[tuple[str, int, bool]]:
         else:
             j = i
             while j < n and not text[j].isspace() and text[j] not in "{};":
+                # A backslash escapes the next character (nginx: `\{` in a regex).
+                if text[j] == "\\" and j + 1 < n:
+                    j += 2
+                    continue
                 # ${var} inside a word: the brace belongs to the word.
                 if text[j] == "$" and j + 1 < n and text[j + 1] == "{":
                     k = text.find("}", j)
