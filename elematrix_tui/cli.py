@@ -246,7 +246,7 @@ def _find_run(args: argparse.Namespace) -> tuple[str, str]:
         finally:
             j.close()
     if not candidates:
-        what = f"run {args.run_id}" if args.run_id else "an unfinished run"
+        what = f"run {args.run_id}" if args.run_id else "unfinished run"
         where = f" of deployment {args.deployment!r}" if args.deployment else ""
         raise InputError(f"found no {what}{where} to resume in {root}; "
                          f"'elematrix runs' lists the runs")

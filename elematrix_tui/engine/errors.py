@@ -17,7 +17,7 @@ class Located:
     def __str__(self) -> str:
         if self.line:
             return f"{self.path}:{self.line}:{self.col}: {self.message}"
-        return f"{self.path}: {self.message}"
+        return f"{self.path}: {self.message}" if self.path else self.message
 
 
 class InputError(Exception):

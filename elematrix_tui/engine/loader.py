@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from .errors import Located, RunbookError
 from .expressions import ExpressionError, analyse, has_expression
-from .model import Runbook, Step
+from .model import Param, Phase, Runbook, Step
 from .params import ParamValueError, coerce
 from .registry import Registry
 from .yamlloc import LocDict, LocList, load_located, locate
@@ -96,10 +96,51 @@ def validate_tree(tree: Any, path: str, registry: Registry) -> tuple[Runbook | N
     if not isinstance(tree, dict):
         return None, [Located(path, 1, 1, "a runbook must be a mapping with 'runbook', "
                                           "'params' and 'phases'")]
+    schema_errors: list[Located] = []
+    rb: Runbook | None
     try:
         rb = Runbook.model_validate(tree)
+        partial = rb
     except ValidationError as e:
-        return None, _pydantic_errors(e, tree, path)
+        # Report every problem at once: keep checking the parts that are well formed.
+        schema_errors = _pydantic_errors(e, tree, path)
+        rb, partial = None, _partial(tree)
+    errors, ok = _semantic(partial, tree, path, registry)
+    return (rb if ok else None), schema_errors + errors
+
+
+def _partial(tree: dict[Any, Any]) -> Runbook:
+    """A runbook made of only the well-formed params, phases and steps of a broken tree."""
+    params = []
+    for p in tree.get("params") or []:
+        try:
+            params.append(Param.model_validate(p))
+        except ValidationError:
+            pass
+    phases = []
+    for ph in tree.get("phases") or [] if isinstance(tree.get("phases"), list) else []:
+        if not isinstance(ph, dict) or not isinstance(ph.get("id"), str):
+            continue
+        lists: dict[str, list[Step]] = {}
+        for role in ("steps", "gates", "cleanup"):
+            items = ph.get(role) if isinstance(ph.get(role), list) else []
+            good = []
+            for st in items:
+                try:
+                    good.append(Step.model_validate(st))
+                except ValidationError:
+                    # Keep its id so references to it are not reported as missing.
+                    if isinstance(st, dict) and isinstance(st.get("id"), str):
+                        good.append(Step.model_construct(id=st["id"], action="", with_={},
+                                                         outputs={}, on_failure="abort"))
+            lists[role] = good
+        phases.append(Phase.model_construct(id=ph["id"], title="", description="", **lists))
+    return Runbook.model_construct(runbook=str(tree.get("runbook")), params=params,
+                                   phases=phases)
+
+
+def _semantic(rb: Runbook, tree: Any, path: str, registry: Registry) -> tuple[list[Located],
+                                                                             bool]:
     errors: list[Located] = []
 
     def at(loc: tuple[Any, ...], msg: str, key: bool = False) -> None:
@@ -140,9 +181,11 @@ def validate_tree(tree: Any, path: str, registry: Registry) -> tuple[Runbook | N
             for si, st in enumerate(getattr(ph, role)):
                 base = ("phases", pi, role, si)
                 my_index = order.get(st.id, -1)
+                if not st.action:
+                    continue  # malformed: already reported by the schema check
                 _check_step(st, base, tree, path, registry, errors, at, order, steps_by_id,
                             my_index, seen_params, cleanup_ids, role)
-    return rb, errors
+    return errors, not errors
 
 
 def _check_step(st: Step, base: tuple[Any, ...], tree: Any, path: str, registry: Registry,
@@ -274,8 +317,9 @@ def load_params_file(path: str | Path, rb: Runbook) -> dict[str, Any]:
     if problems:
         raise RunbookError(problems)
     if not isinstance(tree, dict):
-        raise RunbookError([Located(str(p), 1, 1, "a parameter file must be a mapping "
-                                                  "of name: value")])
+        line, col = getattr(tree, "pos", (1, 1))
+        raise RunbookError([Located(str(p), line, col, "a parameter file must be a mapping "
+                                                       "of name: value")])
     errors: list[Located] = []
     out: dict[str, Any] = {}
     for key, value in tree.items():

@@ -432,7 +432,7 @@ class Runner:
                                    action=step.action, attempt=attempt, is_gate=is_gate,
                                    inputs=masked))
             started = time.monotonic()
-            outcome = self._attempt(action, ctx, inputs, step)
+            outcome = self._clean(self._attempt(action, ctx, inputs, step))
             duration = time.monotonic() - started
             if outcome.status == "interrupted":
                 self.journal.finish_attempt(self.run_id, step.id, attempt, "interrupted", {},
@@ -476,6 +476,12 @@ class Runner:
                                   passed=outcome.status in ("ok", "changed"), message=message,
                                   diagnosis=outcome.diagnosis, fix=fix, duration=duration))
         return replace(outcome, fix=fix)
+
+    def _clean(self, o: _StepOutcome) -> _StepOutcome:
+        """Redact every text an action produced before it is journaled or shown."""
+        r = self.redact
+        return _StepOutcome(o.status, o.outputs, r(o.message),
+                            r(o.diagnosis) if o.diagnosis else None, r(o.fix) if o.fix else None)
 
     def _fail_early(self, phase: Phase, step: Step, role: str, attempt: int, message: str,
                     fix: str | None = None) -> _StepOutcome:

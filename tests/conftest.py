@@ -1,0 +1,61 @@
+"""Shared test setup: every test gets its own state dir, config dir and secret store.
+
+Secrets go to an opt-in 0600 file (``ELEMATRIX_SECRET_STORE=file``) in a per-test config
+dir: CI machines have no keyring backend, and tests must never touch a real keyring.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = ROOT / ".venv" / "bin"
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def require(condition: bool, what: str) -> None:
+    """Skip when something a test needs is missing — but fail under CI, which must have it."""
+    if condition:
+        return
+    if in_ci():
+        pytest.fail(f"{what} is missing; .ci/run must install/start it (CI never skips)")
+    pytest.skip(f"{what} is missing")
+
+
+def require_binary(name: str) -> str:
+    path = shutil.which(name) or (str(VENV_BIN / name) if (VENV_BIN / name).exists() else None)
+    require(path is not None, f"the {name!r} program")
+    assert path is not None
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _isolated_state(tmp_path_factory: pytest.TempPathFactory,
+                    monkeypatch: pytest.MonkeyPatch) -> None:
+    base = tmp_path_factory.mktemp("elematrix")
+    monkeypatch.setenv("ELEMATRIX_STATE_DIR", str(base / "state"))
+    monkeypatch.setenv("ELEMATRIX_CONFIG_DIR", str(base / "config"))
+    monkeypatch.setenv("ELEMATRIX_SECRET_STORE", "file")
+
+
+@pytest.fixture
+def state_dir() -> Path:
+    return Path(os.environ["ELEMATRIX_STATE_DIR"])
+
+
+@pytest.fixture
+def elematrix() -> str:
+    """The installed console script (the real command line)."""
+    path = VENV_BIN / "elematrix"
+    if not path.exists():
+        found = shutil.which("elematrix")
+        assert found, "elematrix is not installed: pip install -e .[dev]"
+        return found
+    return str(path)

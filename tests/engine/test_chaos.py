@@ -1,0 +1,114 @@
+"""Kill -9 at random moments of a multi-phase run; resume until it passes.
+
+Every resumed deployment must end with the same outputs as an uninterrupted run, and no
+step whose finish was journaled may be applied again (counted in applies.log).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+
+DATA = Path(__file__).resolve().parent.parent / "data" / "runbooks"
+RUNBOOK = DATA / "chaos.yaml"
+WRITES = ["w1", "w2", "w3", "w4", "w5", "w6"]
+
+
+def _final_outputs(state_dir: Path, deployment: str) -> dict[str, object]:
+    db = sqlite3.connect(state_dir / "deployments" / deployment / "journal.sqlite")
+    rows = db.execute("SELECT step_id, outputs FROM steps WHERE status IN ('ok','changed') "
+                      "ORDER BY finished").fetchall()
+    db.close()
+    return {sid: json.loads(out) for sid, out in rows if not sid.startswith("s")}
+
+
+def _finished_before(state_dir: Path, deployment: str) -> set[str]:
+    path = state_dir / "deployments" / deployment / "journal.sqlite"
+    if not path.exists():
+        return set()
+    db = sqlite3.connect(path)
+    try:
+        rows = db.execute("SELECT step_id FROM steps WHERE status IN "
+                          "('ok','changed')").fetchall()
+    except sqlite3.OperationalError:
+        rows = []
+    db.close()
+    return {r[0] for r in rows}
+
+
+def _latest_status(state_dir: Path, deployment: str) -> str | None:
+    path = state_dir / "deployments" / deployment / "journal.sqlite"
+    if not path.exists():
+        return None
+    db = sqlite3.connect(path)
+    try:
+        row = db.execute("SELECT status FROM runs ORDER BY started DESC LIMIT 1").fetchone()
+    except sqlite3.OperationalError:
+        row = None
+    db.close()
+    return row[0] if row else None
+
+
+def _run(elematrix: str, args: list[str], env: dict[str, str]) -> int:
+    return subprocess.run([elematrix, *args], env=env, capture_output=True, text=True,
+                          timeout=60).returncode
+
+
+def test_kill_9_at_20_random_points(elematrix: str, tmp_path: Path, state_dir: Path) -> None:
+    env = dict(os.environ)
+    # The reference: one uninterrupted run.
+    ref_out = tmp_path / "ref"
+    assert _run(elematrix, ["run", str(RUNBOOK), "--deployment", "ref", "--set",
+                            f"out={ref_out}", "--yes", "--quiet"], env) == 0
+    reference = _final_outputs(state_dir, "ref")
+    ref_files = {p.name: p.read_text() for p in ref_out.iterdir() if p.name != "applies.log"}
+
+    rng = random.Random(20261127)
+    interrupted = 0
+    for i in range(20):
+        dep = f"chaos-{i}"
+        out = tmp_path / dep
+        args = ["run", str(RUNBOOK), "--deployment", dep, "--set", f"out={out}", "--yes",
+                "--quiet"]
+        proc = subprocess.Popen([elematrix, *args], env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.2, 1.6))  # interpreter start is ~0.3 s of this
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        finished_at_kill = _finished_before(state_dir, dep)
+        applies_at_kill = Counter((out / "applies.log").read_text().split()) \
+            if (out / "applies.log").exists() else Counter()
+        interrupted += _latest_status(state_dir, dep) != "passed"
+        code = None
+        for _ in range(3):
+            status = _latest_status(state_dir, dep)
+            if status == "passed":  # it finished before the kill landed
+                code = 0
+                break
+            if status is None:  # killed before the run was recorded: start it again
+                code = _run(elematrix, args, env)
+            else:
+                code = _run(elematrix, ["resume", "--deployment", dep, "--yes", "--quiet"], env)
+            if code == 0:
+                break
+        assert code == 0, f"{dep} did not finish after resume"
+        assert _final_outputs(state_dir, dep).keys() == reference.keys()
+        outputs = _final_outputs(state_dir, dep)
+        for sid in WRITES:
+            assert outputs[sid]["sha256"] == reference[sid]["sha256"], (dep, sid)
+        files = {p.name: p.read_text() for p in out.iterdir() if p.name != "applies.log"}
+        assert files == ref_files
+        applies = Counter((out / "applies.log").read_text().split())
+        for sid in WRITES:
+            if sid in finished_at_kill:
+                assert applies[sid] == applies_at_kill[sid], f"{dep}: {sid} applied again"
+            assert applies[sid] <= 2, (dep, sid, applies)
+    # The kills must mostly land inside runs, or the test proves nothing.
+    assert interrupted >= 12, interrupted
