@@ -678,8 +678,9 @@ def open_connection(ctx: StepContext, target: Target, given: list[str],
 
     Pins come from the step (``given``), else from what this deployment accepted before
     (``ctx.get_meta('ssh.hostkeys.<host>:<port>')``). With no pins the operator is shown
-    the fingerprint and must choose it: never accepted silently, not even with ``--yes``
-    (a headless run passes ``host_key_fingerprints``). What was trusted is remembered.
+    the fingerprint and must choose it (``ctx.questions.choose``): never accepted silently,
+    not even with ``--yes``; a headless run without a terminal is refused and must pass
+    ``host_key_fingerprints``. A mismatch is never offered. What was trusted is remembered.
     """
     if target.local:
         return LocalConnection(target)
@@ -693,22 +694,25 @@ def open_connection(ctx: StepContext, target: Target, given: list[str],
         if pins:
             raise _host_key_failure(target, e) from None
         kt, fp = e.presented[-1]
-        if ctx.assume_yes or not interactive:
+        never = ("A host key is never accepted without the operator, not even with --yes.")
+        fix = ("Pass host_key_fingerprints (the infra phase reads them from the console output), "
+               "or run interactively and compare the fingerprint with the console output.")
+        if not interactive:
             raise ActionFailed(
                 f"host key of {target} is not pinned",
                 diagnosis=f"The server presented {fp} ({kt}) and no expected fingerprint is "
-                          "known. A host key is never accepted without the operator, not even "
-                          "with --yes.",
-                fix="Pass host_key_fingerprints (the infra phase reads them from the console "
-                    "output), or run interactively to confirm the fingerprint.") from None
+                          f"known. {never}", fix=fix) from None
         prompt = (f"{target} presented a {kt} host key with fingerprint\n  {fp}\n"
                   "No expected fingerprint is known for it. Accept it only if it matches the "
                   "instance's console output (BEGIN/END SSH HOST KEY FINGERPRINTS).")
+        # Asked even under --yes: the questions implementation refuses when nobody can
+        # answer (headless without a terminal), it never answers this one by itself.
         choice = ctx.questions.choose(ctx.step_id, prompt, [fp])
         if choice != fp:
-            raise ActionFailed(f"host key of {target} refused by the operator",
-                               diagnosis=f"The fingerprint {fp} was not accepted.",
-                               fix="Check the console output and run the step again.") from None
+            raise ActionFailed(
+                f"host key of {target} was not accepted",
+                diagnosis=f"The server presented {fp} ({kt}); it was refused (by the operator, "
+                          f"or because no terminal could ask). {never}", fix=fix) from None
         conn = SshConnection(target, [fp])
         try:
             conn.connect()

@@ -80,20 +80,45 @@ def test_unpinned_key_asked_then_remembered(sshd: SshServer, ctx: TimedContext) 
 
 def test_unpinned_key_refused_by_operator(sshd: SshServer, ctx: TimedContext) -> None:
     ctx.questions = Operator(accept=False)
-    with pytest.raises(ActionFailed, match="refused by the operator"):
+    with pytest.raises(ActionFailed, match="was not accepted"):
         ctx.run(Run(), sshd.inputs(command="true", host_key_fingerprints=None))
     assert not ctx.meta
 
 
-def test_unpinned_key_never_accepted_with_yes(sshd: SshServer, ctx: TimedContext) -> None:
+def test_unpinned_key_never_accepted_by_yes_headless(sshd: SshServer, ctx: TimedContext,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    # The real headless CLI questions with --yes and no terminal (as in CI).
+    from elematrix_tui.headless import HeadlessQuestions
     ctx.assume_yes = True
-    ctx.questions = Operator(accept=True)
+    ctx.questions = HeadlessQuestions(assume_yes=True)
+    ctx.questions.interactive = False
     with pytest.raises(ActionFailed) as e:
         ctx.run(Run(), sshd.inputs(command="true", host_key_fingerprints=None))
-    assert "not pinned" in e.value.message
+    assert "not accepted" in e.value.message
+    assert "not even with --yes" in (e.value.diagnosis or "")
     assert "host_key_fingerprints" in (e.value.fix or "")
-    assert ctx.questions.prompts == []
     assert not ctx.meta
+
+
+def test_yes_still_asks_the_operator(sshd: SshServer, ctx: TimedContext) -> None:
+    # --yes answers confirmations, never host-key trust: the operator is still asked.
+    ctx.assume_yes = True
+    ctx.questions = Operator(accept=False)
+    with pytest.raises(ActionFailed):
+        ctx.run(Run(), sshd.inputs(command="true", host_key_fingerprints=None))
+    assert len(ctx.questions.prompts) == 1
+
+
+def test_check_never_asks(sshd: SshServer, ctx: TimedContext, tmp_path) -> None:
+    from elematrix_tui.actions.ssh import Upload
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "f").write_text("x")
+    ctx.questions = Operator(accept=True)
+    chk = ctx.check(Upload(), sshd.inputs(source=str(tmp_path / "src"), dest="/tmp/x",
+                                          host_key_fingerprints=None))
+    assert chk.in_sync is None
+    assert "cannot compare now" in chk.changes[0]
+    assert ctx.questions.prompts == []
 
 
 def test_remembered_key_mismatch_refused(sshd: SshServer, ctx: TimedContext) -> None:
