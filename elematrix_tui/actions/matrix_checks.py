@@ -101,9 +101,9 @@ DIAGNOSES: dict[str, Diagnosis] = {d.cause: d for d in (
         "`registration_requires_token: true`, then restart Synapse."),
     Diagnosis(
         "plaintext",
-        "A plaintext event in an encrypted room: the sending client has no E2EE store "
-        "(a client without encryption support sends plaintext into an encrypted room and "
-        "the server accepts it).",
+        "A plaintext event in an encrypted room: client without E2EE store (a client "
+        "without encryption support or key store sends plaintext into an encrypted room, "
+        "reports success, and the server accepts it).",
         "Use a client with end-to-end encryption enabled and a key store (matrix-nio: the "
         "e2e extra and a `store_path`; Element Web only in a secure context)."),
     Diagnosis(
@@ -134,6 +134,11 @@ DIAGNOSES: dict[str, Diagnosis] = {d.cause: d for d in (
         "users would log in somewhere else.",
         "Re-render the stack: `default_server_config.m.homeserver` must have the public "
         "base URL and the server name."),
+    Diagnosis(
+        "server_name",
+        "The homeserver's server_name is not the one given (user ids end in another name).",
+        "Pass the server_name from homeserver.yaml; it cannot be changed after the first "
+        "start without a new database."),
     Diagnosis(
         "admin_unreachable",
         "Synapse's admin API does not answer at admin_url (it is reachable only on the "
@@ -224,7 +229,7 @@ def classify(exc: BaseException, via: str = "public") -> CheckFailed:
             return CheckFailed("https_redirect", s)
         if exc.status == 413 and exc.is_html:
             return CheckFailed("body_size", s)
-        if exc.status in (502, 503, 504) and via == "public":
+        if exc.status in (502, 503, 504) and via == "public" and exc.is_html:
             return CheckFailed("synapse_down", s)
         if exc.status == 403 and "registration has been disabled" in exc.error.lower():
             return CheckFailed("registration_disabled", s)
@@ -233,6 +238,11 @@ def classify(exc: BaseException, via: str = "public") -> CheckFailed:
         if exc.status == 404 and exc.errcode == "M_UNRECOGNIZED" and via == "public":
             return CheckFailed("proxy_path", s)
         if exc.status == 404 and exc.is_html and via == "public":
+            # Twisted's own 404 page: the request reached Synapse, but outside /_matrix
+            # (`proxy_pass http://synapse:8008/;` under `location /_matrix` strips it).
+            if "no such resource" in exc.body.lower():
+                return CheckFailed("proxy_path", s + " (Synapse's 'No Such Resource': the "
+                                   "/_matrix prefix was rewritten)")
             return CheckFailed("not_proxied", s)
         return CheckFailed("unexpected", s)
     if isinstance(exc, httpx.HTTPError):
@@ -471,8 +481,12 @@ class Gate:
         except mh.MatrixHTTPError as e:
             if e.status == 404 and e.errcode == "M_NOT_FOUND":
                 out.details.append("encoded-URI probe: passed through unchanged (M_NOT_FOUND)")
-            elif e.errcode == "M_UNRECOGNIZED":
+            elif e.errcode == "M_UNRECOGNIZED" or "no such resource" in e.body.lower():
                 problems.append(CheckFailed("proxy_path", f"encoded-URI probe: {e.summary()}"))
+            elif e.json is not None:
+                # Synapse answered in JSON, so the URI reached it intact; e.g. a server
+                # name that is not this server's makes it ask over federation (502).
+                out.details.append(f"encoded-URI probe: inconclusive ({e.summary()})")
             else:
                 problems.append(classify(e))
         for kind in ("client", "server"):
@@ -594,6 +608,10 @@ class Gate:
                 if isinstance(res, mh.MatrixHTTPError) and res.status == 401:
                     raise CheckFailed("token_rejected", res.summary())
                 raise classify(res)
+        for u in self.st.users:
+            if u.user_id.split(":", 1)[1] != self.s.server_name:
+                raise CheckFailed("server_name", f"registered {u.user_id}, but server_name "
+                                  f"is {self.s.server_name!r}")
         out.details.append("registered " + ", ".join(u.user_id for u in self.st.users)
                            + " (registration_token + dummy stages)")
 
