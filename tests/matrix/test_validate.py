@@ -49,8 +49,9 @@ def test_validate_twice_leaves_nothing_behind(tmp_path: Path,
         res, ctx = run_validate(tmp_path / str(i), matrix_stack)
         assert isinstance(res, Result), getattr(res, "diagnosis", res)
     # The registration tokens the gate made are all gone (none left usable).
-    from elematrix_tui.actions import matrix_http as mh
     import asyncio
+
+    from elematrix_tui.actions import matrix_http as mh
 
     async def leftovers() -> list[dict[str, object]]:
         async with httpx.AsyncClient(timeout=10) as http:
