@@ -308,14 +308,15 @@ def _runs(args: argparse.Namespace) -> int:
         if not Journal.exists(root, dep):
             continue
         j = Journal.open(root, dep)
-        holder = DeploymentLock(deployment_dir(root, dep) / "lock").holder()
+        held = DeploymentLock(deployment_dir(root, dep) / "lock").is_held()
         for run in j.runs():
             status = run.status
-            if status == "running" and not holder:
+            if status == "running" and not held:
                 status = "interrupted"  # its process died: no one holds the lock
             dur = (run.finished or run.started) - run.started
             rows.append((run.started, run.id, dep, run.runbook, status, f"{dur:.1f}s"))
         j.close()
+    rows.sort(reverse=True)
     if not rows:
         print(f"no runs in {root}")
         return 0
@@ -323,9 +324,9 @@ def _runs(args: argparse.Namespace) -> int:
 
     print(f"{'RUN':<24} {'DEPLOYMENT':<16} {'RUNBOOK':<12} {'STATUS':<12} {'STARTED':<19} "
           f"DURATION")
-    for started, rid, dep, rbname, status, dur in sorted(rows, reverse=True):
+    for started, rid, dep, rbname, status, duration in rows:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started))
-        print(f"{rid:<24} {dep:<16} {rbname:<12} {status:<12} {when:<19} {dur}")
+        print(f"{rid:<24} {dep:<16} {rbname:<12} {status:<12} {when:<19} {duration}")
     return 0
 
 

@@ -72,6 +72,7 @@ def analyse(source: str) -> tuple[list[Reference], set[str]]:
                 and n.name not in _ENV.globals:
             unknown.add(n.name)
     for g in tree.find_all((nodes.Getattr, nodes.Getitem)):
+        assert isinstance(g, (nodes.Getattr, nodes.Getitem))
         inner = g.node
         if isinstance(inner, nodes.Name) and inner.name in ("params", "steps"):
             key = g.attr if isinstance(g, nodes.Getattr) else _const(g.arg)

@@ -243,7 +243,7 @@ class Journal:
 
     def passed_gates(self) -> dict[str, str]:
         """phase id -> the run in which its gates last passed (in this deployment)."""
-        return dict(self._query("SELECT phase_id, run_id FROM gates"))  # type: ignore[arg-type]
+        return {str(a): str(b) for a, b in self._query("SELECT phase_id, run_id FROM gates")}
 
 
 def _run(r: tuple[Any, ...]) -> RunRow:

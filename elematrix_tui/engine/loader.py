@@ -112,18 +112,21 @@ def validate_tree(tree: Any, path: str, registry: Registry) -> tuple[Runbook | N
 def _partial(tree: dict[Any, Any]) -> Runbook:
     """A runbook made of only the well-formed params, phases and steps of a broken tree."""
     params = []
-    for p in tree.get("params") or []:
+    raw_params = tree.get("params")
+    for p in raw_params if isinstance(raw_params, list) else []:
         try:
             params.append(Param.model_validate(p))
         except ValidationError:
             pass
     phases = []
-    for ph in tree.get("phases") or [] if isinstance(tree.get("phases"), list) else []:
+    raw_phases = tree.get("phases")
+    for ph in raw_phases if isinstance(raw_phases, list) else []:
         if not isinstance(ph, dict) or not isinstance(ph.get("id"), str):
             continue
         lists: dict[str, list[Step]] = {}
         for role in ("steps", "gates", "cleanup"):
-            items = ph.get(role) if isinstance(ph.get(role), list) else []
+            raw = ph.get(role)
+            items: list[Any] = raw if isinstance(raw, list) else []
             good = []
             for st in items:
                 try:
@@ -134,7 +137,9 @@ def _partial(tree: dict[Any, Any]) -> Runbook:
                         good.append(Step.model_construct(id=st["id"], action="", with_={},
                                                          outputs={}, on_failure="abort"))
             lists[role] = good
-        phases.append(Phase.model_construct(id=ph["id"], title="", description="", **lists))
+        phases.append(Phase.model_construct(id=ph["id"], title="", description="",
+                                            steps=lists["steps"], gates=lists["gates"],
+                                            cleanup=lists["cleanup"]))
     return Runbook.model_construct(runbook=str(tree.get("runbook")), params=params,
                                    phases=phases)
 

@@ -44,6 +44,20 @@ class DeploymentLock:
         os.pwrite(fd, json.dumps(info).encode(), 0)
         self._fd = fd
 
+    def is_held(self) -> bool:
+        """Whether some live process holds the lock now (a crashed holder does not)."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)  # closing drops our probe lock too
+        return False
+
     def holder(self) -> dict[str, Any]:
         try:
             data = json.loads(self.path.read_text() or "{}")

@@ -8,7 +8,7 @@ from typing import Any
 from elematrix_tui.actions import default_registry
 from elematrix_tui.engine import events as ev
 from elematrix_tui.engine.loader import load_runbook
-from elematrix_tui.engine.runner import RunOptions, Runner
+from elematrix_tui.engine.runner import Runner, RunOptions
 from elematrix_tui.engine.standalone import AutoQuestions
 
 
