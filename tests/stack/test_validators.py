@@ -44,6 +44,10 @@ def test_compose_model(rendered: tuple[str, Path]) -> None:
         if svc_name == "nginx":
             assert [(p["target"], str(p["published"])) for p in published] == [
                 (80, str(PARAM_SETS[name].get("http_port", 80)))]
+        elif svc_name == "synapse":
+            # Only on the host's loopback: the SSH port forward to the admin API.
+            assert [(p["host_ip"], p["target"], p["published"]) for p in published] == [
+                ("127.0.0.1", 8008, "8008")]
         else:
             assert published == [], f"{svc_name} must not publish ports"
         for dep in (svc.get("depends_on") or {}).values():
