@@ -32,21 +32,21 @@ phases:
       - id: upload
         action: ssh.upload
         with:
-          %(conn)s
+          @CONN@
           source: "{{ params.stack }}"
           dest: "{{ params.dest }}"
           modes: {"secret.env": "0600"}
       - id: mode
         action: ssh.run
         with:
-          %(conn)s
-          command: "stat -c %%a {{ params.dest }}/secret.env"
+          @CONN@
+          command: "stat -c %a {{ params.dest }}/secret.env"
           expect_output: "600"
           read_only: true
       - id: tunnel
         action: ssh.forward
         with:
-          %(conn)s
+          @CONN@
           remote_port: "{{ params.service_port }}"
     gates:
       - id: via_tunnel
@@ -54,7 +54,7 @@ phases:
         with:
           url: "{{ steps.tunnel.url }}/_synapse/admin/v1/server_version"
           json: {server: loopback-only}
-""" % {"conn": CONN.strip()}
+""".replace("@CONN@", CONN.strip())
 
 
 def _run(elematrix: str, rb: Path, srv: SshServer, stack: Path, dest: Path, service: int,
