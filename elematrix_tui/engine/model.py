@@ -135,12 +135,22 @@ class Phase(_Strict):
 
 
 class Runbook(_Strict):
+    """A runbook file. Top-level keys starting with ``x-`` are free: a home for YAML anchors
+    (``x-ssh: &ssh {...}`` then ``with: {<<: *ssh, command: ...}``), as in Compose files."""
+
     runbook: str
     title: str = ""
     description: str = ""
     version: int = 1
     params: list[Param] = Field(default_factory=list)
     phases: list[Phase] = Field(min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _extensions(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if not str(k).startswith("x-")}
+        return data
 
     def param(self, name: str) -> Param | None:
         for p in self.params:
