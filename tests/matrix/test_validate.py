@@ -40,37 +40,43 @@ def test_validate_passes_with_every_check(tmp_path: Path, matrix_stack: MatrixSt
     _secrets_absent(matrix_stack, ctx, res)
 
 
-def test_validate_twice_leaves_nothing_behind(tmp_path: Path,
-                                             matrix_stack: MatrixStack) -> None:
-    """Re-running the gate works (rate limits, names) and cleanup removes its users."""
-    import httpx
-
-    for i in range(2):
-        res, ctx = run_validate(tmp_path / str(i), matrix_stack)
-        assert isinstance(res, Result), getattr(res, "diagnosis", res)
-    # The registration tokens the gate made are all gone (none left usable).
+def _leftovers(stack: MatrixStack) -> tuple[set[str], list[str]]:
+    """(valid registration tokens, active users made by the gate), seen by a probe admin."""
     import asyncio
+
+    import httpx
 
     from elematrix_tui.actions import matrix_http as mh
 
-    async def leftovers() -> list[dict[str, object]]:
+    async def go() -> tuple[set[str], list[str]]:
         async with httpx.AsyncClient(timeout=10) as http:
             sess = await mh.register_shared_secret(
-                http, matrix_stack.admin_url, matrix_stack.registration_shared_secret,
+                http, stack.admin_url, stack.registration_shared_secret,
                 "leftover-probe-" + str(free_port()), "pw-" + str(free_port()), admin=True)
-            r = await mh.call(http, "GET", matrix_stack.admin_url
+            r = await mh.call(http, "GET", stack.admin_url
                               + "/_synapse/admin/v1/registration_tokens?valid=true",
                               token=sess.access_token)
-            users = await mh.call(http, "GET", matrix_stack.admin_url
+            users = await mh.call(http, "GET", stack.admin_url
                                   + "/_synapse/admin/v2/users?deactivated=false&limit=1000",
                                   token=sess.access_token)
-            await mh.deactivate(http, matrix_stack.admin_url, sess.access_token,
-                                sess.user_id)
+            await mh.deactivate(http, stack.admin_url, sess.access_token, sess.user_id)
             names = [u["name"] for u in users.json()["users"]]
-            return [*r.json()["registration_tokens"],
-                    *[{"user": n} for n in names if "elematrix-check" in n]]
+            return ({t["token"] for t in r.json()["registration_tokens"]},
+                    [n for n in names if "elematrix-check" in n])
 
-    assert asyncio.run(leftovers()) == []
+    return asyncio.run(go())
+
+
+def test_validate_twice_leaves_nothing_behind(tmp_path: Path,
+                                             matrix_stack: MatrixStack) -> None:
+    """Re-running the gate works (rate limits, names) and cleanup removes what it made."""
+    tokens_before, _ = _leftovers(matrix_stack)
+    for i in range(2):
+        res, _ctx = run_validate(tmp_path / str(i), matrix_stack)
+        assert isinstance(res, Result), getattr(res, "diagnosis", res)
+    tokens_after, users = _leftovers(matrix_stack)
+    assert tokens_after <= tokens_before
+    assert users == []
 
 
 def _failed(res: object, ctx: object, check: str, cause: str) -> dict[str, object]:

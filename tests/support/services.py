@@ -136,6 +136,9 @@ class Postgres:
                                                "--lc-ctype=C")) -> None:
         self._own_tmp: Path | None = None
         if data_dir is None:
+            # Not under pytest's basetemp: every pytest session that starts (another
+            # terminal, a teammate) resets /tmp/pytest-of-<user> to 0700, which would lock
+            # the postgres user out of a running cluster. Our own dir in the system tmp.
             self._own_tmp = Path(tempfile.mkdtemp(prefix="elematrix-pg-"))
             data_dir = self._own_tmp / "data"
         self.data_dir = Path(data_dir)
@@ -158,12 +161,18 @@ class Postgres:
         if not self._user:
             return
         pw = pwd.getpwnam("postgres")
-        # pytest's tmp dirs are 0700 root: the postgres user must be able to traverse every
-        # ancestor. Adding o+x (search, not read) to the ones that lack it is enough.
-        for d in [self.data_dir.parent, *self.data_dir.parent.parents]:
+        if self._own_tmp is not None:
+            os.chown(self._own_tmp, pw.pw_uid, pw.pw_gid)
+        # The postgres user must be able to traverse every ancestor of the data dir.
+        # Changing modes of directories we do not own would not last (pytest resets its
+        # basetemp to 0700 at each session start): refuse with a clear message instead.
+        for d in self.data_dir.parent.parents if self._own_tmp else [
+                self.data_dir.parent, *self.data_dir.parent.parents]:
             st = d.stat()
             if st.st_uid != pw.pw_uid and not st.st_mode & 0o001:
-                os.chmod(d, st.st_mode | 0o001)
+                raise ServiceError(f"the postgres user cannot enter {d} (mode "
+                                   f"{st.st_mode & 0o777:o}); use Postgres(data_dir=None) "
+                                   "for a directory of its own")
         self.data_dir.mkdir(mode=0o700, exist_ok=True)
         os.chown(self.data_dir, pw.pw_uid, pw.pw_gid)
         self.log_path.touch()
@@ -696,7 +705,7 @@ class MatrixStack:
         self.root.mkdir(parents=True, exist_ok=True)
         t0 = time.monotonic()
         if self.postgres is None:
-            self.postgres = Postgres(self.root / "pg" / "data", port=self.ports.postgres).start()
+            self.postgres = Postgres(None, port=self.ports.postgres).start()
         self.postgres.create_db(self.database, "synapse", self.settings.postgres_password)
         self.timings["postgres_s"] = time.monotonic() - t0
         self.files = adapt_stack(self.settings, self.ports, self.root, self.use_project_templates)
