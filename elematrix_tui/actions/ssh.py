@@ -239,6 +239,9 @@ class UploadInputs(SshInputs):
     # Glob (on the path relative to source, or on the file name) -> octal mode, first wins.
     modes: dict[str, str] = Field(default_factory=dict)
     default_mode: str = "0644"
+    # Write as root (dest not writable by the SSH user, e.g. /opt/...): files are staged in
+    # a private temp dir, then installed with 'sudo -n install -m MODE' and renamed.
+    sudo: bool = False
 
     @model_validator(mode="after")
     def _modes(self) -> UploadInputs:
@@ -313,7 +316,7 @@ class Upload(Action):
         return files
 
     def _remote_state(self, ctx: StepContext, conn: Connection, dest: str,
-                      names: list[str]) -> tuple[dict[str, str], dict[str, int]]:
+                      names: list[str], sudo: bool) -> tuple[dict[str, str], dict[str, int]]:
         """Checksums and modes of the files that exist on the host, in one command."""
         if not names:
             return {}, {}
@@ -322,6 +325,7 @@ class Upload(Action):
         cmd = (f"cd {shlex.quote(dest)} 2>/dev/null || exit 0; "
                f"sha256sum -- {quoted} 2>/dev/null; echo '::stat::'; "
                f"stat -c '%a %n' -- {quoted} 2>/dev/null; exit 0")
+        cmd = build_command(cmd, {}, sudo, conn.target.local)
         res = conn.exec(cmd, timeout=_remaining(ctx, 120.0), cancel=ctx.cancel,
                         sink=lambda line, stream: None)
         if res.exit_code != 0 or res.dropped or res.timed_out:
@@ -336,7 +340,7 @@ class Upload(Action):
                                          list[str], list[str]]:
         src = self._source(ctx, inputs)
         files = self._local_files(src, inputs)
-        sums, modes = self._remote_state(ctx, conn, inputs.dest, list(files))
+        sums, modes = self._remote_state(ctx, conn, inputs.dest, list(files), inputs.sudo)
         create, update, chmod, same = [], [], [], []
         for rel, (path, mode) in files.items():
             if rel not in sums:
@@ -377,7 +381,9 @@ class Upload(Action):
         files, create, update, chmod, same = self._plan(ctx, inputs, conn)
         dest = inputs.dest.rstrip("/")
         todo = create + update
-        if todo:
+        if inputs.sudo and (todo or chmod):
+            self._sudo_write(ctx, conn, dest, files, todo, chmod)
+        elif todo:
             dirs = sorted({dest} | {f"{dest}/{r.rsplit('/', 1)[0]}" for r in todo if "/" in r})
             res = conn.exec("mkdir -p -- " + " ".join(shlex.quote(d) for d in dirs),
                             timeout=_remaining(ctx, 60.0), cancel=ctx.cancel,
@@ -389,7 +395,7 @@ class Upload(Action):
                                        "dest under the user's home.")
         total = len(todo) + len(chmod)
         done = 0
-        for rel in todo:
+        for rel in [] if inputs.sudo else todo:
             path, mode = files[rel]
             try:
                 conn.put_file(path, f"{dest}/{rel}", mode)
@@ -403,7 +409,7 @@ class Upload(Action):
             ctx.log(f"{'created' if rel in create else 'updated'} {dest}/{rel} ({mode:04o})",
                     "info")
             ctx.progress(f"uploading {rel}", done, total)
-        for rel in chmod:
+        for rel in [] if inputs.sudo else chmod:
             conn.chmod(f"{dest}/{rel}", files[rel][1])
             done += 1
             ctx.log(f"chmod {files[rel][1]:04o} {dest}/{rel}", "info")
@@ -411,6 +417,53 @@ class Upload(Action):
         return Result(status="changed" if total else "ok", outputs=outputs, data=outputs,
                       message=f"{len(todo)} uploaded, {len(chmod)} chmodded, "
                               f"{len(same)} unchanged")
+
+
+    def _sudo_write(self, ctx: StepContext, conn: Connection, dest: str,
+                    files: dict[str, tuple[Path, int]], todo: list[str],
+                    chmod: list[str]) -> None:
+        """Stage as the SSH user in a 0700 temp dir, then install as root in one command."""
+        def quiet(line: str, stream: str) -> None:
+            if stream == "stderr":
+                ctx.log(line, stream)
+
+        target = conn.target
+        res = conn.exec('mktemp -d "${TMPDIR:-/tmp}/elematrix-upload.XXXXXXXX"',
+                        timeout=_remaining(ctx, 60.0), cancel=ctx.cancel, sink=quiet)
+        staging = res.stdout.strip()
+        if res.exit_code != 0 or not staging.startswith("/"):
+            raise ActionFailed(f"cannot create a staging directory on {target}",
+                               diagnosis=_tail_lines(res.stderr) or "mktemp failed")
+        try:
+            script = ["set -e", f"mkdir -p -- {shlex.quote(dest)}"]
+            for i, rel in enumerate(todo):
+                path, mode = files[rel]
+                # Flat staged names: no directories to create as the SSH user.
+                conn.put_file(path, f"{staging}/{i}", mode)
+                ctx.progress(f"staging {rel}", i + 1, len(todo))
+                final = f"{dest}/{rel}"
+                d, name = final.rsplit("/", 1)
+                tmp = f"{d}/.{name}.elematrix-tmp"
+                script += [f"mkdir -p -- {shlex.quote(d)}",
+                           f"install -m {mode:04o} -- {shlex.quote(f'{staging}/{i}')} "
+                           f"{shlex.quote(tmp)}",
+                           f"mv -f -- {shlex.quote(tmp)} {shlex.quote(final)}"]
+            script += [f"chmod {files[r][1]:04o} -- {shlex.quote(f'{dest}/{r}')}" for r in chmod]
+            res = conn.exec(build_command("\n".join(script), {}, True, target.local),
+                            timeout=_remaining(ctx, 300.0), cancel=ctx.cancel, sink=quiet)
+            if res.exit_code != 0:
+                raise ActionFailed(
+                    f"cannot install the files under {dest} on {target} with sudo",
+                    diagnosis=_tail_lines(res.stderr) or f"exit {res.exit_code}",
+                    fix="The SSH user needs passwordless sudo (ec2-user has it on Amazon "
+                        "Linux); run the step again: unchanged files are skipped.")
+        finally:
+            conn.exec(f"rm -rf -- {shlex.quote(staging)}", timeout=_remaining(ctx, 30.0),
+                      cancel=None, sink=quiet)
+        for rel in todo:
+            ctx.log(f"installed {dest}/{rel} ({files[rel][1]:04o}, as root)", "info")
+        for rel in chmod:
+            ctx.log(f"chmod {files[rel][1]:04o} {dest}/{rel} (as root)", "info")
 
 
 # --------------------------------------------------------------------------------------

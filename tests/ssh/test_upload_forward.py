@@ -180,3 +180,31 @@ def test_forward_to_dead_port_fails_early(sshd: SshServer, ctx: TimedContext) ->
     with pytest.raises(ActionFailed) as e:
         ctx.run(Forward(), sshd.inputs(remote_port=free_port()))
     assert "not running" in (e.value.diagnosis or "")
+
+
+def test_upload_with_sudo_into_root_owned_dir(sshd: SshServer, ctx: TimedContext) -> None:
+    if sshd.user == "root":
+        pytest.skip("needs a non-root login user")
+    dest = sshd.dir / f"opt-{id(ctx)}" / "elematrix"  # root-owned parent: not writable
+    src = _stack(ctx.deployment_dir)
+    inputs = {**_inputs(sshd, src, dest), "sudo": True}
+    with pytest.raises(ActionFailed):
+        ctx.run(Upload(), {**inputs, "sudo": False})
+    r = ctx.run(Upload(), inputs)
+    assert len(r.outputs["uploaded"]) == 4
+    hs = dest / "synapse" / "homeserver.yaml"
+    assert hs.stat().st_uid == 0 and _mode(hs) == 0o600
+    assert _mode(dest / "compose.yaml") == 0o644
+    assert not list(dest.rglob(".*elematrix-*"))
+    # Root-only 0600 files are still compared (checksums read with sudo): all skipped.
+    r = ctx.run(Upload(), inputs)
+    assert r.status == "ok" and r.outputs["uploaded"] == []
+    hs.chmod(0o640)
+    (src / "nginx" / "default.conf").write_text("server { listen 8080; }\n")
+    r = ctx.run(Upload(), inputs)
+    assert r.outputs == {"uploaded": ["nginx/default.conf"], "skipped": r.outputs["skipped"],
+                         "chmodded": ["synapse/homeserver.yaml"], "dest": str(dest)}
+    assert _mode(hs) == 0o600
+    assert (dest / "nginx" / "default.conf").read_text() == "server { listen 8080; }\n"
+    # The staging directory is gone.
+    assert not [p for p in Path("/tmp").glob("elematrix-upload.*") if p.owner() == sshd.user]
