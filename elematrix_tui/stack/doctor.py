@@ -30,13 +30,16 @@ def diagnose(path: Path) -> list[Finding]:
 
     Raises :class:`DoctorInputError` if path does not exist or holds no stack file.
     """
-    from .model import load_stack
+    from .model import TooManyFiles, load_stack
     from .rules import CHECKS
 
     path = Path(path)
     if not path.exists():
         raise DoctorInputError(f"{path}: no such file or directory")
-    stack = load_stack(path)
+    try:
+        stack = load_stack(path)
+    except TooManyFiles as e:
+        raise DoctorInputError(str(e)) from e
     if not (stack.compose or stack.homeservers or stack.elements or stack.nginx
             or stack.problems):
         raise DoctorInputError(

@@ -9,6 +9,7 @@ file has ``server {``/``location {``/``proxy_pass``.
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,14 +128,32 @@ def _parse_problem(stack: Stack, path: Path, line: int, what: str, err: str) -> 
         "fix the syntax error at this line"))
 
 
+class TooManyFiles(ValueError):
+    """The directory is far larger than a stack: the operator pointed at the wrong place."""
+
+
+_MAX_FILES = 20_000
+_TEMPLATE_SUFFIXES = (".j2", ".jinja", ".jinja2", ".tmpl.j2")
+
+
 def _walk(root: Path) -> list[Path]:
     out: list[Path] = []
-    for p in sorted(root.rglob("*")):
-        parts = p.relative_to(root).parts
-        if any(x in _SKIP_DIRS or x.endswith(".previous") for x in parts[:-1]):
-            continue
-        if p.is_file() and not p.is_symlink() and p.stat().st_size <= _MAX_BYTES:
-            out.append(p)
+    seen = 0
+    # os.walk tolerates entries vanishing under it (/proc) and never follows symlinks.
+    for dirpath, dirnames, filenames in os.walk(root, onerror=lambda _e: None):
+        dirnames[:] = sorted(d for d in dirnames
+                             if d not in _SKIP_DIRS and not d.endswith(".previous"))
+        for name in sorted(filenames):
+            seen += 1
+            if seen > _MAX_FILES:
+                raise TooManyFiles(
+                    f"{root} holds more than {_MAX_FILES} files: give the stack's own directory")
+            p = Path(dirpath) / name
+            try:
+                if p.is_file() and not p.is_symlink() and p.stat().st_size <= _MAX_BYTES:
+                    out.append(p)
+            except OSError:
+                continue
     return out
 
 
@@ -148,6 +167,8 @@ def load_stack(root: Path) -> Stack:
         except (UnicodeDecodeError, OSError):
             continue
         name = p.name.lower()
+        if name.endswith(_TEMPLATE_SUFFIXES):
+            continue  # Jinja templates are not configs yet (render them first)
         if name.endswith((".yml", ".yaml")):
             _load_yaml(stack, p, text)
         elif name.endswith(".json"):

@@ -290,3 +290,23 @@ def test_location_matching_follows_nginx() -> None:
     assert where("/exact") == "= /exact"
     assert where("/_matrix/media/v3/upload") == "~ ^/_matrix"    # regex beats plain prefix
     assert where("/index.html") == "/"
+
+
+def test_templates_and_single_files(tmp_path: Path) -> None:
+    """Jinja templates are not configs (skipped); a single file can be checked alone."""
+    from elematrix_tui.stack.render import template_root
+
+    with pytest.raises(DoctorInputError, match="no compose file"):
+        diagnose(Path(str(template_root())))
+    one = STACKS / "em001-redirect" / "nginx" / "conf.d" / "element.conf"
+    assert [(f.rule, f.file, f.line) for f in diagnose(one)] == [("EM001", "element.conf", 8)]
+
+
+def test_too_many_files_is_bad_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from elematrix_tui.stack import model
+
+    monkeypatch.setattr(model, "_MAX_FILES", 5)
+    for i in range(6):
+        (tmp_path / f"f{i}.txt").write_text("x")
+    code, _out, err = _run([str(tmp_path)])
+    assert code == 2 and "more than 5 files" in err
