@@ -187,12 +187,23 @@ def _fix_nginx(plan: FixPlan, stack: Stack, nf: NginxFile, host: str | None) -> 
                 e.delete(srv.line, srv.end_line)
                 keep.remove(srv)
         for srv in tls_servers:
-            for _port, _ssl, d in nginxconf.listen_ports(srv):
-                if d is None:
+            ports = nginxconf.listen_ports(srv)
+            # Addresses the server already serves plainly: a converted TLS listen on the
+            # same address would be a duplicate, which nginx refuses.
+            plain = {d.args[0] for port, ssl, d in ports
+                     if d is not None and not ssl and port != 443}
+            for port, ssl, d in ports:
+                if d is None or not (ssl or port == 443):
                     continue
                 addr = d.args[0]
                 new_addr = re.sub(r"443$", "80", addr) if addr.endswith("443") else addr
-                e.replace(d.line, f"{_indent(e.line(d.line))}listen {new_addr};")
+                if new_addr in plain:
+                    e.delete(d.line, d.end_line)
+                    continue
+                plain.add(new_addr)
+                opts = [a for a in d.args[1:] if a not in ("ssl", "http2", "quic", "reuseport")]
+                e.replace(d.line, f"{_indent(e.line(d.line))}listen "
+                                  f"{' '.join([new_addr, *opts])};")
         if len([s for s in keep if not nginxconf.is_tls_server(s)]) and len(tls_servers):
             plan.manual.append(
                 f"{_rel(nf.path, plan.root)}: a port-80 server with its own content stays "
@@ -219,13 +230,15 @@ def _fix_nginx(plan: FixPlan, stack: Stack, nf: NginxFile, host: str | None) -> 
         inner = close_indent + "    "
         loc = nginxconf.location_match(srv, nginx_rules.UPLOAD_PROBE)
         if loc is not None and nginx_rules.proxies_to_synapse(loc, upstreams):
-            cmbs = nginxconf.effective(loc, "client_max_body_size")
+            cmbs = (nginxconf.effective(loc, "client_max_body_size")
+                    or nginx_rules.http_level(stack, "client_max_body_size"))
             if cmbs is None:
                 e.insert_after(first_inner, f"{inner}client_max_body_size {size};")
             else:
                 cur = nginxconf.parse_size(cmbs.args[0]) if cmbs.args else None
-                if cur is not None and cur != 0 and cur < max_upload and cmbs.file == nf.path:
-                    e.replace(cmbs.line, e.line(cmbs.line).replace(cmbs.args[0], size, 1))
+                if cur is not None and cur != 0 and cur < max_upload:
+                    ce = plan.edit(cmbs.file)
+                    ce.replace(cmbs.line, ce.line(cmbs.line).replace(cmbs.args[0], size, 1))
         loc = nginxconf.location_match(srv, nginx_rules.ADMIN_PROBE)
         if loc is not None and not nginx_rules._denied(loc) and \
                 nginx_rules.proxies_to_synapse(loc, upstreams):

@@ -310,3 +310,58 @@ def test_too_many_files_is_bad_input(tmp_path: Path, monkeypatch: pytest.MonkeyP
         (tmp_path / f"f{i}.txt").write_text("x")
     code, _out, err = _run([str(tmp_path)])
     assert code == 2 and "more than 5 files" in err
+
+
+def _nginx_only(tmp_path: Path, files: dict[str, str]) -> Path:
+    root = tmp_path / "st"
+    for rel, text in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    return root
+
+
+_MATRIX_SERVER = """server {
+    listen 80;
+    location /_matrix {
+        proxy_pass http://synapse:8008;
+    }
+}
+"""
+
+
+@pytest.mark.parametrize(("size", "expect"), [("100M", set()), ("1m", {("EM014", 2)})])
+def test_body_size_at_http_level_in_another_file(tmp_path: Path, size: str,
+                                                 expect: set[tuple[str, int]]) -> None:
+    root = _nginx_only(tmp_path, {
+        "nginx/nginx.conf": f"events {{}}\nhttp {{\n    client_max_body_size {size};\n"
+                            "    include conf.d/*.conf;\n}\n",
+        "nginx/conf.d/matrix.conf": _MATRIX_SERVER})
+    got = {(f.rule, f.line) for f in diagnose(root)}
+    assert got == {(r, ln + 1) for r, ln in expect}
+    if expect:
+        plan = plan_fix(root)
+        assert "+    client_max_body_size 50M;" in plan.diff
+
+
+def test_fix_merges_listen_lines_of_a_mixed_server(tmp_path: Path) -> None:
+    conf = """server {
+    listen 80 default_server;
+    listen 443 ssl http2 default_server;
+    listen [::]:443 ssl;
+    ssl_certificate /etc/letsencrypt/live/x/fullchain.pem;
+    client_max_body_size 50M;
+    location /_matrix {
+        proxy_pass http://synapse:8008;
+    }
+}
+"""
+    root = _nginx_only(tmp_path, {"nginx/site.conf": conf})
+    from elematrix_tui.stack.fix import apply_plan
+
+    apply_plan(plan_fix(root))
+    fixed = (root / "nginx/site.conf").read_text()
+    assert fixed.count("listen 80 default_server;") == 1
+    assert "listen [::]:80;" in fixed and "443" not in fixed and "ssl" not in fixed
+    assert diagnose(root) == []
+    r = nginx_test(fixed, tmp_path / "ngx")
+    assert r.returncode == 0, r.stderr

@@ -150,7 +150,7 @@ def _admin_and_body(stack: Stack, nf: NginxFile, srv: Directive,
                       "SSH port forward"))
     loc = location_match(srv, UPLOAD_PROBE)
     if loc is not None and proxies_to_synapse(loc, upstreams):
-        cmbs = effective(loc, "client_max_body_size")
+        cmbs = effective(loc, "client_max_body_size") or http_level(stack, "client_max_body_size")
         if cmbs is None:
             out.append(_f(stack, nf, "EM014", "error", loc.line,
                           "client_max_body_size missing where uploads reach Synapse",
@@ -169,6 +169,20 @@ def _admin_and_body(stack: Stack, nf: NginxFile, srv: Directive,
                     "413, which clients report as an unknown error",
                     f"set `client_max_body_size {max_upload // 1024 // 1024}M;`"))
     return out
+
+
+def http_level(stack: Stack, name: str) -> Directive | None:
+    """A directive set at http level in any nginx file of the stack (nginx.conf's ``http``
+    block, or the top level of a conf.d file, which nginx includes inside ``http``)."""
+    for nf in stack.nginx:
+        for d in nf.root.block or []:
+            if d.name == name:
+                return d
+            if d.name == "http":
+                found = d.children(name)
+                if found:
+                    return found[-1]
+    return None
 
 
 def _is_https_redirect(args: list[str]) -> bool:
