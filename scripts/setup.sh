@@ -37,7 +37,7 @@ fi
 if [ $TEST = 1 ]; then
   .venv/bin/pip install -q -e '.[dev]'
 else
-  .venv/bin/pip install -q -e .
+  .venv/bin/pip install -q -e '.[practice]'
 fi
 
 if [ $TEST = 1 ]; then

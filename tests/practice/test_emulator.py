@@ -1,0 +1,51 @@
+"""The practice emulator keeps its state in the deployment: a restart brings back the same
+resources with the same ids (moto's recorder replayed into a server seeded the same way)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = """
+import json, sys, boto3
+from pathlib import Path
+from elematrix_tui.practice import Emulator
+emu = Emulator(Path(sys.argv[1])).start()
+assert emu.url.startswith("http://127.0.0.1:"), emu.url
+env = emu.environ()
+kw = dict(endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env["AWS_REGION"],
+          aws_access_key_id="x", aws_secret_access_key="x")
+ec2 = boto3.client("ec2", **kw)
+if sys.argv[2] == "create":
+    sg = ec2.create_security_group(GroupName="practice", Description="p")["GroupId"]
+    ami = boto3.client("ssm", **kw).get_parameter(
+        Name="/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64")
+    ec2.run_instances(ImageId=ami["Parameter"]["Value"], MinCount=1, MaxCount=1,
+                      InstanceType="t3.medium")
+    ec2.allocate_address(Domain="vpc")
+groups = sorted(g["GroupId"] for g in ec2.describe_security_groups(
+    Filters=[{"Name": "group-name", "Values": ["practice"]}])["SecurityGroups"])
+instances = sorted(i["InstanceId"] for r in ec2.describe_instances()["Reservations"]
+                   for i in r["Instances"])
+eips = sorted(a["PublicIp"] for a in ec2.describe_addresses()["Addresses"])
+emu.stop()
+print(json.dumps({"groups": groups, "instances": instances, "eips": eips}))
+"""
+
+
+def _run(directory: Path, mode: str) -> dict[str, list[str]]:
+    res = subprocess.run([sys.executable, "-c", SCRIPT, str(directory), mode],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return json.loads(res.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def test_state_survives_a_restart_with_the_same_ids(tmp_path: Path) -> None:
+    first = _run(tmp_path / "emulator", "create")
+    assert len(first["groups"]) == 1 and len(first["instances"]) == 1
+    again = _run(tmp_path / "emulator", "read")
+    assert again == first
+    third = _run(tmp_path / "emulator", "read")
+    assert third == first
