@@ -116,8 +116,8 @@ def test_rendered_synapse_and_nginx_serve(params_name: str, tmp_path: Path) -> N
     # PostgreSQL as the postgres image would make it, from the rendered compose file.
     compose = yaml.safe_load((stack / "docker-compose.yml").read_text())
     pg_env = compose["services"]["postgres"]["environment"]
-    pg = Postgres(tmp_path / "pg" / "data",
-                  initdb_args=pg_env["POSTGRES_INITDB_ARGS"].split()).start()
+    # data_dir=None: a directory of its own the postgres user can enter (pytest's are 0700).
+    pg = Postgres(None, initdb_args=pg_env["POSTGRES_INITDB_ARGS"].split()).start()
     try:
         user, db = pg_env["POSTGRES_USER"], pg_env["POSTGRES_DB"]
         pg.psql(f"CREATE ROLE \"{user}\" LOGIN PASSWORD '{SECRETS['postgres_password']}'")
