@@ -245,7 +245,8 @@ class IngressAbsent(Kind):
                         GroupIds=[spec.group_id])["SecurityGroups"][0]
         rules = sorted(r for r in _perm_set(g.get("IpPermissions", []))
                        if r[0] == spec.protocol and r[1] == spec.port)
-        return Found(rules or None, {"group_id": spec.group_id, "port": spec.port,
+        # obj is the list of rules to revoke; [] (not None) means "in the desired state".
+        return Found(rules, {"group_id": spec.group_id, "port": spec.port,
                                      "removed": [r[2] for r in rules]},
                      [f"revoke {p}/{port} from {c} on {spec.group_id}" for p, port, c in rules])
 

@@ -16,7 +16,8 @@ from __future__ import annotations
 import os
 import threading
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 from ..engine.action import ActionFailed, StepContext
 from .aws_errors import explain
@@ -78,6 +79,10 @@ def summarize(response: Any) -> str:
 class AwsSession:
     """The per-run shared part: one boto3 Session and its clients (thread-safe cache)."""
 
+    # Called with each new session before any client exists: tests and benchmarks register
+    # botocore event handlers here (e.g. a before-send handler injecting throttling).
+    on_create: ClassVar[list[Callable[[AwsSession], None]]] = []
+
     def __init__(self, profile: str | None, region: str | None) -> None:
         import boto3
 
@@ -98,6 +103,8 @@ class AwsSession:
         self._lock = threading.Lock()
         self.max_attempts = int(os.environ.get("ELEMATRIX_AWS_MAX_ATTEMPTS",
                                                DEFAULT_MAX_ATTEMPTS))
+        for hook in list(self.on_create):
+            hook(self)
 
     def client(self, service: str, region: str | None = None) -> Any:
         """A cached client with standard retries and bounded timeouts."""
@@ -107,7 +114,9 @@ class AwsSession:
         with self._lock:
             c = self._clients.get(key)
             if c is None:
-                cfg = Config(retries={"mode": "standard", "max_attempts": self.max_attempts},
+                # total_max_attempts counts the first try too ("max_attempts" would not).
+                cfg = Config(retries={"mode": "standard",
+                                      "total_max_attempts": self.max_attempts},
                              connect_timeout=CONNECT_TIMEOUT, read_timeout=READ_TIMEOUT,
                              user_agent_extra="elematrix-tui")
                 c = self.session.client(service, region_name=key[1], config=cfg)
