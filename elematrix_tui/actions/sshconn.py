@@ -31,6 +31,7 @@ import socket
 import subprocess
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -252,7 +253,7 @@ class _Tail:
         self.cap = cap
         self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self.partial = ""
-        self.kept: list[str] = []
+        self.kept: deque[str] = deque()
         self.kept_len = 0
         self.truncated = False
 
@@ -272,7 +273,7 @@ class _Tail:
         self.kept.append(line)
         self.kept_len += len(line) + 1
         while self.kept_len > self.cap and len(self.kept) > 1:
-            self.kept_len -= len(self.kept.pop(0)) + 1
+            self.kept_len -= len(self.kept.popleft()) + 1
             self.truncated = True
 
     def finish(self) -> str:
@@ -522,9 +523,14 @@ class SshConnection:
                 wait = 0.25 if deadline is None else max(0.0, min(0.25,
                                                                   deadline - time.monotonic()))
                 select.select([rfd], [], [], wait)
+            # Data that arrived together with the EOF, after the last recv_ready() check.
+            while chan.recv_ready():
+                out.feed(chan.recv(65536))
+            while chan.recv_stderr_ready():
+                err.feed(chan.recv_stderr(65536))
             status = chan.exit_status if chan.exit_status_ready() else -1
             dropped = (not timed_out and not cancelled and status == -1
-                       and not transport.is_active())
+                       and _transport_died(transport))
         finally:
             with contextlib.suppress(Exception):
                 chan.close()
@@ -573,6 +579,20 @@ class SshConnection:
         assert transport is not None
         return transport.open_channel("direct-tcpip", (remote_host, remote_port), origin,
                                       timeout=self.target.connect_timeout)
+
+
+def _transport_died(transport: Any) -> bool:
+    """Whether the channel ended because the connection died (not a signal-killed command:
+    paramiko ignores ``exit-signal``, so both end with exit status -1)."""
+    # paramiko closes the channels a moment before it marks the transport inactive; the
+    # saved exception (EOF, socket error) is set first.
+    end = time.monotonic() + 0.5
+    while True:
+        if not transport.is_active() or transport.saved_exception is not None:
+            return True
+        if time.monotonic() >= end:
+            return False
+        time.sleep(0.01)
 
 
 class ChannelOpenError(Exception):

@@ -177,3 +177,21 @@ def test_connection_refused_is_explained(ctx: TimedContext) -> None:
         ctx.run(Run(), {"host": "127.0.0.1", "port": free_port(), "command": "true",
                         "host_key_fingerprints": ["SHA256:" + "A" * 43]})
     assert "nothing listens" in (e.value.diagnosis or "")
+
+
+def test_signal_killed_command_is_not_a_drop(sshd: SshServer, ctx: TimedContext) -> None:
+    with pytest.raises(ActionFailed) as e:
+        ctx.run(Run(), sshd.inputs(command="kill -9 $$", idempotent=True))
+    assert "killed by a signal" in e.value.message
+    assert not [k for k, _ in ctx.notes if k == "ssh.dropped"]
+    assert ctx.run(Run(), sshd.inputs(command="kill -9 $$", expect_exit=-1)).outputs[
+        "exit_code"] == -1
+
+
+def test_100k_lines_stream_fast(sshd: SshServer, ctx: TimedContext) -> None:
+    start = time.monotonic()
+    r = ctx.run(Run(), sshd.inputs(command="seq 1 100000"))
+    elapsed = time.monotonic() - start
+    assert sum(1 for s, _ in ctx.logs if s == "stdout") == 100000
+    assert r.outputs["stdout"].endswith("100000\n")
+    assert elapsed < 5, f"{elapsed:.1f}s for 100k lines"
