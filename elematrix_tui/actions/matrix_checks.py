@@ -410,6 +410,8 @@ class Gate:
             out.details.append("not run: an earlier check it depends on failed")
             self._report(out)
             return
+        self.ctx.progress(f"check {len(self.outcomes)}/{len(CHECKS)}: {name}",
+                          len(self.outcomes) - 1, len(CHECKS))
         t0 = time.monotonic()
         limit = budget if budget is not None else max(self.remaining(), 0.1)
         try:
@@ -419,6 +421,9 @@ class Gate:
             self._fail(out, e.cause, e.detail)
         except TimeoutError:
             self._fail(out, "timeout", f"no result within {limit:.1f} s")
+        except asyncio.CancelledError:
+            out.details.append("interrupted by the operator")
+            raise
         except Exception as e:  # a check must report, never crash the gate
             f = classify(e)
             self._fail(out, f.cause, f.detail)
@@ -867,17 +872,20 @@ class Gate:
                 token=token, json_body={"purge": True, "block": False}, ok=(200, 404)))
 
         async def remove_user(sess: mh.Session) -> None:
-            devices: list[str] = []
-            with contextlib.suppress(Exception):
-                devices = await mh.list_devices(self.http, adm, token, sess.user_id)
-            if devices:
-                await attempt(f"devices of {sess.user_id}", mh.delete_devices(
-                    self.http, adm, token, sess.user_id, devices))
+            # Deactivation deletes the user's devices and tokens; listing them afterwards
+            # proves it (an explicit delete_devices first only cost time). If deactivation
+            # fails, the devices are deleted on their own so no keys stay usable.
             if await attempt(f"deactivate {sess.user_id}", mh.deactivate(
                     self.http, adm, token, sess.user_id)):
                 left = await mh.list_devices(self.http, adm, token, sess.user_id)
+            else:
+                left = await mh.list_devices(self.http, adm, token, sess.user_id)
                 if left:
-                    leftovers.append(f"{sess.user_id} still has devices {left}")
+                    await attempt(f"devices of {sess.user_id}", mh.delete_devices(
+                        self.http, adm, token, sess.user_id, left))
+                    left = await mh.list_devices(self.http, adm, token, sess.user_id)
+            if left:
+                leftovers.append(f"{sess.user_id} still has devices {left}")
 
         async def remove_token(reg: str) -> None:
             if await attempt("registration token", mh.delete_registration_token(
@@ -893,7 +901,8 @@ class Gate:
             jobs.append(remove_token(self.st.reg_token))
         await asyncio.gather(*jobs)
         if self.st.users:
-            out.details.append(f"deactivated {len(self.st.users)} user(s), devices deleted")
+            out.details.append(f"deactivated {len(self.st.users)} user(s); their devices "
+                               "are gone")
         if self.st.temp_admin:
             # Last: deactivating the temporary admin invalidates the token used above.
             if await attempt(f"deactivate {self.st.temp_admin.user_id}", mh.deactivate(

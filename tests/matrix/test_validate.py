@@ -189,3 +189,30 @@ def test_no_credentials_is_an_operator_error(tmp_path: Path,
     res, _ = run_validate(tmp_path, matrix_stack, registration_shared_secret="")
     assert isinstance(res, ActionFailed)
     assert "registration_shared_secret or admin_token" in res.message
+
+
+def test_cancel_stops_the_gate_and_still_cleans_up(tmp_path: Path,
+                                                   matrix_stack: MatrixStack) -> None:
+    import threading
+
+    from elematrix_tui.actions.matrix import Validate
+    from elematrix_tui.engine.standalone import StandaloneContext
+
+    from .conftest import validate_inputs
+
+    ctx = StandaloneContext(deployment_dir=tmp_path)
+    original = ctx.note
+
+    def note(kind: str, **data: object) -> None:
+        original(kind, **data)
+        if kind == "gate.check" and data.get("check") == "registration":
+            threading.Timer(0.2, ctx.cancel.set).start()  # mid E2EE round trip
+
+    ctx.note = note  # type: ignore[method-assign]
+    with pytest.raises(ActionFailed) as e:
+        ctx.run(Validate(), validate_inputs(matrix_stack))
+    assert "interrupted" in e.value.message
+    got = checks(ctx)
+    assert got["cleanup"]["passed"] is True
+    assert "media" not in got
+    assert ctx.progress_reports[0].startswith("check 1/6")
