@@ -67,6 +67,7 @@ def test_compose_model(rendered: tuple[str, Path]) -> None:
     assert SECRETS["postgres_password"] not in (stack / "docker-compose.yml").read_text()
     assert {v["source"] for v in services["synapse"]["volumes"] if v["type"] == "volume"} == {
         "synapse-data", "synapse-media"}
+    assert services["synapse"]["entrypoint"][-1].endswith("exec /start.py")
     assert "certbot" not in json.dumps(model)
     assert "443" not in json.dumps(services["nginx"].get("ports", []))
 
