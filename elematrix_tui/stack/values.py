@@ -101,6 +101,29 @@ class StackValues(BaseModel):
         v = v.removeprefix("http://").rstrip("/")
         return _hostport(v, "public_address")
 
+    @field_validator("deployment")
+    @classmethod
+    def _deployment(cls, v: str) -> str:
+        # It lands in comments, unit descriptions and S3 keys: one safe word, no newline.
+        if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,62}", v):
+            raise ValueError(f"deployment {v!r} must be lowercase letters, digits, - or _")
+        return v
+
+    @field_validator("instance_type")
+    @classmethod
+    def _instance_type(cls, v: str) -> str:
+        if not re.fullmatch(r"[a-z0-9]+\.[a-z0-9]+", v):
+            raise ValueError(f"instance_type {v!r} is not an EC2 instance type (e.g. t3.medium)")
+        return v
+
+    @field_validator("backup_schedule")
+    @classmethod
+    def _schedule(cls, v: str) -> str:
+        # A systemd OnCalendar expression: a newline would inject unit directives.
+        if not re.fullmatch(r"[A-Za-z0-9*:,./ ~-]{1,100}", v):
+            raise ValueError(f"backup_schedule {v!r} is not a systemd calendar expression")
+        return v
+
     @field_validator("log_group_prefix")
     @classmethod
     def _log_group(cls, v: str) -> str:

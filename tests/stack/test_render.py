@@ -194,3 +194,41 @@ def test_action_inputs_reject_unknown_keys(tmp_path: Path) -> None:
 
     with pytest.raises(ValidationError):
         _ctx(tmp_path).run(Render(), {**DEFAULT, "sever_name": "typo"})
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("deployment", "prod\nExecStart=/bin/evil"),
+    ("backup_schedule", "daily\nExecStart=/bin/evil"),
+    ("instance_type", "t3.medium\n"),
+    ("logo_url", "javascript:alert(1)"),
+])
+def test_injection_through_values_is_refused(field: str, value: str) -> None:
+    with pytest.raises(RenderError, match=field):
+        render_files({**DEFAULT, field: value}, SECRETS)
+
+
+def test_any_brand_renders_valid_files(tmp_path: Path) -> None:
+    """Property: whatever the brand and URLs, config.json parses, round-trips, doctor is clean."""
+    import json
+
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from elematrix_tui.stack.doctor import diagnose
+
+    counter = iter(range(10_000))
+
+    @settings(max_examples=40, deadline=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(brand=st.text(min_size=0, max_size=300),
+           path=st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126),
+                        min_size=1, max_size=40))
+    def check(brand: str, path: str) -> None:
+        url = "https://example.org/" + path
+        res = render_stack({**DEFAULT, "brand": brand, "logo_url": url}, SECRETS,
+                           tmp_path / f"s{next(counter)}")
+        cfg = json.loads((res.path / "element/config.json").read_text())
+        assert cfg["brand"] == brand and cfg["branding"]["auth_header_logo_url"] == url
+        assert diagnose(res.path) == []
+
+    check()
