@@ -1,0 +1,125 @@
+"""Fixtures for the rehearsal tests: a FakeInstance and a plain SSH client to drive it.
+
+The client here is deliberately minimal paramiko (the project's ssh actions are tested
+elsewhere): these tests are about the Docker test double, reached exactly like the runbook
+reaches it, over a real SSH connection to a real sshd, through sudo.
+"""
+
+from __future__ import annotations
+
+import random
+import shlex
+import socket
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import require
+from tests.rehearsal.instance import FakeInstance, missing_binaries
+
+
+@dataclass
+class RunResult:
+    rc: int
+    out: bytes
+    err: str
+
+    @property
+    def text(self) -> str:
+        return self.out.decode(errors="replace")
+
+
+class Remote:
+    """One SSH connection to the instance (TCP_NODELAY, host key checked against the pin)."""
+
+    def __init__(self, inst: FakeInstance) -> None:
+        import paramiko
+
+        sock = socket.create_connection((inst.host, inst.port), timeout=10)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.client = paramiko.SSHClient()
+        # The pin is checked right below (this helper is not the thing under test).
+        self.client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+        self.client.connect(inst.host, inst.port, username=inst.user,
+                            key_filename=str(inst.key_path), sock=sock, look_for_keys=False,
+                            allow_agent=False, timeout=10)
+        transport = self.client.get_transport()
+        assert transport is not None
+        import base64
+        import hashlib
+
+        key = transport.get_remote_server_key()
+        fp = "SHA256:" + base64.b64encode(hashlib.sha256(key.asbytes()).digest()).decode() \
+            .rstrip("=")
+        assert fp in inst.fingerprints, f"host key {fp} is not the instance's"
+
+    def run(self, command: str, *, sudo: bool = False, stdin: bytes | None = None,
+            timeout: float = 180) -> RunResult:
+        """Run one command the way the ssh.run action does (``sudo -n -- sh -c``)."""
+        if sudo:
+            command = f"sudo -n -- sh -c {shlex.quote(command)}"
+        chan_in, chan_out, chan_err = self.client.exec_command(command, timeout=timeout)
+        if stdin is not None:
+            chan_in.write(stdin)
+        chan_in.channel.shutdown_write()
+        out = chan_out.read()
+        err = chan_err.read().decode(errors="replace")
+        rc = chan_out.channel.recv_exit_status()
+        return RunResult(rc, out, err)
+
+    def ok(self, command: str, **kw: Any) -> RunResult:
+        r = self.run(command, **kw)
+        assert r.rc == 0, f"$ {command}\nexit {r.rc}\n{r.text[-3000:]}\n{r.err[-3000:]}"
+        return r
+
+    def put_tree(self, local: Path, remote: str) -> None:
+        """Upload a directory, keeping file modes (sftp put does not)."""
+        sftp = self.client.open_sftp()
+        try:
+            for p in sorted(local.rglob("*")):
+                rel = p.relative_to(local).as_posix()
+                dest = f"{remote}/{rel}"
+                if p.is_dir():
+                    try:
+                        sftp.mkdir(dest, 0o755)
+                    except OSError:
+                        pass
+                else:
+                    sftp.put(str(p), dest)
+                    sftp.chmod(dest, stat.S_IMODE(p.stat().st_mode))
+        finally:
+            sftp.close()
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def pick_address() -> str:
+    """A 127.x address for the instance, like moto's EIPs (not the services' 127.0.10.x)."""
+    return f"127.0.{random.randint(20, 250)}.{random.randint(2, 250)}"
+
+
+@pytest.fixture
+def fake_instance(tmp_path: Path) -> Iterator[FakeInstance]:
+    """A started FakeInstance (stopped, and every machine edit undone, at teardown)."""
+    missing = missing_binaries()
+    require(not missing, f"the fake instance's prerequisites ({', '.join(missing)})")
+    inst = FakeInstance(pick_address(), tmp_path / "instance")
+    inst.start()
+    try:
+        yield inst
+    finally:
+        inst.stop()
+
+
+@pytest.fixture
+def remote(fake_instance: FakeInstance) -> Iterator[Remote]:
+    r = Remote(fake_instance)
+    try:
+        yield r
+    finally:
+        r.close()

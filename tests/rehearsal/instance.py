@@ -1,0 +1,272 @@
+"""``FakeInstance``: the rehearsal's EC2 instance, on this machine (docs/testing-rehearsal.md).
+
+Everything about it is real except the Docker engine: a real OpenSSH sshd on the instance's
+loopback address (moto hands out Elastic IPs in 127.x), real sudo, real files, real
+PostgreSQL/Synapse/nginx processes. Only ``docker``, ``cloud-init`` and ``systemctl`` are
+the test double of ``tests/rehearsal/fakehost`` (first on the SSH session's PATH and on
+sudo's ``secure_path``), which starts the stack's services natively from the files the
+runbook uploaded.
+
+Machine-wide side effects, all undone by :meth:`FakeInstance.stop` (needs root):
+- a marked block in /etc/hosts mapping the compose service names (postgres, synapse,
+  element, nginx) to their loopback addresses, as a compose network's DNS would;
+- a sudoers drop-in so ``sudo`` keeps the double on PATH and its state variable;
+- the services the double started (stopped through its pid files).
+So only one FakeInstance may run on a machine at a time (the service names are global).
+
+Usage::
+
+    with FakeInstance("127.0.0.77", tmp_path / "instance") as inst:
+        inst.host, inst.port, inst.user, inst.key_path, inst.console_output()
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import socket
+import sys
+import tempfile
+from pathlib import Path
+
+from tests.rehearsal.fakehost import fakedocker
+from tests.support.sshd import SshServer
+
+REPO = Path(__file__).resolve().parents[2]
+SHIM_DIR = Path(__file__).resolve().parent / "fakehost" / "bin"
+PG_BIN = Path(os.environ.get("ELEMATRIX_PG_BIN", "/usr/lib/postgresql/15/bin"))
+NGINX_BIN = Path(os.environ.get("ELEMATRIX_NGINX_BIN", "/usr/sbin/nginx"))
+SYNAPSE_VENV = Path(os.environ.get("ELEMATRIX_SYNAPSE_VENV", str(REPO / ".venv-synapse")))
+AWS_CLI = REPO / ".tools" / "awscli" / "bin" / "aws"
+HOSTS = Path("/etc/hosts")
+SUDOERS_DIR = Path("/etc/sudoers.d")
+SERVICES = ("postgres", "synapse", "element", "nginx")
+# Passed through SSH sessions and sudo so `aws s3 cp` in backup.sh reaches the moto server.
+AWS_VARS = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_REGION")
+_MARK = "elematrix-fakehost"
+
+
+def missing_binaries() -> list[str]:
+    """What this machine lacks for a FakeInstance (empty when everything is there)."""
+    out = []
+    if os.geteuid() != 0:
+        out.append("root (the fake instance edits /etc/hosts and sudoers, runs sshd and "
+                   "initdb as postgres)")
+    for p in (Path("/usr/sbin/sshd"), PG_BIN / "initdb", PG_BIN / "postgres", NGINX_BIN,
+              SYNAPSE_VENV / "bin" / "python", Path("/usr/bin/sudo"), Path("/usr/bin/curl"),
+              Path("/usr/bin/wget")):
+        if not p.exists():
+            out.append(str(p))
+    return out
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _edit_hosts(remove_marker: str | None, add: str | None) -> None:
+    """Rewrite /etc/hosts in place (same inode: it may be a bind mount), under a lock."""
+    with open(HOSTS, "r+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        lines = f.read().splitlines(keepends=True)
+        out: list[str] = []
+        skip = False
+        for line in lines:
+            if line.startswith(f"# BEGIN {_MARK} "):
+                owner = line.split(" ", 3)[3].strip()
+                # Our block, or a stale one whose instance dir is gone (a crashed test).
+                if owner == remove_marker or not Path(owner).exists():
+                    skip = True
+                    continue
+            if skip:
+                if line.startswith(f"# END {_MARK} "):
+                    skip = False
+                continue
+            out.append(line)
+        if out and not out[-1].endswith("\n"):
+            out[-1] += "\n"
+        if add:
+            out.append(add)
+        f.seek(0)
+        f.write("".join(out))
+        f.truncate()
+
+
+class FakeInstance:
+    """A rehearsal instance: real sshd on ``address``, the Docker test double on PATH."""
+
+    def __init__(self, address: str, state_root: Path, *, port: int | None = None,
+                 user: str | None = None, service_net: str = "127.0.10",
+                 aws_env: dict[str, str] | None = None, unit_dir: Path | None = None) -> None:
+        """``port=None``: 22 when free on ``address``, else a free port (see :attr:`port`).
+        ``service_net``: the services get ``<net>.2`` (postgres) to ``<net>.5`` (nginx).
+        ``aws_env``: AWS_* variables for the session (a moto server); missing ones are taken
+        from this process's environment. ``unit_dir``: where the runbook installs its
+        systemd units (default ``<state_root>/systemd``)."""
+        self.address = address
+        self.state_root = Path(state_root).resolve()
+        self.requested_port = port
+        self.service_addresses = {name: f"{service_net}.{i}"
+                                  for i, name in enumerate(SERVICES, start=2)}
+        if address in self.service_addresses.values():
+            raise ValueError(f"instance address {address} collides with a service address")
+        env = {k: os.environ[k] for k in AWS_VARS if k in os.environ}
+        env.update(aws_env or {})
+        self.aws_env = env
+        self.unit_dir = Path(unit_dir) if unit_dir else self.state_root / "systemd"
+        self.sshd = SshServer(bind=address, port=None, user=user)
+        self._sudoers = SUDOERS_DIR / f"elematrix-fakehost-{os.getpid()}-{id(self):x}"
+        self._socket_tmp: Path | None = None
+        self.bin_dir = self.state_root / "bin"
+        self.started = False
+
+    # -- what a runbook learns from AWS ----------------------------------------------------
+    @property
+    def host(self) -> str:
+        return self.address
+
+    @property
+    def port(self) -> int:
+        """The sshd port: 22 unless it was taken (pass it as the runbook's ssh_port)."""
+        return self.sshd.port
+
+    @property
+    def user(self) -> str:
+        return self.sshd.user
+
+    @property
+    def key_path(self) -> Path:
+        return self.sshd.key_path
+
+    @property
+    def fingerprints(self) -> list[str]:
+        return self.sshd.fingerprints
+
+    def console_output(self) -> str:
+        """What ``ec2 get-console-output`` would print: boot noise and the host key blocks."""
+        keys = [Path(f"{p}.pub").read_text().split()[:2] for p in self.sshd.host_key_paths]
+        return "\n".join([
+            "[    0.000000] Linux version 6.1.0 (elematrix rehearsal instance)",
+            "[    1.234567] cloud-init[1]: Cloud-init v. 24.1 running 'init' (test double)",
+            f"ci-info: | lo | True | {self.address} | 255.0.0.0 | host | . |",
+            "#############################################################",
+            self.sshd.console_block,
+            "-----BEGIN SSH HOST KEY KEYS-----",
+            *[" ".join(k) for k in keys],
+            "-----END SSH HOST KEY KEYS-----",
+            "#############################################################",
+            "cloud-init[1]: Cloud-init v. 24.1 finished (test double). Datasource DataSourceEc2.",
+            "",
+        ])
+
+    def ssh_inputs(self, **extra: object) -> dict[str, object]:
+        """The ssh.* action inputs for this instance (host key pinned)."""
+        return self.sshd.inputs(**extra)
+
+    # -- the double's state ----------------------------------------------------------------
+    def initdb_count(self) -> int:
+        """How many times the double ran initdb (lines of ``initdb.log``)."""
+        p = self.state_root / "initdb.log"
+        return len(p.read_text().splitlines()) if p.exists() else 0
+
+    def log(self, service: str, project: str = "elematrix") -> str:
+        p = self.state_root / "logs" / project / f"{service}.log"
+        return p.read_text(errors="replace") if p.exists() else ""
+
+    def session_path(self) -> str:
+        return f"{SHIM_DIR}:{self.bin_dir}:{fakedocker.SYSTEM_PATH}"
+
+    def session_env(self) -> dict[str, str]:
+        """Environment every SSH session (and sudo) gets on this instance."""
+        return {"PATH": self.session_path(), fakedocker.STATE_ENV: str(self.state_root),
+                **self.aws_env}
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> FakeInstance:
+        if os.geteuid() != 0:
+            raise RuntimeError("FakeInstance needs root (/etc/hosts, sudoers, initdb as postgres)")
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self) -> None:
+        self.state_root.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.state_root, 0o755)
+        self.unit_dir.mkdir(parents=True, exist_ok=True)
+        self.bin_dir.mkdir(exist_ok=True)
+        if AWS_CLI.exists():
+            (self.bin_dir / "aws").unlink(missing_ok=True)
+            (self.bin_dir / "aws").symlink_to(AWS_CLI)
+        # A unix socket path must fit in 107 bytes: pytest's tmp paths may not.
+        sock = self.state_root / "pgsock"
+        if len(str(sock)) + len("/elematrix/.s.PGSQL.5432") > 100:
+            self._socket_tmp = Path(tempfile.mkdtemp(prefix="emfh-"))
+            sock = self._socket_tmp
+        sock.mkdir(exist_ok=True)
+        os.chmod(sock, 0o755)
+        cfg = {"address": self.address, "services": self.service_addresses,
+               "pg_bin": str(PG_BIN), "nginx_bin": str(NGINX_BIN),
+               "synapse_python": str(SYNAPSE_VENV / "bin" / "python"),
+               "python": sys.executable, "socket_dir": str(sock),
+               "unit_dirs": [str(self.unit_dir), "/etc/systemd/system"],
+               "env": self.aws_env, "shim_dir": str(SHIM_DIR)}
+        (self.state_root / "fakehost.json").write_text(json.dumps(cfg, indent=1))
+        block = [f"# BEGIN {_MARK} {self.state_root}\n",
+                 *[f"{a}\t{n}\n" for n, a in self.service_addresses.items()],
+                 f"# END {_MARK} {self.state_root}\n"]
+        _edit_hosts(str(self.state_root), "".join(block))
+        self._write_sudoers()
+        # SetEnv (OpenSSH >= 8.7) applies after sshd's default PATH: the double comes first.
+        setenv = " ".join(f'"{k}={v}"' for k, v in self.session_env().items())
+        self.sshd.extra_config = f"SetEnv {setenv}"
+        if self.requested_port is not None:
+            self.sshd.port = self.requested_port
+        elif _port_free(self.address, 22):
+            self.sshd.port = 22
+        self.sshd.start()
+        self.started = True
+
+    def _write_sudoers(self) -> None:
+        # sudo resets PATH to secure_path and drops the environment: keep the double first
+        # and its state variable (plus the AWS ones for backup.sh) for the login user.
+        keep = " ".join([f"{fakedocker.STATE_ENV}", "ELEMATRIX_FAKEHOST_*", *AWS_VARS])
+        text = (f"# Written by tests/rehearsal/instance.py for {self.state_root}; removed at "
+                "teardown.\n"
+                f'Defaults:{self.sshd.user} secure_path="{self.session_path()}"\n'
+                f'Defaults:{self.sshd.user} env_keep += "{keep}"\n')
+        tmp = self._sudoers.with_name(f".{self._sudoers.name}.tmp")
+        tmp.write_text(text)
+        tmp.chmod(0o440)
+        tmp.replace(self._sudoers)
+
+    def stop(self) -> None:
+        """Stop every service the double started, the sshd, and undo the machine edits."""
+        with contextlib.suppress(OSError):
+            fakedocker.stop_all(self.state_root)
+        self.sshd.close()
+        with contextlib.suppress(OSError):
+            _edit_hosts(str(self.state_root), None)
+        self._sudoers.unlink(missing_ok=True)
+        if self._socket_tmp is not None:
+            shutil.rmtree(self._socket_tmp, ignore_errors=True)
+            self._socket_tmp = None
+        self.started = False
+
+    def __enter__(self) -> FakeInstance:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

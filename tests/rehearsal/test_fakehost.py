@@ -1,0 +1,236 @@
+"""The Docker test double on a FakeInstance, driven over real SSH like the runbook drives it.
+
+The stack is rendered from the project's templates (default parameters), uploaded with
+sftp, and brought up in the research's incremental order with exactly the commands of the
+command contract (docs/testing-rehearsal.md). Every service is real: PostgreSQL initialised
+from the compose file's POSTGRES_INITDB_ARGS, Synapse on the uploaded homeserver.yaml,
+nginx on the uploaded default.conf, each on its own loopback address.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from elematrix_tui.stack.render import render_stack
+from elematrix_tui.stack.values import StackValues
+from tests.rehearsal.conftest import Remote
+from tests.rehearsal.fakehost import fakedocker
+from tests.rehearsal.instance import FakeInstance
+
+SECRETS = {
+    "registration_shared_secret": "rehearsalRegSecretK2j4H6g8F0d1S3",
+    "macaroon_secret_key": "rehearsalMacaroonL9k7J5h3G1f2D4s6",
+    "form_secret": "rehearsalFormSecretP8o6I4u2Y0t1R3",
+    "postgres_password": "rehearsalPgPasswordM5n7B9v1C3x2Z4",
+}
+SERVER_NAME = "rehearsal.test"
+ENCODING_SQL = ("SELECT pg_encoding_to_char(encoding), datcollate, datctype FROM pg_database "
+                "WHERE datname = current_database()")
+
+
+def _get(url: str, timeout: float = 10) -> tuple[int, dict[str, str], bytes]:
+    req = urllib.request.Request(url)
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        return r.status, dict(r.headers), r.read()
+
+
+def _ps(remote: Remote, dc: str) -> dict[str, dict[str, Any]]:
+    r = remote.ok(f"{dc} ps --format json", sudo=True)
+    rows = [json.loads(line) for line in r.text.splitlines() if line.strip()]
+    return {row["Service"]: row for row in rows}
+
+
+def _pids(inst: FakeInstance) -> dict[str, int]:
+    return {p.stem: json.loads(p.read_text())["pid"]
+            for p in (inst.state_root / "run" / "elematrix").glob("*.json")}
+
+
+def test_stack_comes_up_incrementally_over_ssh(fake_instance: FakeInstance,
+                                               remote: Remote, tmp_path: Path) -> None:
+    t_start = time.monotonic()
+    timings: dict[str, float] = {}
+    inst = fake_instance
+    remote_dir = f"{inst.sshd.user_dir('opt')}/stack"
+    values = StackValues(server_name=SERVER_NAME, public_address=inst.address,
+                         deployment="rehearsal", remote_dir=remote_dir)
+    assert values.public_baseurl == f"http://{inst.address}/"
+    rendered = render_stack(values, SECRETS, tmp_path / "rendered").path
+    remote.ok(f"mkdir -p {remote_dir}")
+    remote.put_tree(rendered, remote_dir)
+    dc = f"docker compose --project-directory {remote_dir}"
+    cd_dc = f"cd {remote_dir} && docker compose"
+
+    # Day-0 probes the runbook makes before the stack.
+    assert remote.ok("cloud-init status --wait").text.strip() == "status: done"
+    version = remote.ok("docker compose version").text.strip()
+    assert version == "Docker Compose version v2.40.3 (elematrix test double)"
+    assert "test double" in remote.ok("docker info").text
+    bad = remote.run(f"{dc} frobnicate", sudo=True)
+    assert bad.rc == 1 and "test double: unsupported: compose frobnicate" in bad.err
+    bad = remote.run(f"{dc} up -d --build", sudo=True)
+    assert bad.rc == 1 and "test double: unsupported:" in bad.err
+
+    # 1. PostgreSQL alone; its encoding/collation checked before Synapse writes anything.
+    t0 = time.monotonic()
+    r = remote.ok(f"{cd_dc} up -d --wait postgres", sudo=True)
+    assert "elematrix-postgres-1  Healthy" in r.err
+    timings["up_postgres_s"] = time.monotonic() - t0
+    assert inst.initdb_count() == 1
+    r = remote.ok(f"{dc} exec -T postgres psql -U synapse -d synapse -At -c "
+                  f"\"{ENCODING_SQL}\"", sudo=True)
+    assert r.text.strip() == "UTF8|C|C"
+    initdb_line = (inst.state_root / "initdb.log").read_text()
+    assert "--encoding=UTF8 --lc-collate=C --lc-ctype=C" in initdb_line
+    assert SECRETS["postgres_password"] not in initdb_line
+    # Outside the container the password is required (the image's pg_hba rule).
+    assert "scram-sha-256" in (inst.state_root / "volumes" / "elematrix_postgres-data" /
+                               "pg_hba.conf").read_text()
+
+    # 2. Synapse: health through its own healthcheck command, signing key on the volume.
+    t0 = time.monotonic()
+    r = remote.ok(f"{dc} up -d --wait synapse", sudo=True)
+    timings["up_synapse_s"] = time.monotonic() - t0
+    assert "elematrix-postgres-1  Running" in r.err  # not restarted
+    assert remote.ok(f"{dc} exec -T synapse curl -fSs http://localhost:8008/health",
+                     sudo=True).text.strip() == "OK"
+    key_file = f"/data/{SERVER_NAME}.signing.key"
+    remote.ok(f"{dc} exec -T synapse test -s {key_file}", sudo=True)
+    signing_key = remote.ok(f"{dc} exec -T synapse cat {key_file}", sudo=True).text
+    assert signing_key.startswith("ed25519 ")
+    # The uploaded config is untouched; the double runs an adapted copy.
+    uploaded = Path(remote_dir, "synapse", "homeserver.yaml").read_text()
+    assert (rendered / "synapse" / "homeserver.yaml").read_text() == uploaded
+    assert 'bind_addresses: ["0.0.0.0"]' in uploaded
+
+    # 3. Everything: nginx published on the instance address, Element behind it.
+    t0 = time.monotonic()
+    remote.ok(f"{cd_dc} up -d --wait", sudo=True)
+    timings["up_all_s"] = time.monotonic() - t0
+    ps = _ps(remote, dc)
+    assert set(ps) == {"postgres", "synapse", "element", "nginx"}
+    assert all(row["State"] == "running" and row["Health"] == "healthy"
+               for row in ps.values()), ps
+    assert ps["nginx"]["Publishers"][0]["PublishedPort"] == 80
+    table = remote.ok(f"{dc} ps", sudo=True).text
+    assert "elematrix-synapse-1" in table and "(healthy)" in table
+
+    base = f"http://{inst.address}"
+    status, headers, body = _get(f"{base}/_matrix/client/versions")
+    assert status == 200 and "versions" in json.loads(body)
+    status, headers, body = _get(f"{base}/.well-known/matrix/client")
+    assert json.loads(body) == {"m.homeserver": {"base_url": base}}
+    assert headers.get("Access-Control-Allow-Origin") == "*"
+    status, _, body = _get(f"{base}/config.json")
+    assert json.loads(body)["default_server_config"]["m.homeserver"]["server_name"] == \
+        SERVER_NAME
+    assert b"Element" in _get(f"{base}/")[2]
+    # The admin API is not published (nginx answers 404 itself).
+    with pytest.raises(urllib.error.HTTPError) as e:
+        _get(f"{base}/_synapse/admin/v1/server_version")
+    assert e.value.code == 404
+    # ... but Synapse is published on the instance's loopback, for the SSH port forward.
+    assert ps["synapse"]["Publishers"][0]["URL"] == "127.0.0.1"
+    status, _, body = _get("http://127.0.0.1:8008/_synapse/admin/v1/server_version")
+    assert status == 200 and "server_version" in json.loads(body)
+
+    # 4. The backup's pipes: pg_dump through gzip, the signing key, the media tar.
+    r = remote.ok(f"{dc} exec -T postgres pg_dump -U synapse -d synapse --no-owner | gzip -c",
+                  sudo=True)
+    dump = gzip.decompress(r.out).decode()
+    assert "CREATE TABLE public.users" in dump
+    r = remote.ok(f"{dc} exec -T synapse tar -C /media_store -czf - . | wc -c", sudo=True)
+    assert int(r.text) > 0
+    remote.ok(f"{dc} exec -T postgres psql -U synapse -d synapse -c "
+              "\"CREATE TABLE rehearsal_marker (v text); "
+              "INSERT INTO rehearsal_marker VALUES ('kept')\"", sudo=True)
+    logs = remote.ok(f"{dc} logs --tail 5 synapse", sudo=True).text
+    assert len(logs.splitlines()) == 5 and logs.startswith("elematrix-synapse-1  | ")
+
+    # 5. up -d again: nothing changes, the database was initialised once.
+    before = _pids(inst)
+    r = remote.ok(f"{cd_dc} up -d", sudo=True)
+    assert "Started" not in r.err and r.err.count("  Running") == 4, r.err
+    assert _pids(inst) == before
+    assert inst.initdb_count() == 1
+
+    # 6. down, then up: same data, same signing key, no second initdb.
+    t0 = time.monotonic()
+    remote.ok(f"{dc} down", sudo=True)
+    assert _ps(remote, dc) == {}
+    assert not any(fakedocker.Running(**json.loads(p.read_text())).alive()
+                   for p in (inst.state_root / "run").glob("*/*.json"))
+    remote.ok(f"{dc} up -d --wait", sudo=True)
+    timings["down_up_s"] = time.monotonic() - t0
+    assert inst.initdb_count() == 1
+    assert remote.ok(f"{dc} exec -T synapse cat {key_file}", sudo=True).text == signing_key
+    r = remote.ok(f"{dc} exec -T postgres psql -U synapse -d synapse -At -c "
+                  "'SELECT v FROM rehearsal_marker'", sudo=True)
+    assert r.text.strip() == "kept"
+    assert _get(f"{base}/_matrix/client/versions")[0] == 200
+
+    # 7. The boot unit, installed like the runbook does: enable --now runs its ExecStart.
+    remote.ok(f"install -m 0644 {remote_dir}/systemd/elematrix-stack.service "
+              f"{inst.unit_dir}/", sudo=True)
+    remote.ok("systemctl daemon-reload", sudo=True)
+    r = remote.ok("systemctl enable --now elematrix-stack.service", sudo=True)
+    assert "Running" in r.err and "Started" not in r.err
+    assert remote.ok("systemctl is-active elematrix-stack.service").text.strip() == "active"
+    assert remote.ok("systemctl is-enabled elematrix-stack.service").text.strip() == "enabled"
+    assert remote.run("systemctl enable --now elematrix-stack.service").rc == 1  # no sudo
+
+    timings["total_s"] = time.monotonic() - t_start
+    print("rehearsal fakehost timings:", json.dumps({k: round(v, 2)
+                                                      for k, v in timings.items()}))
+
+
+def test_unsupported_commands_fail_loudly(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """No instance needed: the parser refuses what the double does not emulate."""
+    (tmp_path / "fakehost.json").write_text(json.dumps({
+        "address": "127.0.0.9", "services": {}, "pg_bin": "/x", "nginx_bin": "/x",
+        "synapse_python": "/x", "python": "/x", "socket_dir": str(tmp_path),
+        "unit_dirs": [str(tmp_path)], "env": {}, "shim_dir": str(tmp_path)}))
+    (tmp_path / "docker-compose.yml").write_text(
+        "services:\n  web:\n    image: httpd:2\n")
+    monkeypatch.setenv(fakedocker.STATE_ENV, str(tmp_path))
+    monkeypatch.setenv("ELEMATRIX_FAKEHOST_CALLER_UID", "0")
+    monkeypatch.chdir(tmp_path)
+    cases = [["docker", "run", "x"], ["docker", "compose", "--dry-run", "up"],
+             ["docker", "compose", "up"], ["docker", "compose", "up", "-d", "web"],
+             ["docker", "compose", "logs", "-f"], ["systemctl", "mask", "x"],
+             ["cloud-init", "init"]]
+    for argv in cases:
+        assert fakedocker.main(argv) == 1, argv
+        assert "test double: unsupported:" in capsys.readouterr().err, argv
+    assert fakedocker.main(["docker", "compose", "exec", "-T", "nope", "true"]) == 1
+    assert "no such service: nope" in capsys.readouterr().err
+    assert fakedocker.main(["systemctl", "is-active", "docker"]) == 0
+    assert capsys.readouterr().out.strip() == "active"
+
+
+def test_env_file_and_path_mapping(tmp_path: Path) -> None:
+    env = tmp_path / "e.env"
+    env.write_text("# c\nA=1\nB='two words'\n\nC=\"x=y\"\n")
+    assert fakedocker.parse_env_file(env) == {"A": "1", "B": "two words", "C": "x=y"}
+    host = fakedocker.Host(tmp_path, "127.0.0.9", {"s": "127.0.10.3"}, Path("/pg"),
+                           Path("/ng"), Path("/py/bin/python"), Path("/py"), tmp_path,
+                           [], {}, tmp_path)
+    proj = fakedocker.Project(tmp_path, tmp_path / "c.yml", "p", {"volumes": {"d": None}},
+                              host)
+    svc = fakedocker.Service("s", {"image": "matrixdotorg/synapse:v1",
+                                   "volumes": ["./cfg:/config:ro", "d:/data"]}, proj)
+    assert svc.kind == "synapse"
+    data = tmp_path / "volumes" / "p_d"
+    assert svc.map_path("/data/k.key") == f"{data}/k.key"
+    assert svc.map_path("/database/x") == "/database/x"
+    assert fakedocker.exec_argv(svc, ["curl", "http://localhost:8008/health", "/config"]) == \
+        ["curl", "http://127.0.10.3:8008/health", f"{tmp_path}/cfg"]
+    assert os.path.isdir(data)
