@@ -41,7 +41,8 @@ PARAM_SETS: dict[str, dict[str, Any]] = {
         "deployment": "staging-2",
     },
     "logo": {"server_name": "10.0.0.5", "public_address": "198.51.100.7",
-             "logo_url": "https://cdn.example.org/logo.svg", "instance_type": "m7g.medium"},
+             "logo_url": "https://cdn.example.org/logo.svg", "instance_type": "m7g.medium",
+             "federation": True},
 }
 
 

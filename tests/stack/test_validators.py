@@ -148,6 +148,11 @@ def test_homeserver_yaml(rendered: tuple[str, Path]) -> None:
     assert hs["signing_key_path"] == f"/data/{params['server_name']}.signing.key"
     assert hs["media_store_path"] == "/media_store"
     assert hs["trusted_key_servers"] == []
+    names = hs["listeners"][0]["resources"][0]["names"]
+    if params.get("federation"):
+        assert names == ["client", "federation"] and "federation_domain_whitelist" not in hs
+    else:
+        assert names == ["client"] and hs["federation_domain_whitelist"] == []
     assert hs["max_upload_size"] == f"{params.get('max_upload_size_mb', 50)}M"
     assert hs["caches"]["global_factor"] == (2.0 if params.get("instance_type") == "t3.large"
                                              else 1.0)
