@@ -8,7 +8,8 @@ Figures:
   ssh.run_vs_ssh_ratio   median ``ssh`` per command / median ssh.run per command (target >= 20)
   ssh.run_ms             median ssh.run per command on the reused connection
   ssh.spawn_ms           median ``ssh`` client per command
-  ssh.connect_ms         first ssh.run (connect, host key check, auth, command)
+  ssh.connect_ms         first ssh.run (connect, host key check, auth, command; paramiko
+                         already imported)
 
 Run alone: ``python bench/bench_ssh.py`` (or through ``python bench/run.py ssh``).
 """
@@ -39,6 +40,8 @@ def _ssh_argv(srv: object) -> list[str]:
 
 def run() -> list[tuple[str, float, str]]:
     """Measure; returns (figure, value, unit) tuples."""
+    import paramiko  # noqa: F401 - imported now so connect_ms is the connection, not the import
+
     from elematrix_tui.actions.ssh import Run
     from elematrix_tui.engine.standalone import StandaloneContext
     from tests.support.sshd import SshServer
