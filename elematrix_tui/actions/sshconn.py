@@ -522,7 +522,12 @@ class SshConnection:
                     break
                 wait = 0.25 if deadline is None else max(0.0, min(0.25,
                                                                   deadline - time.monotonic()))
-                select.select([rfd], [], [], wait)
+                if chan.eof_received:
+                    # No data can follow EOF, and the pipe stays readable from now on:
+                    # selecting on it would spin (and starve paramiko's thread of the GIL).
+                    chan.status_event.wait(wait)
+                else:
+                    select.select([rfd], [], [], wait)
             # Data that arrived together with the EOF, after the last recv_ready() check.
             while chan.recv_ready():
                 out.feed(chan.recv(65536))
