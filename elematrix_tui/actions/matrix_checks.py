@@ -385,15 +385,25 @@ class Gate:
         # checks wait on the network.
         self._nio_ready = asyncio.ensure_future(asyncio.to_thread(importlib.import_module,
                                                                   "nio"))
+        # Unused when an early check fails: consume its outcome so asyncio stays quiet
+        # (an import error then surfaces where check 3 awaits it).
+        self._nio_ready.add_done_callback(lambda f: f.cancelled() or f.exception())
         try:
             await self._check("discovery", self.discovery)
             await self._check("registration", self.registration,
                               needs=self.st.discovery_ok)
             registered = len(self.st.users) == 2
-            await self._check("e2ee_roundtrip", self.e2ee_roundtrip, needs=registered)
-            await self._check("encrypted_at_rest", self.encrypted_at_rest,
-                              needs=bool(self.st.nonces))
-            await self._check("media", self.media, needs=registered)
+
+            async def e2ee_then_at_rest() -> None:
+                await self._check("e2ee_roundtrip", self.e2ee_roundtrip, needs=registered)
+                await self._check("encrypted_at_rest", self.encrypted_at_rest,
+                                  needs=bool(self.st.nonces))
+
+            # Media is independent of the encrypted conversation (own uploads, A's token):
+            # it runs alongside, and is reported after it so the log reads in order.
+            media = self._check("media", self.media, needs=registered, report=False)
+            await asyncio.gather(e2ee_then_at_rest(), media)
+            self._report(next(o for o in self.outcomes if o.name == "media"))
         finally:
             # Cleanup runs whatever happened before (and even after a cancel).
             await self._check("cleanup", self.cleanup, budget=max(self.remaining(), 15.0))
@@ -402,16 +412,20 @@ class Gate:
         return self.outcomes
 
     async def _check(self, name: str, fn: Callable[[Outcome], Awaitable[None]],
-                     needs: bool | None = True, budget: float | None = None) -> None:
+                     needs: bool | None = True, budget: float | None = None,
+                     report: bool = True) -> None:
         title = dict(CHECKS)[name]
         out = Outcome(name, title)
         self.outcomes.append(out)
+        # Keep the outcomes in the checks' order whatever ran concurrently.
+        self.outcomes.sort(key=lambda o: CHECK_NAMES.index(o.name))
         if needs is False:
             out.details.append("not run: an earlier check it depends on failed")
-            self._report(out)
+            if report:
+                self._report(out)
             return
-        self.ctx.progress(f"check {len(self.outcomes)}/{len(CHECKS)}: {name}",
-                          len(self.outcomes) - 1, len(CHECKS))
+        number = CHECK_NAMES.index(name) + 1
+        self.ctx.progress(f"check {number}/{len(CHECKS)}: {name}", number - 1, len(CHECKS))
         t0 = time.monotonic()
         limit = budget if budget is not None else max(self.remaining(), 0.1)
         try:
@@ -429,7 +443,8 @@ class Gate:
             self._fail(out, f.cause, f.detail)
         finally:
             out.duration = time.monotonic() - t0
-            self._report(out)
+            if report:
+                self._report(out)
 
     @staticmethod
     def _fail(out: Outcome, cause: str, detail: str) -> None:
