@@ -208,3 +208,15 @@ def test_upload_with_sudo_into_root_owned_dir(sshd: SshServer, ctx: TimedContext
     assert (dest / "nginx" / "default.conf").read_text() == "server { listen 8080; }\n"
     # The staging directory is gone.
     assert not [p for p in Path("/tmp").glob("elematrix-upload.*") if p.owner() == sshd.user]
+
+
+def test_forward_survives_a_dropped_connection(own_sshd: SshServer, ctx: TimedContext,
+                                               loopback_service: int) -> None:
+    import signal
+    import time
+    r = ctx.run(Forward(), own_sshd.inputs(remote_port=loopback_service))
+    assert _get(r.outputs["url"]) == b'{"server": "loopback-only"}'
+    own_sshd.signal_connections(signal.SIGKILL)
+    time.sleep(0.3)
+    # The next connection through the forward reconnects (pinned key, same port).
+    assert _get(r.outputs["url"]) == b'{"server": "loopback-only"}'
