@@ -216,3 +216,24 @@ def test_cancel_stops_the_gate_and_still_cleans_up(tmp_path: Path,
     assert got["cleanup"]["passed"] is True
     assert "media" not in got
     assert ctx.progress_reports[0].startswith("check 1/6")
+
+
+def test_element_http_warning_is_logged_and_noted(tmp_path: Path, matrix_stack: MatrixStack,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A public http:// base URL gets the element-web#19464 warning in the log and a note.
+
+    Tests only contact loopback (which is exempt), so the address the warning is computed
+    for is swapped for a documentation address; the gate itself runs against loopback.
+    """
+    from elematrix_tui.actions import matrix_checks as mc
+
+    real = mc.element_e2ee_warning
+    monkeypatch.setattr(mc, "element_e2ee_warning",
+                        lambda url: real("http://203.0.113.10"))
+    res, ctx = run_validate(tmp_path, matrix_stack,
+                            base_url=f"http://{LOOPBACK}:{free_port()}")
+    assert isinstance(res, ActionFailed)
+    warnings = [d for kind, d in ctx.notes if kind == "warning"]
+    assert len(warnings) == 1 and "element-web#19464" in str(warnings[0]["text"])
+    logged = [line for stream, line in ctx.logs if line.startswith("WARNING")]
+    assert logged and "http://localhost" in logged[0] and "ssh -L" in logged[0]
