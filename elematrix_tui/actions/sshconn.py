@@ -50,6 +50,8 @@ OUTPUT_CAP = 64 * 1024
 FP_RE = re.compile(r"SHA256:[A-Za-z0-9+/]{43}")
 BLOCK_RE = re.compile(r"-----BEGIN SSH HOST KEY FINGERPRINTS-----(.*?)"
                       r"-----END SSH HOST KEY FINGERPRINTS-----", re.S)
+# Deployment meta where the infra phase (aws.wait host_keys_of) keeps the console's pins.
+INFRA_HOST_KEYS = "ssh.host_key_fingerprints"
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 LineSink = Callable[[str, str], None]
@@ -682,9 +684,10 @@ class LocalConnection:
 # --------------------------------------------------------------------------------------
 # Getting a connection in a step: pins, the operator's question, the run resource
 # --------------------------------------------------------------------------------------
-def _host_key_failure(target: Target, e: HostKeyProblem) -> ActionFailed:
+def _host_key_failure(target: Target, e: HostKeyProblem,
+                      source: str = "the step") -> ActionFailed:
     shown = ", ".join(f"{fp} ({kt})" for kt, fp in e.presented) or "none"
-    pins = ", ".join(e.pins)
+    pins = ", ".join(e.pins) + f" (from {source})"
     return ActionFailed(
         f"host key of {target} does not match the pinned fingerprints",
         diagnosis=f"The server presented {shown}; the expected fingerprints are {pins}. "
@@ -701,8 +704,9 @@ def open_connection(ctx: StepContext, target: Target, given: list[str],
                     *, interactive: bool = True, note: bool = True) -> Connection:
     """Connect with pinned host keys; ask the operator when nothing is pinned.
 
-    Pins come from the step (``given``), else from what this deployment accepted before
-    (``ctx.get_meta('ssh.hostkeys.<host>:<port>')``). With no pins the operator is shown
+    Pins come from the step (``given``), else from what this deployment trusted before for
+    this host (``ctx.get_meta('ssh.hostkeys.<host>:<port>')``), else from the instance's
+    console fingerprints the infra phase stored (``ssh.host_key_fingerprints``). With no pins the operator is shown
     the fingerprint and must choose it (``ctx.questions.choose``): never accepted silently,
     not even with ``--yes``; a headless run without a terminal is refused and must pass
     ``host_key_fingerprints``. A mismatch is never offered. What was trusted is remembered.
@@ -710,14 +714,22 @@ def open_connection(ctx: StepContext, target: Target, given: list[str],
     if target.local:
         return LocalConnection(target)
     remembered = ctx.get_meta(target.meta_key) or []
-    pins = given or list(remembered)
+    # The infra phase (aws.wait host_keys_of) stores the instance's console fingerprints
+    # for the deployment: the pins of last resort when the step gives none.
+    infra = ctx.get_meta(INFRA_HOST_KEYS) or []
+    if given:
+        pins, source = given, "the step's host_key_fingerprints"
+    elif remembered:
+        pins, source = list(remembered), f"this deployment's trusted keys ({target.meta_key})"
+    else:
+        pins, source = list(infra), f"the instance console output ({INFRA_HOST_KEYS})"
     conn = SshConnection(target, pins)
     try:
         conn.connect()
     except HostKeyProblem as e:
         conn.close()
         if pins:
-            raise _host_key_failure(target, e) from None
+            raise _host_key_failure(target, e, source) from None
         kt, fp = e.presented[-1]
         never = ("A host key is never accepted without the operator, not even with --yes.")
         fix = ("Pass host_key_fingerprints (the infra phase reads them from the console output), "

@@ -126,3 +126,21 @@ def test_remembered_key_mismatch_refused(sshd: SshServer, ctx: TimedContext) -> 
     ctx.meta[f"ssh.hostkeys.{sshd.host}:{sshd.port}"] = [WRONG]
     with pytest.raises(ActionFailed, match="does not match"):
         ctx.run(Run(), sshd.inputs(command="true", host_key_fingerprints=None))
+
+
+def test_infra_phase_pins_used_when_step_gives_none(sshd: SshServer, ctx: TimedContext) -> None:
+    # aws.wait host_keys_of stores the console's fingerprints for the deployment.
+    ctx.meta["ssh.host_key_fingerprints"] = sshd.fingerprints
+    ctx.questions = Operator(accept=True)
+    ctx.run(Run(), sshd.inputs(command="true", host_key_fingerprints=None))
+    assert ctx.questions.prompts == []
+    assert ctx.meta[f"ssh.hostkeys.{sshd.host}:{sshd.port}"] == sshd.fingerprints
+
+
+def test_infra_phase_pins_mismatch_refused(sshd: SshServer, ctx: TimedContext) -> None:
+    ctx.meta["ssh.host_key_fingerprints"] = [WRONG]
+    ctx.questions = Operator(accept=True)
+    with pytest.raises(ActionFailed) as e:
+        ctx.run(Run(), sshd.inputs(command="true", host_key_fingerprints=None))
+    assert "instance console output" in (e.value.diagnosis or "")
+    assert ctx.questions.prompts == []
