@@ -706,10 +706,11 @@ def open_connection(ctx: StepContext, target: Target, given: list[str],
 
     Pins come from the step (``given``), else from what this deployment trusted before for
     this host (``ctx.get_meta('ssh.hostkeys.<host>:<port>')``), else from the instance's
-    console fingerprints the infra phase stored (``ssh.host_key_fingerprints``). With no pins the operator is shown
-    the fingerprint and must choose it (``ctx.questions.choose``): never accepted silently,
-    not even with ``--yes``; a headless run without a terminal is refused and must pass
-    ``host_key_fingerprints``. A mismatch is never offered. What was trusted is remembered.
+    console fingerprints the infra phase stored (``ssh.host_key_fingerprints``). With no
+    pins the operator is shown the fingerprint and must choose it (``ctx.questions.choose``):
+    never accepted silently, not even with ``--yes``; a headless run without a terminal is
+    refused and must pass ``host_key_fingerprints``. A mismatch is never offered. What was
+    trusted is remembered.
     """
     if target.local:
         return LocalConnection(target)
