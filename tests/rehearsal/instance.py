@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -107,12 +108,14 @@ class FakeInstance:
 
     def __init__(self, address: str, state_root: Path, *, port: int | None = None,
                  user: str | None = None, service_net: str = "127.0.10",
-                 aws_env: dict[str, str] | None = None, unit_dir: Path | None = None) -> None:
+                 aws_env: dict[str, str] | None = None, unit_dir: Path | None = None,
+                 keep_runtime: bool = False) -> None:
         """``port=None``: 22 when free on ``address``, else a free port (see :attr:`port`).
         ``service_net``: the services get ``<net>.2`` (postgres) to ``<net>.5`` (nginx).
         ``aws_env``: AWS_* variables for the session (a moto server); missing ones are taken
         from this process's environment. ``unit_dir``: where the runbook installs its
-        systemd units (default ``<state_root>/systemd``)."""
+        systemd units (default ``<state_root>/systemd``). ``keep_runtime``: keep the
+        volumes (in ``/tmp/elematrix-fakehost-<hash of state_root>``) after stop()."""
         self.address = address
         self.state_root = Path(state_root).resolve()
         self.requested_port = port
@@ -126,7 +129,11 @@ class FakeInstance:
         self.unit_dir = Path(unit_dir) if unit_dir else self.state_root / "systemd"
         self.sshd = SshServer(bind=address, port=None, user=user)
         self._sudoers = SUDOERS_DIR / f"elematrix-fakehost-{os.getpid()}-{id(self):x}"
-        self._socket_tmp: Path | None = None
+        # Derived from state_root: a new FakeInstance on the same state root (a restarted
+        # fixture) finds the same volumes when keep_runtime=True.
+        digest = hashlib.sha256(str(self.state_root).encode()).hexdigest()[:12]
+        self.runtime = Path(tempfile.gettempdir()) / f"elematrix-fakehost-{digest}"
+        self.keep_runtime = keep_runtime
         self.bin_dir = self.state_root / "bin"
         self.started = False
 
@@ -179,6 +186,10 @@ class FakeInstance:
         p = self.state_root / "initdb.log"
         return len(p.read_text().splitlines()) if p.exists() else 0
 
+    def volume_dir(self, volume: str, project: str = "elematrix") -> Path:
+        """Where the double keeps a named volume (e.g. ``postgres-data``)."""
+        return self.runtime / "volumes" / f"{project}_{volume}"
+
     def log(self, service: str, project: str = "elematrix") -> str:
         p = self.state_root / "logs" / project / f"{service}.log"
         return p.read_text(errors="replace") if p.exists() else ""
@@ -210,17 +221,16 @@ class FakeInstance:
         if AWS_CLI.exists():
             (self.bin_dir / "aws").unlink(missing_ok=True)
             (self.bin_dir / "aws").symlink_to(AWS_CLI)
-        # A unix socket path must fit in 107 bytes: pytest's tmp paths may not.
-        sock = self.state_root / "pgsock"
-        if len(str(sock)) + len("/elematrix/.s.PGSQL.5432") > 100:
-            self._socket_tmp = Path(tempfile.mkdtemp(prefix="emfh-"))
-            sock = self._socket_tmp
-        sock.mkdir(exist_ok=True)
-        os.chmod(sock, 0o755)
+        # Volumes and sockets live outside pytest's tmp dirs: a concurrent pytest session
+        # resets /tmp/pytest-of-root to 0700 and PostgreSQL (user postgres) loses its data
+        # dir mid-test. Short, too: a unix socket path must fit in 107 bytes.
+        self.runtime.mkdir(mode=0o755, exist_ok=True)
+        os.chmod(self.runtime, 0o755)
+        (self.runtime / "pgsock").mkdir(mode=0o755, exist_ok=True)
         cfg = {"address": self.address, "services": self.service_addresses,
                "pg_bin": str(PG_BIN), "nginx_bin": str(NGINX_BIN),
                "synapse_python": str(SYNAPSE_VENV / "bin" / "python"),
-               "python": sys.executable, "socket_dir": str(sock),
+               "python": sys.executable, "runtime": str(self.runtime),
                "unit_dirs": [str(self.unit_dir), "/etc/systemd/system"],
                "env": self.aws_env, "shim_dir": str(SHIM_DIR)}
         (self.state_root / "fakehost.json").write_text(json.dumps(cfg, indent=1))
@@ -260,9 +270,8 @@ class FakeInstance:
         with contextlib.suppress(OSError):
             _edit_hosts(str(self.state_root), None)
         self._sudoers.unlink(missing_ok=True)
-        if self._socket_tmp is not None:
-            shutil.rmtree(self._socket_tmp, ignore_errors=True)
-            self._socket_tmp = None
+        if not self.keep_runtime:
+            shutil.rmtree(self.runtime, ignore_errors=True)
         self.started = False
 
     def __enter__(self) -> FakeInstance:

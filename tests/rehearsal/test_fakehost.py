@@ -91,10 +91,15 @@ def test_stack_comes_up_incrementally_over_ssh(fake_instance: FakeInstance,
     assert "--encoding=UTF8 --lc-collate=C --lc-ctype=C" in initdb_line
     assert SECRETS["postgres_password"] not in initdb_line
     # Outside the container the password is required (the image's pg_hba rule).
-    assert "scram-sha-256" in (inst.state_root / "volumes" / "elematrix_postgres-data" /
-                               "pg_hba.conf").read_text()
+    assert "scram-sha-256" in (inst.volume_dir("postgres-data") / "pg_hba.conf").read_text()
 
-    # 2. Synapse: health through its own healthcheck command, signing key on the volume.
+    # 2. Synapse runs as uid 991 in its container: the uploaded 0600 config (owned by the
+    #    login user here) is unreadable to it until the runbook chowns it.
+    bad = remote.run(f"{dc} up -d --wait synapse", sudo=True)
+    assert bad.rc == 1 and "exited" in bad.err
+    assert "PermissionError" in remote.ok(f"{dc} logs synapse", sudo=True).text
+    remote.ok(f"chown -R 991:991 {remote_dir}/synapse", sudo=True)
+    # Health through its own healthcheck command, signing key on the volume.
     t0 = time.monotonic()
     r = remote.ok(f"{dc} up -d --wait synapse", sudo=True)
     timings["up_synapse_s"] = time.monotonic() - t0
@@ -196,15 +201,15 @@ def test_unsupported_commands_fail_loudly(tmp_path: Path, capsys: pytest.Capture
     """No instance needed: the parser refuses what the double does not emulate."""
     (tmp_path / "fakehost.json").write_text(json.dumps({
         "address": "127.0.0.9", "services": {}, "pg_bin": "/x", "nginx_bin": "/x",
-        "synapse_python": "/x", "python": "/x", "socket_dir": str(tmp_path),
+        "synapse_python": "/x", "python": "/x", "runtime": str(tmp_path),
         "unit_dirs": [str(tmp_path)], "env": {}, "shim_dir": str(tmp_path)}))
     (tmp_path / "docker-compose.yml").write_text(
-        "services:\n  web:\n    image: httpd:2\n")
+        "services:\n  db:\n    image: postgres:15\n")
     monkeypatch.setenv(fakedocker.STATE_ENV, str(tmp_path))
     monkeypatch.setenv("ELEMATRIX_FAKEHOST_CALLER_UID", "0")
     monkeypatch.chdir(tmp_path)
     cases = [["docker", "run", "x"], ["docker", "compose", "--dry-run", "up"],
-             ["docker", "compose", "up"], ["docker", "compose", "up", "-d", "web"],
+             ["docker", "compose", "up"], ["docker", "compose", "up", "-d", "--build"],
              ["docker", "compose", "logs", "-f"], ["systemctl", "mask", "x"],
              ["cloud-init", "init"]]
     for argv in cases:

@@ -79,7 +79,9 @@ class Host:
     nginx_bin: Path
     synapse_python: Path
     python: Path
-    socket_dir: Path
+    # Volumes and PostgreSQL's socket: outside the test's tmp dirs, which pytest keeps 0700
+    # (another pytest session re-tightens /tmp/pytest-of-<user> at any time).
+    runtime: Path
     unit_dirs: list[Path]
     env: dict[str, str]
     shim_dir: Path
@@ -94,7 +96,7 @@ class Host:
         return cls(state=Path(root), address=cfg["address"], services=cfg["services"],
                    pg_bin=Path(cfg["pg_bin"]), nginx_bin=Path(cfg["nginx_bin"]),
                    synapse_python=Path(cfg["synapse_python"]), python=Path(cfg["python"]),
-                   socket_dir=Path(cfg["socket_dir"]),
+                   runtime=Path(cfg["runtime"]),
                    unit_dirs=[Path(p) for p in cfg["unit_dirs"]], env=dict(cfg["env"]),
                    shim_dir=Path(cfg["shim_dir"]))
 
@@ -248,6 +250,16 @@ def _check_no_interpolation(node: Any, where: str = "") -> None:
         raise Unsupported(f"variable interpolation in {where}: {node!r}")
 
 
+# Service keys the double honours or may ignore (they change nothing a runbook can observe
+# on a single host: resource limits, labels, the restart policy...). Any other key is
+# refused, so that a template change meets a decision instead of silent emulation.
+SERVICE_KEYS = {"image", "restart", "env_file", "environment", "volumes", "ports",
+                "depends_on", "healthcheck", "logging", "stop_grace_period", "mem_limit",
+                "mem_reservation", "memswap_limit", "cpus", "deploy", "ulimits", "labels",
+                "expose", "init", "shm_size", "pull_policy"}
+KIND_KEYS = {"postgres": {"command"}, "synapse": {"entrypoint"}}
+TOP_KEYS = {"name", "services", "volumes"}
+
 KINDS = (("postgres", "postgres"), ("matrixdotorg/synapse", "synapse"),
          ("vectorim/element-web", "element"), ("nginx", "nginx"))
 
@@ -392,13 +404,22 @@ class Project:
         if not isinstance(data, dict) or not isinstance(data.get("services"), dict):
             raise Failed(f"{file}: not a compose file with services")
         _check_no_interpolation({k: v for k, v in data.items() if not k.startswith("x-")})
+        for key in data:
+            if key not in TOP_KEYS and not key.startswith("x-"):
+                raise Unsupported(f"top-level key {key!r}")
         pname = name or data.get("name") or re.sub(r"[^a-z0-9_-]", "", pdir.name.lower())
         proj = cls(pdir, file, str(pname), data, host)
         proj.services = {n: Service(n, s or {}, proj) for n, s in data["services"].items()}
+        for svc in proj.services.values():
+            allowed = SERVICE_KEYS | KIND_KEYS.get(svc.kind, set())
+            for key in svc.spec:
+                if key not in allowed and not key.startswith("x-"):
+                    raise Unsupported(f"service {svc.name}: key {key!r} for image "
+                                      f"{svc.spec.get('image')}")
         return proj
 
     def volume_dir(self, volume: str) -> Path:
-        d = self.host.state / "volumes" / f"{self.name}_{volume}"
+        d = self.host.runtime / "volumes" / f"{self.name}_{volume}"
         d.mkdir(parents=True, exist_ok=True)
         return d
 
@@ -529,14 +550,23 @@ def health(svc: Service, r: Running | None) -> str:
     return "starting" if time.time() - r.started_at < grace else "unhealthy"
 
 
+def _log_tail(svc: Service, lines: int = 5) -> str:
+    """The last log lines, as a hint (compose itself only says 'exited')."""
+    try:
+        text = svc.project.log_path(svc.name).read_text(errors="replace")
+    except OSError:
+        return ""
+    tail = text.splitlines()[-lines:]
+    return "\n".join(f"  {svc.container}  | {line}" for line in tail)
+
+
 def wait_healthy(svc: Service, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     progress(svc, "Waiting")
     while True:
         r = svc.project.running(svc.name)
         if r is None:
-            raise Failed(f"container {svc.container} exited "
-                         f"(see docker compose logs {svc.name})")
+            raise Failed(f"container {svc.container} exited (1)\n{_log_tail(svc)}")
         h = health(svc, r)
         if h in ("healthy", ""):
             progress(svc, "Healthy" if h else "Started")
@@ -562,7 +592,7 @@ def exec_env(svc: Service, extra: dict[str, str]) -> dict[str, str]:
     env.update(svc.environment())
     if svc.kind == "postgres":
         # In the container, psql/pg_dump reach the server on its unix socket (local: trust).
-        env["PGHOST"] = str(host.socket_dir / svc.project.name)
+        env["PGHOST"] = str(host.runtime / "pgsock" / svc.project.name)
         env["PGPORT"] = "5432"
     env.update(extra)
     return env
@@ -640,7 +670,7 @@ def start_postgres(svc: Service) -> subprocess.Popen[bytes]:
     data.mkdir(parents=True, exist_ok=True)
     _chown_postgres(data)
     os.chmod(data, 0o700)
-    sock = host.socket_dir / svc.project.name
+    sock = host.runtime / "pgsock" / svc.project.name
     sock.mkdir(parents=True, exist_ok=True)
     _chown_postgres(sock)
     _traversable(sock)
@@ -676,7 +706,7 @@ def _initdb(svc: Service, data: Path, user: str, password: str, db: str, auth: s
     """What the postgres image's entrypoint does on an empty data directory."""
     host = svc.project.host
     t0 = time.monotonic()
-    with tempfile.NamedTemporaryFile("w", dir=host.state, prefix=".pw-", delete=False) as f:
+    with tempfile.NamedTemporaryFile("w", dir=host.runtime, prefix=".pw-", delete=False) as f:
         f.write(password + "\n")
     pwfile = Path(f.name)
     try:
@@ -724,20 +754,87 @@ def _adapt_synapse(svc: Service, cfg: Any) -> Any:
     return cfg
 
 
+SYNAPSE_UID = 991  # the image's default UID/GID (start.py drops to it with gosu)
+
+
+def _readable_by(path: Path, uid: int, gid: int, bit: int = 4) -> bool:
+    """Would uid:gid get permission ``bit`` (4 read, 1 search) on path, by its own mode?"""
+    st = path.stat()
+    if st.st_uid == uid:
+        return bool(st.st_mode & (bit << 6))
+    if st.st_gid == gid:
+        return bool(st.st_mode & (bit << 3))
+    return bool(st.st_mode & bit)
+
+
+def _entrypoint_prelude(svc: Service) -> str | None:
+    """The shell commands an entrypoint runs before ``exec /start.py`` (None: no entrypoint).
+
+    Only ``sh -c "...  && exec /start.py"`` is understood: the prelude runs natively with
+    container paths mapped (e.g. the template's chown of the media volume)."""
+    ep = svc.spec.get("entrypoint")
+    if ep is None:
+        return None
+    argv = shlex.split(ep) if isinstance(ep, str) else [str(a) for a in ep]
+    m = re.fullmatch(r"\s*(?P<pre>.*?)\s*&&\s*exec\s+/start\.py\s*", argv[-1], re.S) \
+        if len(argv) == 3 and argv[0] in ("/bin/sh", "sh", "/bin/bash", "bash") \
+        and argv[1] == "-c" else None
+    if m is None:
+        raise Unsupported(f"service {svc.name}: entrypoint {ep!r} (only "
+                          "sh -c '... && exec /start.py')")
+    return m.group("pre")
+
+
+def _synapse_exits(svc: Service, message: str) -> subprocess.Popen[bytes]:
+    # The container starts and its process exits at once: `up -d` says Started, `--wait`
+    # and `ps -a` show it exited, `logs` shows why (as with Docker).
+    return _popen(svc, ["/bin/sh", "-c", 'printf "%s\\n" "$1" >&2; exit 1', "synapse", message],
+                  cwd=Path("/"), env={"PATH": SYSTEM_PATH})
+
+
 def start_synapse(svc: Service) -> subprocess.Popen[bytes]:
     import yaml
 
     host = svc.project.host
     env = svc.environment()
+    prelude = _entrypoint_prelude(svc)
+    if prelude:
+        r = subprocess.run(["/bin/sh", "-c", svc.map_path(prelude)], cwd="/",
+                           env=exec_env(svc, {}), capture_output=True, text=True)
+        if r.returncode != 0:
+            return _synapse_exits(svc, r.stderr.strip() or f"entrypoint exited {r.returncode}")
+    # start.py chowns /data (not recursively) to Synapse's uid before dropping to it.
+    data_mount = _mount_for(svc, "/data")
+    if data_mount is not None:
+        os.chown(data_mount.source, SYNAPSE_UID, SYNAPSE_UID)
     cfg_target = env.get("SYNAPSE_CONFIG_PATH", "/data/homeserver.yaml")
     cfg_path = Path(svc.map_path(cfg_target))
     if not cfg_path.is_absolute() or cfg_path.as_posix() == cfg_target:
         raise Failed(f"{svc.container}: config file {cfg_target} is not on a mount")
     if not cfg_path.exists():
         raise Failed(f"{svc.container}: Config file '{cfg_target}' does not exist.")
+    # Synapse runs as uid 991 in the container; natively it runs as root (the test's
+    # directories' ancestors are not the container's), so check what 991 could read,
+    # by the files' own modes, as Synapse would find out at start.
+    raw_cfg = yaml.safe_load(cfg_path.read_text())
+    needed = [cfg_path]
+    log_cfg = raw_cfg.get("log_config") if isinstance(raw_cfg, dict) else None
+    if isinstance(log_cfg, str) and svc.map_path(log_cfg) != log_cfg:
+        needed.append(Path(svc.map_path(log_cfg)))
+    for path in needed:
+        if not path.exists():
+            continue
+        if not (_readable_by(path, SYNAPSE_UID, SYNAPSE_UID)
+                and _readable_by(path.parent, SYNAPSE_UID, SYNAPSE_UID, 1)):
+            target = next(t for t in (cfg_target, log_cfg) if t and svc.map_path(t) == str(path))
+            return _synapse_exits(svc, f"PermissionError: [Errno 13] Permission denied: "
+                                       f"'{target}' (test double: Synapse runs as uid "
+                                       f"{SYNAPSE_UID}; {path} is "
+                                       f"{path.stat().st_uid}:{path.stat().st_gid} "
+                                       f"mode {oct(path.stat().st_mode & 0o777)})")
     work = svc.project.work_dir(svc.name)
     adapted = work / "homeserver.yaml"
-    cfg = _adapt_synapse(svc, yaml.safe_load(cfg_path.read_text()))
+    cfg = _adapt_synapse(svc, raw_cfg)
     fd = os.open(adapted, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(f"# Adapted by the elematrix test double from {cfg_path}: only the compose\n"
@@ -867,7 +964,7 @@ def start_service(svc: Service) -> None:
             break
         time.sleep(0.01)
     if starttime is None:
-        raise Failed(f"{svc.container} exited at once (see docker compose logs {svc.name})")
+        raise Failed(f"container {svc.container} exited (1)\n{_log_tail(svc)}")
     r = Running(pid=proc.pid, starttime=starttime, config_hash=svc.config_hash(),
                 started_at=time.time(), kind=svc.kind)
     (svc.project.run_dir / f"{svc.name}.json").write_text(json.dumps(r.__dict__))
@@ -1202,7 +1299,7 @@ def cmd_down(proj: Project, a: Args) -> int:
     err(f" Network {proj.name}_default  Removed")
     if "-v" in fl or "--volumes" in fl:
         for v in proj.data.get("volumes") or {}:
-            d = proj.host.state / "volumes" / f"{proj.name}_{v}"
+            d = proj.host.runtime / "volumes" / f"{proj.name}_{v}"
             if d.exists():
                 import shutil
 
