@@ -253,6 +253,19 @@ class UploadInputs(SshInputs):
         return self
 
 
+def _dest(dest: str, conn: Connection) -> str:
+    """The destination as both the shell and SFTP understand it.
+
+    ``~/x`` is not expanded once quoted, so it becomes ``x``: a relative path, which the
+    login shell and SFTP both resolve from the user's home.
+    """
+    if conn.target.local:
+        return os.path.expanduser(dest).rstrip("/") or "/"
+    if dest.startswith("~/"):
+        dest = dest[2:]
+    return dest.rstrip("/") or "/"
+
+
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as f:
@@ -340,7 +353,8 @@ class Upload(Action):
                                          list[str], list[str]]:
         src = self._source(ctx, inputs)
         files = self._local_files(src, inputs)
-        sums, modes = self._remote_state(ctx, conn, inputs.dest, list(files), inputs.sudo)
+        sums, modes = self._remote_state(ctx, conn, _dest(inputs.dest, conn), list(files),
+                                         inputs.sudo)
         create, update, chmod, same = [], [], [], []
         for rel, (path, mode) in files.items():
             if rel not in sums:
@@ -369,7 +383,7 @@ class Upload(Action):
         except (ActionFailed, ChannelOpenError) as e:
             return Check(in_sync=None,
                          changes=[f"{self.describe(inputs)} (cannot compare now: {e})"])
-        changes = self._changes(files, inputs.dest, create, update, chmod)
+        changes = self._changes(files, _dest(inputs.dest, conn), create, update, chmod)
         outputs = {"uploaded": [], "skipped": same, "chmodded": []}
         return Check(in_sync=not changes, changes=changes, outputs=outputs)
 
@@ -379,7 +393,7 @@ class Upload(Action):
         given = sshconn.parse_fingerprints(inputs.host_key_fingerprints)
         conn = sshconn.connection(ctx, target, given)
         files, create, update, chmod, same = self._plan(ctx, inputs, conn)
-        dest = inputs.dest.rstrip("/")
+        dest = _dest(inputs.dest, conn)
         todo = create + update
         if inputs.sudo and (todo or chmod):
             self._sudo_write(ctx, conn, dest, files, todo, chmod)

@@ -220,3 +220,20 @@ def test_forward_survives_a_dropped_connection(own_sshd: SshServer, ctx: TimedCo
     time.sleep(0.3)
     # The next connection through the forward reconnects (pinned key, same port).
     assert _get(r.outputs["url"]) == b'{"server": "loopback-only"}'
+
+
+def test_upload_to_home_relative_dest(sshd: SshServer, ctx: TimedContext) -> None:
+    import pwd
+    import shutil
+    name = f"elematrix-up-{os.getpid()}-{id(ctx)}"
+    home = Path(pwd.getpwnam(sshd.user).pw_dir)
+    src = _stack(ctx.deployment_dir)
+    try:
+        r = ctx.run(Upload(), {**_inputs(sshd, src, Path("x")), "dest": f"~/{name}/stack"})
+        assert len(r.outputs["uploaded"]) == 4
+        assert (home / name / "stack" / "compose.yaml").is_file()
+        assert not (home / "~").exists()
+        r = ctx.run(Upload(), {**_inputs(sshd, src, Path("x")), "dest": f"{name}/stack"})
+        assert r.outputs["uploaded"] == []
+    finally:
+        shutil.rmtree(home / name, ignore_errors=True)
