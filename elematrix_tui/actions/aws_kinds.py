@@ -11,10 +11,12 @@ outputs, so a resumed run sees the same ``steps.<id>.<output>`` values.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import json
 import os
 import string
+import time
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -200,9 +202,19 @@ class SecurityGroup(Kind):
                                       "TagSpecifications": tag_spec(ctx, "security-group", name)}
             if spec.vpc_id:
                 params["VpcId"] = spec.vpc_id
-            gid = api.checked("ec2", "create_security_group", **params)["GroupId"]
-            have: set[tuple[str, int, str]] = set()
-            vpc_id = spec.vpc_id
+            try:
+                gid = api.call("ec2", "create_security_group", **params)["GroupId"]
+                have: set[tuple[str, int, str]] = set()
+                vpc_id = spec.vpc_id
+            except Exception as e:
+                # A retried create whose first attempt reached AWS (read timeout): adopt it.
+                if error_code(e) != "InvalidGroup.Duplicate":
+                    raise explain(e, "ec2", "create_security_group", api.region) from e
+                again = self.find(api, ctx, name, spec)
+                if again.obj is None:
+                    raise explain(e, "ec2", "create_security_group", api.region) from e
+                gid, vpc_id = again.obj["GroupId"], again.obj.get("VpcId")
+                have = _perm_set(again.obj.get("IpPermissions", []))
             changed = True
         else:
             gid = found.obj["GroupId"]
@@ -341,8 +353,14 @@ class KeyPair(Kind):
         else:
             pub = _generate_key(priv)
             ctx.log(f"generated an ed25519 key pair; private key written to {priv} (0600)")
-        r = api.checked("ec2", "import_key_pair", KeyName=name, PublicKeyMaterial=pub.encode(),
-                        TagSpecifications=tag_spec(ctx, "key-pair", name))
+        try:
+            r = api.call("ec2", "import_key_pair", KeyName=name, PublicKeyMaterial=pub.encode(),
+                         TagSpecifications=tag_spec(ctx, "key-pair", name))
+        except Exception as e:
+            # A retried import whose first attempt reached AWS: it holds this same public key.
+            if error_code(e) != "InvalidKeyPair.Duplicate":
+                raise explain(e, "ec2", "import_key_pair", api.region) from e
+            r = api.checked("ec2", "describe_key_pairs", KeyNames=[name])["KeyPairs"][0]
         return {"key_name": name, "key_pair_id": r.get("KeyPairId"),
                 "fingerprint": r.get("KeyFingerprint"),
                 "private_key_path": "" if op_key else str(priv),
@@ -449,10 +467,17 @@ class InstanceProfile(Kind):
 
     def apply(self, api: AwsApi, ctx: StepContext, name: str, spec: Any,
               found: Found) -> tuple[dict[str, Any], bool]:
+        roles: list[str] = []
         if found.obj is None:
-            ip = api.checked("iam", "create_instance_profile", InstanceProfileName=name,
-                             Tags=tag_list(ctx))["InstanceProfile"]
-            roles: list[str] = []
+            try:
+                ip = api.call("iam", "create_instance_profile", InstanceProfileName=name,
+                              Tags=tag_list(ctx))["InstanceProfile"]
+            except Exception as e:
+                if error_code(e) != "EntityAlreadyExists":
+                    raise explain(e, "iam", "create_instance_profile", api.region) from e
+                ip = api.checked("iam", "get_instance_profile",
+                                 InstanceProfileName=name)["InstanceProfile"]
+                roles = [x["RoleName"] for x in ip.get("Roles", [])]
         else:
             ip = found.obj
             roles = [x["RoleName"] for x in ip.get("Roles", [])]
@@ -717,6 +742,10 @@ class Instance(Kind):
                                 "HttpEndpoint": "enabled"},
             "TagSpecifications": tag_spec(ctx, "instance", name) + tag_spec(ctx, "volume", name),
         }
+        # Not our idempotency (find-by-tag is; moto ignores tokens): it stops botocore's own
+        # retry of a timed-out RunInstances from launching a second instance on real AWS.
+        params["ClientToken"] = hashlib.sha256(
+            f"{ctx.deployment}/{name}/{ctx.run_id}".encode()).hexdigest()[:64]
         if spec.subnet_id:
             params["SubnetId"] = spec.subnet_id
         if spec.key_name:
@@ -736,6 +765,11 @@ class Instance(Kind):
                               "take ~10 s to propagate.",
                     fix="The step retries; if it still fails, resume in a minute.") from e
             raise explain(e, "ec2", "run_instances", api.region) from e
+        if r["Instances"][0].get("State", {}).get("Name") in ("shutting-down", "terminated"):
+            # The token matched an instance of this run that was terminated since: launch anew.
+            params["ClientToken"] = hashlib.sha256(
+                f"{params['ClientToken']}/{time.time()}".encode()).hexdigest()[:64]
+            r = api.checked("ec2", "run_instances", **params)
         return _instance_outputs(r["Instances"][0]), True
 
 
