@@ -179,14 +179,20 @@ class Run(Action):
                     ctx.log(f"connection to {target} dropped after {res.duration:.1f}s: "
                             "reconnecting and running the command again (idempotent)", "info")
                     continue
+                why = ("It was not run again because the step is not marked idempotent."
+                       if not inputs.idempotent else
+                       "The connection dropped again while re-running it: the host or the "
+                       "network is unstable.")
                 raise ActionFailed(
                     f"connection to {target} dropped while the command was running",
                     diagnosis=f"The command was interrupted mid-command after "
                               f"{res.duration:.1f}s: it may have finished, partly run, or still "
-                              "be running on the host. It was not run again because the step "
-                              "is not marked idempotent.",
+                              f"be running on the host. {why}",
                     fix="Look at the host's state (ssh in), then resume the run. If running the "
-                        "command twice is harmless, mark the step 'idempotent: true'.")
+                        "command twice is harmless, mark the step 'idempotent: true'."
+                    if not inputs.idempotent else
+                    "Check the instance (status checks, memory: an OOM kill of sshd drops "
+                    "connections) and resume the run.")
             break
         return self._result(ctx, inputs, target, res, matcher, expected)
 

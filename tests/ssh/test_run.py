@@ -195,3 +195,12 @@ def test_100k_lines_stream_fast(sshd: SshServer, ctx: TimedContext) -> None:
     assert sum(1 for s, _ in ctx.logs if s == "stdout") == 100000
     assert r.outputs["stdout"].endswith("100000\n")
     assert elapsed < 5, f"{elapsed:.1f}s for 100k lines"
+
+
+def test_idempotent_step_dropped_twice_fails(own_sshd: SshServer, ctx: TimedContext) -> None:
+    ctx.run(Run(), own_sshd.inputs(command="true"))
+    later(0.5, own_sshd.signal_connections, signal.SIGKILL)
+    later(2.0, own_sshd.signal_connections, signal.SIGKILL)
+    with pytest.raises(ActionFailed) as e:
+        ctx.run(Run(), own_sshd.inputs(command="sleep 4", idempotent=True))
+    assert "dropped again" in (e.value.diagnosis or "")
