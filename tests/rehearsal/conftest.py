@@ -104,11 +104,26 @@ def pick_address() -> str:
 
 
 @pytest.fixture
-def fake_instance(tmp_path: Path) -> Iterator[FakeInstance]:
+def moto_env() -> Iterator[dict[str, str]]:
+    """A moto server on 127.0.0.1 and the AWS_* variables that point the aws CLI at it."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield {"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "testing",
+               "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def fake_instance(tmp_path: Path, moto_env: dict[str, str]) -> Iterator[FakeInstance]:
     """A started FakeInstance (stopped, and every machine edit undone, at teardown)."""
     missing = missing_binaries()
     require(not missing, f"the fake instance's prerequisites ({', '.join(missing)})")
-    inst = FakeInstance(pick_address(), tmp_path / "instance")
+    inst = FakeInstance(pick_address(), tmp_path / "instance", aws_env=moto_env)
     inst.start()
     try:
         yield inst

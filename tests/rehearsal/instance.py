@@ -49,6 +49,9 @@ SERVICES = ("postgres", "synapse", "element", "nginx")
 AWS_VARS = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID",
             "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_REGION")
 _MARK = "elematrix-fakehost"
+# What the user-data script leaves behind on a real instance (the runbook may check them);
+# the double's cloud-init never runs user-data, so the instance writes them.
+CLOUD_INIT_STATE = Path("/var/lib/elematrix")
 
 
 def missing_binaries() -> list[str]:
@@ -109,13 +112,15 @@ class FakeInstance:
     def __init__(self, address: str, state_root: Path, *, port: int | None = None,
                  user: str | None = None, service_net: str = "127.0.10",
                  aws_env: dict[str, str] | None = None, unit_dir: Path | None = None,
-                 keep_runtime: bool = False) -> None:
+                 keep_runtime: bool = False, cloud_init_markers: bool = True) -> None:
         """``port=None``: 22 when free on ``address``, else a free port (see :attr:`port`).
         ``service_net``: the services get ``<net>.2`` (postgres) to ``<net>.5`` (nginx).
         ``aws_env``: AWS_* variables for the session (a moto server); missing ones are taken
         from this process's environment. ``unit_dir``: where the runbook installs its
         systemd units (default ``<state_root>/systemd``). ``keep_runtime``: keep the
-        volumes (in ``/tmp/elematrix-fakehost-<hash of state_root>``) after stop()."""
+        volumes (in ``/tmp/elematrix-fakehost-<hash of state_root>``) after stop().
+        ``cloud_init_markers``: write what user-data leaves in /var/lib/elematrix
+        (cloud-init.done, install-path, compose-version); removed by stop()."""
         self.address = address
         self.state_root = Path(state_root).resolve()
         self.requested_port = port
@@ -135,6 +140,8 @@ class FakeInstance:
         self.runtime = Path(tempfile.gettempdir()) / f"elematrix-fakehost-{digest}"
         self.keep_runtime = keep_runtime
         self.bin_dir = self.state_root / "bin"
+        self.cloud_init_markers = cloud_init_markers
+        self._created: list[Path] = []
         self.started = False
 
     # -- what a runbook learns from AWS ----------------------------------------------------
@@ -175,6 +182,14 @@ class FakeInstance:
             "cloud-init[1]: Cloud-init v. 24.1 finished (test double). Datasource DataSourceEc2.",
             "",
         ])
+
+    def authorize_key(self, public_key: str) -> None:
+        """Let another key log in (the runbook's key pair, created in moto or imported)."""
+        line = public_key.strip()
+        if not line.startswith(("ssh-", "ecdsa-")):
+            raise ValueError("not an OpenSSH public key line")
+        with open(self.sshd.dir / "authorized_keys", "a") as f:
+            f.write(line + "\n")
 
     def ssh_inputs(self, **extra: object) -> dict[str, object]:
         """The ssh.* action inputs for this instance (host key pinned)."""
@@ -239,6 +254,8 @@ class FakeInstance:
                  f"# END {_MARK} {self.state_root}\n"]
         _edit_hosts(str(self.state_root), "".join(block))
         self._write_sudoers()
+        if self.cloud_init_markers:
+            self._write_markers()
         # SetEnv (OpenSSH >= 8.7) applies after sshd's default PATH: the double comes first.
         setenv = " ".join(f'"{k}={v}"' for k, v in self.session_env().items())
         self.sshd.extra_config = f"SetEnv {setenv}"
@@ -262,6 +279,18 @@ class FakeInstance:
         tmp.chmod(0o440)
         tmp.replace(self._sudoers)
 
+    def _write_markers(self) -> None:
+        if not CLOUD_INIT_STATE.exists():
+            CLOUD_INIT_STATE.mkdir(parents=True)
+            self._created.append(CLOUD_INIT_STATE)
+        for name, text in (("install-path", "test-double"),
+                           ("compose-version", fakedocker.COMPOSE_VERSION_LINE),
+                           ("cloud-init.done", "1970-01-01T00:00:00Z (test double)")):
+            p = CLOUD_INIT_STATE / name
+            if not p.exists():
+                p.write_text(text + "\n")
+                self._created.insert(0, p)
+
     def stop(self) -> None:
         """Stop every service the double started, the sshd, and undo the machine edits."""
         with contextlib.suppress(OSError):
@@ -270,6 +299,10 @@ class FakeInstance:
         with contextlib.suppress(OSError):
             _edit_hosts(str(self.state_root), None)
         self._sudoers.unlink(missing_ok=True)
+        for p in self._created:  # files first, then the directory if we made it
+            with contextlib.suppress(OSError):
+                p.rmdir() if p.is_dir() else p.unlink()
+        self._created.clear()
         if not self.keep_runtime:
             shutil.rmtree(self.runtime, ignore_errors=True)
         self.started = False

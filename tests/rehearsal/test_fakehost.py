@@ -21,9 +21,10 @@ import pytest
 
 from elematrix_tui.stack.render import render_stack
 from elematrix_tui.stack.values import StackValues
+from tests.conftest import require
 from tests.rehearsal.conftest import Remote
 from tests.rehearsal.fakehost import fakedocker
-from tests.rehearsal.instance import FakeInstance
+from tests.rehearsal.instance import AWS_CLI, FakeInstance
 
 SECRETS = {
     "registration_shared_secret": "rehearsalRegSecretK2j4H6g8F0d1S3",
@@ -32,6 +33,7 @@ SECRETS = {
     "postgres_password": "rehearsalPgPasswordM5n7B9v1C3x2Z4",
 }
 SERVER_NAME = "rehearsal.test"
+BUCKET = "rehearsal-backups"
 ENCODING_SQL = ("SELECT pg_encoding_to_char(encoding), datcollate, datctype FROM pg_database "
                 "WHERE datname = current_database()")
 
@@ -53,14 +55,16 @@ def _pids(inst: FakeInstance) -> dict[str, int]:
             for p in (inst.state_root / "run" / "elematrix").glob("*.json")}
 
 
-def test_stack_comes_up_incrementally_over_ssh(fake_instance: FakeInstance,
-                                               remote: Remote, tmp_path: Path) -> None:
+def test_stack_comes_up_incrementally_over_ssh(fake_instance: FakeInstance, remote: Remote,
+                                               moto_env: dict[str, str],
+                                               tmp_path: Path) -> None:
     t_start = time.monotonic()
     timings: dict[str, float] = {}
     inst = fake_instance
     remote_dir = f"{inst.sshd.user_dir('opt')}/stack"
     values = StackValues(server_name=SERVER_NAME, public_address=inst.address,
-                         deployment="rehearsal", remote_dir=remote_dir)
+                         deployment="rehearsal", remote_dir=remote_dir,
+                         backup_bucket=BUCKET, aws_region="us-east-1")
     assert values.public_baseurl == f"http://{inst.address}/"
     rendered = render_stack(values, SECRETS, tmp_path / "rendered").path
     remote.ok(f"mkdir -p {remote_dir}")
@@ -190,6 +194,32 @@ def test_stack_comes_up_incrementally_over_ssh(fake_instance: FakeInstance,
     assert remote.ok("systemctl is-active elematrix-stack.service").text.strip() == "active"
     assert remote.ok("systemctl is-enabled elematrix-stack.service").text.strip() == "enabled"
     assert remote.run("systemctl enable --now elematrix-stack.service").rc == 1  # no sudo
+
+    # 8. The backup unit, for real: backup.sh pipes `docker compose exec` output into the
+    #    real aws CLI, which puts it into moto's S3.
+    require(AWS_CLI.exists(), f"the aws CLI ({AWS_CLI}; scripts/setup.sh --test installs it)")
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=moto_env["AWS_ENDPOINT_URL"], region_name="us-east-1",
+                      aws_access_key_id="testing", aws_secret_access_key="testing")
+    s3.create_bucket(Bucket=BUCKET)
+    t0 = time.monotonic()
+    remote.ok(f"install -m 0644 {remote_dir}/systemd/elematrix-backup.service "
+              f"{remote_dir}/systemd/elematrix-backup.timer {inst.unit_dir}/", sudo=True)
+    remote.ok("systemctl enable --now elematrix-backup.timer", sudo=True)
+    remote.ok("systemctl start elematrix-backup.service", sudo=True)
+    timings["backup_s"] = time.monotonic() - t0
+    assert remote.run("systemctl is-active elematrix-backup.service").text.strip() == \
+        "inactive"  # a oneshot without RemainAfterExit
+    objects = {o["Key"].rsplit("/", 1)[1]: o["Key"]
+               for o in s3.list_objects_v2(Bucket=BUCKET)["Contents"]}
+    assert set(objects) == {"synapse.sql.gz", "signing.key", "config.tar.gz", "media.tar.gz"}
+    assert all(k.startswith("rehearsal/") for k in objects.values())
+    dump = gzip.decompress(s3.get_object(Bucket=BUCKET, Key=objects["synapse.sql.gz"])
+                           ["Body"].read()).decode()
+    assert "rehearsal_marker" in dump
+    assert s3.get_object(Bucket=BUCKET, Key=objects["signing.key"])["Body"].read().decode() \
+        == signing_key
 
     timings["total_s"] = time.monotonic() - t_start
     print("rehearsal fakehost timings:", json.dumps({k: round(v, 2)

@@ -49,6 +49,7 @@ from typing import Any, NoReturn
 STATE_ENV = "ELEMATRIX_FAKEHOST_STATE"
 COMPOSE_VERSION = "v2.40.3"
 DOUBLE = "elematrix test double"
+COMPOSE_VERSION_LINE = f"Docker Compose version {COMPOSE_VERSION} ({DOUBLE})"
 COMPOSE_FILES = ("compose.yaml", "compose.yml", "docker-compose.yml", "docker-compose.yaml")
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -108,7 +109,9 @@ class Host:
                               f"(known: {', '.join(sorted(self.services))})") from None
 
     def path_env(self, *first: Path) -> str:
-        return ":".join([*(str(p) for p in first), str(self.shim_dir), SYSTEM_PATH])
+        # The instance's own bin dir holds the aws CLI (backup.sh calls it).
+        return ":".join([*(str(p) for p in first), str(self.shim_dir), str(self.state / "bin"),
+                         SYSTEM_PATH])
 
 
 # ------------------------------------------------------------------------------ processes
@@ -1381,7 +1384,7 @@ def compose(argv: list[str]) -> int:
         elif flag in ("--ansi", "--progress"):
             a.value(flag)
         elif flag in ("-v", "--version"):
-            print(f"Docker Compose version {COMPOSE_VERSION} ({DOUBLE})")
+            print(COMPOSE_VERSION_LINE)
             return 0
         else:
             raise Unsupported(f"compose {flag}")
@@ -1394,7 +1397,7 @@ def compose(argv: list[str]) -> int:
         if "--short" in fl:
             print(COMPOSE_VERSION.lstrip("v"))
         else:
-            print(f"Docker Compose version {COMPOSE_VERSION} ({DOUBLE})")
+            print(COMPOSE_VERSION_LINE)
         return 0
     if sub not in COMPOSE_CMDS:
         raise Unsupported(f"compose {sub}")
@@ -1498,8 +1501,42 @@ def parse_unit(path: Path) -> dict[str, dict[str, list[str]]]:
     return out
 
 
-def _run_unit(host: Host, unit: str, path: Path) -> None:
-    """Run a oneshot service's ExecStartPre/ExecStart natively (docker -> the double)."""
+def _start_unit(host: Host, st: dict[str, dict[str, Any]], unit: str,
+                restart: bool = False, depth: int = 0) -> None:
+    """Start a unit: its Requires= first, then (a .service) its commands.
+
+    A oneshot service without RemainAfterExit=yes is inactive again once it has run (like
+    the backup service); a failed one is recorded as failed and fails the command."""
+    rec = st.setdefault(unit, {"enabled": False, "active": False})
+    if unit in BUILTIN_UNITS:
+        rec.update(enabled=True, active=True)
+        return
+    path = _find_unit(host, unit)
+    if path is None:
+        raise Failed(f"Failed to start {unit}: Unit {unit} not found.", 5)
+    if rec["active"] and not restart:
+        return
+    parsed = parse_unit(path)
+    if depth < 5:
+        for req in " ".join(parsed.get("Unit", {}).get("Requires", [])).split():
+            _start_unit(host, st, _unit_name(req), depth=depth + 1)
+    if unit.endswith(".service"):
+        try:
+            _run_unit(host, unit, path)
+        except Failed:
+            rec.update(active=False, failed=True)
+            _save_systemd_state(host, st)
+            raise
+        remain = (parsed.get("Service", {}).get("RemainAfterExit") or ["no"])[-1]
+        rec.update(active=remain in ("yes", "true", "1"), failed=False, last_run=time.time())
+    else:
+        # Timers never fire here: a test starts the service a timer would start.
+        rec.update(active=True, since=time.time())
+
+
+def _run_unit(host: Host, unit: str, path: Path,
+              keys: tuple[str, ...] = ("ExecStartPre", "ExecStart")) -> None:
+    """Run a oneshot service's commands natively (``/usr/bin/docker`` -> the double)."""
     u = parse_unit(path)
     svc = u.get("Service", {})
     typ = (svc.get("Type") or ["simple"])[-1]
@@ -1507,7 +1544,7 @@ def _run_unit(host: Host, unit: str, path: Path) -> None:
         raise Unsupported(f"systemctl: {unit} has Type={typ} (only oneshot units are run)")
     cwd = (svc.get("WorkingDirectory") or ["/"])[-1]
     env = {"PATH": host.path_env(), "LANG": "C.UTF-8", STATE_ENV: str(host.state), **host.env}
-    for key in ("ExecStartPre", "ExecStart"):
+    for key in keys:
         for line in svc.get(key, []):
             ignore = line.startswith("-")
             argv = shlex.split(line.lstrip("-@+!"))
@@ -1559,16 +1596,14 @@ def systemctl(argv: list[str]) -> int:
             rec["enabled"] = verb == "enable"
         if (verb == "start" or (verb == "enable" and "--now" in fl) or verb == "restart") \
                 and not builtin:
-            assert path is not None
-            if unit.endswith(".service") and (verb == "restart" or not rec["active"]):
-                _run_unit(host, unit, path)
-            # Timers never fire here: the test starts the backup service itself.
-            rec["active"] = True
-            rec["since"] = time.time()
-        if verb == "stop" or (verb == "disable" and "--now" in fl):
+            _start_unit(host, st, unit, restart=verb == "restart")
+        if (verb == "stop" or (verb == "disable" and "--now" in fl)) and not builtin:
+            if rec["active"] and path is not None and unit.endswith(".service"):
+                _run_unit(host, unit, path, ("ExecStop",))
             rec["active"] = False
         if verb == "is-active":
-            state = "active" if rec["active"] else "inactive"
+            state = "active" if rec["active"] else \
+                ("failed" if rec.get("failed") else "inactive")
             if not quiet:
                 print(state)
             rc = rc or (0 if rec["active"] else 3)
