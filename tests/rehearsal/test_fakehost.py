@@ -226,6 +226,42 @@ def test_stack_comes_up_incrementally_over_ssh(fake_instance: FakeInstance, remo
                                                       for k, v in timings.items()}))
 
 
+def test_a_dropped_session_does_not_break_up(fake_instance: FakeInstance, remote: Remote,
+                                             tmp_path: Path) -> None:
+    """The runner killed mid-`up` (chaos): the double finishes like the daemon would, and
+    the resumed run's `up -d --wait` waits for it and finds the stack up, initialised once."""
+    inst = fake_instance
+    remote_dir = f"{inst.sshd.user_dir('opt')}/stack"
+    values = StackValues(server_name=SERVER_NAME, public_address=inst.address,
+                         deployment="rehearsal", remote_dir=remote_dir)
+    rendered = render_stack(values, SECRETS, tmp_path / "rendered").path
+    remote.ok(f"mkdir -p {remote_dir}")
+    remote.put_tree(rendered, remote_dir)
+    remote.ok(f"chown -R 991:991 {remote_dir}/synapse", sudo=True)
+    dc = f"docker compose --project-directory {remote_dir}"
+    transport = remote.client.get_transport()
+    assert transport is not None
+    chan = transport.open_session()
+    chan.exec_command(f"sudo -n -- sh -c '{dc} up -d --wait'")
+    # Kill the connection while initdb/PostgreSQL start (the first second of `up`).
+    deadline = time.monotonic() + 20
+    while not (inst.state_root / "run" / "elematrix" / ".lock").exists():
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    time.sleep(0.3)
+    inst.sshd.signal_connections(9)
+    remote.close()
+    again = Remote(inst)
+    try:
+        r = again.ok(f"{dc} up -d --wait", sudo=True)
+        # The killed run's `up` held the project lock and finished: nothing left to start.
+        assert r.err.count("  Running") == 4 and "Started" not in r.err, r.err
+        assert inst.initdb_count() == 1
+        assert _get(f"http://{inst.address}/_matrix/client/versions")[0] == 200
+    finally:
+        again.close()
+
+
 def test_unsupported_commands_fail_loudly(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """No instance needed: the parser refuses what the double does not emulate."""
@@ -249,6 +285,15 @@ def test_unsupported_commands_fail_loudly(tmp_path: Path, capsys: pytest.Capture
     assert "no such service: nope" in capsys.readouterr().err
     assert fakedocker.main(["systemctl", "is-active", "docker"]) == 0
     assert capsys.readouterr().out.strip() == "active"
+    # Compose features the double does not emulate are refused, not ignored.
+    for compose in ("services:\n  web:\n    image: httpd:2\n",
+                    "services:\n  db:\n    image: postgres:15\n    network_mode: host\n",
+                    "services:\n  db:\n    image: postgres:15\nnetworks:\n  x: {}\n",
+                    "services:\n  db:\n    image: postgres:15\n    ports: ['5432-5433:5432']\n",
+                    "services:\n  db:\n    image: postgres:${TAG}\n"):
+        (tmp_path / "docker-compose.yml").write_text(compose)
+        assert fakedocker.main(["docker", "compose", "ps"]) == 1, compose
+        assert "test double: unsupported:" in capsys.readouterr().err, compose
 
 
 def test_env_file_and_path_mapping(tmp_path: Path) -> None:

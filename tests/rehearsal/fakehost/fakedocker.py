@@ -490,8 +490,31 @@ class Project:
 
 
 def err(line: str) -> None:
-    # docker compose writes its progress lines to stderr.
-    print(line, file=sys.stderr, flush=True)
+    # docker compose writes its progress lines to stderr. A client that went away (the
+    # runner killed, the SSH connection dropped) must not stop the work: see _detach().
+    with contextlib.suppress(OSError, ValueError):
+        print(line, file=sys.stderr, flush=True)
+
+
+def _detach() -> None:
+    """Behave like the Docker daemon, which finishes what it started when the client dies.
+
+    In the double the work happens in the CLI process itself: without this, an SSH session
+    torn down mid-`up` (SIGHUP/SIGPIPE) would kill it half-way through initdb, a state
+    real Docker never produces. Output to a dead client is dropped instead."""
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+
+
+@contextlib.contextmanager
+def project_lock(proj: Project) -> Iterator[None]:
+    """One state-changing command per project at a time (the daemon serialises them too):
+    a resumed run's `up` waits for the one a killed run left going, then finds it done."""
+    import fcntl
+
+    with open(proj.run_dir / ".lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
 
 
 def progress(svc: Service, what: str) -> None:
@@ -1404,6 +1427,10 @@ def compose(argv: list[str]) -> int:
     a.where = f"compose {sub}"
     host = Host.load()
     proj = Project.load(host, project_dir, files, name)
+    if sub in ("up", "down", "stop", "start", "restart"):
+        _detach()
+        with project_lock(proj):
+            return COMPOSE_CMDS[sub](proj, a)
     return COMPOSE_CMDS[sub](proj, a)
 
 
@@ -1571,6 +1598,8 @@ def systemctl(argv: list[str]) -> int:
     if verb in mutating and caller_uid() != 0:
         print(f"Failed to {verb}: Access denied (test double: use sudo)", file=sys.stderr)
         return 1
+    if verb in mutating:
+        _detach()  # systemd finishes a job whose client went away
     if verb == "daemon-reload":
         st.setdefault("_", {})["reloads"] = int(st.get("_", {}).get("reloads", 0)) + 1
         _save_systemd_state(host, st)
@@ -1648,11 +1677,11 @@ def main(args: Sequence[str] | None = None) -> int:
             raise Unsupported(f"tool {tool}")
         return tools[tool](rest)
     except Unsupported as e:
-        print(f"test double: unsupported: {e} (command: {tool} {shlex.join(rest)}; see "
-              "docs/testing-rehearsal.md)", file=sys.stderr)
+        err(f"test double: unsupported: {e} (command: {tool} {shlex.join(rest)}; see "
+            "docs/testing-rehearsal.md)")
         return 1
     except Failed as e:
-        print(str(e), file=sys.stderr)
+        err(str(e))
         return e.code
 
 
