@@ -1,0 +1,119 @@
+"""Phases ``infra`` then ``harden`` of poc-ec2 through the real runner (in-process moto),
+then the teardown runbook.
+
+WHAT MOTO CANNOT EXERCISE, said plainly: moto 5.2 has no ``ssm.describe_instance_information``
+(Session Manager). This test patches moto to answer it with ``PingStatus: Online`` for the
+instance, so the steps after the readiness check can run; it proves nothing about a real
+SSM agent coming online. moto's ``send_command`` reports every command as Success without
+running anything, so the CloudWatch agent install/start steps are exercised only as API
+calls. ``tests/aws/test_actions.py::test_session_manager_readiness_is_real_aws_code_moto_cannot_run``
+shows the unpatched behaviour (the operator is told the endpoint does not implement it).
+
+The configure/deploy phases (other engineers' work) sit between infra and harden in the
+shipped runbook; they need SSH and a Docker host, so this test runs a copy of the runbook
+with only infra and harden.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from .helpers import count_tagged
+
+RUNBOOKS = Path(__file__).resolve().parents[2] / "elematrix_tui" / "runbooks"
+CIDR = "203.0.113.5/32"
+
+
+@pytest.fixture
+def moto_with_ssm_online(aws_env: dict[str, str], monkeypatch: pytest.MonkeyPatch,
+                         tmp_path: Path) -> Iterator[None]:
+    from moto import mock_aws
+    from moto.core.responses import ActionResult
+    from moto.ssm.responses import SimpleSystemManagerResponse
+
+    def describe_instance_information(self: Any) -> Any:
+        ids: list[str] = []
+        for f in self._get_param("Filters") or []:
+            if f.get("Key") == "InstanceIds":
+                ids += f.get("Values", [])
+        return ActionResult({"InstanceInformationList": [
+            {"InstanceId": i, "PingStatus": "Online", "PlatformName": "Amazon Linux"}
+            for i in ids]})
+
+    monkeypatch.setattr(SimpleSystemManagerResponse, "describe_instance_information",
+                        describe_instance_information, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with mock_aws():
+        yield
+
+
+def _runner(rb: Any, tmp_path: Path, params: dict[str, Any], phases: list[str],
+            events: list[Any]) -> Any:
+    from elematrix_tui.actions import default_registry
+    from elematrix_tui.engine.runner import Runner, RunOptions
+    from elematrix_tui.engine.standalone import AutoQuestions
+
+    return Runner(rb, deployment="hard", state_dir=tmp_path / "state", params=params,
+                  questions=AutoQuestions(), sinks=[events.append],
+                  registry=default_registry(),
+                  options=RunOptions(phases=phases, assume_yes=True))
+
+
+def _failures(events: list[Any]) -> list[tuple[str, str]]:
+    return [(getattr(e, "step_id", ""), getattr(e, "message", "")) for e in events
+            if getattr(e, "status", None) == "failed"]
+
+
+def test_infra_then_harden_then_teardown(moto_with_ssm_online: None, tmp_path: Path) -> None:
+    from elematrix_tui.actions import default_registry
+    from elematrix_tui.engine.loader import load_runbook
+
+    rb = load_runbook(RUNBOOKS / "poc-ec2.yaml", default_registry())
+    rb = rb.model_copy(update={"phases": [p for p in rb.phases if p.id in ("infra", "harden")]})
+    params = {"operator_cidr": CIDR, "host_key_wait": 0, "alert_email": "ops@example.org",
+              "log_retention_days": 14}
+    events: list[Any] = []
+    assert _runner(rb, tmp_path, params, ["infra"], events).run() == 0, _failures(events)
+    events.clear()
+    assert _runner(rb, tmp_path, params, ["harden"], events).run() == 0, _failures(events)
+
+    ec2 = boto3.client("ec2")
+    sg = ec2.describe_security_groups(Filters=[
+        {"Name": "tag:elematrix:deployment", "Values": ["hard"]}])["SecurityGroups"][0]
+    assert [p["FromPort"] for p in sg["IpPermissions"]] == [80]
+    cw = boto3.client("cloudwatch")
+    alarms = {a["AlarmName"]: a for a in cw.describe_alarms(
+        AlarmNamePrefix="elematrix-hard-")["MetricAlarms"]}
+    assert {n: (a["Namespace"], a["MetricName"], a["Threshold"]) for n, a in alarms.items()} == {
+        "elematrix-hard-disk": ("CWAgent", "disk_used_percent", 80.0),
+        "elematrix-hard-memory": ("CWAgent", "mem_used_percent", 90.0),
+        "elematrix-hard-cpu": ("AWS/EC2", "CPUUtilization", 85.0),
+        "elematrix-hard-status": ("AWS/EC2", "StatusCheckFailed", 1.0),
+    }
+    topic = boto3.client("sns").list_topics()["Topics"][0]["TopicArn"]
+    assert all(a["AlarmActions"] == [topic] for a in alarms.values())
+    subs = boto3.client("sns").list_subscriptions_by_topic(TopicArn=topic)["Subscriptions"]
+    assert [(s["Protocol"], s["Endpoint"]) for s in subs] == [("email", "ops@example.org")]
+    groups = boto3.client("logs").describe_log_groups(logGroupNamePrefix="/elematrix/hard/")
+    assert sorted((g["logGroupName"], g["retentionInDays"]) for g in groups["logGroups"]) == [
+        (f"/elematrix/hard/{n}", 14) for n in ("element-web", "nginx", "postgres", "synapse")]
+    boto3.client("ssm").get_parameter(Name="AmazonCloudWatch-elematrix-hard")
+    ssm_calls = [e.data["operation"] for e in events
+                 if getattr(e, "name", "") == "aws.call" and e.data["service"] == "ssm"]
+    assert "describe_instance_information" in ssm_calls
+    assert ssm_calls.count("send_command") == 2
+
+    # Teardown removes the harden resources too, bucket included when confirmed.
+    td = load_runbook(RUNBOOKS / "teardown.yaml", default_registry())
+    events.clear()
+    code = _runner(td, tmp_path, {"confirm_deployment": "hard"}, ["teardown"], events).run()
+    assert code == 0, _failures(events)
+    assert sum(count_tagged(boto3.Session(), "hard").values()) == 0
+    params_left = boto3.client("ssm").describe_parameters(ParameterFilters=[
+        {"Key": "Name", "Option": "BeginsWith", "Values": ["AmazonCloudWatch-elematrix-hard"]}])
+    assert params_left["Parameters"] == []
