@@ -82,7 +82,7 @@ def test_big_output_is_capped_but_fully_streamed(sshd: SshServer, ctx: TimedCont
 def test_command_that_never_finishes_times_out(sshd: SshServer, ctx: TimedContext) -> None:
     start = time.monotonic()
     with pytest.raises(ActionFailed) as e:
-        ctx.run(Run(), sshd.inputs(command="sleep 30", timeout=1))
+        ctx.run(Run(), sshd.inputs(command="sleep 8", timeout=1))
     assert time.monotonic() - start < 5
     assert "timed out" in e.value.message
     # The next step reconnects by itself.
@@ -141,7 +141,7 @@ def test_cancel_stops_the_command(sshd: SshServer, ctx: TimedContext) -> None:
     later(0.3, ctx.cancel.set)
     start = time.monotonic()
     with pytest.raises(ActionFailed) as e:
-        ctx.run(Run(), sshd.inputs(command="sleep 20"))
+        ctx.run(Run(), sshd.inputs(command="sleep 8"))
     assert time.monotonic() - start < 3
     assert "interrupted" in e.value.message
 
@@ -149,7 +149,7 @@ def test_cancel_stops_the_command(sshd: SshServer, ctx: TimedContext) -> None:
 def test_engine_deadline_bounds_the_command(sshd: SshServer, ctx: TimedContext) -> None:
     ctx.deadline = time.monotonic() + 1
     with pytest.raises(ActionFailed, match="timed out"):
-        ctx.run(Run(), sshd.inputs(command="sleep 20", timeout=600))
+        ctx.run(Run(), sshd.inputs(command="sleep 8", timeout=600))
 
 
 def test_other_loopback_address(ctx: TimedContext) -> None:
