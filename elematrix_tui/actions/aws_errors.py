@@ -38,6 +38,7 @@ _S3_ACTIONS = {
     "PutBucketEncryption": "s3:PutEncryptionConfiguration",
     "GetBucketEncryption": "s3:GetEncryptionConfiguration",
     "PutBucketTagging": "s3:PutBucketTagging",
+    "ListBuckets": "s3:ListAllMyBuckets",
 }
 
 CREDENTIAL_CODES = {

@@ -79,8 +79,10 @@ def test_infra_then_harden_then_teardown(moto_with_ssm_online: None, tmp_path: P
               "log_retention_days": 14}
     events: list[Any] = []
     assert _runner(rb, tmp_path, params, ["infra"], events).run() == 0, _failures(events)
+    all_events = list(events)
     events.clear()
     assert _runner(rb, tmp_path, params, ["harden"], events).run() == 0, _failures(events)
+    all_events += events
 
     ec2 = boto3.client("ec2")
     sg = ec2.describe_security_groups(Filters=[
@@ -114,6 +116,29 @@ def test_infra_then_harden_then_teardown(moto_with_ssm_online: None, tmp_path: P
     code = _runner(td, tmp_path, {"confirm_deployment": "hard"}, ["teardown"], events).run()
     assert code == 0, _failures(events)
     assert sum(count_tagged(boto3.Session(), "hard").values()) == 0
+    all_events += events
+    _assert_operator_policy_covers(all_events)
     params_left = boto3.client("ssm").describe_parameters(ParameterFilters=[
         {"Key": "Name", "Option": "BeginsWith", "Values": ["AmazonCloudWatch-elematrix-hard"]}])
     assert params_left["Parameters"] == []
+
+
+def _assert_operator_policy_covers(events: list[Any]) -> None:
+    """docs/aws.md points operators at assets/aws/operator-policy.json: it must allow every
+    call the three phases made (waiter polls are describe calls listed there too)."""
+    import json
+
+    from elematrix_tui.actions.aws_errors import iam_action
+
+    policy = json.loads((RUNBOOKS.parent / "assets" / "aws" / "operator-policy.json")
+                        .read_text())
+    allowed = {a for st in policy["Statement"] for a in
+               ([st["Action"]] if isinstance(st["Action"], str) else st["Action"])}
+    used = set()
+    for e in events:
+        if getattr(e, "name", "") == "aws.call" and not e.data["operation"].startswith("waiter:"):
+            api = "".join(p.capitalize() for p in e.data["operation"].split("_"))
+            for perm in iam_action(e.data["service"], api).split(" / "):
+                used.add(perm)
+    assert used - allowed == set()
+    assert len(used) > 60
