@@ -175,17 +175,23 @@ class ElematrixApp(App[int]):
         self.push_screen(RunScreen(rb, deployment=entry.name, params=values, runbook_path=path,
                                    resume_run=resume_run or entry.interrupted_run))
 
+    def _run_screens(self) -> list[RunScreen]:
+        return [s for s in self.screen_stack if isinstance(s, RunScreen)]
+
     def action_quit_from_anywhere(self) -> None:
-        screen = self.screen
-        if isinstance(screen, RunScreen):
-            screen.action_quit_app()
-        else:
-            for s in self.screen_stack:
-                if isinstance(s, RunScreen) and s.running:
-                    self.notify("A run is in progress: go back to it to quit.",
-                                severity="warning")
-                    return
-            self.exit(self.last_exit, return_code=self.last_exit or 0)
+        """ctrl+c: the same as q on the run screen (asks while a step runs), even over a modal."""
+        for s in self._run_screens():
+            if s.running:
+                s.action_quit_app()
+                return
+        self.exit(self.last_exit, return_code=self.last_exit or 0)
+
+    def exit(self, result: int | None = None, return_code: int = 0,
+             message: Any = None) -> None:
+        """Leave the app; an engine still waiting on a question gets "no" and is cancelled."""
+        for s in self._run_screens():
+            s.stop_engine()
+        super().exit(result, return_code=return_code, message=message)
 
 
 def run_app(state_dir: Path, *, runbook: Path | None = None, deployment: str | None = None,

@@ -390,6 +390,16 @@ class RunScreen(Screen[int]):
         if len(self.app.screen_stack) > 2:
             self.dismiss(self.last_exit or 0)
 
+    def stop_engine(self) -> None:
+        """Refuse open questions and interrupt the runner (the journal keeps the state)."""
+        if self.questions is not None:
+            self.questions.abort()
+        if self.runner is not None:
+            self.runner.cancel()
+
+    def on_unmount(self) -> None:
+        self.stop_engine()
+
     def action_quit_app(self) -> None:
         """Quit; while a step runs, ask first, then interrupt (the journal keeps the state)."""
         if not self.running:
@@ -400,10 +410,7 @@ class RunScreen(Screen[int]):
             if not yes:
                 return
             self.quitting = True
-            if self.questions is not None:
-                self.questions.abort()
-            if self.runner is not None:
-                self.runner.cancel()
+            self.stop_engine()
             # If the engine does not stop within 10 s, leave anyway: the journal is on disk.
             self.set_timer(10, lambda: self.app.exit(130, return_code=130))
 
