@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import math
 import os
 import re
 import shlex
@@ -54,16 +55,21 @@ def _tail_lines(text: str, n: int = 12) -> str:
     return "\n".join(lines[-n:])
 
 
-def build_command(command: str, env: dict[str, str], sudo: bool, local: bool) -> str:
+def build_command(command: str, env: dict[str, str], sudo: bool, local: bool,
+                  timeout: float | None = None) -> str:
     """The shell text actually run: env exported first, the whole thing under ``sudo -n``.
 
     ``sudo -n`` never prompts: a host without passwordless sudo fails at once instead of
     hanging until the timeout. Env values are passed inline (sshd drops most
     ``AcceptEnv`` variables), so they are visible in the host's process list while it runs.
+    A command under sudo runs as root, which the SSH 'signal' request (sent as the user)
+    cannot stop: coreutils ``timeout`` on the host stops it one second after our own
+    timeout fired.
     """
     script = "".join(f"export {k}={shlex.quote(v)}; " for k, v in env.items()) + command
     if sudo and not (local and os.geteuid() == 0):
-        return f"sudo -n -- sh -c {shlex.quote(script)}"
+        limit = f"timeout -k 2 {math.ceil(timeout) + 1} " if timeout is not None else ""
+        return f"sudo -n -- {limit}sh -c {shlex.quote(script)}"
     return script
 
 
@@ -141,7 +147,6 @@ class Run(Action):
     def apply(self, ctx: StepContext, inputs: RunInputs) -> Result:
         target = _target(ctx, inputs)
         given = sshconn.parse_fingerprints(inputs.host_key_fingerprints)
-        command = build_command(inputs.command, inputs.env, inputs.sudo, target.local)
         expected = ([inputs.expect_exit] if isinstance(inputs.expect_exit, int)
                     else list(inputs.expect_exit))
         ctx.log(f"$ {'sudo ' if inputs.sudo else ''}{inputs.command}", "cmd")
@@ -155,9 +160,11 @@ class Run(Action):
                     m.line(line)
 
             conn = sshconn.connection(ctx, target, given)
+            limit = _remaining(ctx, inputs.timeout)
+            command = build_command(inputs.command, inputs.env, inputs.sudo, target.local,
+                                    limit)
             try:
-                res = conn.exec(command, timeout=_remaining(ctx, inputs.timeout),
-                                cancel=ctx.cancel, sink=sink)
+                res = conn.exec(command, timeout=limit, cancel=ctx.cancel, sink=sink)
             except ChannelOpenError as e:
                 # Nothing ran: reconnecting and starting it is always safe.
                 ctx.drop_resource(target.resource_key)
@@ -198,18 +205,18 @@ class Run(Action):
 
     def _result(self, ctx: StepContext, inputs: RunInputs, target: Target, res: ExecResult,
                 matcher: _Matcher, expected: list[int]) -> Result:
+        left = ("The command was stopped (SIGTERM through SSH)." if res.stopped else
+                "The command could not be signalled (frozen host or connection): it may still "
+                "be running on the host. The connection was closed.")
         if res.timed_out:
             raise ActionFailed(
                 f"command on {target} timed out after {res.duration:.1f}s",
                 diagnosis="No exit status within the timeout: the command hangs (waiting for "
                           "input, a lock, the network) or is just slow, or the host or the "
-                          "connection froze. The connection was closed; the command may still "
-                          "be running on the host.",
+                          f"connection froze. {left}",
                 fix="Raise 'timeout' if the command is only slow; otherwise ssh in and look.")
         if res.cancelled:
-            raise ActionFailed("command interrupted by the operator",
-                               diagnosis="The connection was closed; the command may still be "
-                                         "running on the host.")
+            raise ActionFailed("command interrupted by the operator", diagnosis=left)
         outputs: dict[str, Any] = {"exit_code": res.exit_code, "stdout": res.stdout,
                                    "stderr": res.stderr, "duration_s": round(res.duration, 3)}
         if res.exit_code not in expected:

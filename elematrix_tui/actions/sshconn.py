@@ -244,6 +244,8 @@ class ExecResult:
     dropped: bool = False
     timed_out: bool = False
     cancelled: bool = False
+    # After a timeout or cancel: the command was signalled and ended (not left running).
+    stopped: bool = False
 
 
 class _Tail:
@@ -535,19 +537,23 @@ class SshConnection:
                 out.feed(chan.recv(65536))
             while chan.recv_stderr_ready():
                 err.feed(chan.recv_stderr(65536))
+            stopped = False
+            if (timed_out or cancelled) and transport.is_active():
+                # Without a pty nothing tells the command its client gave up: ask sshd to
+                # signal it (the 'signal' request; OpenSSH signals the process group).
+                stopped = _stop_remote(chan)
             status = chan.exit_status if chan.exit_status_ready() else -1
             dropped = (not timed_out and not cancelled and status == -1
                        and _transport_died(transport))
         finally:
             with contextlib.suppress(Exception):
                 chan.close()
-        if timed_out or cancelled or dropped:
-            # The command may still run (no pty, so no SIGHUP); the connection may be the
-            # frozen part: start clean next time.
+        if ((timed_out or cancelled) and not stopped) or dropped:
+            # The connection may be the frozen part: start clean next time.
             self._drop_client()
         return ExecResult(exit_code=status, stdout=out.finish(), stderr=err.finish(),
                           duration=time.monotonic() - start, dropped=dropped,
-                          timed_out=timed_out, cancelled=cancelled)
+                          timed_out=timed_out, cancelled=cancelled, stopped=stopped)
 
     # -- files -------------------------------------------------------------------------
     def sftp(self) -> paramiko.SFTPClient:
@@ -586,6 +592,32 @@ class SshConnection:
         assert transport is not None
         return transport.open_channel("direct-tcpip", (remote_host, remote_port), origin,
                                       timeout=self.target.connect_timeout)
+
+
+def _signal_request(chan: Any, sig: str) -> None:
+    """Send the RFC 4254 'signal' channel request (paramiko has no public API for it)."""
+    from paramiko.common import cMSG_CHANNEL_REQUEST
+    from paramiko.message import Message
+
+    m = Message()
+    m.add_byte(cMSG_CHANNEL_REQUEST)
+    m.add_int(chan.remote_chanid)
+    m.add_string("signal")
+    m.add_boolean(False)
+    m.add_string(sig)
+    chan.transport._send_user_message(m)
+
+
+def _stop_remote(chan: Any, grace: float = 1.0) -> bool:
+    """SIGTERM, then SIGKILL, the remote command; True when it then ended."""
+    for sig in ("TERM", "KILL"):
+        try:
+            _signal_request(chan, sig)
+        except Exception:
+            return False
+        if chan.status_event.wait(grace):
+            return True
+    return False
 
 
 def _transport_died(transport: Any) -> bool:
@@ -652,7 +684,8 @@ class LocalConnection:
         proc.stderr.close()
         return ExecResult(exit_code=code if code >= 0 else -1, stdout=out.finish(),
                           stderr=err.finish(), duration=time.monotonic() - start,
-                          timed_out=timed_out, cancelled=cancelled)
+                          timed_out=timed_out, cancelled=cancelled,
+                          stopped=timed_out or cancelled)
 
     def put_file(self, local: Path, remote: str, mode: int) -> None:
         dest = Path(remote)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import time
+from pathlib import Path
 
 import pytest
 
@@ -85,6 +87,7 @@ def test_command_that_never_finishes_times_out(sshd: SshServer, ctx: TimedContex
         ctx.run(Run(), sshd.inputs(command="sleep 8", timeout=1))
     assert time.monotonic() - start < 5
     assert "timed out" in e.value.message
+    assert "was stopped" in (e.value.diagnosis or "")
     # The next step reconnects by itself.
     assert ctx.run(Run(), sshd.inputs(command="echo back")).outputs["stdout"] == "back\n"
 
@@ -204,3 +207,25 @@ def test_idempotent_step_dropped_twice_fails(own_sshd: SshServer, ctx: TimedCont
     with pytest.raises(ActionFailed) as e:
         ctx.run(Run(), own_sshd.inputs(command="sleep 4", idempotent=True))
     assert "dropped again" in (e.value.diagnosis or "")
+
+
+def _running(token: str) -> list[int]:
+    out = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if token in cmd and "pytest" not in cmd:
+            out.append(int(pid))
+    return out
+
+
+def test_timed_out_command_is_stopped_on_the_host(sshd: SshServer, ctx: TimedContext) -> None:
+    token = f"{os.getpid() % 1000}.{time.monotonic_ns() % 1000}"
+    with pytest.raises(ActionFailed) as e:
+        ctx.run(Run(), sshd.inputs(command=f"sleep 3{token} | cat; echo never", timeout=1,
+                                   sudo=True))
+    assert "was stopped" in (e.value.diagnosis or "")
+    time.sleep(0.3)
+    assert _running(f"sleep 3{token}") == []
