@@ -494,10 +494,19 @@ class SshConnection:
             transport = self.client().get_transport()
             assert transport is not None
             chan = transport.open_session(timeout=self.target.connect_timeout)
-            chan.exec_command(command)
         except (paramiko.SSHException, OSError, EOFError) as e:
             self._drop_client()
             raise ChannelOpenError(str(e)) from e
+        try:
+            chan.exec_command(command)
+        except (paramiko.SSHException, OSError, EOFError):
+            # The request may have reached sshd before the connection died: that is a
+            # drop mid-command, not "nothing ran".
+            with contextlib.suppress(Exception):
+                chan.close()
+            self._drop_client()
+            return ExecResult(exit_code=-1, stdout="", stderr="",
+                              duration=time.monotonic() - start, dropped=True)
         try:
             if stdin:
                 chan.sendall(stdin)
