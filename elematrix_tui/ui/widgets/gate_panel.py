@@ -19,12 +19,12 @@ def render_gates(pv: PhaseView) -> str:
         lines.append(f"[{fmt.style(st)}]{fmt.icon(st)}[/] {escape(g.label)}"
                      + (f"  [dim]{escape(st)}[/dim]" if st != "pending" else ""))
         if st == "failed":
-            if g.message:
-                lines.append(f"   {escape(g.message)}")
             if g.diagnosis:
-                lines.append(f"   [b red]Diagnosis:[/] {escape(g.diagnosis)}")
+                lines.append(f"  [b red]Diagnosis:[/] {escape(g.diagnosis)}")
+            elif g.message:
+                lines.append(f"  {escape(g.message)}")
             if g.fix:
-                lines.append(f"   [b green]Fix:[/] {escape(g.fix)}")
+                lines.append(f"  [b green]Fix:[/] {escape(g.fix)}")
     return "\n".join(lines)
 
 
@@ -32,7 +32,7 @@ class GatePanel(Static):
     """Acceptance gates of the phase in view."""
 
     DEFAULT_CSS = """
-    GatePanel { border: round $primary-darken-2; height: auto; max-height: 12;
+    GatePanel { border: round $primary-darken-2; height: auto; max-height: 60%;
                 padding: 0 1; overflow-y: auto; }
     """
 

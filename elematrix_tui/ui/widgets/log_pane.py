@@ -41,7 +41,7 @@ class LogPane(Vertical):
 
     def _title(self) -> str:
         scope = f"step {self.step_filter}" if self.step_filter else "all steps"
-        return f"Log: {scope} ({self.total} lines) · f: filter to the selected step"
+        return f"Log · {scope} · {self.total} lines · f: filter"
 
     @staticmethod
     def _fmt(step_id: str, stream: str, line: str, with_step: bool) -> str:

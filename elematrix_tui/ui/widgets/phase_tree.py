@@ -42,7 +42,7 @@ class PhaseTree(Tree[NodeData]):
     """The runbook's phases and steps with live status marks."""
 
     DEFAULT_CSS = """
-    PhaseTree { border: round $primary-darken-2; height: 1fr; }
+    PhaseTree { border: round $primary-darken-2; height: 1fr; min-height: 5; }
     """
 
     def __init__(self, model: RunModel, *, id: str | None = None) -> None:

@@ -69,12 +69,13 @@ def render_step(sv: StepView) -> str:
         lines.append("[dim]" + " · ".join(meta) + "[/dim]")
     if sv.retry_reason and st == "retrying":
         lines.append(f"[yellow]retrying:[/] {escape(sv.retry_reason)}")
-    if sv.message:
-        lines.append(escape(sv.message))
+    # Diagnosis and fix first: on a small terminal they are what must stay visible.
     if sv.diagnosis:
         lines.append(f"[b red]Diagnosis:[/] {escape(sv.diagnosis)}")
     if sv.fix:
         lines.append(f"[b green]Fix:[/] {escape(sv.fix)}")
+    if sv.message:
+        lines.append(escape(sv.message))
     lines += _mapping("Inputs", sv.inputs)
     lines += _mapping("Outputs", sv.outputs)
     if sv.notes:
