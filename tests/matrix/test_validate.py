@@ -177,6 +177,10 @@ def test_wrong_server_name_in_element_config(tmp_path: Path,
                                              matrix_stack: MatrixStack) -> None:
     res, ctx = run_validate(tmp_path, matrix_stack, server_name="other.example")
     _failed(res, ctx, "discovery", "element_config")
+    got = checks(ctx)
+    assert got["registration"]["cause"] == "server_name"
+    assert got["e2ee_roundtrip"]["status"] == "skipped"
+    assert got["cleanup"]["passed"] is True  # the users it did register are removed
 
 
 def test_expected_upload_limit_differs(tmp_path: Path, matrix_stack: MatrixStack) -> None:
