@@ -20,11 +20,13 @@ from __future__ import annotations
 import base64
 import codecs
 import contextlib
+import glob
 import hashlib
 import os
 import re
 import secrets
 import select
+import shlex
 import shutil
 import signal
 import socket
@@ -131,6 +133,34 @@ def ssh_config_path() -> Path:
     return Path(os.path.expanduser("~/.ssh/config"))
 
 
+_INCLUDE_RE = re.compile(r"^\s*include\s*(?:=\s*|\s)(.+)$", re.I)
+
+
+def _config_text(path: Path, depth: int = 0) -> str:
+    """The config with ``Include`` expanded in place (paramiko ignores it).
+
+    Relative patterns are under ~/.ssh, globs are sorted, as OpenSSH does. Inlining is
+    exact for the usual top-level ``Include config.d/*``; an Include inside a Host block
+    whose file has its own Host lines ends that block (OpenSSH would resume it).
+    """
+    if depth > 8:
+        raise ValueError(f"Include nested too deeply at {path}")
+    out: list[str] = []
+    for line in path.read_text(errors="replace").splitlines():
+        m = _INCLUDE_RE.match(line)
+        if not m:
+            out.append(line)
+            continue
+        for pattern in shlex.split(m.group(1)):
+            pattern = os.path.expanduser(pattern)
+            if not os.path.isabs(pattern):
+                pattern = str(ssh_config_path().parent / pattern)
+            for inc in sorted(glob.glob(pattern)):
+                if os.path.isfile(inc):
+                    out.append(_config_text(Path(inc), depth + 1))
+    return "\n".join(out)
+
+
 def _lookup_config(alias: str) -> dict[str, Any]:
     import paramiko
 
@@ -138,7 +168,7 @@ def _lookup_config(alias: str) -> dict[str, Any]:
     if not path.is_file():
         return {}
     try:
-        cfg = paramiko.SSHConfig.from_path(str(path))
+        cfg = paramiko.SSHConfig.from_text(_config_text(path))
     except Exception as e:  # a config paramiko cannot parse must not be silently ignored
         raise ActionFailed(f"cannot read {path}: {e}",
                            diagnosis="paramiko could not parse your SSH config file.",

@@ -96,3 +96,14 @@ def test_unsupported_config_said_plainly(ctx: TimedContext, home: Path, line: st
     with pytest.raises(ActionFailed) as e:
         ctx.run(Run(), {"host": "box", "command": "true"})
     assert needle in (e.value.message + (e.value.diagnosis or ""))
+
+
+def test_include_is_expanded(sshd: SshServer, ctx: TimedContext, home: Path) -> None:
+    (home / ".ssh" / "config.d").mkdir()
+    (home / ".ssh" / "config.d" / "10-staging").write_text(
+        f"Host staging-inc\n  HostName {sshd.host}\n  Port {sshd.port}\n  User {sshd.user}\n"
+        f"  IdentityFile {sshd.key_path}\n")
+    (home / ".ssh" / "config").write_text("Include config.d/*\n\nHost other\n  Port 1\n")
+    r = ctx.run(Run(), {"host": "staging-inc", "command": "echo included",
+                        "host_key_fingerprints": sshd.fingerprints})
+    assert r.outputs["stdout"] == "included\n"
