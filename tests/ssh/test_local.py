@@ -39,7 +39,7 @@ def test_local_timeout_kills_the_whole_command(ctx: TimedContext, tmp_path) -> N
     start = time.monotonic()
     with pytest.raises(ActionFailed, match="timed out"):
         ctx.run(Run(), {"host": "local", "command": f"sleep 2 && touch {marker}", "timeout": 0.5})
-    assert time.monotonic() - start < 1.5
+    assert time.monotonic() - start < 3
     time.sleep(2)
     assert not marker.exists()  # the process group was killed, not just the shell
 
