@@ -551,7 +551,18 @@ class Bucket(Kind):
         return changes
 
     def find(self, api: AwsApi, ctx: StepContext, name: str, spec: Any) -> Found:
-        head = _safe(api, "s3", "head_bucket", ("404", "NoSuchBucket", "NotFound"), Bucket=name)
+        try:
+            head = _safe(api, "s3", "head_bucket", ("404", "NoSuchBucket", "NotFound"),
+                         Bucket=name)
+        except ActionFailed as e:
+            if "403" not in e.message and "Forbidden" not in e.message:
+                raise
+            raise ActionFailed(
+                f"bucket name {name} is taken, and not by this account",
+                diagnosis="S3 bucket names are global; HeadBucket answered 403, so another "
+                          "account owns it (or a policy denies s3:ListBucket to you).",
+                fix="Use another deployment name, or grant s3:ListBucket if the bucket is "
+                    "yours.") from e
         if head is None:
             return Found(None, changes=[f"create bucket {name}", *self._all(spec)])
         out = {"bucket": name, "bucket_arn": f"arn:aws:s3:::{name}"}

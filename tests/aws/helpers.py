@@ -80,6 +80,8 @@ def error_response(code: str, message: str, status: int, protocol: str = "ec2") 
     """A botocore AWSResponse carrying an AWS error in the service's wire format."""
     from botocore.awsrequest import AWSResponse
 
+    if protocol == "head":  # S3 HEAD: no body, the status is the code
+        return AWSResponse("https://injected", status, {}, _Raw(b""))
     if protocol == "ec2":
         body = (f"<Response><Errors><Error><Code>{code}</Code><Message>{message}</Message>"
                 f"</Error></Errors><RequestID>injected-{code}</RequestID></Response>")

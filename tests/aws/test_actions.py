@@ -541,3 +541,14 @@ def test_actions_module_imports_no_sdk() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, env={**os.environ})
     assert out.stdout.strip() == "[]"
+
+
+def test_a_bucket_name_owned_by_another_account_is_explained(ctx: Any) -> None:
+    # moto does not enforce cross-account bucket access: AWS answers HeadBucket with 403.
+    ctx.drop_resource("aws.session")
+    hook_sessions(lambda s: inject(s, "before-send.s3.HeadBucket", "403", "", status=403,
+                                   protocol="head"))
+    with pytest.raises(ActionFailed) as e:
+        ctx.run(Ensure(), {"kind": "bucket", "name": f"elematrix-{ctx.deployment}-x",
+                           "spec": {}})
+    assert "taken, and not by this account" in e.value.message
