@@ -54,8 +54,13 @@ class ElematrixApp(App[int]):
     def __init__(self, state_dir: Path, *, runbook: Path | None = None,
                  deployment: str | None = None, resume_run: str | None = None,
                  practice: bool = False, params: dict[str, Any] | None = None,
+                 phases: list[str] | None = None, notices: list[str] | None = None,
                  runner_factory: RunnerFactory | None = None) -> None:
         super().__init__()
+        # Phases this session may run (None: all), e.g. practice without Docker.
+        self.allowed_phases = list(phases) if phases else None
+        # Lines the operator must see first (practice emulator, secret store fallback...).
+        self.notices = list(notices or [])
         self.state_dir = state_dir
         self.practice = practice
         self.runner_factory: RunnerFactory = runner_factory or engine_runner_factory
@@ -69,6 +74,8 @@ class ElematrixApp(App[int]):
 
     def on_mount(self) -> None:
         self.push_screen(StartScreen())
+        for line in self.notices:
+            self.notify(escape(line), timeout=12)
         if self.initial_resume:
             name = self.initial_deployment or catalog.find_run(self.state_dir,
                                                                self.initial_resume)
@@ -79,15 +86,33 @@ class ElematrixApp(App[int]):
             self.open_deployment(self._entry(name), resume_run=self.initial_resume)
         elif self.initial_deployment:
             entry = self._entry(self.initial_deployment)
-            if entry.runbook_path is None and self.initial_runbook is not None:
-                entry.runbook_path = self.initial_runbook
-            if entry.runbook_path is None and not entry.settings:
+            if self.initial_runbook is not None and not entry.settings:
+                self._start_with_runbook(self.initial_deployment, self.initial_runbook)
+            elif entry.runbook_path is None and not entry.settings:
                 self.new_deployment(runbook=self.initial_runbook,
                                     name=self.initial_deployment)
             else:
                 self.open_deployment(entry, params=self.initial_params)
         elif self.initial_runbook:
             self.new_deployment(runbook=self.initial_runbook)
+
+    def _start_with_runbook(self, name: str, path: Path) -> None:
+        """A deployment named on the command line with its runbook (``elematrix practice``):
+        straight to the run screen when the given params cover every required one."""
+        rb = self.load_runbook(path)
+        if rb is None:
+            return
+        params = dict(self.initial_params)
+        if rb.param("deployment"):
+            params.setdefault("deployment", name)
+        missing = [p.name for p in rb.params
+                   if p.is_required and p.type != "secret" and p.name not in params]
+        if missing:
+            self.parameter_form(NewDeployment(name=name, runbook_path=path, aws_profile=None,
+                                              aws_region=None))
+            return
+        self.save_deployment(name, rb, path, params, aws_profile=None, aws_region=None)
+        self.push_screen(RunScreen(rb, deployment=name, params=params, runbook_path=path))
 
     def _entry(self, name: str) -> catalog.DeploymentEntry:
         for e in catalog.list_deployments(self.state_dir):
@@ -196,10 +221,15 @@ class ElematrixApp(App[int]):
 
 def run_app(state_dir: Path, *, runbook: Path | None = None, deployment: str | None = None,
             resume_run: str | None = None, practice: bool = False,
-            params: dict[str, Any] | None = None) -> int:
-    """Run the TUI until the operator quits; return the process exit code."""
+            params: dict[str, Any] | None = None, phases: list[str] | None = None,
+            notices: list[str] | None = None) -> int:
+    """Run the TUI until the operator quits; return the process exit code.
+
+    ``phases`` limits what this session may run; ``notices`` are shown at the top of
+    every screen (practice mode says what is emulated and what is not)."""
     app = ElematrixApp(state_dir, runbook=runbook, deployment=deployment,
-                       resume_run=resume_run, practice=practice, params=params)
+                       resume_run=resume_run, practice=practice, params=params,
+                       phases=phases, notices=notices)
     app.run()
     return app.return_code or 0
 

@@ -245,3 +245,25 @@ async def test_run_screen_fits_small_and_large_terminals(state_dir: Path,
         assert log.region.right <= size[0] and log.region.bottom <= size[1]
         if size[0] >= 200:
             assert log.size.width >= 100  # a big terminal gives the log the room
+
+
+async def test_practice_entry_opens_the_run_screen_with_notices(state_dir: Path) -> None:
+    params = {"server_name": "practice.test", "operator_cidr": "127.0.0.1/32",
+              "admin_email": "ops@practice.test"}
+    app = ElematrixApp(state_dir, runbook=DATA / "ui-flow.yaml", deployment="practice",
+                       params=params, practice=True, phases=["prepare"],
+                       notices=["Practice: AWS is an emulator on 127.0.0.1 (moto).",
+                                "No Docker engine here: only the prepare phase runs."])
+    async with app.run_test(size=(100, 32)) as pilot:
+        screen = run_screen(app)
+        banner = text_of(screen.query_one("#banner", Static))
+        assert "PRACTICE" in banner and "only the prepare phase runs" in banner
+        assert screen.params["server_name"] == "practice.test"
+        # A phase outside this session's phases is refused with the reason.
+        screen.model.passed.add("prepare")
+        screen.model.recompute_locks()
+        screen.query_one(PhaseTree).select_id("change")
+        await pilot.press("r")
+        await pilot.pause()
+        assert not screen.running
+        assert any("cannot run in this session" in str(n.message) for n in app._notifications)

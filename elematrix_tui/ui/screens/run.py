@@ -86,9 +86,9 @@ class RunScreen(Screen[int]):
 
     # -- layout -----------------------------------------------------------------
     def compose(self) -> ComposeResult:
-        if self.eapp.practice:
-            yield Static("PRACTICE: embedded AWS emulator, nothing real is created",
-                         id="banner")
+        banner = banner_text(self.eapp)
+        if banner:
+            yield Static(banner, id="banner")
         yield Static(self._head(), id="run-head")
         with Horizontal(id="body"):
             with Vertical(id="left"):
@@ -313,6 +313,12 @@ class RunScreen(Screen[int]):
         if pv is None:
             self.notify("Every phase passed.")
             return
+        allowed = self.eapp.allowed_phases
+        if allowed is not None and pv.phase_id not in allowed:
+            self.notify(f"{pv.label} cannot run in this session (only "
+                        f"{', '.join(allowed)}); see the notice at the top.",
+                        severity="warning")
+            return
         self.start(phases=[pv.phase_id])
 
     def action_run_step(self) -> None:
@@ -418,6 +424,15 @@ class RunScreen(Screen[int]):
             YesNoModal("Quit while a step runs?",
                        "The run is interrupted and saved; start elematrix again to resume it.",
                        yes="Quit", no="Keep running"), callback=answered)
+
+
+def banner_text(app: ElematrixApp) -> str:
+    """The practice banner and the session's notices, or an empty string."""
+    lines = []
+    if app.practice:
+        lines.append("PRACTICE: embedded AWS emulator, nothing real is created")
+    lines += [n for n in app.notices if not (app.practice and n.startswith("Practice:"))]
+    return "\n".join(escape(n) for n in lines)
 
 
 def export_report(state_dir: Path, deployment: str, run_id: str, model: RunModel) -> Path:

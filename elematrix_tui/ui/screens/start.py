@@ -39,9 +39,11 @@ class StartScreen(Screen[None]):
         return self.app  # type: ignore[return-value]
 
     def compose(self) -> ComposeResult:
-        if self.eapp.practice:
-            yield Static("PRACTICE: embedded AWS emulator, nothing real is created",
-                         id="banner")
+        from .run import banner_text
+
+        banner = banner_text(self.eapp)
+        if banner:
+            yield Static(banner, id="banner")
         yield Static("[b]elematrix[/b] · deploy Matrix/Element to AWS, phase by phase",
                      id="start-head")
         with Vertical(id="start-body"):
