@@ -29,6 +29,7 @@ import json
 import os
 import shutil
 import socket
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -52,6 +53,12 @@ _MARK = "elematrix-fakehost"
 # What the user-data script leaves behind on a real instance (the runbook may check them);
 # the double's cloud-init never runs user-data, so the instance writes them.
 CLOUD_INIT_STATE = Path("/var/lib/elematrix")
+# One record per live FakeInstance: the next start cleans up after a test process that died
+# without stop() (services still bound to the service addresses would break the next run).
+REGISTRY = Path(tempfile.gettempdir()) / "elematrix-fakehost-instances"
+# The instance's extra programs (the aws CLI): one shared directory, so that the sudoers
+# drop-ins of concurrent instances (keyed by login user) say exactly the same thing.
+BIN_DIR = Path(tempfile.gettempdir()) / "elematrix-fakehost-bin"
 
 
 def missing_binaries() -> list[str]:
@@ -76,6 +83,72 @@ def _port_free(host: str, port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+def _owner_alive(pid: int, starttime: str) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[19] == starttime
+
+
+def _self_starttime() -> str:
+    return Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19]
+
+
+def cleanup_stale() -> list[str]:
+    """Undo what FakeInstances of dead test processes left behind; returns their roots."""
+    cleaned = []
+    REGISTRY.mkdir(mode=0o755, exist_ok=True)
+    for rec_path in REGISTRY.glob("*.json"):
+        try:
+            rec = json.loads(rec_path.read_text())
+        except (OSError, ValueError):
+            continue
+        if _owner_alive(int(rec["pid"]), str(rec["starttime"])):
+            continue
+        root = Path(rec["state_root"])
+        if root.exists():
+            with contextlib.suppress(OSError):
+                fakedocker.stop_all(root)
+        with contextlib.suppress(OSError):
+            _edit_hosts(str(root), None)
+        Path(rec["sudoers"]).unlink(missing_ok=True)
+        shutil.rmtree(rec["runtime"], ignore_errors=True)
+        rec_path.unlink(missing_ok=True)
+        cleaned.append(str(root))
+    return cleaned
+
+
+def namespaces_work() -> bool:
+    """Can we give sshd a private /etc/hosts (root, CAP_SYS_ADMIN, util-linux unshare)?"""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        return False
+    r = subprocess.run(["unshare", "-m", "--propagation", "private", "--", "sh", "-c",
+                        "mount --bind /etc/hosts /etc/hosts"], capture_output=True)
+    return r.returncode == 0
+
+
+def _live_nets() -> set[str]:
+    nets = set()
+    for rec_path in REGISTRY.glob("*.json"):
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            nets.add(json.loads(rec_path.read_text())["service_net"])
+    return nets
+
+
+def _strip_blocks(text: str) -> str:
+    out, skip = [], False
+    for line in text.splitlines(keepends=True):
+        if line.startswith(f"# BEGIN {_MARK} "):
+            skip = True
+        elif skip and line.startswith(f"# END {_MARK} "):
+            skip = False
+        elif not skip:
+            out.append(line)
+    joined = "".join(out)
+    return joined if joined.endswith("\n") or not joined else joined + "\n"
 
 
 def _edit_hosts(remove_marker: str | None, add: str | None) -> None:
@@ -110,11 +183,18 @@ class FakeInstance:
     """A rehearsal instance: real sshd on ``address``, the Docker test double on PATH."""
 
     def __init__(self, address: str, state_root: Path, *, port: int | None = None,
-                 user: str | None = None, service_net: str = "127.0.10",
+                 user: str | None = None, service_net: str | None = None,
                  aws_env: dict[str, str] | None = None, unit_dir: Path | None = None,
-                 keep_runtime: bool = False, cloud_init_markers: bool = True) -> None:
+                 keep_runtime: bool = False, cloud_init_markers: bool = True,
+                 isolation: str = "auto") -> None:
         """``port=None``: 22 when free on ``address``, else a free port (see :attr:`port`).
-        ``service_net``: the services get ``<net>.2`` (postgres) to ``<net>.5`` (nginx).
+        ``service_net``: the services get ``<net>.2`` (postgres) to ``<net>.5`` (nginx);
+        None: the first of 127.0.10, 127.0.11, ... no live FakeInstance uses.
+        ``isolation``: how the service names resolve. "namespace": sshd (so every session,
+        and every service the double starts from one) runs in a private mount namespace
+        whose /etc/hosts has the names: concurrent instances do not see each other's.
+        "hosts": a marked block in the machine's /etc/hosts (one instance at a time).
+        "auto": namespace when ``unshare -m`` works here, else hosts.
         ``aws_env``: AWS_* variables for the session (a moto server); missing ones are taken
         from this process's environment. ``unit_dir``: where the runbook installs its
         systemd units (default ``<state_root>/systemd``). ``keep_runtime``: keep the
@@ -124,10 +204,11 @@ class FakeInstance:
         self.address = address
         self.state_root = Path(state_root).resolve()
         self.requested_port = port
-        self.service_addresses = {name: f"{service_net}.{i}"
-                                  for i, name in enumerate(SERVICES, start=2)}
-        if address in self.service_addresses.values():
-            raise ValueError(f"instance address {address} collides with a service address")
+        self.service_net = service_net
+        self.service_addresses: dict[str, str] = {}
+        if isolation not in ("auto", "namespace", "hosts"):
+            raise ValueError(f"isolation {isolation!r}: auto, namespace or hosts")
+        self.isolation = isolation
         env = {k: os.environ[k] for k in AWS_VARS if k in os.environ}
         env.update(aws_env or {})
         self.aws_env = env
@@ -139,7 +220,8 @@ class FakeInstance:
         digest = hashlib.sha256(str(self.state_root).encode()).hexdigest()[:12]
         self.runtime = Path(tempfile.gettempdir()) / f"elematrix-fakehost-{digest}"
         self.keep_runtime = keep_runtime
-        self.bin_dir = self.state_root / "bin"
+        self._registry_entry = REGISTRY / f"{digest}.json"
+        self.bin_dir = BIN_DIR
         self.cloud_init_markers = cloud_init_markers
         self._created: list[Path] = []
         self.started = False
@@ -229,13 +311,33 @@ class FakeInstance:
         return self
 
     def _start(self) -> None:
+        cleanup_stale()
+        if self.isolation == "auto":
+            self.isolation = "namespace" if namespaces_work() else "hosts"
+        if self.service_net is None:
+            used = _live_nets()
+            self.service_net = next(f"127.0.{k}" for k in range(10, 250)
+                                    if f"127.0.{k}" not in used
+                                    and not self.address.startswith(f"127.0.{k}."))
+        self.service_addresses = {name: f"{self.service_net}.{i}"
+                                  for i, name in enumerate(SERVICES, start=2)}
+        if self.address in self.service_addresses.values():
+            raise ValueError(f"instance address {self.address} collides with a service address")
         self.state_root.mkdir(parents=True, exist_ok=True)
+        REGISTRY.mkdir(mode=0o755, exist_ok=True)
+        self._registry_entry.write_text(json.dumps({
+            "state_root": str(self.state_root), "pid": os.getpid(),
+            "starttime": _self_starttime(), "sudoers": str(self._sudoers),
+            "runtime": str(self.runtime), "service_net": self.service_net}))
         os.chmod(self.state_root, 0o755)
         self.unit_dir.mkdir(parents=True, exist_ok=True)
-        self.bin_dir.mkdir(exist_ok=True)
-        if AWS_CLI.exists():
-            (self.bin_dir / "aws").unlink(missing_ok=True)
-            (self.bin_dir / "aws").symlink_to(AWS_CLI)
+        self.bin_dir.mkdir(mode=0o755, exist_ok=True)
+        aws = self.bin_dir / "aws"
+        if AWS_CLI.exists() and not (aws.is_symlink() and aws.resolve() == AWS_CLI.resolve()):
+            tmp = self.bin_dir / f".aws-{os.getpid()}"
+            tmp.unlink(missing_ok=True)
+            tmp.symlink_to(AWS_CLI)
+            tmp.replace(aws)
         # Volumes and sockets live outside pytest's tmp dirs: a concurrent pytest session
         # resets /tmp/pytest-of-root to 0700 and PostgreSQL (user postgres) loses its data
         # dir mid-test. Short, too: a unix socket path must fit in 107 bytes.
@@ -247,12 +349,23 @@ class FakeInstance:
                "synapse_python": str(SYNAPSE_VENV / "bin" / "python"),
                "python": sys.executable, "runtime": str(self.runtime),
                "unit_dirs": [str(self.unit_dir), "/etc/systemd/system"],
-               "env": self.aws_env, "shim_dir": str(SHIM_DIR)}
+               "env": self.aws_env, "shim_dir": str(SHIM_DIR),
+               "bin_dir": str(self.bin_dir)}
         (self.state_root / "fakehost.json").write_text(json.dumps(cfg, indent=1))
-        block = [f"# BEGIN {_MARK} {self.state_root}\n",
-                 *[f"{a}\t{n}\n" for n, a in self.service_addresses.items()],
-                 f"# END {_MARK} {self.state_root}\n"]
-        _edit_hosts(str(self.state_root), "".join(block))
+        block = "".join([f"# BEGIN {_MARK} {self.state_root}\n",
+                         *[f"{a}\t{n}\n" for n, a in self.service_addresses.items()],
+                         f"# END {_MARK} {self.state_root}\n"])
+        if self.isolation == "namespace":
+            # The machine's hosts file without other instances' blocks, plus ours, mounted
+            # over /etc/hosts for sshd and everything started from its sessions.
+            hosts = self.runtime / "hosts"
+            hosts.write_text(_strip_blocks(HOSTS.read_text()) + block)
+            hosts.chmod(0o644)
+            self.sshd.command_prefix = (
+                "unshare", "-m", "--propagation", "private", "--", "sh", "-c",
+                'mount --bind "$0" /etc/hosts && exec "$@"', str(hosts))
+        else:
+            _edit_hosts(str(self.state_root), block)
         self._write_sudoers()
         if self.cloud_init_markers:
             self._write_markers()
@@ -296,8 +409,9 @@ class FakeInstance:
         with contextlib.suppress(OSError):
             fakedocker.stop_all(self.state_root)
         self.sshd.close()
-        with contextlib.suppress(OSError):
-            _edit_hosts(str(self.state_root), None)
+        if self.isolation == "hosts":
+            with contextlib.suppress(OSError):
+                _edit_hosts(str(self.state_root), None)
         self._sudoers.unlink(missing_ok=True)
         for p in self._created:  # files first, then the directory if we made it
             with contextlib.suppress(OSError):
@@ -305,6 +419,7 @@ class FakeInstance:
         self._created.clear()
         if not self.keep_runtime:
             shutil.rmtree(self.runtime, ignore_errors=True)
+        self._registry_entry.unlink(missing_ok=True)
         self.started = False
 
     def __enter__(self) -> FakeInstance:

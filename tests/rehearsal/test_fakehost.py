@@ -286,7 +286,8 @@ def test_unsupported_commands_fail_loudly(tmp_path: Path, capsys: pytest.Capture
     (tmp_path / "fakehost.json").write_text(json.dumps({
         "address": "127.0.0.9", "services": {}, "pg_bin": "/x", "nginx_bin": "/x",
         "synapse_python": "/x", "python": "/x", "runtime": str(tmp_path),
-        "unit_dirs": [str(tmp_path)], "env": {}, "shim_dir": str(tmp_path)}))
+        "unit_dirs": [str(tmp_path)], "env": {}, "shim_dir": str(tmp_path),
+        "bin_dir": str(tmp_path)}))
     (tmp_path / "docker-compose.yml").write_text(
         "services:\n  db:\n    image: postgres:15\n")
     monkeypatch.setenv(fakedocker.STATE_ENV, str(tmp_path))
@@ -320,7 +321,7 @@ def test_env_file_and_path_mapping(tmp_path: Path) -> None:
     assert fakedocker.parse_env_file(env) == {"A": "1", "B": "two words", "C": "x=y"}
     host = fakedocker.Host(tmp_path, "127.0.0.9", {"s": "127.0.10.3"}, Path("/pg"),
                            Path("/ng"), Path("/py/bin/python"), Path("/py"), tmp_path,
-                           [], {}, tmp_path)
+                           [], {}, tmp_path, tmp_path)
     proj = fakedocker.Project(tmp_path, tmp_path / "c.yml", "p", {"volumes": {"d": None}},
                               host)
     svc = fakedocker.Service("s", {"image": "matrixdotorg/synapse:v1",

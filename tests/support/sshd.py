@@ -107,11 +107,15 @@ class SshServer:
 
     def __init__(self, bind: str = "127.0.0.1", port: int | None = None,
                  key_types: tuple[str, ...] = ("ecdsa", "ed25519"),
-                 extra_config: str = "", user: str | None = None) -> None:
+                 extra_config: str = "", user: str | None = None,
+                 command_prefix: tuple[str, ...] = ()) -> None:
+        # command_prefix: argv run before sshd's own (it must exec sshd, keeping the pid),
+        # e.g. the rehearsal's FakeInstance enters a private mount namespace with it.
         self.host = bind
         self.port = port or 0
         self.key_types = key_types
         self.extra_config = extra_config
+        self.command_prefix = command_prefix
         self.user = user or ("ec2-user" if os.geteuid() == 0 else getpass.getuser())
         self.dir = Path(tempfile.mkdtemp(prefix="elematrix-sshd-"))
         self.key_path = self.dir / "client_ed25519"
@@ -245,7 +249,7 @@ class SshServer:
                 "",
             ]))
             log = self.log_path.open("ab")
-            self.proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(cfg)],
+            self.proc = subprocess.Popen([*self.command_prefix, SSHD, "-D", "-e", "-f", str(cfg)],
                                          stdin=subprocess.DEVNULL, stdout=log, stderr=log)
             log.close()
             try:

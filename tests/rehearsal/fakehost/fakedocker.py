@@ -86,6 +86,7 @@ class Host:
     unit_dirs: list[Path]
     env: dict[str, str]
     shim_dir: Path
+    bin_dir: Path  # the instance's extra programs (the aws CLI)
 
     @classmethod
     def load(cls) -> Host:
@@ -99,7 +100,7 @@ class Host:
                    synapse_python=Path(cfg["synapse_python"]), python=Path(cfg["python"]),
                    runtime=Path(cfg["runtime"]),
                    unit_dirs=[Path(p) for p in cfg["unit_dirs"]], env=dict(cfg["env"]),
-                   shim_dir=Path(cfg["shim_dir"]))
+                   shim_dir=Path(cfg["shim_dir"]), bin_dir=Path(cfg["bin_dir"]))
 
     def service_address(self, name: str) -> str:
         try:
@@ -110,7 +111,7 @@ class Host:
 
     def path_env(self, *first: Path) -> str:
         # The instance's own bin dir holds the aws CLI (backup.sh calls it).
-        return ":".join([*(str(p) for p in first), str(self.shim_dir), str(self.state / "bin"),
+        return ":".join([*(str(p) for p in first), str(self.shim_dir), str(self.bin_dir),
                          SYSTEM_PATH])
 
 
@@ -419,6 +420,7 @@ class Project:
                 if key not in allowed and not key.startswith("x-"):
                     raise Unsupported(f"service {svc.name}: key {key!r} for image "
                                       f"{svc.spec.get('image')}")
+            svc.ports(), svc.depends_on()  # refuse forms the double cannot emulate, early
         return proj
 
     def volume_dir(self, volume: str) -> Path:
@@ -1004,16 +1006,25 @@ def start_proxy(svc: Service, port: Port) -> None:
     host = svc.project.host
     where = port.bind_address(host)
     target = host.service_address(svc.name)
-    proc = _popen(svc, [str(host.python), "-I", os.path.abspath(__file__), "_proxy", where,
-                        str(port.host_port), target, str(port.container_port)],
-                  cwd=Path("/"), env={"PATH": SYSTEM_PATH})
-    deadline = time.monotonic() + 10
-    while not _listening(where, port.host_port):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise Failed(f"Error response from daemon: driver failed programming external "
-                         f"connectivity on endpoint {svc.container}: Bind for "
-                         f"{where}:{port.host_port} failed: port is already allocated")
-        time.sleep(0.02)
+    import select
+
+    # The forwarder says "bound" on a pipe: probing the port could find someone else's.
+    ready_r, ready_w = os.pipe()
+    try:
+        proc = _popen(svc, [str(host.python), "-I", os.path.abspath(__file__), "_proxy",
+                            where, str(port.host_port), target, str(port.container_port),
+                            str(ready_w)],
+                      cwd=Path("/"), env={"PATH": SYSTEM_PATH}, pass_fds=(ready_w,))
+        os.close(ready_w)
+        ok = bool(select.select([ready_r], [], [], 10)[0]) and os.read(ready_r, 1) == b"1"
+    finally:
+        os.close(ready_r)
+    if not ok:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        raise Failed(f"Error response from daemon: driver failed programming external "
+                     f"connectivity on endpoint {svc.container}: Bind for "
+                     f"{where}:{port.host_port} failed: port is already allocated")
     st = _proc_starttime(proc.pid) or ""
     d = svc.project.run_dir / "proxy"
     d.mkdir(exist_ok=True)
@@ -1022,17 +1033,7 @@ def start_proxy(svc: Service, port: Port) -> None:
     (d / f"{svc.name}-{port.host_port}.json").write_text(json.dumps(r.__dict__))
 
 
-def _listening(addr: str, port: int) -> bool:
-    import socket
-
-    try:
-        with socket.create_connection((addr, port), timeout=0.2):
-            return True
-    except OSError:
-        return False
-
-
-def run_proxy(listen: str, port: int, target: str, target_port: int) -> int:
+def run_proxy(listen: str, port: int, target: str, target_port: int, ready_fd: int) -> int:
     """A userland TCP forwarder (what docker-proxy does for a published port)."""
     import asyncio
 
@@ -1057,6 +1058,8 @@ def run_proxy(listen: str, port: int, target: str, target_port: int) -> int:
 
     async def serve() -> None:
         server = await asyncio.start_server(handle, listen, port, reuse_address=True)
+        os.write(ready_fd, b"1")
+        os.close(ready_fd)
         async with server:
             await server.serve_forever()
 
@@ -1670,7 +1673,7 @@ def main(args: Sequence[str] | None = None) -> int:
         return 2
     tool, rest = argv[0], argv[1:]
     if tool == "_proxy":
-        return run_proxy(rest[0], int(rest[1]), rest[2], int(rest[3]))
+        return run_proxy(rest[0], int(rest[1]), rest[2], int(rest[3]), int(rest[4]))
     tools = {"docker": docker, "cloud-init": cloud_init, "systemctl": systemctl}
     try:
         if tool not in tools:
