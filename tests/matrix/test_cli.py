@@ -72,3 +72,41 @@ def test_verify_runbook_fails_with_the_diagnosis(elematrix: str,
     rep = _run(elematrix, "report", _run_id(r.stdout), "--format", "md")
     assert "| discovery | FAILED |" in rep.stdout
     assert "HTTPS redirect left in nginx" in rep.stdout
+
+
+def test_bootstrap_then_gate_on_the_stored_admin_token(elematrix: str,
+                                                       matrix_stack: MatrixStack) -> None:
+    """Through the real runner and secret store: bootstrap stores the admin token, the
+    gate (given no secret) uses it; a second run creates nothing."""
+    runbook = Path(__file__).parent / "data" / "bootstrap-then-verify.yaml"
+    args = ["run", str(runbook), "--yes", "--deployment", "boot-t",
+            "--set", f"base_url={matrix_stack.base_url}",
+            "--set", f"server_name={matrix_stack.server_name}",
+            "--set", f"admin_url={matrix_stack.admin_url}",
+            "--set", "admin_user=cli-admin",
+            "--set", f"registration_shared_secret={matrix_stack.registration_shared_secret}"]
+    outputs = []
+    for _ in range(2):
+        r = _run(elematrix, *args)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "temporary admin" not in r.stdout  # the stored admin token was used
+        data = json.loads(_run(elematrix, "report", _run_id(r.stdout), "--format",
+                               "json").stdout)
+        step = next(s for s in data["steps"] if s["step"] == "matrix_admin")
+        outputs.append(step["outputs"])
+        text = json.dumps(data) + r.stdout + r.stderr
+        # Every secret of the deployment (admin password and token, registration token,
+        # shared secret) is in the 0600 store, and none of them in the output or report.
+        store = json.loads((Path(os.environ["ELEMATRIX_CONFIG_DIR"]) / "secrets.json")
+                           .read_text())["boot-t"]
+        assert {"matrix_admin_password", "matrix_admin_token",
+                "matrix_registration_token"} <= set(store)
+        for value in store.values():
+            assert value not in text
+    first, second = outputs
+    assert first["admin_user_id"] == f"@cli-admin:{matrix_stack.server_name}"
+    assert set(first["created"]) == {"admin", "registration_token",
+                                     f"#welcome:{matrix_stack.server_name}",
+                                     f"#news:{matrix_stack.server_name}"}
+    assert second["rooms"] == first["rooms"]
+    assert second.get("created", []) == []
