@@ -273,6 +273,12 @@ class FakeInstance:
         with open(self.sshd.dir / "authorized_keys", "a") as f:
             f.write(line + "\n")
 
+    def authorize_private_key(self, private_key_path: Path) -> None:
+        """Authorize the public half of a private key file (e.g. the key pair moto made)."""
+        pub = subprocess.run(["ssh-keygen", "-y", "-f", str(private_key_path)], check=True,
+                             capture_output=True, text=True).stdout
+        self.authorize_key(pub)
+
     def ssh_inputs(self, **extra: object) -> dict[str, object]:
         """The ssh.* action inputs for this instance (host key pinned)."""
         return self.sshd.inputs(**extra)

@@ -333,3 +333,51 @@ def test_env_file_and_path_mapping(tmp_path: Path) -> None:
     assert fakedocker.exec_argv(svc, ["curl", "http://localhost:8008/health", "/config"]) == \
         ["curl", "http://127.0.10.3:8008/health", f"{tmp_path}/cfg"]
     assert os.path.isdir(data)
+
+
+def test_concurrent_instances_resolve_their_own_services(tmp_path: Path) -> None:
+    """Two instances at once (two engineers' test runs on one machine): each session sees
+    its own service addresses; the machine's /etc/hosts is not touched (namespace mode)."""
+    from tests.rehearsal.instance import missing_binaries, namespaces_work
+
+    require(not missing_binaries(), "the fake instance's prerequisites")
+    require(namespaces_work(), "unshare -m (a private /etc/hosts for the instance's sshd)")
+    hosts_before = Path("/etc/hosts").read_text()
+    a = FakeInstance("127.0.0.201", tmp_path / "a")
+    b = FakeInstance("127.0.0.202", tmp_path / "b")
+    try:
+        a.start()
+        b.start()
+        assert a.service_net != b.service_net
+        assert Path("/etc/hosts").read_text() == hosts_before
+        for inst in (a, b):
+            r = Remote(inst)
+            try:
+                got = r.ok("getent hosts postgres synapse element nginx").text.split()
+                assert got[::2] == [inst.service_addresses[n] for n in
+                                    ("postgres", "synapse", "element", "nginx")]
+                # Through sudo too (the runbook's commands run under sudo -n).
+                assert r.ok("getent hosts synapse", sudo=True).text.split()[0] == \
+                    inst.service_addresses["synapse"]
+            finally:
+                r.close()
+    finally:
+        b.stop()
+        a.stop()
+    assert Path("/etc/hosts").read_text() == hosts_before
+
+
+def test_hosts_file_mode_adds_and_removes_its_block(tmp_path: Path) -> None:
+    """The fallback where namespaces are not available: a marked block, removed at stop."""
+    from tests.rehearsal.instance import missing_binaries
+
+    require(not missing_binaries(), "the fake instance's prerequisites")
+    inst = FakeInstance("127.0.0.203", tmp_path / "h", isolation="hosts")
+    try:
+        inst.start()
+        text = Path("/etc/hosts").read_text()
+        assert f"# BEGIN elematrix-fakehost {inst.state_root}" in text
+        assert f"{inst.service_addresses['postgres']}\tpostgres" in text
+    finally:
+        inst.stop()
+    assert f"elematrix-fakehost {inst.state_root}" not in Path("/etc/hosts").read_text()
