@@ -552,3 +552,28 @@ def test_a_bucket_name_owned_by_another_account_is_explained(ctx: Any) -> None:
         ctx.run(Ensure(), {"kind": "bucket", "name": f"elematrix-{ctx.deployment}-x",
                            "spec": {}})
     assert "taken, and not by this account" in e.value.message
+
+
+def test_generic_kind_finds_by_a_describe_call_and_creates_once(ctx: Any) -> None:
+    name = f"elematrix-{ctx.deployment}-lt"
+    inputs = {"kind": "generic", "name": name, "spec": {
+        "service": "ec2",
+        "find": {"operation": "describe_launch_templates",
+                 "params": {"Filters": [{"Name": "tag:elematrix:deployment",
+                                         "Values": [ctx.deployment]}]},
+                 "query": "LaunchTemplates[0]"},
+        "create": {"operation": "create_launch_template",
+                   "params": {"LaunchTemplateName": name,
+                              "LaunchTemplateData": {"InstanceType": "t3.medium"}},
+                   "query": "LaunchTemplate"},
+        "tag_resource_type": "launch-template"}}
+    assert ctx.check(Ensure(), inputs).in_sync is False
+    first = ctx.run(Ensure(), inputs)
+    assert first.status == "changed"
+    again = ctx.run(Ensure(), inputs)
+    assert again.status == "ok"
+    assert again.outputs["resource"]["LaunchTemplateId"] == \
+        first.outputs["resource"]["LaunchTemplateId"]
+    lts = boto3.client("ec2").describe_launch_templates(
+        LaunchTemplateNames=[name])["LaunchTemplates"]
+    assert len(lts) == 1
