@@ -105,6 +105,9 @@ class RunInputs(SshInputs):
     expect_exit: int | list[int] = 0
     # Substring of stdout, or 're:<regex>' searched in each line and in the kept output.
     expect_output: str | None = None
+    # Text fed to the command's standard input (then EOF): the way to hand a secret to a
+    # command without it showing in the host's process list. Masked like a secret.
+    stdin: str | None = None
     # A gate or a query: changes nothing on the host (reported ok, not changed).
     read_only: bool = False
     # Running the command twice is harmless: re-run it after a connection drop.
@@ -134,6 +137,7 @@ class Run(Action):
 
     name = "ssh.run"
     Inputs = RunInputs
+    secret_inputs = frozenset({"stdin"})
 
     def describe(self, inputs: RunInputs) -> str:
         sudo = "sudo " if inputs.sudo else ""
@@ -164,7 +168,9 @@ class Run(Action):
             command = build_command(inputs.command, inputs.env, inputs.sudo, target.local,
                                     limit)
             try:
-                res = conn.exec(command, timeout=limit, cancel=ctx.cancel, sink=sink)
+                res = conn.exec(command, timeout=limit, cancel=ctx.cancel, sink=sink,
+                                stdin=inputs.stdin.encode() if inputs.stdin is not None
+                                else None)
             except ChannelOpenError as e:
                 # Nothing ran: reconnecting and starting it is always safe.
                 ctx.drop_resource(target.resource_key)

@@ -229,3 +229,17 @@ def test_timed_out_command_is_stopped_on_the_host(sshd: SshServer, ctx: TimedCon
     assert "was stopped" in (e.value.diagnosis or "")
     time.sleep(0.3)
     assert _running(f"sleep 3{token}") == []
+
+
+@pytest.mark.parametrize("over", ["ssh", "local"])
+def test_stdin_feeds_the_command(request: pytest.FixtureRequest, ctx: TimedContext,
+                                 over: str) -> None:
+    base = request.getfixturevalue("sshd").inputs() if over == "ssh" else {"host": "local"}
+    r = ctx.run(Run(), {**base, "command": "wc -c", "stdin": "s3cret\n"})
+    assert r.outputs["stdout"].strip() == "7"
+    r = ctx.run(Run(), {**base, "command": "tr a-z A-Z", "stdin": "s3cret\n"})
+    assert r.outputs["stdout"] == "S3CRET\n"
+    # Without stdin the command gets EOF at once (it never hangs waiting for input).
+    r = ctx.run(Run(), {**base, "command": "cat; echo end", "timeout": 5})
+    assert r.outputs["stdout"] == "end\n"
+    assert Run.secret_inputs == frozenset({"stdin"})
