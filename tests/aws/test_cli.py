@@ -23,6 +23,8 @@ from .helpers import INFRA_SET, count_tagged
 ELEMATRIX = str(Path(sys.executable).parent / "elematrix")
 RUNBOOKS = Path(__file__).resolve().parents[2] / "elematrix_tui" / "runbooks"
 CIDR = "203.0.113.5/32"
+# The log line every AWS call prints (actions/aws_session.py): "aws ec2.run_instances -> ...".
+AWS_CALL_LINE = re.compile(r"\baws [a-z0-9-]+\.[a-z_]+ -> ")
 
 
 @pytest.fixture
@@ -172,7 +174,7 @@ def test_kill_9_at_ten_random_points_then_resume_leaves_one_set(
         assert proc.stdout is not None
         seen = 0
         for line in proc.stdout:
-            if "| aws " in line:
+            if AWS_CALL_LINE.search(line):
                 seen += 1
                 if seen >= point:
                     proc.send_signal(signal.SIGKILL)
