@@ -564,8 +564,8 @@ def adapt_stack(settings: StackSettings, ports: StackPorts, root: Path,
     - hostnames ``postgres``/``synapse``/``element`` -> 127.0.0.1 and the chosen ports
       (nginx's ``listen 80`` -> ``listen 127.0.0.1:<port>``);
     - ``/data/...`` (Synapse's volume) -> directories under ``root``;
-    - Element's container (nginx proxies ``/`` to it) -> a static directory served by the
-      same nginx, holding the rendered ``config.json``;
+    - Element's container (nginx proxies ``/`` to ``element:80``) -> one more server block
+      of the same nginx on its own loopback port, serving the rendered ``config.json``;
     - the fast test settings of :data:`FAST_TEST_OVERRIDES` (bcrypt rounds, no key servers,
       rate limits that allow a test suite's worth of logins from one address).
     Without the templates, :func:`test_homeserver` and :func:`test_nginx_server` are used.
@@ -643,10 +643,17 @@ def _adapt_project(renderer: Callable[..., Any], settings: StackSettings, ports:
     conf = (out / "nginx" / "default.conf").read_text()
     conf = re.sub(r"^\s*listen\s+\[::\]:80\b[^;]*;\s*$", "", conf, flags=re.M)
     conf = re.sub(r"listen\s+80\b[^;]*;", f"listen {LOOPBACK}:{ports.nginx};", conf)
-    conf = conf.replace("http://synapse:8008", f"http://{LOOPBACK}:{ports.synapse}")
+    conf = re.sub(r"\bsynapse:8008\b", f"{LOOPBACK}:{ports.synapse}", conf)
     conf = conf.replace("/var/www/well-known", str(out / "nginx" / "well-known"))
-    # The element container (a static site) -> the same files served by this nginx.
-    conf = re.sub(r"proxy_pass\s+http://element(?::\d+)?/?;", f"root {web_root};", conf)
+    # The element container is a static web server on :80 of the compose network: here
+    # one more server block of this nginx, on its own loopback port, serving the rendered
+    # config.json. proxy_pass/upstream lines keep their shape; only the address changes.
+    element_port = free_port()
+    conf = re.sub(r"\belement:80\b", f"{LOOPBACK}:{element_port}", conf)
+    conf = re.sub(r"(proxy_pass\s+http://)element(?=[/;])",
+                  rf"\g<1>{LOOPBACK}:{element_port}", conf)
+    conf += (f"\n# The element container, natively.\nserver {{\n    listen {LOOPBACK}:"
+             f"{element_port};\n    root {web_root};\n    index index.html;\n}}\n")
     element_cfg = json.loads((out / "element" / "config.json").read_text())
     return hs, conf, element_cfg
 
