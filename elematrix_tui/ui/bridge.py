@@ -8,7 +8,7 @@ writes the log lines of that tick in one ``write_lines`` call.
 
 from __future__ import annotations
 
-from collections import deque
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -19,27 +19,28 @@ from ..engine.model import Runbook
 
 
 class EventPump:
-    """A sink that queues events for the UI thread."""
+    """A sink that queues events for the UI thread.
+
+    The engine side appends under a lock (cheap, uncontended almost always); the UI side
+    swaps the whole buffer out in O(1), however many lines arrived since the last tick.
+    """
 
     def __init__(self) -> None:
-        self._q: deque[Event] = deque()
+        self._lock = threading.Lock()
+        self._buf: list[Event] = []
 
     def __call__(self, event: Event) -> None:
-        self._q.append(event)
+        with self._lock:
+            self._buf.append(event)
 
-    def drain(self, limit: int = 200_000) -> list[Event]:
-        """Every queued event, oldest first (at most ``limit`` per call to keep frames short)."""
-        out: list[Event] = []
-        q = self._q
-        try:
-            while len(out) < limit:
-                out.append(q.popleft())
-        except IndexError:
-            pass
+    def drain(self) -> list[Event]:
+        """Every queued event, oldest first."""
+        with self._lock:
+            out, self._buf = self._buf, []
         return out
 
     def __len__(self) -> int:
-        return len(self._q)
+        return len(self._buf)
 
 
 class RunnerLike(Protocol):

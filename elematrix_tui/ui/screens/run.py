@@ -170,26 +170,33 @@ class RunScreen(Screen[int]):
         events = self.pump.drain()
         if not events:
             return
-        lines: list[tuple[str, str, str]] = []
+        # Log lines only feed the log pane and everything else only the model, so the two
+        # can be split (each keeps its order). A 100k-line stream then costs one list
+        # comprehension and one write_lines per tick, not a call chain per line.
+        log_cls = ev.LogLine
+        lines = [(e.step_id, e.stream, e.line) for e in events
+                 if e.__class__ is log_cls]
+        if lines:
+            self.query_one(LogPane).add(lines)
+            if len(lines) == len(events):
+                return
         changed: set[str] = set()
         follow: str | None = None
         for e in events:
-            if isinstance(e, ev.LogLine):
-                lines.append((e.step_id, e.stream, e.line))
-                self.model.apply(e)
+            if e.__class__ is log_cls:
                 continue
             changed |= self.model.apply(e)
             if isinstance(e, ev.StepStarted) or (
                     isinstance(e, ev.StepFinished) and e.status == "failed"):
                 follow = e.step_id
-        self.query_one(LogPane).add(lines)
         if changed:
             self.query_one(PhaseTree).refresh_ids(changed)
             if "run" in changed:
                 self._refresh_head()
         if follow is not None:
             self.query_one(PhaseTree).select_id(follow)
-        self._show_selected()
+        if changed or follow is not None:
+            self._show_selected()
 
     def _refresh_head(self) -> None:
         self.query_one("#run-head", Static).update(self._head())
