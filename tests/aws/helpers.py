@@ -63,6 +63,24 @@ def count_tagged(session: Any, dep: str) -> dict[str, int]:
     return out
 
 
+def count_all(session: Any) -> dict[str, int]:
+    """Every live resource of the kinds infra creates, tagged or not (for 'exactly')."""
+    ec2 = session.client("ec2")
+    res = ec2.describe_instances(Filters=[{"Name": "instance-state-name", "Values": [
+        "pending", "running", "stopping", "stopped"]}])["Reservations"]
+    return {
+        "instance": sum(len(r["Instances"]) for r in res),
+        "eip": len(ec2.describe_addresses()["Addresses"]),
+        "security_group": len(ec2.describe_security_groups()["SecurityGroups"]),
+        "key_pair": len(ec2.describe_key_pairs()["KeyPairs"]),
+        "volume": len(ec2.describe_volumes()["Volumes"]),
+        "role": len(session.client("iam").list_roles()["Roles"]),
+        "instance_profile": len(session.client("iam").list_instance_profiles()[
+            "InstanceProfiles"]),
+        "bucket": len(session.client("s3").list_buckets().get("Buckets", [])),
+    }
+
+
 INFRA_SET = {"instance": 1, "eip": 1, "security_group": 1, "key_pair": 1, "volume": 1,
              "role": 1, "instance_profile": 1, "bucket": 1, "alarm": 0, "topic": 0,
              "log_group": 0}

@@ -18,7 +18,7 @@ import boto3
 import pytest
 
 from .conftest import FAKE_ENV
-from .helpers import INFRA_SET, count_tagged
+from .helpers import INFRA_SET, count_all, count_tagged
 
 ELEMATRIX = str(Path(sys.executable).parent / "elematrix")
 RUNBOOKS = Path(__file__).resolve().parents[2] / "elematrix_tui" / "runbooks"
@@ -87,11 +87,15 @@ def step_results(stdout: str) -> dict[str, str]:
 def test_infra_creates_exactly_the_resources_and_a_second_run_creates_nothing(
         cli_env: dict[str, str]) -> None:
     dep = "cli-infra"
+    aws = _Endpoint(cli_env)
+    before = count_all(_EndpointSession(aws))
     r = infra(cli_env, dep)
     assert r.returncode == 0, r.stdout + r.stderr
-    aws = _Endpoint(cli_env)
     counts = count_tagged(_EndpointSession(aws), dep)
     assert counts == INFRA_SET, counts
+    # Exactly these, tagged or not: nothing untagged was created on the side.
+    after = count_all(_EndpointSession(aws))
+    assert {k: after[k] - before[k] for k in after} == {k: INFRA_SET[k] for k in after}
     ec2, s3, iam = aws.client("ec2"), aws.client("s3"), aws.client("iam")
     flt = [{"Name": "tag:elematrix:deployment", "Values": [dep]}]
 
@@ -146,6 +150,7 @@ def test_infra_creates_exactly_the_resources_and_a_second_run_creates_nothing(
     results = step_results(again.stdout)
     assert results and "changed" not in results.values(), results
     assert count_tagged(_EndpointSession(aws), dep) == INFRA_SET
+    assert count_all(_EndpointSession(aws)) == after
 
 
 class _EndpointSession:
