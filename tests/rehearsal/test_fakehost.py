@@ -178,6 +178,10 @@ def test_stack_comes_up_incrementally_over_ssh(fake_instance: FakeInstance, remo
     remote.ok(f"{dc} exec -T postgres psql -U synapse -d synapse -c "
               "\"CREATE TABLE rehearsal_marker (v text); "
               "INSERT INTO rehearsal_marker VALUES ('kept')\"", sudo=True)
+    # stdin passes through too (a restore pipes a dump into psql).
+    r = remote.ok(f"{dc} exec -T postgres psql -U synapse -d synapse -At", sudo=True,
+                  stdin=b"SELECT 41 + 1;\n")
+    assert r.text.strip() == "42"
     logs = remote.ok(f"{dc} logs --tail 5 synapse", sudo=True).text
     assert len(logs.splitlines()) == 5 and logs.startswith("elematrix-synapse-1  | ")
 
@@ -188,9 +192,22 @@ def test_stack_comes_up_incrementally_over_ssh(fake_instance: FakeInstance, remo
     assert _pids(inst) == before
     assert inst.initdb_count() == 1
 
+    # stop/restart one service: only that one changes.
+    remote.ok(f"{dc} stop element", sudo=True)
+    assert set(_ps(remote, dc)) == {"postgres", "synapse", "nginx"}
+    r = remote.ok(f"{dc} up -d element", sudo=True)
+    assert "elematrix-element-1  Started" in r.err and r.err.count("Started") == 1
+    old_nginx = _pids(inst)["nginx"]
+    remote.ok(f"{dc} restart nginx", sudo=True)
+    assert _pids(inst)["nginx"] != old_nginx
+    before = _pids(inst)
+    remote.ok(f"{dc} up -d --wait", sudo=True)
+    assert _pids(inst) == before
+
     # 6. down, then up: same data, same signing key, no second initdb.
     t0 = time.monotonic()
     remote.ok(f"{dc} down", sudo=True)
+    timings["down_s"] = time.monotonic() - t0
     assert _ps(remote, dc) == {}
     assert not any(fakedocker.Running(**json.loads(p.read_text())).alive()
                    for p in (inst.state_root / "run").glob("*/*.json"))
