@@ -530,6 +530,8 @@ class Forward(Action):
     Inputs = ForwardInputs
     # Opening a tunnel changes nothing on the host.
     read_only = True
+    # The tunnel dies with the process: a resumed run opens it again.
+    process_local = True
 
     def describe(self, inputs: ForwardInputs) -> str:
         if inputs.close:

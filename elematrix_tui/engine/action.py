@@ -172,6 +172,9 @@ class Action:
     secret_inputs: ClassVar[frozenset[str]] = frozenset()
     # Output names the action always provides; when set, the loader checks references to them.
     output_names: ClassVar[frozenset[str] | None] = None
+    # The effect lives only in this process (an SSH tunnel): on resume the step is applied
+    # again instead of being restored from the journal, whose outputs would point at nothing.
+    process_local: ClassVar[bool] = False
 
     def check(self, ctx: StepContext, inputs: Any) -> Check:
         return Check(in_sync=None)

@@ -363,7 +363,8 @@ class Runner:
                   prev: StepRow | None) -> _StepOutcome:
         assert self.journal is not None
         is_gate = role == "gate"
-        if prev is not None and prev.status in FINISHED and not is_gate:
+        if prev is not None and prev.status in FINISHED and not is_gate \
+                and not self._process_local(step):
             # Finished in the run being resumed: keep its outputs, never apply again.
             self.outputs[step.id] = prev.outputs
             self._emit(StepFinished(self.run_id, phase_id=phase.id, step_id=step.id,
@@ -476,6 +477,12 @@ class Runner:
                                   passed=outcome.status in ("ok", "changed"), message=message,
                                   diagnosis=outcome.diagnosis, fix=fix, duration=duration))
         return replace(outcome, fix=fix)
+
+    def _process_local(self, step: Step) -> bool:
+        try:
+            return bool(self.registry.get(step.action).process_local)
+        except Exception:
+            return False
 
     def _clean(self, o: _StepOutcome) -> _StepOutcome:
         """Redact every text an action produced before it is journaled or shown."""

@@ -259,3 +259,44 @@ phases:
     assert runner.run() == 130
     assert sink.statuses() == {"a": "ok"}
     assert sink.of(ev.RunFinished)[-1].status == "paused"
+
+
+def test_process_local_steps_are_applied_again_on_resume(tmp_path: Path,
+                                                        state_dir: Path) -> None:
+    from elematrix_tui.actions import default_registry
+    from elematrix_tui.actions.local import Noop
+    from elematrix_tui.engine.loader import load_runbook
+    from elematrix_tui.engine.runner import RunOptions, Runner
+    from elematrix_tui.engine.standalone import AutoQuestions
+
+    class Tunnel(Noop):
+        name = "test.tunnel"
+        process_local = True
+
+    registry = default_registry()
+    registry.add("test.tunnel", Tunnel)
+    rb_path = write_runbook(tmp_path, """
+runbook: t
+phases:
+  - id: one
+    steps:
+      - {id: tunnel, action: test.tunnel, with: {outputs: {url: "http://127.0.0.1:1"}}}
+      - {id: plain, action: local.noop}
+      - {id: stop_here, action: local.fail, with: {unless_exists: "%s/go"}}
+""" % tmp_path)
+    rb = load_runbook(rb_path, registry)
+
+    def runner() -> tuple[Runner, list[ev.Event]]:
+        seen: list[ev.Event] = []
+        return Runner(rb, deployment="test", state_dir=state_dir, questions=AutoQuestions(),
+                      sinks=[seen.append], registry=registry, options=RunOptions(),
+                      runbook_path=rb_path), seen
+
+    first, _ = runner()
+    assert first.run() == 1
+    (tmp_path / "go").touch()
+    second, seen = runner()
+    assert second.resume(first.run_id) == 0
+    restored = {e.step_id for e in seen if isinstance(e, ev.StepFinished) and e.restored}
+    applied = {e.step_id for e in seen if isinstance(e, ev.StepStarted)}
+    assert restored == {"plain"} and "tunnel" in applied
