@@ -205,10 +205,10 @@ class Postgres:
             if self.proc.poll() is not None:
                 raise ServiceError(f"postgres exited {self.proc.returncode}:\n"
                                    f"{_tail(self.log_path)}")
-            r = subprocess.run([str(PG_BIN / "pg_isready"), "-h", self.host, "-p",
-                                str(self.port), "-U", "postgres"], capture_output=True,
-                               timeout=10)
-            if r.returncode == 0:
+            ready = subprocess.run([str(PG_BIN / "pg_isready"), "-h", self.host, "-p",
+                                    str(self.port), "-U", "postgres"], capture_output=True,
+                                   timeout=10)
+            if ready.returncode == 0:
                 return self
             time.sleep(0.1)
         self.stop()
@@ -548,10 +548,10 @@ def test_nginx_server(settings: StackSettings, ports: StackPorts, web_root: Path
 
 def _project_renderer() -> Callable[..., Any] | None:
     try:
-        from elematrix_tui.stack.render import render_stack  # type: ignore[import-not-found]
+        from elematrix_tui.stack.render import render_stack
     except ImportError:
         return None
-    return render_stack  # type: ignore[no-any-return]
+    return render_stack
 
 
 def adapt_stack(settings: StackSettings, ports: StackPorts, root: Path,
