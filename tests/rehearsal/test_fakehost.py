@@ -398,3 +398,88 @@ def test_hosts_file_mode_adds_and_removes_its_block(tmp_path: Path) -> None:
     finally:
         inst.stop()
     assert f"elematrix-fakehost {inst.state_root}" not in Path("/etc/hosts").read_text()
+
+
+def _deploy_runbook(inst: FakeInstance) -> dict[str, Any]:
+    """A sketch of the deploy phase in the command contract, through the real actions."""
+    ssh = {"host": "{{ params.host }}", "port": "{{ params.ssh_port }}",
+           "key_path": "{{ params.key_path }}",
+           "host_key_fingerprints": "{{ params.console }}"}
+    dc = "docker compose --project-directory {{ params.remote_dir }}"
+
+    def run(id_: str, command: str, sudo: bool = True, **kw: Any) -> dict[str, Any]:
+        return {"id": id_, "action": "ssh.run",
+                "with": {**ssh, "command": command, "sudo": sudo, **kw}}
+
+    return {
+        "runbook": "rehearsal-deploy-sketch",
+        "title": "Deploy phase sketch against the fake instance",
+        "params": [{"name": n, "type": "string", "help": n} for n in
+                   ("host", "ssh_port", "key_path", "console", "remote_dir", "unit_dir")],
+        "phases": [{"id": "deploy", "title": "Deploy", "steps": [
+            {"id": "render", "action": "stack.render",
+             "with": {"server_name": SERVER_NAME, "public_address": "{{ params.host }}",
+                      "remote_dir": "{{ params.remote_dir }}"}},
+            run("cloud_init", "cloud-init status --wait", sudo=False,
+                expect_output="status: done", read_only=True),
+            run("compose", "docker compose version", sudo=False,
+                expect_output="Docker Compose version v2", read_only=True),
+            {"id": "upload", "action": "ssh.upload",
+             "with": {**ssh, "source": "{{ steps.render.path }}",
+                      "dest": "{{ params.remote_dir }}", "sudo": True,
+                      "modes": {"synapse/homeserver.yaml": "0600", "postgres.env": "0600",
+                                "backup.sh": "0755"}}},
+            run("synapse_owner", "chown -R 991:991 {{ params.remote_dir }}/synapse"),
+            run("up_postgres", f"{dc} up -d --wait postgres", idempotent=True),
+            run("collation", f"{dc} exec -T postgres psql -U synapse -d synapse -At -c "
+                f"\"{ENCODING_SQL}\"", expect_output="UTF8|C|C", read_only=True),
+            run("up_synapse", f"{dc} up -d --wait synapse", idempotent=True),
+            run("signing_key", f"{dc} exec -T synapse test -s /data/{SERVER_NAME}.signing.key",
+                read_only=True),
+            run("up_all", f"{dc} up -d --wait", idempotent=True),
+            run("units", "install -m 0644 {{ params.remote_dir }}/systemd/elematrix-stack.service "
+                "{{ params.unit_dir }}/ && systemctl daemon-reload && "
+                "systemctl enable --now elematrix-stack.service"),
+        ], "gates": [
+            run("stack_healthy", f"{dc} ps --format json", read_only=True,
+                expect_output='re:"Service": "nginx".*"Health": "healthy"'),
+        ]}],
+    }
+
+
+def test_deploy_sketch_through_the_cli(fake_instance: FakeInstance, tmp_path: Path,
+                                       elematrix: str) -> None:
+    """The real CLI, runner, ssh.* and stack.* actions against the double, twice: the
+    second run changes nothing on the instance (initdb once, same processes)."""
+    import subprocess
+
+    import yaml
+
+    inst = fake_instance
+    rb = tmp_path / "deploy.yaml"
+    rb.write_text(yaml.safe_dump(_deploy_runbook(inst), sort_keys=False))
+    remote_dir = f"{inst.state_root}/opt/stack"
+    args = [elematrix, "run", str(rb), "--deployment", "sketch", "--yes", "--quiet",
+            "--set", f"host={inst.host}", "--set", f"ssh_port={inst.port}",
+            "--set", f"key_path={inst.key_path}", "--set", f"console={inst.console_output()}",
+            "--set", f"remote_dir={remote_dir}", "--set", f"unit_dir={inst.unit_dir}"]
+    t0 = time.monotonic()
+    r = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    first_s = time.monotonic() - t0
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+    first_out = r.stdout + r.stderr
+    assert inst.initdb_count() == 1
+    pids = _pids(inst)
+    assert set(pids) == {"postgres", "synapse", "element", "nginx"}
+    assert _get(f"http://{inst.address}/_matrix/client/versions")[0] == 200
+    t0 = time.monotonic()
+    r = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    second_s = time.monotonic() - t0
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+    assert inst.initdb_count() == 1 and _pids(inst) == pids
+    # The secrets stack.render generated never show in the CLI's output.
+    hs = yaml.safe_load(Path(remote_dir, "synapse", "homeserver.yaml").read_text())
+    secrets = [hs["registration_shared_secret"], hs["macaroon_secret_key"],
+               hs["form_secret"], hs["database"]["args"]["password"]]
+    assert all(len(x) >= 16 and x not in first_out + r.stdout + r.stderr for x in secrets)
+    print(f"deploy sketch via the CLI: first run {first_s:.1f}s, second run {second_s:.1f}s")
