@@ -172,6 +172,7 @@ def test_kill_9_at_ten_random_points_then_resume_leaves_one_set(
     kills = 0
     for n, point in enumerate(points):
         dep = f"kill-{n}"
+        before = count_all(_EndpointSession(aws))
         proc = subprocess.Popen(
             [ELEMATRIX, "run", str(RUNBOOKS / "poc-ec2.yaml"), "--phase", "infra", "--yes",
              "--deployment", dep, "--set", f"operator_cidr={CIDR}", "--set", "host_key_wait=0"],
@@ -193,6 +194,9 @@ def test_kill_9_at_ten_random_points_then_resume_leaves_one_set(
             assert r.returncode == 0, f"kill after call {point}:\n{r.stdout}\n{r.stderr}"
         counts = count_tagged(_EndpointSession(aws), dep)
         assert counts == INFRA_SET, f"kill after call {point}: {counts}"
+        after = count_all(_EndpointSession(aws))
+        diff = {k: after[k] - before[k] for k in after}
+        assert diff == {k: INFRA_SET[k] for k in after}, f"kill after call {point}: {diff}"
         key = Path(cli_env["ELEMATRIX_STATE_DIR"]) / "deployments" / dep / "keys" / "id_ed25519"
         assert key.exists(), f"kill after call {point}: the private key is missing"
     # Every kill landed inside the phase (it makes ~45 logged calls).
