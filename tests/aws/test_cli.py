@@ -29,7 +29,7 @@ AWS_CALL_LINE = re.compile(r"\baws [a-z0-9-]+\.[a-z_]+ -> ")
 
 @pytest.fixture
 def cli_env(moto_server: str, tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "ELEMATRIX_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env.update(FAKE_ENV)
     env.update({
         "AWS_ENDPOINT_URL": moto_server,
