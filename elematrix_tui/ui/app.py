@@ -9,20 +9,24 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from rich.markup import escape
 from textual.app import App
 from textual.binding import Binding, BindingType
 
-from ..engine.model import Runbook
 from . import catalog
-from .bridge import RunnerFactory, engine_runner_factory
-from .commands import ScreenActions
-from .screens.new_deployment import NewDeployment, NewDeploymentScreen
-from .screens.params import ParamFormScreen
-from .screens.run import RunScreen
 from .screens.start import StartScreen
+
+# Only the start screen is imported eagerly: the first frame must not wait for pydantic,
+# the engine or the other screens (measured by bench/bench_tui.py: tui.first_frame_s).
+if TYPE_CHECKING:
+    from textual.command import Provider
+
+    from ..engine.model import Runbook
+    from .bridge import RunnerFactory
+    from .screens.new_deployment import NewDeployment
+    from .screens.run import RunScreen
 
 # Params the new-deployment screen fills in when the runbook declares them.
 PROFILE_PARAMS = ("aws_profile",)
@@ -46,7 +50,7 @@ class ElematrixApp(App[int]):
     """Guided, resumable runbook runs. Observes the engine; answers its questions."""
 
     TITLE = "elematrix"
-    COMMANDS: ClassVar[set[Any]] = {*App.COMMANDS, ScreenActions}
+    COMMANDS: ClassVar[set[Any]] = {*App.COMMANDS, lambda: _screen_actions()}
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+c", "quit_from_anywhere", "Quit", show=False, priority=True),
     ]
@@ -63,7 +67,7 @@ class ElematrixApp(App[int]):
         self.notices = list(notices or [])
         self.state_dir = state_dir
         self.practice = practice
-        self.runner_factory: RunnerFactory = runner_factory or engine_runner_factory
+        self._runner_factory = runner_factory
         self.initial_runbook = runbook
         self.initial_deployment = deployment
         self.initial_resume = resume_run
@@ -71,6 +75,15 @@ class ElematrixApp(App[int]):
         self.last_exit: int | None = None
         if practice:
             self.sub_title = "practice"
+
+    @property
+    def runner_factory(self) -> RunnerFactory:
+        """The engine's runner unless a test gave another (imported on first use)."""
+        if self._runner_factory is None:
+            from .bridge import engine_runner_factory
+
+            self._runner_factory = engine_runner_factory
+        return self._runner_factory
 
     def on_mount(self) -> None:
         self.push_screen(StartScreen())
@@ -99,6 +112,9 @@ class ElematrixApp(App[int]):
     def _start_with_runbook(self, name: str, path: Path) -> None:
         """A deployment named on the command line with its runbook (``elematrix practice``):
         straight to the run screen when the given params cover every required one."""
+        from .screens.new_deployment import NewDeployment
+        from .screens.run import RunScreen
+
         rb = self.load_runbook(path)
         if rb is None:
             return
@@ -131,6 +147,8 @@ class ElematrixApp(App[int]):
 
     def new_deployment(self, *, runbook: Path | None = None, name: str | None = None) -> None:
         """New deployment screen, then the parameter form, then the run screen."""
+        from .screens.new_deployment import NewDeploymentScreen
+
         runbooks = catalog.list_runbooks()
         if runbook is not None and all(r.path != runbook for r in runbooks):
             n, t = catalog._title_of(runbook)
@@ -147,6 +165,9 @@ class ElematrixApp(App[int]):
             screen.call_after_refresh(lambda: setattr(screen.query_one("#name"), "value", name))
 
     def parameter_form(self, nd: NewDeployment) -> None:
+        from .screens.params import ParamFormScreen
+        from .screens.run import RunScreen
+
         rb = self.load_runbook(nd.runbook_path)
         if rb is None:
             return
@@ -183,6 +204,8 @@ class ElematrixApp(App[int]):
     def open_deployment(self, entry: catalog.DeploymentEntry, *, resume_run: str | None = None,
                         params: dict[str, Any] | None = None) -> None:
         """The run screen of an existing deployment, resuming its interrupted run if any."""
+        from .screens.run import RunScreen
+
         path = entry.runbook_path
         if path is None and entry.runbook:
             for r in catalog.list_runbooks():
@@ -201,6 +224,10 @@ class ElematrixApp(App[int]):
                                    resume_run=resume_run or entry.interrupted_run))
 
     def _run_screens(self) -> list[RunScreen]:
+        if "elematrix_tui.ui.screens.run" not in sys.modules:
+            return []  # never opened: nothing to stop
+        from .screens.run import RunScreen
+
         return [s for s in self.screen_stack if isinstance(s, RunScreen)]
 
     def action_quit_from_anywhere(self) -> None:
@@ -217,6 +244,12 @@ class ElematrixApp(App[int]):
         for s in self._run_screens():
             s.stop_engine()
         super().exit(result, return_code=return_code, message=message)
+
+
+def _screen_actions() -> type[Provider]:
+    from .commands import ScreenActions
+
+    return ScreenActions
 
 
 def run_app(state_dir: Path, *, runbook: Path | None = None, deployment: str | None = None,

@@ -9,14 +9,16 @@ from __future__ import annotations
 import configparser
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from ..engine.model import Runbook
+if TYPE_CHECKING:
+    from ..engine.model import Runbook
 
 # What the TUI remembers about a deployment between sessions (never secrets).
 SETTINGS_FILE = "tui.json"
@@ -66,11 +68,32 @@ def user_runbook_dir() -> Path:
     return engine_dir()
 
 
+_TOP_KEY = re.compile(r"^(runbook|title):[ \t]*(.*?)[ \t]*$", re.MULTILINE)
+
+
 def _title_of(path: Path) -> tuple[str, str]:
+    """The runbook's name and title, read from its top-level keys without parsing it all:
+    the start screen lists every runbook and must paint fast (a full YAML parse of the
+    bundled runbooks took most of the first frame)."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
+        text = path.read_text(encoding="utf-8")
+    except OSError:
         return path.stem, "(unreadable runbook)"
+    found = {k: v for k, v in _TOP_KEY.findall(text)}
+    if "runbook" in found:
+        out = []
+        for key in ("runbook", "title"):
+            raw = found.get(key, "")
+            try:
+                val = yaml.safe_load(raw) if raw else ""
+            except yaml.YAMLError:
+                val = raw
+            out.append(str(val) if val is not None else "")
+        return out[0] or path.stem, out[1]
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return path.stem, "(not valid YAML)"
     if not isinstance(data, dict):
         return path.stem, "(not a runbook)"
     return str(data.get("runbook", path.stem)), str(data.get("title", ""))
@@ -258,11 +281,8 @@ def find_run(state_dir: Path, run_id: str) -> str | None:
 
 def load_runbook_file(path: Path) -> Runbook:
     """Load a runbook through the engine's loader (located errors); plain pydantic before it."""
-    try:
-        from ..engine.loader import load_runbook
-    except ImportError:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        return Runbook.model_validate(data)
     from ..actions import default_registry
+    from ..engine.loader import load_runbook
+
 
     return load_runbook(path, default_registry())

@@ -30,6 +30,7 @@ from ..widgets.gate_panel import GatePanel
 from ..widgets.log_pane import LogPane
 from ..widgets.phase_tree import NodeData, PhaseTree
 from ..widgets.step_detail import StepDetail
+from .banner import banner_text
 from .modals import YesNoModal
 
 if TYPE_CHECKING:
@@ -431,15 +432,6 @@ class RunScreen(Screen[int]):
             YesNoModal("Quit while a step runs?",
                        "The run is interrupted and saved; start elematrix again to resume it.",
                        yes="Quit", no="Keep running"), callback=answered)
-
-
-def banner_text(app: ElematrixApp) -> str:
-    """The practice banner and the session's notices, or an empty string."""
-    lines = []
-    if app.practice:
-        lines.append("PRACTICE: embedded AWS emulator, nothing real is created")
-    lines += [n for n in app.notices if not (app.practice and n.startswith("Practice:"))]
-    return "\n".join(escape(n) for n in lines)
 
 
 def export_report(state_dir: Path, deployment: str, run_id: str, model: RunModel) -> Path:

@@ -14,6 +14,7 @@ from textual.widgets import DataTable, Footer, Label, Static
 
 from .. import catalog
 from .. import format as fmt
+from .banner import banner_text
 
 if TYPE_CHECKING:
     from ..app import ElematrixApp
@@ -33,14 +34,13 @@ class StartScreen(Screen[None]):
         super().__init__()
         self.deployments: list[catalog.DeploymentEntry] = []
         self.runbooks: list[catalog.RunbookEntry] = []
+        self._loaded_once = False
 
     @property
     def eapp(self) -> ElematrixApp:
         return self.app  # type: ignore[return-value]
 
     def compose(self) -> ComposeResult:
-        from .run import banner_text
-
         banner = banner_text(self.eapp)
         if banner:
             yield Static(banner, id="banner")
@@ -63,7 +63,11 @@ class StartScreen(Screen[None]):
         self.reload()
 
     def on_screen_resume(self) -> None:
-        self.reload()
+        # Back from a run or a new deployment: statuses changed. (The first resume comes
+        # right after mount, which already read everything.)
+        if self._loaded_once:
+            self.reload()
+        self._loaded_once = True
 
     def reload(self) -> None:
         """Read deployments and runbooks again (after a run or a new deployment)."""
