@@ -178,6 +178,26 @@ def test_stack_comes_up_incrementally_over_ssh(fake_instance: FakeInstance, remo
     remote.ok(f"{dc} exec -T postgres psql -U synapse -d synapse -c "
               "\"CREATE TABLE rehearsal_marker (v text); "
               "INSERT INTO rehearsal_marker VALUES ('kept')\"", sudo=True)
+    # Synapse reaches `postgres:5432` over TCP, where the password is checked for real.
+    import subprocess
+
+    pg_addr = inst.service_addresses["postgres"]
+    r = remote.ok(f"{dc} exec -T postgres psql -U synapse -d synapse -At -c \"SELECT count(*) "
+                  "FROM pg_stat_activity WHERE usename = 'synapse' AND client_addr IS NOT "
+                  "NULL\"", sudo=True)
+    assert int(r.text) >= 1
+    wrong = subprocess.run(["/usr/lib/postgresql/15/bin/psql", "-h", pg_addr, "-U", "synapse",
+                            "-d", "synapse", "-c", "SELECT 1"], capture_output=True, text=True,
+                           env={**os.environ, "PGPASSWORD": "wrong-password"})
+    assert wrong.returncode != 0 and "password authentication failed" in wrong.stderr
+    # The container's own TCP loopback (trust) is the unix socket here.
+    assert remote.ok(f"{dc} exec -T postgres psql -h localhost -U synapse -d synapse -At -c "
+                     "'SELECT 1'", sudo=True).text.strip() == "1"
+    # nginx inside its container: test and reload the configuration.
+    remote.ok(f"{dc} exec -T nginx nginx -t", sudo=True)
+    remote.ok(f"{dc} exec -T nginx nginx -s reload", sudo=True)
+    assert _get(f"{base}/.well-known/matrix/client")[0] == 200
+
     # stdin passes through too (a restore pipes a dump into psql).
     r = remote.ok(f"{dc} exec -T postgres psql -U synapse -d synapse -At", sudo=True,
                   stdin=b"SELECT 41 + 1;\n")

@@ -632,12 +632,26 @@ def exec_argv(svc: Service, argv: Sequence[str]) -> list[str]:
     Container paths (mount targets) become host paths, in any argument; ``localhost`` and
     ``127.0.0.1`` in URLs become the service's own loopback address (the container's
     loopback is its own network namespace)."""
-    addr = svc.project.host.service_address(svc.name)
-    out = []
+    host = svc.project.host
+    addr = host.service_address(svc.name)
+    out: list[str] = []
+    loopback = ("localhost", "127.0.0.1")
     for a in argv:
         a = svc.map_path(a)
         a = re.sub(r"(https?://)(localhost|127\.0\.0\.1)(?=[:/]|$)", rf"\g<1>{addr}", a)
+        if svc.kind == "postgres":
+            # TCP to the container's own loopback (trust in the image's pg_hba) is the unix
+            # socket here: the machine's 127.0.0.1 is everyone's.
+            sock = str(host.runtime / "pgsock" / svc.project.name)
+            if a in loopback and out and out[-1] in ("-h", "--host"):
+                a = sock
+            elif a in (f"--host={h}" for h in loopback):
+                a = f"--host={sock}"
         out.append(a)
+    if svc.kind == "nginx" and out and out[0] == "nginx":
+        if "-c" in out:
+            raise Unsupported("exec nginx nginx -c (the double supplies the main config)")
+        out = [str(host.nginx_bin), "-c", str(prepare_nginx(svc)), *out[1:]]
     return out
 
 
@@ -748,9 +762,18 @@ def _initdb(svc: Service, data: Path, user: str, password: str, db: str, auth: s
         log.write(r.stdout + r.stderr)
     if r.returncode != 0:
         raise Failed(f"initdb failed for {svc.container} ({r.returncode}):\n{r.stderr[-2000:]}")
-    # The image appends this rule: other containers must authenticate (password).
-    with open(data / "pg_hba.conf", "a") as hba:
-        hba.write(f"\nhost all all all {auth}\n")
+    # The image appends this rule: other containers must authenticate (password). initdb's
+    # own `host ... 127.0.0.1/32 trust` lines mean "the container itself" there; here every
+    # local connection (Synapse's too: the kernel picks 127.0.0.1 as the source address)
+    # would match them, so they are disabled: the container's TCP loopback is the unix
+    # socket in the double (see exec_argv), and Synapse's password is really checked.
+    hba_path = data / "pg_hba.conf"
+    lines = []
+    for line in hba_path.read_text().splitlines():
+        if re.match(r"^host\s+\S+\s+\S+\s+(127\.0\.0\.1/32|::1/128)\s", line):
+            line = f"# test double (container loopback = the unix socket): {line}"
+        lines.append(line)
+    hba_path.write_text("\n".join(lines) + f"\nhost all all all {auth}\n")
     if db != "postgres":
         # Single-user mode: nothing can connect while the database is being created, like
         # the image's socket-only temporary server.
@@ -925,8 +948,9 @@ def _adapt_nginx(svc: Service, text: str) -> str:
     return svc.map_path(text)
 
 
-def start_nginx(svc: Service) -> subprocess.Popen[bytes]:
-    host = svc.project.host
+def prepare_nginx(svc: Service) -> Path:
+    """Write the adapted server configs and the main config from the mounts (as they are
+    now: `exec nginx nginx -t` / `-s reload` must see a newly uploaded default.conf)."""
     work = svc.project.work_dir(svc.name)
     confd = work / "conf.d"
     confd.mkdir(exist_ok=True)
@@ -969,6 +993,13 @@ http {{
     include {confd}/*.conf;
 }}
 """)
+    return main
+
+
+def start_nginx(svc: Service) -> subprocess.Popen[bytes]:
+    host = svc.project.host
+    work = svc.project.work_dir(svc.name)
+    main = prepare_nginx(svc)
     t = subprocess.run([str(host.nginx_bin), "-t", "-q", "-c", str(main)], capture_output=True,
                        text=True)
     if t.returncode != 0:
