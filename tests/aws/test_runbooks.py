@@ -1,0 +1,41 @@
+"""The shipped AWS runbooks load, and keep the parameter names other parts rely on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from elematrix_tui.actions import default_registry
+from elematrix_tui.engine.loader import load_runbook
+
+RUNBOOKS = Path(__file__).resolve().parents[2] / "elematrix_tui" / "runbooks"
+
+
+def test_poc_ec2_params_and_phase_order() -> None:
+    rb = load_runbook(RUNBOOKS / "poc-ec2.yaml", default_registry())
+    types = {p.name: p.type for p in rb.params}
+    assert types["operator_cidr"] == "cidr" and rb.param("operator_cidr").is_required
+    assert rb.param("instance_type").choices == ["t3.medium", "t3.large"]
+    assert rb.param("instance_type").default == "t3.medium"
+    assert types["alert_email"] == "email"
+    assert rb.param("server_name").permanent and rb.param("server_name").help
+    assert types["expected_account"] == "string" and types["retarget_account"] == "bool"
+    # Only what has no sensible default is required.
+    assert [p.name for p in rb.params if p.is_required] == ["operator_cidr"]
+    ids = [p.id for p in rb.phases]
+    assert ids[0] == "infra" and ids[-1] == "harden"
+    harden = rb.phase("harden")
+    assert harden is not None
+    close = next(s for s in harden.steps if s.id == "close_ssh")
+    assert close.confirm and close.destructive
+    steps = [s.id for s in harden.steps]
+    assert steps.index("ssm_ready") < steps.index("close_ssh")
+    assert [g.action for g in rb.phase("infra").gates] == ["aws.assert"]
+
+
+def test_teardown_keeps_the_bucket_unless_confirmed() -> None:
+    rb = load_runbook(RUNBOOKS / "teardown.yaml", default_registry())
+    assert rb.param("confirm_deployment").default == ""
+    delete = next(s for s in rb.phases[0].steps if s.id == "delete")
+    assert delete.destructive and delete.confirm
+    assert delete.with_["include_bucket"] == "{{ params.confirm_deployment == deployment }}"
+    assert rb.phases[0].gates[0].expect == {"remaining": 0}
