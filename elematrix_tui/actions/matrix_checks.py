@@ -372,7 +372,9 @@ class Gate:
         # nio logs key-sharing chatter as warnings; without a handler Python's last-resort
         # handler would print them on stderr (and through the TUI). Library practice:
         # a NullHandler on the library's logger; our own log lines say what matters.
-        logging.getLogger("nio").addHandler(logging.NullHandler())
+        nio_log = logging.getLogger("nio")
+        if not any(isinstance(h, logging.NullHandler) for h in nio_log.handlers):
+            nio_log.addHandler(logging.NullHandler())
         limits = httpx.Timeout(self.s.timeout)
         self.http = httpx.AsyncClient(timeout=limits, follow_redirects=False,
                                       headers={"User-Agent": "elematrix-validate"})
@@ -394,7 +396,8 @@ class Gate:
             await self._check("registration", self.registration,
                               needs=self.st.discovery_ok)
             # Checks 3-5 need two users (and check 3 the room started after check 2).
-            registered = self.outcomes[-1].passed and len(self.st.users) == 2
+            registration = next(o for o in self.outcomes if o.name == "registration")
+            registered = registration.passed and len(self.st.users) == 2
 
             async def e2ee_then_at_rest() -> None:
                 await self._check("e2ee_roundtrip", self.e2ee_roundtrip, needs=registered)
