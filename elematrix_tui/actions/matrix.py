@@ -358,7 +358,7 @@ class ValidateInputs(Inputs):
     max_upload_size_mb: float | None = Field(default=None, gt=0)
     # Per network call, and for the whole gate.
     timeout: float = Field(default=10, gt=0, le=600)
-    total_timeout: float = Field(default=120, gt=0, le=3600)
+    total_timeout: float = Field(default=300, gt=0, le=3600)
     # Self-test of the gate: false makes the sending client run without an E2EE store
     # (it then sends plaintext into the encrypted room) and the gate must fail with the
     # "client without E2EE store" diagnosis. Never false in a real runbook.

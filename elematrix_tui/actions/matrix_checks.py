@@ -319,7 +319,7 @@ class Settings:
     admin_token: str | None = None
     max_upload_size_mb: float | None = None
     timeout: float = 10.0
-    total_timeout: float = 120.0
+    total_timeout: float = 300.0
     e2ee_store: bool = True
 
 
