@@ -577,3 +577,23 @@ def test_generic_kind_finds_by_a_describe_call_and_creates_once(ctx: Any) -> Non
     lts = boto3.client("ec2").describe_launch_templates(
         LaunchTemplateNames=[name])["LaunchTemplates"]
     assert len(lts) == 1
+
+
+def test_a_waiter_that_is_not_satisfied_yet_is_polled_then_gives_up(ctx: Any) -> None:
+    inst = _launch(ctx)
+    with pytest.raises(ActionFailed) as e:
+        ctx.run(Wait(), {"waiter": "instance_stopped",
+                         "params": {"InstanceIds": [inst["instance_id"]]},
+                         "delay": 0.05, "max_wait": 0.3})
+    assert "gave up" in e.value.message
+    assert len(ctx.progress_reports) >= 2
+
+
+def test_a_waiter_in_a_terminal_failure_state_fails_at_once(ctx: Any) -> None:
+    inst = _launch(ctx)
+    boto3.client("ec2").terminate_instances(InstanceIds=[inst["instance_id"]])
+    with pytest.raises(ActionFailed) as e:
+        ctx.run(Wait(), {"waiter": "instance_running",
+                         "params": {"InstanceIds": [inst["instance_id"]]},
+                         "delay": 0.05, "max_wait": 30})
+    assert "cannot succeed" in str(e.value.diagnosis)
