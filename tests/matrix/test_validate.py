@@ -241,3 +241,14 @@ def test_element_http_warning_is_logged_and_noted(tmp_path: Path, matrix_stack: 
     assert len(warnings) == 1 and "element-web#19464" in str(warnings[0]["text"])
     logged = [line for stream, line in ctx.logs if line.startswith("WARNING")]
     assert logged and "http://localhost" in logged[0] and "ssh -L" in logged[0]
+
+
+def test_nginx_with_headroom_lets_synapse_refuse_in_json(tmp_path: Path,
+                                                         matrix_stack: MatrixStack) -> None:
+    """client_max_body_size above max_upload_size: the over-limit upload reaches Synapse,
+    which refuses it with JSON M_TOO_LARGE (what clients can show properly)."""
+    base, _ = matrix_stack.nginx_variant("headroom", body_size="5M")
+    res, ctx = run_validate(tmp_path, matrix_stack, base_url=base)
+    assert isinstance(res, Result), getattr(res, "diagnosis", res)
+    assert res.outputs["media_refused_by"] == "synapse"
+    assert any("M_TOO_LARGE" in d for d in checks(ctx)["media"]["details"])
