@@ -181,6 +181,11 @@ class WaitInputs(Inputs):
     # ...or the SSH host key fingerprints EC2 prints to the console of this instance.
     host_keys_of: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
+    # Polled operation: error codes that mean "not there yet" (keep polling), e.g.
+    # InvocationDoesNotExist right after ssm.send_command.
+    retry_errors: list[str] = Field(default_factory=list)
+    # Polled operation: values of ``query`` that can never turn into ``equals`` (fail now).
+    fail_values: list[Any] = Field(default_factory=list)
     delay: float = Field(default=5.0, ge=0)
     # Seconds; 0 means a single look.
     max_wait: float = Field(default=600, ge=0)
@@ -277,16 +282,31 @@ class Wait(Action):
             else:
                 import jmespath
 
+                from .aws_errors import error_code
+
                 try:
-                    resp = api.call(inputs.service, str(inputs.operation), **inputs.params)
+                    resp: dict[str, Any] | None = api.call(
+                        inputs.service, str(inputs.operation), **inputs.params)
                 except Exception as e:
-                    raise explain(e, inputs.service, str(inputs.operation), api.region) from e
-                last = jmespath.search(str(inputs.query), _jsonable(_clean(resp)))
-                if last == inputs.equals or (inputs.equals is None and last):
-                    ctx.log(f"{inputs.query} = {last!r} after {attempts} attempt(s)")
-                    return Result("ok", {"elapsed": round(elapsed, 1), "attempts": attempts,
-                                         "value": last},
-                                  data=_jsonable(_clean(resp)))
+                    if error_code(e) not in inputs.retry_errors:
+                        raise explain(e, inputs.service, str(inputs.operation),
+                                      api.region) from e
+                    resp = None
+                    last = f"not yet ({error_code(e)})"
+                if resp is not None:
+                    last = jmespath.search(str(inputs.query), _jsonable(_clean(resp)))
+                    if last == inputs.equals or (inputs.equals is None and last):
+                        ctx.log(f"{inputs.query} = {last!r} after {attempts} attempt(s)")
+                        return Result("ok", {"elapsed": round(elapsed, 1),
+                                             "attempts": attempts, "value": last},
+                                      data=_jsonable(_clean(resp)))
+                    if last in inputs.fail_values:
+                        raise ActionFailed(
+                            f"{inputs.service}.{inputs.operation}: {inputs.query} is {last!r}",
+                            diagnosis=f"{last!r} is final: it will never become "
+                                      f"{inputs.equals!r}.",
+                            fix="Look at the resource's own details (for SSM commands: "
+                                "`aws ssm get-command-invocation --details`), fix, resume.")
             ctx.progress(f"waiting ({attempts} attempts, {elapsed:.0f}s): {last}",
                          elapsed, inputs.max_wait or None)
             if elapsed + inputs.delay > inputs.max_wait:
@@ -302,9 +322,17 @@ class Wait(Action):
         while True:
             attempts += 1
             try:
-                r = api.call("ec2", "get_console_output", InstanceId=inputs.host_keys_of)
+                # Latest: on Nitro instances (t3) the live console, not a snapshot taken
+                # at boot; other instance types refuse it and get the snapshot.
+                r = api.call("ec2", "get_console_output", InstanceId=inputs.host_keys_of,
+                             Latest=True)
             except Exception as e:
-                raise explain(e, "ec2", "get_console_output", api.region) from e
+                from .aws_errors import error_code
+
+                if error_code(e) not in ("UnsupportedOperation", "InvalidParameterValue",
+                                         "InvalidParameterCombination"):
+                    raise explain(e, "ec2", "get_console_output", api.region) from e
+                r = api.checked("ec2", "get_console_output", InstanceId=inputs.host_keys_of)
             keys = parse_host_keys(r.get("Output") or "")
             elapsed = time.monotonic() - t0
             if keys:

@@ -597,3 +597,23 @@ def test_a_waiter_in_a_terminal_failure_state_fails_at_once(ctx: Any) -> None:
                          "params": {"InstanceIds": [inst["instance_id"]]},
                          "delay": 0.05, "max_wait": 30})
     assert "cannot succeed" in str(e.value.diagnosis)
+
+
+def test_polling_tolerates_not_yet_errors_and_stops_on_final_values(ctx: Any) -> None:
+    inst = _launch(ctx)
+    with pytest.raises(ActionFailed) as e:
+        ctx.run(Wait(), {"service": "ssm", "operation": "get_command_invocation",
+                         "params": {"CommandId": "00000000-0000-0000-0000-000000000000",
+                                    "InstanceId": inst["instance_id"]},
+                         "query": "Status", "equals": "Success",
+                         # AWS says InvocationDoesNotExist for a moment after send_command;
+                         # moto says InvalidCommandId for an unknown id: same mechanism.
+                         "retry_errors": ["InvalidCommandId"],
+                         "delay": 0.05, "max_wait": 0.3})
+    assert "gave up" in e.value.message and "InvalidCommandId" in e.value.message
+    with pytest.raises(ActionFailed) as e:
+        ctx.run(Wait(), {"operation": "describe_instances",
+                         "params": {"InstanceIds": [inst["instance_id"]]},
+                         "query": "Reservations[0].Instances[0].State.Name",
+                         "equals": "stopped", "fail_values": ["running"], "max_wait": 60})
+    assert "is final" in str(e.value.diagnosis)
