@@ -279,6 +279,18 @@ class FakeInstance:
                              capture_output=True, text=True).stdout
         self.authorize_key(pub)
 
+    def run_local(self, command: str, timeout: float = 300,
+                  input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+        """Run a shell command as root *on the instance* without SSH (debugging, fixtures):
+        same PATH and variables as a session, and in namespace mode the instance's
+        /etc/hosts (entered with nsenter through the sshd's mount namespace)."""
+        argv = ["sh", "-c", command]
+        if self.isolation == "namespace":
+            argv = ["nsenter", f"--mount=/proc/{self.sshd.pid}/ns/mnt", "--", *argv]
+        env = {**self.session_env(), "HOME": "/root", "LANG": "C.UTF-8"}
+        return subprocess.run(argv, env=env, capture_output=True, timeout=timeout,
+                              input=input, cwd="/")
+
     def ssh_inputs(self, **extra: object) -> dict[str, object]:
         """The ssh.* action inputs for this instance (host key pinned)."""
         return self.sshd.inputs(**extra)

@@ -396,6 +396,10 @@ def test_concurrent_instances_resolve_their_own_services(tmp_path: Path) -> None
                 # Through sudo too (the runbook's commands run under sudo -n).
                 assert r.ok("getent hosts synapse", sudo=True).text.split()[0] == \
                     inst.service_addresses["synapse"]
+                # And from the test process, without SSH.
+                local = inst.run_local("getent hosts nginx; docker compose version")
+                assert local.returncode == 0
+                assert local.stdout.decode().split()[0] == inst.service_addresses["nginx"]
             finally:
                 r.close()
     finally:
