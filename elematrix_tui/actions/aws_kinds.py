@@ -140,8 +140,9 @@ def _perm_set(perms: list[dict[str, Any]]) -> set[tuple[str, int, str]]:
     return out
 
 
-def _perm_of(proto: str, port: int, cidr: str) -> dict[str, Any]:
+def _perm_of(proto: str, port: int, cidr: str, description: str = "") -> dict[str, Any]:
     p: dict[str, Any] = {"IpProtocol": proto}
+    desc = {"Description": description} if description else {}
     if port >= 0:
         p["FromPort"] = port
         p["ToPort"] = port
@@ -152,10 +153,16 @@ def _perm_of(proto: str, port: int, cidr: str) -> dict[str, Any]:
         else:
             p["PrefixListIds"] = [{"PrefixListId": ident}]
     elif ":" in cidr:
-        p["Ipv6Ranges"] = [{"CidrIpv6": cidr}]
+        p["Ipv6Ranges"] = [{"CidrIpv6": cidr, **desc}]
     else:
-        p["IpRanges"] = [{"CidrIp": cidr}]
+        p["IpRanges"] = [{"CidrIp": cidr, **desc}]
     return p
+
+
+def _descriptions(spec: SecurityGroupSpec) -> dict[tuple[str, int, str], str]:
+    """Rule -> its description (shown in the AWS console next to the rule)."""
+    return {(r.protocol, r.port, str(ipaddress.ip_network(c, strict=False))): r.description
+            for r in spec.ingress for c in r.cidrs}
 
 
 def _want_rules(spec: SecurityGroupSpec) -> set[tuple[str, int, str]]:
@@ -222,7 +229,8 @@ class SecurityGroup(Kind):
             have = _perm_set(found.obj.get("IpPermissions", []))
         add = sorted(want - have)
         if add:
-            perms = [_perm_of(p, port, c) for p, port, c in add]
+            desc = _descriptions(spec)
+            perms = [_perm_of(p, port, c, desc.get((p, port, c), "")) for p, port, c in add]
             try:
                 api.call("ec2", "authorize_security_group_ingress", GroupId=gid,
                          IpPermissions=perms)
