@@ -32,6 +32,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from tests.rehearsal.fakehost import fakedocker
@@ -177,6 +178,22 @@ def _edit_hosts(remove_marker: str | None, add: str | None) -> None:
         f.seek(0)
         f.write("".join(out))
         f.truncate()
+
+
+@contextlib.contextmanager
+def moto_points_at(inst: FakeInstance) -> Iterator[None]:
+    """Make an in-process moto (``mock_aws`` or ``ThreadedMotoServer``) describe ``inst``:
+    every Elastic IP it allocates is ``inst.address`` (moto picks a random 127.x), and
+    ``get_console_output`` ends with the instance's host key blocks, as EC2 prints them."""
+    from unittest import mock
+
+    import moto.ec2.models.elastic_ip_addresses as eip
+    import moto.ec2.responses.general as general
+
+    console = general.SAMPLE_CONSOLE_OUTPUT + inst.console_output()
+    with mock.patch.object(eip, "random_ip", lambda: inst.address), \
+            mock.patch.object(general, "SAMPLE_CONSOLE_OUTPUT", console):
+        yield
 
 
 class FakeInstance:

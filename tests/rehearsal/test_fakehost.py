@@ -507,3 +507,31 @@ def test_deploy_sketch_through_the_cli(fake_instance: FakeInstance, tmp_path: Pa
                hs["form_secret"], hs["database"]["args"]["password"]]
     assert all(len(x) >= 16 and x not in first_out + r.stdout + r.stderr for x in secrets)
     print(f"deploy sketch via the CLI: first run {first_s:.1f}s, second run {second_s:.1f}s")
+
+
+def test_moto_hands_out_the_instance(fake_instance: FakeInstance,
+                                     moto_env: dict[str, str]) -> None:
+    """With moto_points_at, the EIP is the instance's address and the console output pins
+    its real host keys (what the infra phase reads)."""
+    import boto3
+
+    from elematrix_tui.actions.sshconn import parse_fingerprints
+    from tests.rehearsal.instance import moto_points_at
+
+    ec2 = boto3.client("ec2", endpoint_url=moto_env["AWS_ENDPOINT_URL"], region_name="us-east-1",
+                       aws_access_key_id="testing", aws_secret_access_key="testing")
+    with moto_points_at(fake_instance):
+        ssm = boto3.client("ssm", endpoint_url=moto_env["AWS_ENDPOINT_URL"],
+                           region_name="us-east-1", aws_access_key_id="testing",
+                           aws_secret_access_key="testing")
+        ami = ssm.get_parameter(Name="/aws/service/ami-amazon-linux-latest/"
+                                "al2023-ami-kernel-default-x86_64")["Parameter"]["Value"]
+        iid = ec2.run_instances(ImageId=ami, MinCount=1, MaxCount=1,
+                                InstanceType="t3.medium")["Instances"][0]["InstanceId"]
+        alloc = ec2.allocate_address(Domain="vpc")
+        assert alloc["PublicIp"] == fake_instance.address
+        ec2.associate_address(AllocationId=alloc["AllocationId"], InstanceId=iid)
+        out = ec2.get_console_output(InstanceId=iid)["Output"]
+    assert sorted(parse_fingerprints(out)) == sorted(fake_instance.fingerprints)
+    desc = ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]
+    assert desc["PublicIpAddress"] == fake_instance.address
