@@ -1233,6 +1233,9 @@ def _ps_rows(proj: Project, all_: bool) -> list[dict[str, Any]]:
                      "Image": svc.spec.get("image", ""), "State": "running" if r else "exited",
                      "Health": h, "Status": status, "ExitCode": 0 if r else 1,
                      "Publishers": pubs, "Command": "(native: elematrix test double)",
+                     "Ports": ", ".join(f"{p['URL']}:{p['PublishedPort']}->{p['TargetPort']}/tcp"
+                                        for p in pubs),
+                     "RunningFor": f"{_uptime(time.time() - r.started_at)} ago" if r else "",
                      "ID": (r and f"{r.pid:012d}") or "", "CreatedAt": ""})
     return rows
 
@@ -1265,9 +1268,7 @@ def cmd_ps(proj: Project, a: Args) -> int:
         raise Unsupported(f"ps --format {fmt}")
     table = [("NAME", "IMAGE", "SERVICE", "STATUS", "PORTS")]
     for r in rows:
-        ports = ", ".join(f"{p['URL']}:{p['PublishedPort']}->{p['TargetPort']}/tcp"
-                          for p in r["Publishers"])
-        table.append((r["Name"], r["Image"], r["Service"], r["Status"], ports))
+        table.append((r["Name"], r["Image"], r["Service"], r["Status"], r["Ports"]))
     widths = [max(len(row[i]) for row in table) for i in range(5)]
     for row in table:
         print("   ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
