@@ -255,13 +255,14 @@ class Wait(Action):
                 from botocore.exceptions import WaiterError
 
                 waiter = api.client(inputs.service).get_waiter(inputs.waiter)
+                t_poll = time.monotonic()
                 try:
                     # One attempt per loop turn: we own the pacing, progress and cancel.
                     waiter.wait(**inputs.params, WaiterConfig={"Delay": 0, "MaxAttempts": 1})
                     ctx.note("aws.call", service=inputs.service,
                              operation=f"waiter:{inputs.waiter}", params=inputs.params,
-                             request_id=None,
-                             duration=round(time.monotonic() - t0, 3), summary="satisfied")
+                             request_id=None, attempt=attempts,
+                             duration=round(time.monotonic() - t_poll, 4), summary="satisfied")
                     ctx.log(f"{inputs.waiter}: satisfied after {attempts} attempt(s), "
                             f"{elapsed:.0f}s")
                     return Result("ok", {"elapsed": round(elapsed, 1), "attempts": attempts},
@@ -279,6 +280,12 @@ class Wait(Action):
                                            diagnosis="The resource reached a state from which "
                                                      "the wait cannot succeed.") from e
                     last = reason
+                    rid = (getattr(e, "last_response", None) or {}).get(
+                        "ResponseMetadata", {}).get("RequestId")
+                    ctx.note("aws.call", service=inputs.service,
+                             operation=f"waiter:{inputs.waiter}", params=inputs.params,
+                             request_id=rid, attempt=attempts,
+                             duration=round(time.monotonic() - t_poll, 4), summary="not yet")
             else:
                 import jmespath
 
