@@ -112,6 +112,10 @@ def test_key_pair_generated_locally_0600_and_replaced_if_the_private_key_is_lost
     assert out["private_key_path"] == str(key)
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
     assert key.read_text().startswith("-----BEGIN OPENSSH PRIVATE KEY-----")
+    # The private key never reaches a log line or a note.
+    secret_line = key.read_text().splitlines()[1]
+    assert not any(secret_line in line for _, line in ctx.logs)
+    assert secret_line not in json.dumps([d for _, d in ctx.notes], default=str)
     assert ctx.run(Ensure(), inputs).status == "ok"
     key.unlink()
     key.with_suffix(".pub").unlink()
