@@ -7,6 +7,7 @@ reaches it, over a real SSH connection to a real sshd, through sudo.
 
 from __future__ import annotations
 
+import os
 import random
 import shlex
 import socket
@@ -123,7 +124,9 @@ def fake_instance(tmp_path: Path, moto_env: dict[str, str]) -> Iterator[FakeInst
     """A started FakeInstance (stopped, and every machine edit undone, at teardown)."""
     missing = missing_binaries()
     require(not missing, f"the fake instance's prerequisites ({', '.join(missing)})")
-    inst = FakeInstance(pick_address(), tmp_path / "instance", aws_env=moto_env)
+    # ELEMATRIX_FAKEHOST_ISOLATION=hosts runs the suite on the /etc/hosts fallback.
+    inst = FakeInstance(pick_address(), tmp_path / "instance", aws_env=moto_env,
+                        isolation=os.environ.get("ELEMATRIX_FAKEHOST_ISOLATION", "auto"))
     inst.start()
     try:
         yield inst
