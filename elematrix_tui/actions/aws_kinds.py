@@ -425,7 +425,8 @@ class Role(Kind):
         if found.obj is None:
             try:
                 arn = api.call("iam", "create_role", RoleName=name, AssumeRolePolicyDocument=trust,
-                               Description=spec.description, Tags=tag_list(ctx))["Role"]["Arn"]
+                               Description=spec.description,
+                               Tags=tag_list(ctx, name))["Role"]["Arn"]
                 changed = True
             except Exception as e:
                 if error_code(e) != "EntityAlreadyExists":
@@ -479,7 +480,7 @@ class InstanceProfile(Kind):
         if found.obj is None:
             try:
                 ip = api.call("iam", "create_instance_profile", InstanceProfileName=name,
-                              Tags=tag_list(ctx))["InstanceProfile"]
+                              Tags=tag_list(ctx, name))["InstanceProfile"]
             except Exception as e:
                 if error_code(e) != "EntityAlreadyExists":
                     raise explain(e, "iam", "create_instance_profile", api.region) from e
@@ -880,7 +881,8 @@ class LogGroups(Kind):
         for g in self._full(name, spec):
             if g not in have:
                 try:
-                    api.call("logs", "create_log_group", logGroupName=g, tags=tag_dict(ctx))
+                    api.call("logs", "create_log_group", logGroupName=g,
+                             tags=tag_dict(ctx, g))
                 except Exception as e:
                     if error_code(e) != "ResourceAlreadyExistsException":
                         raise explain(e, "logs", "create_log_group", api.region) from e
@@ -947,7 +949,8 @@ class Alarms(Kind):
         for a in spec.alarms:
             p = self._params(ctx, name, spec, a)
             if any(p["AlarmName"] in c for c in found.changes):
-                api.checked("cloudwatch", "put_metric_alarm", Tags=tag_list(ctx), **p)
+                api.checked("cloudwatch", "put_metric_alarm",
+                            Tags=tag_list(ctx, p["AlarmName"]), **p)
         return found.outputs, bool(found.changes)
 
 
@@ -984,7 +987,8 @@ class SsmParameter(Kind):
             return found.outputs, False
         if found.obj is None:
             api.checked("ssm", "put_parameter", Name=name, Value=self._value(spec),
-                        Type="String", Description=spec.description, Tags=tag_list(ctx))
+                        Type="String", Description=spec.description,
+                        Tags=tag_list(ctx, name))
         else:
             api.checked("ssm", "put_parameter", Name=name, Value=self._value(spec),
                         Type="String", Overwrite=True)
