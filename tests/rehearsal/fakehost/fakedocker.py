@@ -1720,10 +1720,5 @@ def main(args: Sequence[str] | None = None) -> int:
         return e.code
 
 
-def iter_shims() -> Iterator[Path]:
-    """The executables the instance puts first on PATH."""
-    yield from sorted((Path(__file__).parent / "bin").iterdir())
-
-
 if __name__ == "__main__":
     sys.exit(main())
