@@ -535,3 +535,36 @@ def test_moto_hands_out_the_instance(fake_instance: FakeInstance,
     assert sorted(parse_fingerprints(out)) == sorted(fake_instance.fingerprints)
     desc = ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]
     assert desc["PublicIpAddress"] == fake_instance.address
+
+
+def test_a_stack_without_the_initdb_args_fails_as_on_aws(fake_instance: FakeInstance,
+                                                        remote: Remote,
+                                                        tmp_path: Path) -> None:
+    """Faithful on purpose: drop POSTGRES_INITDB_ARGS from the uploaded compose file (as a
+    broken template would) and Synapse refuses the database's collation, as it would on
+    the instance; the double does not paper over it."""
+    inst = fake_instance
+    remote_dir = f"{inst.sshd.user_dir('opt')}/stack"
+    values = StackValues(server_name=SERVER_NAME, public_address=inst.address,
+                         deployment="rehearsal", remote_dir=remote_dir)
+    rendered = render_stack(values, SECRETS, tmp_path / "rendered").path
+    compose = rendered / "docker-compose.yml"
+    text = compose.read_text()
+    broken = "\n".join(line for line in text.splitlines()
+                       if "POSTGRES_INITDB_ARGS" not in line) + "\n"
+    assert broken != text
+    compose.write_text(broken)
+    remote.ok(f"mkdir -p {remote_dir}")
+    remote.put_tree(rendered, remote_dir)
+    remote.ok(f"chown -R 991:991 {remote_dir}/synapse", sudo=True)
+    dc = f"docker compose --project-directory {remote_dir}"
+    remote.ok(f"{dc} up -d --wait postgres", sudo=True)
+    r = remote.ok(f"{dc} exec -T postgres psql -U synapse -d synapse -At -c "
+                  f"\"{ENCODING_SQL}\"", sudo=True)
+    # The image's LANG instead (en_US.utf8, or C.UTF-8 where that is not installed).
+    assert r.text.strip().startswith("UTF8|") and r.text.strip() != "UTF8|C|C", r.text
+    bad = remote.run(f"{dc} up -d --wait synapse", sudo=True, timeout=120)
+    assert bad.rc == 1 and "exited" in bad.err
+    logs = remote.ok(f"{dc} logs synapse", sudo=True).text
+    assert "IncorrectDatabaseSetup" in logs or "incorrect collation" in logs.lower() or \
+        "incorrect encoding" in logs.lower(), logs[-2000:]

@@ -743,6 +743,16 @@ def start_postgres(svc: Service) -> subprocess.Popen[bytes]:
                   **_as_postgres())
 
 
+def _image_lang(svc: Service) -> str:
+    """The locale initdb sees in the image: its ``LANG=en_US.utf8`` unless the service sets
+    one. Without the compose file's --lc-collate=C the database then gets a collation
+    Synapse refuses, as on the instance (C.UTF-8 where en_US is not installed: refused too)."""
+    lang = svc.environment().get("LANG", "en_US.utf8")
+    installed = subprocess.run(["locale", "-a"], capture_output=True, text=True).stdout.split()
+    norm = {x.lower().replace("-", ""): x for x in installed}
+    return norm.get(lang.lower().replace("-", ""), "C.UTF-8")
+
+
 def _initdb(svc: Service, data: Path, user: str, password: str, db: str, auth: str,
             args: list[str]) -> None:
     """What the postgres image's entrypoint does on an empty data directory."""
@@ -755,7 +765,9 @@ def _initdb(svc: Service, data: Path, user: str, password: str, db: str, auth: s
         _chown_postgres(pwfile)
         r = subprocess.run([str(host.pg_bin / "initdb"), "-D", str(data), f"--username={user}",
                             f"--pwfile={pwfile}", "--no-sync", *args],
-                           capture_output=True, text=True, cwd="/", **_as_postgres())
+                           capture_output=True, text=True, cwd="/",
+                           env={"PATH": SYSTEM_PATH, "LANG": _image_lang(svc)},
+                           **_as_postgres())
     finally:
         pwfile.unlink(missing_ok=True)
     with open(svc.project.log_path(svc.name), "a") as log:
