@@ -100,8 +100,14 @@ class Remote:
 
 
 def pick_address() -> str:
-    """A 127.x address for the instance, like moto's EIPs (not the services' 127.0.10.x)."""
-    return f"127.0.{random.randint(20, 250)}.{random.randint(2, 250)}"
+    """A 127.x address for the instance, like moto's EIPs (not the services' 127.0.1x.y),
+    where nothing listens on 22 or 80 (another engineer's instance may be running)."""
+    from tests.rehearsal.instance import port_free
+
+    while True:
+        addr = f"127.0.{random.randint(20, 250)}.{random.randint(2, 250)}"
+        if port_free(addr, 22) and port_free(addr, 80):
+            return addr
 
 
 @pytest.fixture

@@ -76,7 +76,8 @@ def missing_binaries() -> list[str]:
     return out
 
 
-def _port_free(host: str, port: int) -> bool:
+def port_free(host: str, port: int) -> bool:
+    """Nothing listens on host:port right now (we could bind it)."""
     with socket.socket() as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -409,7 +410,7 @@ class FakeInstance:
         self.sshd.extra_config = f"SetEnv {setenv}"
         if self.requested_port is not None:
             self.sshd.port = self.requested_port
-        elif _port_free(self.address, 22):
+        elif port_free(self.address, 22):
             self.sshd.port = 22
         self.sshd.start()
         self.started = True
