@@ -267,3 +267,31 @@ async def test_practice_entry_opens_the_run_screen_with_notices(state_dir: Path)
         await pilot.pause()
         assert not screen.running
         assert any("cannot run in this session" in str(n.message) for n in app._notifications)
+
+
+async def test_run_one_step_and_skip_a_skippable_one(state_dir: Path) -> None:
+    catalog.write_settings(state_dir, "steps", {"runbook_path": str(DATA / "ui-steps.yaml"),
+                                                "params": {}})
+    app = ElematrixApp(state_dir, deployment="steps")
+    async with app.run_test(size=(100, 32)) as pilot:
+        screen = run_screen(app)
+        tree = screen.query_one(PhaseTree)
+        tree.select_id("step_b")
+        await pilot.press("s")
+        await wait_for(pilot, lambda: screen.last_exit is not None and not screen.running,
+                       what="one step to run")
+        steps = screen.model.steps
+        assert steps["step_b"].status == "ok"
+        assert steps["step_a"].status == "pending" and steps["optional_c"].status == "pending"
+        # Skipping is refused where the runbook does not allow it...
+        tree.select_id("step_a")
+        await pilot.press("k")
+        assert not screen.running
+        assert any("does not allow skipping" in str(n.message) for n in app._notifications)
+        # ...and recorded where it does.
+        tree.select_id("optional_c")
+        await pilot.press("k")
+        await wait_for(pilot, lambda: screen.model.status == "passed" and not screen.running,
+                       what="phase with a skipped step")
+        assert steps["optional_c"].status == "skipped"
+        assert steps["step_a"].status == "ok"
