@@ -35,6 +35,9 @@ class Param(_Strict):
     # Values that can never change once the deployment has used them (server_name).
     permanent: bool = False
     permanent_reason: str | None = None
+    # Remember the value for later runs of this deployment (false: ask every time, e.g. a
+    # typed confirmation that must never carry over to the next teardown).
+    remember: bool = True
     # Secrets only: generate a random value of this many characters when none is stored.
     generate: int | None = Field(default=None, ge=16, le=256)
 

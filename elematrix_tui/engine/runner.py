@@ -259,7 +259,8 @@ class Runner:
                 else:
                     out[p.name] = None
                 continue
-            raw = self.raw_params.get(p.name, remembered.get(p.name, p.default))
+            raw = self.raw_params.get(
+                p.name, remembered.get(p.name, p.default) if p.remember else p.default)
             if raw is None:
                 if p.is_required:
                     errors.append(Located("--set", 0, 0,
@@ -281,8 +282,11 @@ class Runner:
                     f"Keep {locked!r}, or create a new deployment for {out[p.name]!r}.")))
         if errors:
             raise InputError(errors)
-        journal.set_meta("params", {k: v for k, v in out.items()
-                                    if k not in self._secret_names and v is not None})
+        # Merge: another runbook of this deployment (teardown) must not forget what this one
+        # was given (operator_cidr), and values marked remember: false are never kept.
+        keep = {k: v for k, v in out.items() if k not in self._secret_names and v is not None
+                and (p := self.rb.param(k)) is not None and p.remember}
+        journal.set_meta("params", {**remembered, **keep})
         return out
 
     def _journal_params(self) -> dict[str, Any]:

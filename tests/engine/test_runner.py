@@ -300,3 +300,32 @@ phases:
     restored = {e.step_id for e in seen if isinstance(e, ev.StepFinished) and e.restored}
     applied = {e.step_id for e in seen if isinstance(e, ev.StepStarted)}
     assert restored == {"plain"} and "tunnel" in applied
+
+
+def test_remembered_params_merge_across_runbooks_and_confirmations_are_forgotten(
+        tmp_path: Path, state_dir: Path) -> None:
+    deploy = write_runbook(tmp_path, """
+runbook: deploy
+params:
+  - {name: operator_cidr, type: cidr}
+phases:
+  - id: one
+    steps: [{id: s, action: local.noop, with: {outputs: {c: "{{ params.operator_cidr }}"}}}]
+""", "deploy.yaml")
+    teardown = write_runbook(tmp_path, """
+runbook: teardown
+params:
+  - {name: confirm, type: string, default: "", remember: false}
+phases:
+  - id: one
+    steps: [{id: t, action: local.noop, with: {outputs: {c: "{{ params.confirm }}"}}}]
+""", "teardown.yaml")
+    runner, _ = make_runner(deploy, state_dir, params={"operator_cidr": "203.0.113.7/32"})
+    assert runner.run() == 0
+    runner, _ = make_runner(teardown, state_dir, params={"confirm": "test"})
+    assert runner.run() == 0
+    runner, sink = make_runner(teardown, state_dir)
+    assert runner.run() == 0
+    assert [e for e in sink.of(ev.StepFinished) if e.step_id == "t"][0].outputs == {"c": ""}
+    runner, sink = make_runner(deploy, state_dir)  # operator_cidr still remembered
+    assert runner.run() == 0
