@@ -464,16 +464,23 @@ def _deploy_runbook(inst: FakeInstance) -> dict[str, Any]:
             run("units", "install -m 0644 {{ params.remote_dir }}/systemd/elematrix-stack.service "
                 "{{ params.unit_dir }}/ && systemctl daemon-reload && "
                 "systemctl enable --now elematrix-stack.service"),
+            # Synapse's admin API, published on the instance's loopback only, through SSH.
+            {"id": "admin_forward", "action": "ssh.forward",
+             "with": {**ssh, "remote_port": 8008}},
         ], "gates": [
             run("stack_healthy", f"{dc} ps --format json", read_only=True,
                 expect_output='re:"Service": "nginx".*"Health": "healthy"'),
+            {"id": "e2ee", "action": "matrix.validate",
+             "with": {"base_url": "http://{{ params.host }}", "server_name": SERVER_NAME,
+                      "admin_url": "{{ steps.admin_forward.url }}", "total_timeout": 180}},
         ]}],
     }
 
 
 def test_deploy_sketch_through_the_cli(fake_instance: FakeInstance, tmp_path: Path,
                                        elematrix: str) -> None:
-    """The real CLI, runner, ssh.* and stack.* actions against the double, twice: the
+    """The real CLI, runner, stack.render, ssh.upload/run/forward and the matrix.validate
+    gate (through nginx, admin API through the SSH forward) against the double, twice: the
     second run changes nothing on the instance (initdb once, same processes)."""
     import subprocess
 
