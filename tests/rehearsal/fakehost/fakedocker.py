@@ -1027,7 +1027,21 @@ STARTERS = {"postgres": start_postgres, "synapse": start_synapse, "element": sta
 
 
 def start_service(svc: Service) -> None:
-    proc = STARTERS[svc.kind](svc)
+    # Ports first, like docker: a port that cannot be published means no container at all.
+    if svc.kind != "nginx":  # nginx listens on its published ports itself
+        for p in svc.ports():
+            try:
+                start_proxy(svc, p)
+            except Failed:
+                for pf in (svc.project.run_dir / "proxy").glob(f"{svc.name}-*.json"):
+                    stop_pid_file(pf)
+                raise
+    try:
+        proc = STARTERS[svc.kind](svc)
+    except BaseException:
+        for pf in (svc.project.run_dir / "proxy").glob(f"{svc.name}-*.json"):
+            stop_pid_file(pf)
+        raise
     starttime = None
     for _ in range(100):
         starttime = _proc_starttime(proc.pid)
@@ -1039,9 +1053,6 @@ def start_service(svc: Service) -> None:
     r = Running(pid=proc.pid, starttime=starttime, config_hash=svc.config_hash(),
                 started_at=time.time(), kind=svc.kind)
     (svc.project.run_dir / f"{svc.name}.json").write_text(json.dumps(r.__dict__))
-    if svc.kind != "nginx":  # nginx listens on its published ports itself
-        for p in svc.ports():
-            start_proxy(svc, p)
 
 
 def start_proxy(svc: Service, port: Port) -> None:
