@@ -284,8 +284,9 @@ class Runner:
             raise InputError(errors)
         # Merge: another runbook of this deployment (teardown) must not forget what this one
         # was given (operator_cidr), and values marked remember: false are never kept.
-        keep = {k: v for k, v in out.items() if k not in self._secret_names and v is not None
-                and (p := self.rb.param(k)) is not None and p.remember}
+        remember = {p.name for p in self.rb.params if p.remember}
+        keep = {k: v for k, v in out.items()
+                if k not in self._secret_names and v is not None and k in remember}
         journal.set_meta("params", {**remembered, **keep})
         return out
 
@@ -469,7 +470,7 @@ class Runner:
                     self.journal.set_meta(f"permanent.{name}", self.params[name])
         outputs = self.redact.value(outcome.outputs)
         message = self.redact(outcome.message)
-        fix = outcome.fix or (step.fix if outcome.status == "failed" else None)
+        fix = outcome.fix or (self._fix(step) if outcome.status == "failed" else None)
         self.journal.finish_attempt(self.run_id, step.id, attempt, outcome.status, outputs,
                                     message, outcome.diagnosis, fix)
         self._emit(StepFinished(self.run_id, phase_id=phase.id, step_id=step.id,
@@ -481,6 +482,15 @@ class Runner:
                                   passed=outcome.status in ("ok", "changed"), message=message,
                                   diagnosis=outcome.diagnosis, fix=fix, duration=duration))
         return replace(outcome, fix=fix)
+
+    def _fix(self, step: Step) -> str | None:
+        """The step's advice, with its expressions rendered (it may name paths, hosts)."""
+        if not step.fix:
+            return None
+        try:
+            return self.redact(str(render_string(step.fix, self._variables())))
+        except ExpressionError:
+            return step.fix
 
     def _process_local(self, step: Step) -> bool:
         try:
@@ -500,17 +510,17 @@ class Runner:
         message = self.redact(message)
         self.journal.start_attempt(self.run_id, step.id, phase.id, role, attempt, {})
         self.journal.finish_attempt(self.run_id, step.id, attempt, "failed", {}, message, None,
-                                    fix or step.fix)
+                                    fix or self._fix(step))
         self._emit(StepStarted(self.run_id, phase_id=phase.id, step_id=step.id,
                                title=step.title or step.id, action=step.action, attempt=attempt,
                                is_gate=role == "gate"))
         self._emit(StepFinished(self.run_id, phase_id=phase.id, step_id=step.id, status="failed",
                                 attempt=attempt, duration=0.0, is_gate=role == "gate",
-                                message=message, fix=fix or step.fix))
+                                message=message, fix=fix or self._fix(step)))
         if role == "gate":
             self._emit(GateResult(self.run_id, phase_id=phase.id, gate_id=step.id, passed=False,
-                                  message=message, fix=fix or step.fix))
-        return _StepOutcome("failed", message=message, fix=fix or step.fix)
+                                  message=message, fix=fix or self._fix(step)))
+        return _StepOutcome("failed", message=message, fix=fix or self._fix(step))
 
     def _finish_without_apply(self, phase: Phase, step: Step, role: str, status: str,
                               outputs: dict[str, Any], message: str,
@@ -610,7 +620,7 @@ class Runner:
                 ctx.log(line, "stderr")
             return _StepOutcome("failed", message=f"{type(err).__name__}: {err}",
                                 diagnosis=f"the {step.action} action failed unexpectedly",
-                                fix=step.fix or "see the log above; report a bug if it is ours")
+                                fix=self._fix(step) or "see the log above; report a bug if it is ours")
         result: Result = box["result"]
         outputs = self._select_outputs(step, result.outputs, result.data)
         outcome = _StepOutcome(result.status, outputs, result.message, result.diagnosis,
@@ -621,7 +631,7 @@ class Runner:
             if bad:
                 return _StepOutcome("failed", outputs, "; ".join(bad),
                                     diagnosis="the step ran but its result is not what the "
-                                              "runbook expects", fix=step.fix)
+                                              "runbook expects", fix=self._fix(step))
         return outcome
 
     def _select_outputs(self, step: Step, outputs: dict[str, Any], data: Any) -> dict[str, Any]:

@@ -1,0 +1,230 @@
+"""The whole poc-ec2 runbook, first step to last, for real except the Docker engine.
+
+- AWS: a moto server on 127.0.0.1 in this process, reached by the real `elematrix` command
+  through AWS_ENDPOINT_URL. moto is patched only where it has no answer: the Elastic IP it
+  hands out is the rehearsal instance's loopback address, its console output carries that
+  instance's host key fingerprints (as EC2 prints them), Session Manager reports the
+  agent Online (moto does not implement describe_instance_information), and bucket policies
+  get a ``Bool`` condition operator and see ``aws:SecureTransport=true``. moto evaluates
+  only ``StringEquals`` and treats every other operator as matched, so the backup bucket's
+  conditional deny-non-TLS statement would refuse every request; on AWS the instance's aws
+  CLI speaks HTTPS and passes it.
+- The instance: a real OpenSSH sshd on that address (tests/rehearsal/instance.py).
+- Docker: the documented test double (docs/testing-rehearsal.md) starts PostgreSQL, Synapse
+  and nginx natively from the files the runbook uploaded. No runbook step or template is
+  changed for the test.
+- The final gate is the real two-user E2EE validation through the rendered nginx; the
+  backup lands in moto's S3.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import require
+from tests.rehearsal.instance import FakeInstance, missing_binaries, moto_points_at
+
+RUNBOOK = Path(__file__).resolve().parents[2] / "elematrix_tui" / "runbooks" / "poc-ec2.yaml"
+TAG = "elematrix:deployment"
+
+
+@pytest.fixture
+def moto_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    from moto.core.responses import ActionResult
+    from moto.server import ThreadedMotoServer
+    from moto.ssm.responses import SimpleSystemManagerResponse
+
+    def describe_instance_information(self: Any) -> Any:
+        ids = [v for f in self._get_param("Filters") or [] if f.get("Key") == "InstanceIds"
+               for v in f.get("Values", [])]
+        return ActionResult({"InstanceInformationList": [
+            {"InstanceId": i, "PingStatus": "Online", "PlatformName": "Amazon Linux"}
+            for i in ids]})
+
+    monkeypatch.setattr(SimpleSystemManagerResponse, "describe_instance_information",
+                        describe_instance_information, raising=False)
+
+    from moto.iam.access_control import IAMPolicy
+    from moto.s3.models import FakeBucket
+
+    def get_permission(self: Any, action: str, resource: str) -> Any:
+        from moto.iam.access_control import PermissionResult
+
+        if self.policy is None:
+            return PermissionResult.NEUTRAL
+        return IAMPolicy(self.policy.decode()).is_action_permitted(
+            action, resource, incoming_condition_values={"aws:SecureTransport": "true"})
+
+    monkeypatch.setattr(FakeBucket, "get_permission", get_permission)
+    import moto.iam.policy_conditions as conditions
+
+    def bool_operation(expected: list[str] | str, actual: str) -> bool:
+        wanted = [expected] if isinstance(expected, str) else expected
+        return str(actual).lower() in [str(w).lower() for w in wanted]
+
+    monkeypatch.setitem(conditions.CONDITION_OPERATIONS, "Bool", bool_operation)
+    monkeypatch.setenv("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    assert host == "127.0.0.1"
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def aws_env(moto_server: str) -> dict[str, str]:
+    return {"AWS_ENDPOINT_URL": moto_server, "AWS_ACCESS_KEY_ID": "rehearsal",
+            "AWS_SECRET_ACCESS_KEY": "rehearsal", "AWS_SESSION_TOKEN": "rehearsal",
+            "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+@pytest.fixture
+def instance(tmp_path: Path, aws_env: dict[str, str]) -> Iterator[FakeInstance]:
+    missing = missing_binaries()
+    require(not missing, f"rehearsal prerequisites ({', '.join(missing)})")
+    require(os.geteuid() == 0, "root (the rehearsal binds sshd on a 127.x address)")
+    inst = FakeInstance("127.0.0.77", tmp_path / "instance", aws_env=aws_env,
+                        unit_dir=tmp_path / "systemd")
+    with inst, moto_points_at(inst):
+        yield inst
+
+
+def _params(inst: FakeInstance, tmp_path: Path) -> list[str]:
+    values = {
+        "operator_cidr": "127.0.0.1/32",
+        "alert_email": "operator@example.org",
+        "server_name": "rehearsal.test",
+        "ssh_public_key_path": f"{inst.key_path}.pub",
+        "ssh_private_key_path": str(inst.key_path),
+        "ssh_user": inst.user,
+        "ssh_port": str(inst.port),
+        "remote_dir": str(tmp_path / "opt" / "elematrix"),
+        "systemd_dir": str(inst.unit_dir),
+        "host_key_wait": "0",
+    }
+    return [x for k, v in values.items() for x in ("--set", f"{k}={v}")]
+
+
+def _env(aws_env: dict[str, str]) -> dict[str, str]:
+    return {**os.environ, **aws_env}
+
+
+def _count_tagged(aws_env: dict[str, str], deployment: str) -> dict[str, int]:
+    import boto3
+
+    kw: dict[str, Any] = dict(endpoint_url=aws_env["AWS_ENDPOINT_URL"], region_name="us-east-1",
+                              aws_access_key_id="x", aws_secret_access_key="x")
+    ec2 = boto3.client("ec2", **kw)
+    tag = [{"Name": f"tag:{TAG}", "Values": [deployment]}]
+    instances = [i for r in ec2.describe_instances(Filters=tag)["Reservations"]
+                 for i in r["Instances"] if i["State"]["Name"] != "terminated"]
+    s3 = boto3.client("s3", **kw)
+    buckets = [b["Name"] for b in s3.list_buckets()["Buckets"]
+               if b["Name"].startswith(f"elematrix-{deployment}-")]
+    return {"instances": len(instances),
+            "security_groups": len(ec2.describe_security_groups(Filters=tag)["SecurityGroups"]),
+            "eips": len(ec2.describe_addresses(Filters=tag)["Addresses"]),
+            "buckets": len(buckets)}
+
+
+def _backup_objects(aws_env: dict[str, str], deployment: str) -> list[str]:
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=aws_env["AWS_ENDPOINT_URL"], region_name="us-east-1",
+                      aws_access_key_id="x", aws_secret_access_key="x")
+    keys: list[str] = []
+    for b in s3.list_buckets()["Buckets"]:
+        if b["Name"].startswith(f"elematrix-{deployment}-"):
+            keys += [o["Key"] for o in s3.list_objects_v2(Bucket=b["Name"]).get("Contents", [])]
+    return keys
+
+
+def _report(elematrix: str, env: dict[str, str], deployment: str) -> dict[str, Any]:
+    runs = subprocess.run([elematrix, "runs", "--deployment", deployment], env=env,
+                          capture_output=True, text=True, check=True).stdout.splitlines()
+    run_id = runs[1].split()[0]
+    out = subprocess.run([elematrix, "report", run_id, "--format", "json"], env=env,
+                         capture_output=True, text=True, check=True).stdout
+    return json.loads(out)  # type: ignore[no-any-return]
+
+
+def _all_step_ids() -> list[str]:
+    from elematrix_tui.actions import default_registry
+    from elematrix_tui.engine.loader import load_runbook
+
+    rb = load_runbook(RUNBOOK, default_registry())
+    return [s.id for ph in rb.phases for s in ph.steps + ph.gates]
+
+
+def test_rehearsal_headless_every_phase(elematrix: str, instance: FakeInstance,
+                                        aws_env: dict[str, str], tmp_path: Path) -> None:
+    env = _env(aws_env)
+    started = time.monotonic()
+    res = subprocess.run([elematrix, "run", str(RUNBOOK), "--deployment", "rehearsal", "--yes",
+                          *_params(instance, tmp_path)], env=env, capture_output=True,
+                         text=True, timeout=900)
+    elapsed = time.monotonic() - started
+    assert res.returncode == 0, (res.stdout[-6000:] + res.stderr[-3000:])
+    report = _report(elematrix, env, "rehearsal")
+    done = {s["step"] for s in report["steps"] if s["status"] in ("ok", "changed", "skipped")}
+    assert set(_all_step_ids()) <= done, set(_all_step_ids()) - done
+    gates = {g["gate_id"]: g["passed"] for g in report["gates"]}
+    assert gates["e2ee"] and gates["backup_in_bucket"] and gates["posture"]
+    checks = [n for n in report["notes"] if n.get("name") == "gate.check"]
+    assert len(checks) >= 6 and all(c["passed"] for c in checks)
+    assert any(k.endswith("synapse.sql.gz") for k in _backup_objects(aws_env, "rehearsal"))
+    assert _count_tagged(aws_env, "rehearsal") == {"instances": 1, "security_groups": 1,
+                                                   "eips": 1, "buckets": 1}
+    assert instance.initdb_count() == 1
+    print(f"rehearsal: {elapsed:.1f} s")
+
+
+def test_rehearsal_chaos_kill_9_and_resume(elematrix: str, instance: FakeInstance,
+                                           aws_env: dict[str, str], tmp_path: Path) -> None:
+    env = _env(aws_env)
+    args = [elematrix, "run", str(RUNBOOK), "--deployment", "chaos", "--yes", "--quiet",
+            *_params(instance, tmp_path)]
+    rng = random.Random(8)
+    kills = 0
+    first = True
+    for _ in range(10):
+        cmd = args if first else [elematrix, "resume", "--deployment", "chaos", "--yes",
+                                  "--quiet"]
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(1.5, 9.0))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait()
+        # Killed before the run was recorded: start it again rather than resume.
+        first = not (tmp_path.parent / "state").exists() and _no_run(env, elematrix)
+        if proc.returncode == 0:
+            break
+    final = subprocess.run([elematrix, "resume", "--deployment", "chaos", "--yes"], env=env,
+                           capture_output=True, text=True, timeout=900)
+    if "found no unfinished run" not in final.stderr:
+        assert final.returncode == 0, final.stdout[-6000:] + final.stderr[-2000:]
+    assert kills >= 5
+    report = _report(elematrix, env, "chaos")
+    assert report["status"] == "passed"
+    assert _count_tagged(aws_env, "chaos") == {"instances": 1, "security_groups": 1,
+                                               "eips": 1, "buckets": 1}
+    assert instance.initdb_count() == 1
+
+
+def _no_run(env: dict[str, str], elematrix: str) -> bool:
+    res = subprocess.run([elematrix, "runs", "--deployment", "chaos"], env=env,
+                         capture_output=True, text=True)
+    return "no runs" in res.stdout
