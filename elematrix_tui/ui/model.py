@@ -7,6 +7,7 @@ was lost.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -276,22 +277,29 @@ class RunModel:
         return set()
 
 
+_KINDS: dict[str, type[ev.Event]] = {
+    cls.kind: cls
+    for cls in (ev.RunStarted, ev.RunFinished, ev.PhaseStarted, ev.PhaseFinished,
+                ev.PhaseLocked, ev.StepStarted, ev.StepFinished, ev.StepRetry, ev.LogLine,
+                ev.Progress, ev.Note, ev.GateResult, ev.Question)
+}
+_FIELDS: dict[type[ev.Event], frozenset[str]] = {
+    cls: frozenset(f.name for f in dataclasses.fields(cls)) for cls in _KINDS.values()
+}
+
+
 def event_from_dict(d: dict[str, Any], run_id: str = "") -> ev.Event | None:
-    """Rebuild an event from its journal form (``Journal.events``); None for unknown kinds."""
-    kinds: dict[str, type[ev.Event]] = {
-        cls.kind: cls
-        for cls in (ev.RunStarted, ev.RunFinished, ev.PhaseStarted, ev.PhaseFinished,
-                    ev.PhaseLocked, ev.StepStarted, ev.StepFinished, ev.StepRetry, ev.LogLine,
-                    ev.Progress, ev.Note, ev.GateResult, ev.Question)
-    }
-    cls = kinds.get(str(d.get("kind", "")))
+    """Rebuild an event from its journal form (``Journal.events``); None for unknown kinds.
+
+    Journal rows carry extra keys (``seq``, and ``step_id`` on gate results); only the
+    fields this version knows are kept, so a newer journal still opens."""
+    cls = _KINDS.get(str(d.get("kind", "")))
     if cls is None:
         return None
-    fields = {k: v for k, v in d.items() if k != "kind"}
+    known = _FIELDS[cls]
+    fields = {k: v for k, v in d.items() if k in known}
     fields.setdefault("run_id", run_id)
     try:
         return cls(**fields)
     except TypeError:
-        # A newer journal with extra fields: keep the ones this version knows.
-        known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in fields.items() if k in known})
+        return None  # a required field is missing: not an event this version can show

@@ -78,3 +78,9 @@ async def wait_for(pilot: Pilot[Any], cond: Callable[[], bool], timeout: float =
         if time.monotonic() > end:
             raise AssertionError(f"timed out waiting for {what}")
         await pilot.pause(0.05)
+
+
+def shown(app: Any, cls: type) -> bool:
+    """The modal of this class is on top and composed (its buttons exist)."""
+    screen = app.screen
+    return isinstance(screen, cls) and bool(screen.query("Button"))

@@ -23,7 +23,7 @@ from elematrix_tui.ui.widgets.log_pane import LogPane
 from elematrix_tui.ui.widgets.phase_tree import PhaseTree
 
 from .conftest import DATA
-from .helpers import wait_for
+from .helpers import shown, wait_for
 
 pytestmark = pytest.mark.anyio
 
@@ -123,7 +123,7 @@ async def test_new_deployment_form_run_gate_rerun_confirm(state_dir: Path) -> No
         # The next phase has a confirm step: the modal shows what will change.
         screen.query_one(PhaseTree).select_id("change")
         await pilot.press("r")
-        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmModal), what="confirm modal")
+        await wait_for(pilot, lambda: shown(app, ConfirmModal), what="confirm modal")
         modal = app.screen
         assert isinstance(modal, ConfirmModal)
         assert any("config.txt" in c for c in modal.changes)
@@ -148,7 +148,7 @@ async def test_destructive_confirm_needs_the_deployment_name(state_dir: Path) ->
     async with app.run_test(size=(100, 32)) as pilot:
         screen = run_screen(app)
         await pilot.press("r")
-        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmModal), what="confirm modal")
+        await wait_for(pilot, lambda: shown(app, ConfirmModal), what="confirm modal")
         modal = app.screen
         assert isinstance(modal, ConfirmModal) and modal.destructive
         go = modal.query_one("#yes", Button)
@@ -171,7 +171,7 @@ async def test_declined_confirm_changes_nothing(state_dir: Path) -> None:
     async with app.run_test(size=(100, 32)) as pilot:
         screen = run_screen(app)
         await pilot.press("r")
-        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmModal), what="confirm modal")
+        await wait_for(pilot, lambda: shown(app, ConfirmModal), what="confirm modal")
         await pilot.press("escape")
         await wait_for(pilot, lambda: not screen.running, what="run to stop")
         assert screen.last_exit == 1
@@ -211,6 +211,7 @@ async def test_quit_while_running_then_restart_resumes(state_dir: Path) -> None:
         await pilot.press("enter")
         await pilot.pause()
         screen = run_screen(app2)
+        await wait_for(pilot, lambda: not screen.restoring, what="the journal replay")
         # The screen is restored from the journal before anything runs again.
         assert screen.resume_run == start.deployments[0].interrupted_run
         assert screen.model.steps["first"].status == "ok"
@@ -260,6 +261,7 @@ async def test_practice_entry_opens_the_run_screen_with_notices(state_dir: Path)
         assert "PRACTICE" in banner and "only the prepare phase runs" in banner
         assert screen.params["server_name"] == "practice.test"
         # A phase outside this session's phases is refused with the reason.
+        await wait_for(pilot, lambda: not screen.restoring, what="the journal replay")
         screen.model.passed.add("prepare")
         screen.model.recompute_locks()
         screen.query_one(PhaseTree).select_id("change")
@@ -275,6 +277,7 @@ async def test_run_one_step_and_skip_a_skippable_one(state_dir: Path) -> None:
     app = ElematrixApp(state_dir, deployment="steps")
     async with app.run_test(size=(100, 32)) as pilot:
         screen = run_screen(app)
+        await wait_for(pilot, lambda: not screen.restoring, what="the journal replay")
         tree = screen.query_one(PhaseTree)
         tree.select_id("step_b")
         await pilot.press("s")

@@ -55,8 +55,9 @@ async def test_infra_phase_against_moto(state_dir: Path, emulator: Path) -> None
         while screen.last_exit is None:
             assert time.monotonic() < end, "the infra phase did not finish in 180 s"
             await pilot.pause(0.05)
-            if isinstance(app.screen, ConfirmModal):
-                confirmed.append(app.screen.step_id)
+            modal = app.screen
+            if isinstance(modal, ConfirmModal) and modal.query("#yes"):
+                confirmed.append(modal.step_id)
                 await pilot.click("#yes")
         await pilot.pause()
         errors = [str(n.message) for n in app._notifications if n.severity == "error"]

@@ -24,7 +24,7 @@ from elematrix_tui.ui.widgets.phase_tree import PhaseTree
 from elematrix_tui.ui.widgets.step_detail import StepDetail
 
 from .conftest import DATA
-from .helpers import RUN_ID, FakeFactory, FakeRunner, finished, started, wait_for
+from .helpers import RUN_ID, FakeFactory, FakeRunner, finished, shown, started, wait_for
 
 pytestmark = pytest.mark.anyio
 
@@ -52,13 +52,13 @@ async def test_approve_choose_and_secret_round_trip(state_dir: Path) -> None:
     app = open_app(state_dir, factory)
     async with app.run_test(size=(100, 32)) as pilot:
         await pilot.press("r")
-        await wait_for(pilot, lambda: isinstance(app.screen, ApproveModal), what="approve modal")
+        await wait_for(pilot, lambda: shown(app, ApproveModal), what="approve modal")
         app.screen.query_one("#who", Input).value = "alice"
         await pilot.press(*"change ticket 42", "enter")
-        await wait_for(pilot, lambda: isinstance(app.screen, ChooseModal), what="choose modal")
+        await wait_for(pilot, lambda: shown(app, ChooseModal), what="choose modal")
         assert app.screen.query_one(OptionList).option_count == 2
         await pilot.press("down", "enter")
-        await wait_for(pilot, lambda: isinstance(app.screen, SecretModal), what="secret modal")
+        await wait_for(pilot, lambda: shown(app, SecretModal), what="secret modal")
         field = app.screen.query_one("#secret", Input)
         assert field.password  # typed secrets are masked on screen
         await pilot.press(*"s3cret-value", "enter")
@@ -84,7 +84,7 @@ async def test_quit_refuses_open_question_and_stops_engine(state_dir: Path) -> N
     app = open_app(state_dir, factory)
     async with app.run_test(size=(100, 32)) as pilot:
         await pilot.press("r")
-        await wait_for(pilot, lambda: isinstance(app.screen, ChooseModal), what="choose modal")
+        await wait_for(pilot, lambda: shown(app, ChooseModal), what="choose modal")
         # ctrl+c works from inside a modal: the run screen asks, then interrupts.
         await pilot.press("ctrl+c")
         await pilot.pause()

@@ -24,7 +24,7 @@ from elematrix_tui.ui.screens.modals import ConfirmModal
 from elematrix_tui.ui.screens.run import RunScreen
 
 from .conftest import DATA
-from .helpers import RUN_ID, FakeFactory, FakeRunner, finished, started, wait_for
+from .helpers import RUN_ID, FakeFactory, FakeRunner, finished, shown, started, wait_for
 
 
 @pytest.fixture(autouse=True)
@@ -162,7 +162,7 @@ def test_confirm_modal(snap_compare: Any, state_dir: Path) -> None:
 
     async def run(pilot: Pilot[Any]) -> None:
         await pilot.press("r")
-        await wait_for(pilot, lambda: isinstance(pilot.app.screen, ConfirmModal),
+        await wait_for(pilot, lambda: shown(pilot.app, ConfirmModal),
                        what="confirm modal")
         no_blink(pilot)
         await pilot.press(*"prod")

@@ -80,6 +80,9 @@ class RunScreen(Screen[int]):
         self.last_exit: int | None = None
         self.last_run_id: str | None = None
         self.questions: TuiQuestions | None = None
+        # True until the journal has been folded in; a run asked for meanwhile waits.
+        self.restoring = True
+        self._pending_start: dict[str, Any] | None = None
 
     @property
     def eapp(self) -> ElematrixApp:
@@ -104,7 +107,9 @@ class RunScreen(Screen[int]):
         m = self.model
         title = self.runbook.title or self.runbook.runbook
         state = m.status
-        if m.status == "idle" and self.resume_run:
+        if self.restoring:
+            state = "reading the journal…"
+        elif m.status == "idle" and self.resume_run:
             state = f"interrupted run {self.resume_run}: r resumes it"
         elif m.run_id:
             state = f"{m.status} · run {m.run_id}"
@@ -113,52 +118,73 @@ class RunScreen(Screen[int]):
 
     def on_mount(self) -> None:
         self.questions = TuiQuestions(self.app, self.deployment, before_ask=self._tick)
-        self._restore()
         self.set_interval(TICK, self._tick)
-        tree = self.query_one(PhaseTree)
-        tree.focus()
-        nxt = self.model.next_phase()
-        if nxt is not None:
-            tree.select_id(nxt.phase_id)
-        self._show_selected()
+        self.query_one(PhaseTree).focus()
+        self._refresh_head()
+        self._restore()
 
     # -- journal replay -----------------------------------------------------------
+    @work(thread=True, group="restore", exit_on_error=False)
     def _restore(self) -> None:
-        """Fold the journal in: phases passed by earlier runs, and the last run in full."""
+        """Read the journal off the UI thread (a 100k-line run takes a second to decode):
+        phases passed by earlier runs, and the last (or resumed) run's events."""
+        passed: set[str] = set()
+        show: str | None = None
+        rows: list[Any] = []
+        error: str | None = None
         journal = None
         try:
             journal = catalog.open_journal(self.eapp.state_dir, self.deployment)
-            if journal is None:
-                return
-            runs = catalog.journal_runs(journal)
-            self.model.passed |= catalog.passed_phases(journal)
-            show = self.resume_run or (runs[-1].run_id if runs else None)
-            if show is not None:
-                events = [self._as_event(e, show) for e in journal.events(show)]
-                self._replay([e for e in events if e is not None])
-            self.model.recompute_locks()
+            if journal is not None:
+                runs = catalog.journal_runs(journal)
+                passed = catalog.passed_phases(journal)
+                show = self.resume_run or (runs[-1].run_id if runs else None)
+                if show is not None:
+                    rows = journal.events(show)
         except Exception as exc:  # the journal is evidence, not a reason to refuse the screen
-            self.notify(f"Could not read the journal: {exc}", severity="warning")
+            error = str(exc)
         finally:
             if journal is not None:
                 catalog.close_journal(journal)
-        self.query_one(PhaseTree).rebuild()
+        self.app.call_from_thread(self._restored, passed, show, rows, error)
+
+    def _restored(self, passed: set[str], show: str | None, rows: list[Any],
+                  error: str | None) -> None:
+        if error:
+            self.notify(f"Could not read the journal: {error}", severity="warning")
+        self.model.passed |= passed
+        if show is not None:
+            self._replay(show, rows)
+        self.model.recompute_locks()
+        self.restoring = False
+        tree = self.query_one(PhaseTree)
+        tree.rebuild()
+        nxt = self.model.next_phase()
+        if nxt is not None:
+            tree.select_id(nxt.phase_id)
         self._refresh_head()
+        self._show_selected()
+        if self._pending_start is not None:
+            kwargs, self._pending_start = self._pending_start, None
+            self.start(**kwargs)
 
-    @staticmethod
-    def _as_event(e: Any, run_id: str) -> ev.Event | None:
-        if isinstance(e, ev.Event):
-            return e
-        if isinstance(e, dict):
-            return event_from_dict(e, run_id)
-        return None
-
-    def _replay(self, events: list[ev.Event]) -> None:
+    def _replay(self, run_id: str, rows: list[Any]) -> None:
+        """Fold a run's journaled events in. Log rows (most of them) skip the event
+        classes: a 100k-line run must open quickly."""
         lines: list[tuple[str, str, str]] = []
-        for e in events:
+        for row in rows:
+            if isinstance(row, dict):
+                if row.get("kind") == "log":
+                    lines.append((str(row.get("step_id") or ""), str(row.get("stream", "stdout")),
+                                  str(row.get("line", ""))))
+                    continue
+                e = event_from_dict(row, run_id)
+            else:
+                e = row if isinstance(row, ev.Event) else None
             if isinstance(e, ev.LogLine):
                 lines.append((e.step_id, e.stream, e.line))
-            self.model.apply(e)
+            elif e is not None:
+                self.model.apply(e)
         if self.resume_run and self.model.status == "running":
             # The process that ran it died: what was running is interrupted now.
             self.model.apply(ev.RunFinished(run_id=self.resume_run, status="interrupted",
@@ -241,6 +267,10 @@ class RunScreen(Screen[int]):
         if self.running:
             self.notify("A run is in progress: pause (p) or wait for it.", severity="warning")
             return False
+        if self.restoring:
+            self._pending_start = {"phases": phases, "steps": steps, "skip": skip,
+                                   "resume": resume}
+            return True
         assert self.questions is not None
         self.questions.reset()
         req = RunRequest(runbook=self.runbook, runbook_path=self.runbook_path,
