@@ -43,7 +43,7 @@ fi
 if [ $TEST = 1 ]; then
   # Services the fixtures start natively on loopback (no Docker engine here).
   apt_install nginx-light openssh-server openssh-client sudo postgresql libpq-dev gcc python3-dev \
-    tmux systemd ca-certificates
+    tmux systemd ca-certificates curl wget util-linux
   # Synapse has its own venv: it pins versions we do not want to share with the app.
   if ! .venv-synapse/bin/python -c 'import synapse, psycopg2' >/dev/null 2>&1; then
     echo "setup: installing Synapse into .venv-synapse"

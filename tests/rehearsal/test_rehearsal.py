@@ -4,11 +4,11 @@
   through AWS_ENDPOINT_URL. moto is patched only where it has no answer: the Elastic IP it
   hands out is the rehearsal instance's loopback address, its console output carries that
   instance's host key fingerprints (as EC2 prints them), Session Manager reports the
-  agent Online (moto does not implement describe_instance_information), and bucket policies
-  get a ``Bool`` condition operator and see ``aws:SecureTransport=true``. moto evaluates
-  only ``StringEquals`` and treats every other operator as matched, so the backup bucket's
-  conditional deny-non-TLS statement would refuse every request; on AWS the instance's aws
-  CLI speaks HTTPS and passes it.
+  agent Online (moto does not implement describe_instance_information), and bucket-policy
+  conditions are evaluated with ``aws:SecureTransport=true``: moto answers DENIED for any
+  statement whose condition does not hold, whatever its Effect, and knows only the
+  StringEquals operator, so the backup bucket's conditional deny-non-TLS statement refused
+  every request. On AWS the instance's aws CLI speaks HTTPS and passes it.
 - The instance: a real OpenSSH sshd on that address (tests/rehearsal/instance.py).
 - Docker: the documented test double (docs/testing-rehearsal.md) starts PostgreSQL, Synapse
   and nginx natively from the files the runbook uploaded. No runbook step or template is
@@ -57,22 +57,40 @@ def moto_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     from moto.iam.access_control import IAMPolicy
     from moto.s3.models import FakeBucket
 
+    # What AWS knows of the instance's request: the aws CLI speaks HTTPS.
+    context = {"aws:securetransport": "true"}
+
+    def applies(condition: dict[str, dict[str, Any]]) -> bool | None:
+        for operator, pairs in condition.items():
+            for key, wanted in pairs.items():
+                actual = context.get(key.lower())
+                if operator not in ("Bool", "StringEquals") or actual is None:
+                    return None  # cannot tell: leave the statement to moto
+                values = [wanted] if isinstance(wanted, str) else wanted
+                if actual.lower() not in [str(v).lower() for v in values]:
+                    return False
+        return True
+
     def get_permission(self: Any, action: str, resource: str) -> Any:
         from moto.iam.access_control import PermissionResult
 
         if self.policy is None:
             return PermissionResult.NEUTRAL
-        return IAMPolicy(self.policy.decode()).is_action_permitted(
-            action, resource, incoming_condition_values={"aws:SecureTransport": "true"})
+        policy = json.loads(self.policy.decode())
+        statements = policy["Statement"] if isinstance(policy["Statement"], list) \
+            else [policy["Statement"]]
+        kept = []
+        for st in statements:
+            verdict = applies(st["Condition"]) if "Condition" in st else True
+            if verdict is False:
+                continue  # its condition does not hold: the statement does not apply
+            kept.append({k: v for k, v in st.items() if k != "Condition"} if verdict else st)
+        if not kept:
+            return PermissionResult.NEUTRAL
+        return IAMPolicy(json.dumps({**policy, "Statement": kept})).is_action_permitted(
+            action, resource)
 
     monkeypatch.setattr(FakeBucket, "get_permission", get_permission)
-    import moto.iam.policy_conditions as conditions
-
-    def bool_operation(expected: list[str] | str, actual: str) -> bool:
-        wanted = [expected] if isinstance(expected, str) else expected
-        return str(actual).lower() in [str(w).lower() for w in wanted]
-
-    monkeypatch.setitem(conditions.CONDITION_OPERATIONS, "Bool", bool_operation)
     monkeypatch.setenv("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()

@@ -1,0 +1,92 @@
+"""e2e.rehearsal_s: the whole poc-ec2 rehearsal (every phase), with the wall time per phase
+and the share spent in the engine itself versus waiting on AWS, SSH and services.
+
+Same environment as tests/rehearsal/test_rehearsal.py: moto on 127.0.0.1 in this process,
+a real sshd on a 127.x address as the instance, the Docker test double starting PostgreSQL,
+Synapse and nginx natively. Needs root and what `scripts/setup.sh --test` installs.
+The engine's share is the run's wall time minus the time spent inside actions (from the
+journal's step attempts), over the wall time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run() -> list[tuple[str, float, str]]:
+    sys.path.insert(0, str(ROOT))
+    import pytest
+
+    from tests.rehearsal import test_rehearsal as rehearsal
+    from tests.rehearsal.instance import FakeInstance, missing_binaries, moto_points_at
+
+    missing = missing_binaries()
+    if missing or os.geteuid() != 0:
+        raise RuntimeError(f"needs root and {', '.join(missing) or 'nothing else'}")
+    mp = pytest.MonkeyPatch()
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        env_keep = {k: os.environ.get(k) for k in ("ELEMATRIX_STATE_DIR", "ELEMATRIX_CONFIG_DIR",
+                                                   "ELEMATRIX_SECRET_STORE")}
+        os.environ.update(ELEMATRIX_STATE_DIR=str(tmp / "state"),
+                          ELEMATRIX_CONFIG_DIR=str(tmp / "config"),
+                          ELEMATRIX_SECRET_STORE="file")
+        server_gen = rehearsal.moto_server.__wrapped__(mp)  # type: ignore[attr-defined]
+        url = next(server_gen)
+        try:
+            aws_env = rehearsal.aws_env.__wrapped__(url)  # type: ignore[attr-defined]
+            inst = FakeInstance("127.0.0.78", tmp / "instance", aws_env=aws_env,
+                                unit_dir=tmp / "systemd")
+            with inst, moto_points_at(inst):
+                elematrix = str(ROOT / ".venv" / "bin" / "elematrix")
+                t0 = time.perf_counter()
+                res = subprocess.run(
+                    [elematrix, "run", str(rehearsal.RUNBOOK), "--deployment", "bench", "--yes",
+                     "--quiet", *rehearsal._params(inst, tmp)],
+                    env={**os.environ, **aws_env}, capture_output=True, text=True, timeout=900)
+                total = time.perf_counter() - t0
+                if res.returncode != 0:
+                    raise RuntimeError(f"rehearsal failed: {res.stdout[-1500:]}")
+                figures = _figures(tmp / "state" / "deployments" / "bench" / "journal.sqlite",
+                                   total)
+        finally:
+            next(server_gen, None)
+            mp.undo()
+            for k, v in env_keep.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+    return figures
+
+
+def _figures(journal: Path, total: float) -> list[tuple[str, float, str]]:
+    db = sqlite3.connect(journal)
+    (run_id, started, finished), = db.execute("SELECT id, started, finished FROM runs")
+    in_actions = sum(f - s for s, f in db.execute(
+        "SELECT started, finished FROM steps WHERE run_id=? AND finished IS NOT NULL",
+        (run_id,)))
+    phases: dict[str, list[float]] = {}
+    for kind, data, ts in db.execute(
+            "SELECT kind, data, ts FROM events WHERE run_id=? AND kind IN "
+            "('phase.started','phase.finished') ORDER BY seq", (run_id,)):
+        phase = json.loads(data)["phase_id"]
+        phases.setdefault(phase, []).append(ts)
+    db.close()
+    wall = finished - started
+    out: list[tuple[str, float, Any]] = [("e2e.rehearsal_s", total, "s")]
+    for phase, (a, b) in phases.items():
+        out.append((f"e2e.phase.{phase}_s", b - a, "s"))
+    out.append(("e2e.engine_share_pct", 100 * max(0.0, wall - in_actions) / wall, "%"))
+    out.append(("e2e.waiting_share_pct", 100 * min(in_actions, wall) / wall, "%"))
+    return out
