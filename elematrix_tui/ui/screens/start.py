@@ -94,6 +94,10 @@ class StartScreen(Screen[None]):
             hint.update(f"[b magenta]Interrupted runs:[/] {names}. "
                         "Highlight one and press enter to resume where it stopped.")
             hint.display = True
+        elif not self.deployments:
+            hint.update("No deployments yet: highlight a runbook below and press [b]n[/b] "
+                        "to create one.")
+            hint.display = True
         else:
             hint.display = False
         if not self.deployments:
