@@ -77,7 +77,7 @@ def _figures(journal: Path, total: float) -> list[tuple[str, float, str]]:
         "SELECT started, finished FROM steps WHERE run_id=? AND finished IS NOT NULL",
         (run_id,)))
     phases: dict[str, list[float]] = {}
-    for kind, data, ts in db.execute(
+    for _kind, data, ts in db.execute(
             "SELECT kind, data, ts FROM events WHERE run_id=? AND kind IN "
             "('phase.started','phase.finished') ORDER BY seq", (run_id,)):
         phase = json.loads(data)["phase_id"]
