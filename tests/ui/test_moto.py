@@ -70,5 +70,9 @@ async def test_infra_phase_against_moto(state_dir: Path, emulator: Path) -> None
         assert "instance" in confirmed
         inst = screen.model.steps["instance"]
         assert inst.status in ("ok", "changed") and inst.outputs
+        # The preflight's cost estimate is on the screen.
+        cost = screen.monthly_cost()
+        assert cost is not None and cost > 0
+        assert f"USD {cost:.2f}/month" in str(screen.query_one("#run-head").render())
         # AWS calls carry request ids, shown in the detail pane.
         assert any(n == "aws.call" for s in infra.all() for n, _ in s.notes)

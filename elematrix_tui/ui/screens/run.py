@@ -113,8 +113,18 @@ class RunScreen(Screen[int]):
             state = f"interrupted run {self.resume_run}: r resumes it"
         elif m.run_id:
             state = f"{m.status} · run {m.run_id}"
+        cost = self.monthly_cost()
+        cost_text = f" · est. USD {cost:.2f}/month" if cost is not None else ""
         return (f"[b]{escape(self.deployment)}[/b] · {escape(title)} · "
-                f"{escape(state)}")
+                f"{escape(state)}{cost_text}")
+
+    def monthly_cost(self) -> float | None:
+        """The preflight's cost estimate (output ``monthly_usd``), once a step reported it."""
+        for sv in self.model.steps.values():
+            usd = sv.outputs.get("monthly_usd")
+            if isinstance(usd, int | float) and not isinstance(usd, bool):
+                return float(usd)
+        return None
 
     def on_mount(self) -> None:
         self.questions = TuiQuestions(self.app, self.deployment, before_ask=self._tick)
@@ -216,6 +226,12 @@ class RunScreen(Screen[int]):
             if isinstance(e, ev.StepStarted) or (
                     isinstance(e, ev.StepFinished) and e.status == "failed"):
                 follow = e.step_id
+            if isinstance(e, ev.StepFinished) and isinstance(
+                    e.outputs.get("monthly_usd"), int | float):
+                # Say it before the next steps create anything that costs money.
+                self.notify(f"Estimated cost ~USD {e.outputs['monthly_usd']:.2f}/month "
+                            f"(from {e.step_id}). p pauses before the next step.", timeout=15)
+                changed.add("run")
         if changed:
             self.query_one(PhaseTree).refresh_ids(changed)
             if "run" in changed:
