@@ -240,7 +240,7 @@ async def stream() -> dict[str, Any]:
         up = False
         while pane.total < LINES or screen.running:
             await asyncio.sleep(0.05)
-            if screen.running and 0 < pane.total < LINES:
+            if screen.running and pane.total < LINES:
                 latency = await key_latency(app, tree, "up" if up else "down")
                 if latency is not None:
                     latencies.append(latency)
