@@ -94,7 +94,7 @@ class ElematrixApp(App[int]):
                                                                self.initial_resume)
             if name is None:
                 self.notify(f"No deployment holds run {self.initial_resume}.",
-                            severity="error")
+                            severity="error", markup=False)
                 return
             self.open_deployment(self._entry(name), resume_run=self.initial_resume)
         elif self.initial_deployment:
@@ -213,7 +213,8 @@ class ElematrixApp(App[int]):
                     path = r.path
                     break
         if path is None:
-            self.notify(f"Cannot tell which runbook {entry.name} uses.", severity="error")
+            self.notify(f"Cannot tell which runbook {entry.name} uses.", severity="error",
+                        markup=False)
             return
         rb = self.load_runbook(path)
         if rb is None:

@@ -183,7 +183,7 @@ async def test_help_screen_and_command_palette(state_dir: Path) -> None:
 
 async def test_engine_error_is_reported_not_raised(state_dir: Path) -> None:
     def script(r: FakeRunner) -> int:
-        raise RuntimeError("deployment lock held by pid 4242")
+        raise RuntimeError("deployment lock held by pid 4242 [/not markup]")
 
     app = open_app(state_dir, FakeFactory(script))
     async with app.run_test(size=(100, 32)) as pilot:

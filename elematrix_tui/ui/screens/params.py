@@ -104,7 +104,7 @@ class ParamField(Vertical):
         self.query_one(f"#in-{self.param.name}", Input).value = \
             validation.generate_secret(length)
         self.notify(f"Generated a {length}-character {self.param.name}; it goes to the "
-                    "secret store, never to the journal.")
+                    "secret store, never to the journal.", markup=False)
 
 
 class ParamFormScreen(Screen[dict[str, Any] | None]):
@@ -162,7 +162,7 @@ class ParamFormScreen(Screen[dict[str, Any] | None]):
         values, errors = self.collect()
         if errors:
             self.notify(f"{len(errors)} field(s) need attention: {', '.join(errors)}",
-                        severity="error")
+                        severity="error", markup=False)
             field = self.query_one(f"#field-{errors[0]}", ParamField)
             field.scroll_visible()
             inputs = field.query("Input, Select, Switch")

@@ -161,7 +161,7 @@ class RunScreen(Screen[int]):
     def _restored(self, passed: set[str], show: str | None, rows: list[Any],
                   error: str | None) -> None:
         if error:
-            self.notify(f"Could not read the journal: {error}", severity="warning")
+            self.notify(f"Could not read the journal: {error}", severity="warning", markup=False)
         self.model.passed |= passed
         if show is not None:
             self._replay(show, rows)
@@ -230,7 +230,8 @@ class RunScreen(Screen[int]):
                     e.outputs.get("monthly_usd"), int | float):
                 # Say it before the next steps create anything that costs money.
                 self.notify(f"Estimated cost ~USD {e.outputs['monthly_usd']:.2f}/month "
-                            f"(from {e.step_id}). p pauses before the next step.", timeout=15)
+                            f"(from {e.step_id}). p pauses before the next step.", timeout=15,
+                            markup=False)
                 changed.add("run")
         if changed:
             self.query_one(PhaseTree).refresh_ids(changed)
@@ -296,7 +297,7 @@ class RunScreen(Screen[int]):
         try:
             runner = self.eapp.runner_factory(req)
         except Exception as exc:
-            self.notify(f"Cannot start the run: {exc}", severity="error", timeout=10)
+            self.notify(f"Cannot start the run: {exc}", severity="error", timeout=10, markup=False)
             return False
         self.runner = runner
         self.running = True
@@ -333,7 +334,8 @@ class RunScreen(Screen[int]):
         self._refresh_head()
         self._show_selected()
         if message.error:
-            self.notify(f"The engine stopped: {message.error}", severity="error", timeout=15)
+            self.notify(f"The engine stopped: {message.error}", severity="error", timeout=15,
+                        markup=False)
         elif message.exit_code == 0:
             self.notify("Run passed.")
         elif message.exit_code == 130:
@@ -342,7 +344,7 @@ class RunScreen(Screen[int]):
             failed = self.model.failed_steps()
             what = failed[0].label if failed else "a step"
             self.notify(f"Run failed at {what}. See the diagnosis; e re-runs.",
-                        severity="error")
+                        severity="error", markup=False)
         if self.quitting:
             self.app.exit(self.last_exit, return_code=message.exit_code)
 
@@ -361,7 +363,7 @@ class RunScreen(Screen[int]):
         if pv is None or pv.state == "locked":
             nxt = self.model.next_phase()
             if pv is not None and pv.state == "locked":
-                self.notify(f"{pv.label} is locked: {pv.reason}", severity="warning")
+                self.notify(f"{pv.label} is locked: {pv.reason}", severity="warning", markup=False)
                 return
             pv = nxt
         if pv is None:
@@ -371,7 +373,7 @@ class RunScreen(Screen[int]):
         if allowed is not None and pv.phase_id not in allowed:
             self.notify(f"{pv.label} cannot run in this session (only "
                         f"{', '.join(allowed)}); see the notice at the top.",
-                        severity="warning")
+                        severity="warning", markup=False)
             return
         self.start(phases=[pv.phase_id])
 
@@ -404,7 +406,8 @@ class RunScreen(Screen[int]):
             return
         sv = self.model.steps[sel[1]]
         if not sv.skippable:
-            self.notify(f"The runbook does not allow skipping {sv.label}.", severity="warning")
+            self.notify(f"The runbook does not allow skipping {sv.label}.", severity="warning",
+                        markup=False)
             return
         self.start(phases=[sv.phase_id], skip=[sv.step_id])
 
@@ -434,9 +437,9 @@ class RunScreen(Screen[int]):
         try:
             path = export_report(self.eapp.state_dir, self.deployment, rid, self.model)
         except Exception as exc:
-            self.notify(f"Report failed: {exc}", severity="error")
+            self.notify(f"Report failed: {exc}", severity="error", markup=False)
             return
-        self.notify(f"Report written: {path}", timeout=15)
+        self.notify(f"Report written: {path}", timeout=15, markup=False)
 
     def action_help(self) -> None:
         from .help import HelpScreen
