@@ -201,6 +201,14 @@ class ElematrixApp(App[int]):
             "params": {k: v for k, v in params.items() if k not in secret},
         })
 
+    def update_params(self, name: str, rb: Runbook, path: Path | None,
+                      params: dict[str, Any]) -> None:
+        """Save edited parameters, keeping the deployment's other settings."""
+        old = catalog.read_settings(self.state_dir, name)
+        self.save_deployment(name, rb, path or Path(old.get("runbook_path", "")), params,
+                             aws_profile=old.get("aws_profile"),
+                             aws_region=old.get("aws_region"))
+
     def open_deployment(self, entry: catalog.DeploymentEntry, *, resume_run: str | None = None,
                         params: dict[str, Any] | None = None) -> None:
         """The run screen of an existing deployment, resuming its interrupted run if any."""

@@ -298,3 +298,29 @@ async def test_run_one_step_and_skip_a_skippable_one(state_dir: Path) -> None:
                        what="phase with a skipped step")
         assert steps["optional_c"].status == "skipped"
         assert steps["step_a"].status == "ok"
+
+
+async def test_edit_parameters_of_an_existing_deployment(state_dir: Path) -> None:
+    catalog.write_settings(state_dir, "staging", {
+        "runbook_path": str(DATA / "ui-flow.yaml"), "aws_region": "eu-west-1",
+        "params": {"server_name": "example.org", "operator_cidr": "203.0.113.7/32",
+                   "admin_email": "ops@example.org", "workers": 2}})
+    app = ElematrixApp(state_dir, deployment="staging")
+    async with app.run_test(size=(100, 32)) as pilot:
+        screen = run_screen(app)
+        await wait_for(pilot, lambda: not screen.restoring, what="the journal replay")
+        await pilot.press("P")
+        await pilot.pause()
+        form = app.screen
+        assert isinstance(form, ParamFormScreen)
+        await wait_for(pilot, lambda: len(form.query(".p-error")) == 6, what="the form")
+        # The stored secret is not asked again: empty means "keep".
+        assert form.query_one("#in-admin_password", Input).placeholder == \
+            "stored: type to replace"
+        form.query_one("#in-workers", Input).value = "5"
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert app.screen is screen
+        assert screen.params["workers"] == 5
+    settings = catalog.read_settings(state_dir, "staging")
+    assert settings["params"]["workers"] == 5 and settings["aws_region"] == "eu-west-1"

@@ -29,6 +29,7 @@ HELP = """\
 | `e` | re-run the phase of the failed step |
 | `k` | skip the selected step, where the runbook allows it |
 | `p` | pause after the current step (resumable) |
+| `P` | edit the deployment's parameters (empty secrets keep the stored ones) |
 | `f` | filter the log to the selected step, again for all steps |
 | `x` | export the Markdown report of the run |
 | `q` | quit (asks first while a step runs; the state is saved either way) |

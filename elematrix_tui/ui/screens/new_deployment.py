@@ -64,7 +64,7 @@ class NewDeploymentScreen(Screen[NewDeployment | None]):
             yield Input(placeholder="staging", id="name", compact=True)
             yield Static("", classes="p-error", id="err-name")
             yield Label("Runbook", classes="p-name")
-            opts = [(f"{r.name} · {r.title}" + (" (yours)" if r.source == "user" else ""),
+            opts = [(escape(f"{r.name} · {r.title}" + (" (yours)" if r.source == "user" else "")),
                      str(r.path)) for r in self.runbooks]
             pre = str(self.preselect) if self.preselect else (opts[0][1] if opts else None)
             yield Select(opts, value=pre if pre else Select.NULL, allow_blank=not opts,
@@ -72,7 +72,7 @@ class NewDeploymentScreen(Screen[NewDeployment | None]):
             yield Label("AWS profile", classes="p-name")
             yield Static("From your AWS config files; credentials stay with the AWS tools.",
                          classes="p-help")
-            prof_opts = [(ENV_PROFILE, ENV_PROFILE)] + [(p, p) for p in self.profiles]
+            prof_opts = [(ENV_PROFILE, ENV_PROFILE)] + [(escape(p), p) for p in self.profiles]
             yield Select(prof_opts, value=ENV_PROFILE, allow_blank=False, id="profile",
                          compact=True)
             yield Label("AWS region", classes="p-name")

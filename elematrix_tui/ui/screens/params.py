@@ -35,9 +35,11 @@ class ParamField(Vertical):
     ParamField.invalid Input { background: $error 20%; }
     """
 
-    def __init__(self, param: Param, value: Any) -> None:
+    def __init__(self, param: Param, value: Any, *, keep_secret: bool = False) -> None:
         super().__init__(id=f"field-{param.name}")
         self.param = param
+        # Editing an existing deployment: an empty secret keeps the stored one.
+        self.keep_secret = keep_secret and param.type == "secret"
         self.initial = "" if value is None else str(value)
         if param.type == "bool" and value is None and param.default is not None:
             self.initial = str(param.default)
@@ -54,7 +56,7 @@ class ParamField(Vertical):
             yield Static(f"⚠ permanent: cannot be changed after the first run ({escape(why)})",
                          classes="p-warn")
         if p.type == "choice":
-            opts = [(c, c) for c in p.choices or []]
+            opts = [(escape(c), c) for c in p.choices or []]
             val = self.initial if self.initial in (p.choices or []) else Select.NULL
             yield Select(opts, value=val, id=f"in-{p.name}", allow_blank=not p.is_required,
                          compact=True)
@@ -62,7 +64,8 @@ class ParamField(Vertical):
             yield Switch(value=self.initial.lower() in validation.TRUE, id=f"in-{p.name}")
         elif p.type == "secret":
             with Horizontal(classes="p-row"):
-                hint = "leave empty to generate" if p.generate else "hidden"
+                hint = ("stored: type to replace" if self.keep_secret
+                        else "leave empty to generate" if p.generate else "hidden")
                 yield Input(self.initial, password=True, placeholder=hint, id=f"in-{p.name}",
                             compact=True)
                 if p.generate:
@@ -85,7 +88,8 @@ class ParamField(Vertical):
         return w.value
 
     def validate_now(self) -> str | None:
-        err = validation.check(self.param, self.raw())
+        raw = self.raw()
+        err = None if (self.keep_secret and not raw) else validation.check(self.param, raw)
         box = self.query_one(f"#err-{self.param.name}", Static)
         box.update(f"✗ {escape(err)}" if err else "")
         box.display = err is not None
@@ -116,11 +120,14 @@ class ParamFormScreen(Screen[dict[str, Any] | None]):
         Binding("escape", "cancel", "Back"),
     ]
 
-    def __init__(self, runbook: Runbook, values: dict[str, Any], deployment: str) -> None:
+    def __init__(self, runbook: Runbook, values: dict[str, Any], deployment: str, *,
+                 existing: bool = False) -> None:
         super().__init__()
         self.runbook = runbook
         self.values = values
         self.deployment = deployment
+        # An existing deployment: its secrets are in the secret store already.
+        self.existing = existing
 
     def compose(self) -> ComposeResult:
         title = self.runbook.title or self.runbook.runbook
@@ -132,7 +139,7 @@ class ParamFormScreen(Screen[dict[str, Any] | None]):
             for p in self.runbook.params:
                 if p.name in HIDDEN:
                     continue
-                yield ParamField(p, self.values.get(p.name, p.default))
+                yield ParamField(p, self.values.get(p.name, p.default), keep_secret=self.existing)
             with Horizontal(classes="buttons"):
                 yield Button("Save and continue", variant="primary", id="submit")
                 yield Button("Back", id="cancel")

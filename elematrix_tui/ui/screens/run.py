@@ -51,6 +51,7 @@ class RunScreen(Screen[int]):
         Binding("x", "export_report", "Report"),
         Binding("s", "run_step", "Run selected step", show=False),
         Binding("k", "skip_step", "Skip selected step", show=False),
+        Binding("P", "edit_params", "Edit parameters", show=False),
         Binding("escape", "back", "Back", show=False),
         Binding("question_mark", "help", "Help"),
         Binding("q", "quit_app", "Quit"),
@@ -440,6 +441,23 @@ class RunScreen(Screen[int]):
             self.notify(f"Report failed: {exc}", severity="error", markup=False)
             return
         self.notify(f"Report written: {path}", timeout=15, markup=False)
+
+    def action_edit_params(self) -> None:
+        """Change the deployment's parameters (the engine refuses changes to permanent ones)."""
+        if self.running:
+            self.notify("A run is in progress: pause (p) first.", severity="warning")
+            return
+        from .params import ParamFormScreen
+
+        def saved(values: dict[str, Any] | None) -> None:
+            if values is None:
+                return
+            self.params = values
+            self.eapp.update_params(self.deployment, self.runbook, self.runbook_path, values)
+            self.notify("Parameters saved; the next run uses them.")
+
+        self.app.push_screen(ParamFormScreen(self.runbook, dict(self.params), self.deployment,
+                                             existing=True), callback=saved)
 
     def action_help(self) -> None:
         from .help import HelpScreen

@@ -82,11 +82,13 @@ class StartScreen(Screen[None]):
                 "interrupted" if d.interrupted_run else "pending"))
             if d.interrupted_run:
                 status = Text("interrupted: enter resumes", style="bold magenta")
-            dt.add_row(d.name, d.runbook or "?", d.last_run or "-", status, key=d.name)
+            dt.add_row(Text(d.name), Text(d.runbook or "?"), Text(d.last_run or "-"), status,
+                       key=d.name)
         rt = self.query_one("#runbooks", DataTable)
         rt.clear()
         for r in self.runbooks:
-            rt.add_row(r.name, r.title, r.source, key=str(r.path))
+            # Text, not str: a title with [brackets] must not be read as markup.
+            rt.add_row(Text(r.name), Text(r.title), Text(r.source), key=str(r.path))
         hint = self.query_one("#resume-hint", Static)
         interrupted = [d for d in self.deployments if d.interrupted_run]
         if interrupted:
