@@ -620,7 +620,8 @@ class Runner:
                 ctx.log(line, "stderr")
             return _StepOutcome("failed", message=f"{type(err).__name__}: {err}",
                                 diagnosis=f"the {step.action} action failed unexpectedly",
-                                fix=self._fix(step) or "see the log above; report a bug if it is ours")
+                                fix=self._fix(step)
+                                or "see the log above; report a bug if it is ours")
         result: Result = box["result"]
         outputs = self._select_outputs(step, result.outputs, result.data)
         outcome = _StepOutcome(result.status, outputs, result.message, result.diagnosis,

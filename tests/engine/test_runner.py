@@ -266,7 +266,7 @@ def test_process_local_steps_are_applied_again_on_resume(tmp_path: Path,
     from elematrix_tui.actions import default_registry
     from elematrix_tui.actions.local import Noop
     from elematrix_tui.engine.loader import load_runbook
-    from elematrix_tui.engine.runner import RunOptions, Runner
+    from elematrix_tui.engine.runner import Runner, RunOptions
     from elematrix_tui.engine.standalone import AutoQuestions
 
     class Tunnel(Noop):
@@ -282,8 +282,8 @@ phases:
     steps:
       - {id: tunnel, action: test.tunnel, with: {outputs: {url: "http://127.0.0.1:1"}}}
       - {id: plain, action: local.noop}
-      - {id: stop_here, action: local.fail, with: {unless_exists: "%s/go"}}
-""" % tmp_path)
+      - {id: stop_here, action: local.fail, with: {unless_exists: "GO"}}
+""".replace("GO", f"{tmp_path}/go"))
     rb = load_runbook(rb_path, registry)
 
     def runner() -> tuple[Runner, list[ev.Event]]:
