@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("practice", help="the TUI against an embedded AWS emulator (no account)")
     _common(p, runbook_opts=False)
     p.add_argument("--deployment", metavar="NAME", default="practice")
+    p.add_argument("--headless", action="store_true",
+                   help="no TUI: run the practice phases and print as 'run' does")
 
     p = sub.add_parser("validate", help="check runbooks; errors as PATH:LINE:COL: message")
     p.add_argument("paths", nargs="+", metavar="PATH")
@@ -364,18 +366,85 @@ def _doctor(argv: list[str]) -> int:
 
 
 def _tui(args: argparse.Namespace, *, runbook: Path | None = None, deployment: str | None = None,
-         resume_run: str | None = None, practice: bool = False) -> int:
+         resume_run: str | None = None, practice: bool = False,
+         params: dict[str, Any] | None = None, phases: list[str] | None = None,
+         notices: list[str] | None = None) -> int:
     try:
         from .ui.app import run_app
     except ImportError as e:
         print(f"error: the terminal UI cannot start: {e}", file=sys.stderr)
         return 1
     return int(run_app(_state_dir(args), runbook=runbook, deployment=deployment,
-                       resume_run=resume_run, practice=practice))
+                       resume_run=resume_run, practice=practice, params=params,
+                       phases=phases, notices=notices))
 
 
 def _practice(args: argparse.Namespace) -> int:
-    return _tui(args, deployment=args.deployment, practice=True)
+    from .engine.errors import InputError
+    from .engine.paths import DEPLOYMENT_RE, deployment_dir
+    from .practice import NO_DOCKER, Emulator, PracticeUnavailable, docker_answers, practice_params
+
+    if not DEPLOYMENT_RE.match(args.deployment):
+        raise InputError(f"deployment name {args.deployment!r}: a lower-case letter, then "
+                         f"lower-case letters, digits or '-' (2-31 characters)")
+    root = _state_dir(args)
+    ddir = deployment_dir(root, args.deployment)
+    notices = ["Practice: AWS is an emulator on 127.0.0.1 (moto); nothing real is touched."]
+    if not os.environ.get("ELEMATRIX_SECRET_STORE"):
+        from .engine.secrets import _usable_keyring
+
+        if _usable_keyring() is None:
+            # Practice secrets are throwaway; a headless machine should still practise.
+            os.environ["ELEMATRIX_SECRET_STORE"] = "file"
+            notices.append("No OS keyring here: practice secrets go to the opt-in 0600 file "
+                           "(ELEMATRIX_SECRET_STORE=file).")
+    try:
+        emulator = Emulator(ddir / "emulator").start()
+    except PracticeUnavailable as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    try:
+        os.environ.update(emulator.environ())
+        phases = None
+        if not docker_answers():
+            phases = ["infra", "configure"]
+            notices.append(NO_DOCKER)
+        params = practice_params(ddir)
+        path = resolve_runbook_path("poc-ec2")
+        if args.headless:
+            return _practice_headless(args, path, params, phases, notices)
+        return _tui(args, runbook=path, deployment=args.deployment, practice=True,
+                    params=params, phases=phases, notices=notices)
+    finally:
+        emulator.stop()
+
+
+def _practice_headless(args: argparse.Namespace, path: Path, params: dict[str, Any],
+                       phases: list[str] | None, notices: list[str]) -> int:
+    from .engine.journal import Journal
+    from .engine.runner import Runner, RunOptions
+    from .headless import HeadlessQuestions, Printer
+
+    for n in notices[:-1] if phases else notices:
+        print(n)
+    rb = _load(path)
+    root = _state_dir(args)
+    resume_of = None
+    if Journal.exists(root, args.deployment):
+        j = Journal.open(root, args.deployment)
+        runs = [r for r in j.runs() if r.status != "passed"]
+        j.close()
+        resume_of = runs[0].id if runs else None
+    printer = Printer()
+    runner = Runner(rb, deployment=args.deployment, state_dir=root, params=params,
+                    questions=HeadlessQuestions(assume_yes=True), sinks=[printer],
+                    registry=_registry(), runbook_path=path,
+                    options=RunOptions(phases=phases, assume_yes=True))
+    code = runner.resume(resume_of) if resume_of else runner.run()
+    printer.summary(runner)
+    if code == 0 and phases:
+        print(f"\n{notices[-1]}")
+    return code
 
 
 if __name__ == "__main__":
