@@ -1,7 +1,7 @@
 """The run screen: phases and steps, live log, step detail, gates, and the controls.
 
 The engine runs in a thread worker. Its sink (an :class:`EventPump`) only queues
-events; a 20 Hz tick drains the queue, folds events into the :class:`RunModel` and
+events; a 10 Hz tick drains the queue, folds events into the :class:`RunModel` and
 writes the tick's log lines in one batch. Questions come through :class:`TuiQuestions`.
 """
 
@@ -36,7 +36,9 @@ from .modals import YesNoModal
 if TYPE_CHECKING:
     from ..app import ElematrixApp
 
-TICK = 1 / 20
+# Ten repaints a second: a log reads fine at that rate, and each repaint of a busy screen
+# competes with the engine thread for the GIL (see bench/bench_tui.py).
+TICK = 1 / 10
 
 
 class RunScreen(Screen[int]):
@@ -319,6 +321,7 @@ class RunScreen(Screen[int]):
 
     def on_run_screen_run_ended(self, message: RunEnded) -> None:
         self._tick()
+        self.query_one(LogPane).refresh_title()
         self.running = False
         self.runner = None
         self.last_exit = message.exit_code

@@ -7,6 +7,7 @@ journal.
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Iterable
 
@@ -34,6 +35,8 @@ class LogPane(Vertical):
         self.kept: deque[tuple[str, str, str]] = deque(maxlen=KEPT_LINES)
         self.step_filter: str | None = None
         self.total = 0
+        self._title_at = 0.0
+        self._title_stale = False
 
     def compose(self) -> ComposeResult:
         yield Label(self._title(), id="log-title")
@@ -62,7 +65,21 @@ class LogPane(Vertical):
             out = [self._fmt(s, st, ln, False) for s, st, ln in batch if s == flt]
         if out:
             self.query_one(Log).write_lines(out)
-        self.query_one("#log-title", Label).update(self._title())
+        # The line count in the title changes every tick during a stream; redrawing the
+        # title row that often costs a relayout, so it is refreshed at most twice a second.
+        now = time.monotonic()
+        if now - self._title_at >= 0.5:
+            self._title_at = now
+            self.query_one("#log-title", Label).update(self._title())
+        else:
+            self._title_stale = True
+
+    def refresh_title(self) -> None:
+        """Bring a throttled title up to date (the run screen calls it when a run ends)."""
+        if self._title_stale:
+            self._title_stale = False
+            self._title_at = time.monotonic()
+            self.query_one("#log-title", Label).update(self._title())
 
     def set_filter(self, step_id: str | None) -> None:
         """Show one step's lines (or all with None), rebuilt from the kept lines."""
