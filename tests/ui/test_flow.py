@@ -324,3 +324,25 @@ async def test_edit_parameters_of_an_existing_deployment(state_dir: Path) -> Non
         assert screen.params["workers"] == 5
     settings = catalog.read_settings(state_dir, "staging")
     assert settings["params"]["workers"] == 5 and settings["aws_region"] == "eu-west-1"
+
+
+async def test_plan_of_the_selected_phase_masks_secrets(state_dir: Path) -> None:
+    catalog.write_settings(state_dir, "staging", {
+        "runbook_path": str(DATA / "ui-flow.yaml"),
+        "params": {"server_name": "example.org", "operator_cidr": "203.0.113.7/32",
+                   "admin_email": "ops@example.org"}})
+    app = ElematrixApp(state_dir, deployment="staging")
+    async with app.run_test(size=(100, 32)) as pilot:
+        screen = run_screen(app)
+        await wait_for(pilot, lambda: not screen.restoring, what="the journal replay")
+        screen.params["admin_password"] = "typed-secret-value-123"
+        await pilot.press("v")
+        from elematrix_tui.ui.screens.plan import PlanScreen
+
+        await wait_for(pilot, lambda: isinstance(app.screen, PlanScreen), what="the plan")
+        text = app.screen.text  # type: ignore[attr-defined]
+        assert "Nothing has been changed" in text and "say_hello" in text
+        assert "hello example.org" in text
+        assert "typed-secret-value-123" not in text
+        await pilot.press("escape")
+        assert app.screen is screen

@@ -29,6 +29,7 @@ HELP = """\
 | `e` | re-run the phase of the failed step |
 | `k` | skip the selected step, where the runbook allows it |
 | `p` | pause after the current step (resumable) |
+| `v` | the plan of the selected phase: rendered inputs, secrets masked; changes nothing |
 | `P` | edit the deployment's parameters (empty secrets keep the stored ones) |
 | `f` | filter the log to the selected step, again for all steps |
 | `x` | export the Markdown report of the run |

@@ -54,6 +54,7 @@ class RunScreen(Screen[int]):
         Binding("s", "run_step", "Run selected step", show=False),
         Binding("k", "skip_step", "Skip selected step", show=False),
         Binding("P", "edit_params", "Edit parameters", show=False),
+        Binding("v", "view_plan", "Plan of the selected phase", show=False),
         Binding("escape", "back", "Back", show=False),
         Binding("question_mark", "help", "Help"),
         Binding("q", "quit_app", "Quit"),
@@ -444,6 +445,29 @@ class RunScreen(Screen[int]):
             self.notify(f"Report failed: {exc}", severity="error", markup=False)
             return
         self.notify(f"Report written: {path}", timeout=15, markup=False)
+
+    def action_view_plan(self) -> None:
+        """The engine's plan of the selected phase (rendered inputs, secrets masked)."""
+        pid = self._selected_phase_id()
+        self._build_plan([pid] if pid else None)
+
+    @work(thread=True, group="plan", exclusive=True, exit_on_error=False)
+    def _build_plan(self, phases: list[str] | None) -> None:
+        try:
+            from ...actions import default_registry
+            from ...engine.plan import build_plan
+
+            text = build_plan(self.runbook, deployment=self.deployment,
+                              state_dir=self.eapp.state_dir, params=dict(self.params),
+                              phases=phases, registry=default_registry())
+        except Exception as exc:
+            text = f"The plan cannot be built: {exc}"
+        self.app.call_from_thread(self._show_plan, text)
+
+    def _show_plan(self, text: str) -> None:
+        from .plan import PlanScreen
+
+        self.app.push_screen(PlanScreen(text))
 
     def action_edit_params(self) -> None:
         """Change the deployment's parameters (the engine refuses changes to permanent ones)."""
