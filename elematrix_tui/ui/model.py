@@ -260,6 +260,14 @@ class RunModel:
                 return set()
             sv.notes.append((e.name, dict(e.data)))
             return {e.step_id}
+        if isinstance(e, ev.Question):
+            sv = self.steps.get(e.step_id)
+            if sv is None:
+                return set()
+            # The answer as the engine journaled it (never a secret).
+            sv.notes.append(("asked", {"question": e.question, "prompt": e.prompt,
+                                       "answer": e.answer}))
+            return {e.step_id}
         if isinstance(e, ev.GateResult):
             sv = self.steps.get(e.gate_id)
             if sv is None:

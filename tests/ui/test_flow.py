@@ -346,3 +346,26 @@ async def test_plan_of_the_selected_phase_masks_secrets(state_dir: Path) -> None
         assert "typed-secret-value-123" not in text
         await pilot.press("escape")
         assert app.screen is screen
+
+
+async def test_approval_step_records_who_and_comment(state_dir: Path) -> None:
+    from elematrix_tui.ui.screens.modals import ApproveModal
+    from elematrix_tui.ui.widgets.step_detail import StepDetail
+
+    catalog.write_settings(state_dir, "staging", {"runbook_path": str(DATA / "ui-approve.yaml"),
+                                                  "params": {}})
+    app = ElematrixApp(state_dir, deployment="staging")
+    async with app.run_test(size=(100, 32)) as pilot:
+        screen = run_screen(app)
+        await pilot.press("r")
+        await wait_for(pilot, lambda: shown(app, ApproveModal), what="approve modal")
+        app.screen.query_one("#who", Input).value = "carol"
+        await pilot.press(*"CAB-7 ok", "enter")
+        await wait_for(pilot, lambda: screen.model.status == "passed" and not screen.running,
+                       what="approved run")
+        step = screen.model.steps["sign_off"]
+        assert step.outputs == {"approved_by": "carol", "comment": "CAB-7 ok"}
+        screen.query_one(PhaseTree).select_id("sign_off")
+        await pilot.pause()
+        detail = str(screen.query_one(StepDetail).query_one("#detail-text", Static).render())
+        assert "approved by carol: CAB-7 ok" in detail

@@ -38,6 +38,13 @@ def _note(name: str, data: dict[str, Any]) -> str:
             data.get("duration"), int | float) else ""
         return (f"  AWS {escape(str(data.get('service', '?')))} "
                 f"{escape(str(data.get('operation', '?')))}  request id {escape(str(rid))} {took}")
+    if name == "asked":
+        return (f"  asked ({escape(str(data.get('question')))}) "
+                f"{escape(str(data.get('prompt')))}: {escape(str(data.get('answer')))}")
+    if name == "approval":
+        verdict = "approved" if data.get("approved") else "rejected"
+        return (f"  {verdict} by {escape(str(data.get('who')))}: "
+                f"{escape(str(data.get('comment') or '-'))}")
     text = data.get("text") or data.get("diff") or data.get("plan")
     if isinstance(text, str):
         return f"  {escape(name)}:\n" + "\n".join(f"    {escape(t)}" for t in text.splitlines())
