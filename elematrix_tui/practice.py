@@ -24,8 +24,8 @@ from typing import Any
 PRACTICE_REGION = "us-east-1"  # moto resolves the AL2023 AMI for it
 SEED = 20261127
 NO_DOCKER = (
-    "No Docker engine answers on this machine, so the deploy phase cannot run here: in "
-    "practice the 'instance' is this machine itself. The infra and configure phases ran "
+    "No Docker engine answers on this machine, so practice stops before the deploy phase: "
+    "in practice the 'instance' is this machine itself. The infra and configure phases run "
     "for real against the emulator. To practise deploy: run 'elematrix practice' where "
     "'docker info' works, or against a staging AWS account with "
     "'elematrix run poc-ec2 --deployment staging --set expected_account=<staging id> ...'.")

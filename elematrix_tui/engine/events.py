@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
+
+
+_FIELDS: dict[type, tuple[str, ...]] = {}
 
 
 @dataclass(frozen=True)
@@ -19,7 +22,12 @@ class Event:
     ts: float = field(default_factory=time.time, kw_only=True)
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        # Shallow on purpose: dataclasses.asdict deep-copies every value, which is most of
+        # the engine's cost per streamed log line; event payloads are plain JSON already.
+        names = _FIELDS.get(type(self))
+        if names is None:
+            names = _FIELDS[type(self)] = tuple(f.name for f in fields(self))
+        d = {n: getattr(self, n) for n in names}
         d["kind"] = self.kind
         return d
 

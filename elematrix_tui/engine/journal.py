@@ -42,6 +42,9 @@ CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 
 FINISHED = ("ok", "changed", "skipped")
 _BATCHED = frozenset({"log", "progress"})
+# Built once: json.dumps re-creates an encoder per call, a third of a log line's cost.
+_ENCODE = json.JSONEncoder(default=str, separators=(",", ":")).encode
+_INSERT_EVENT = "INSERT INTO events(run_id, ts, kind, step_id, data) VALUES(?,?,?,?,?)"
 
 
 @dataclass(frozen=True)
@@ -90,9 +93,12 @@ class Journal:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
-        self._pending = 0
         self._last_commit = time.monotonic()
         self._in_tx = False
+        # Log and progress rows wait here and are written in one executemany: a streamed
+        # 100k-line log must not cost 100k statements. Any other write flushes them first,
+        # so the event order (seq) is kept.
+        self._buffer: list[tuple[Any, ...]] = []
 
     @classmethod
     def open(cls, state_dir: Path, deployment: str) -> Journal:
@@ -105,31 +111,39 @@ class Journal:
         return (deployment_dir(state_dir, deployment) / "journal.sqlite").exists()
 
     def close(self) -> None:
+        self.flush()
         with self._lock:
-            self._commit()
             self._db.close()
 
     # -- writing ---------------------------------------------------------------------
-    def _exec(self, sql: str, args: tuple[Any, ...] = (), *, batch: bool = False) -> None:
+    def _exec(self, sql: str, args: tuple[Any, ...] = ()) -> None:
         with self._lock:
-            if not self._in_tx:
-                self._db.execute("BEGIN")
-                self._in_tx = True
+            self._begin()
+            self._write_buffer()
             self._db.execute(sql, args)
-            self._pending += 1
-            now = time.monotonic()
-            if not batch or self._pending >= 500 or now - self._last_commit > 0.25:
-                self._commit()
+            self._commit()
+
+    def _begin(self) -> None:
+        if not self._in_tx:
+            self._db.execute("BEGIN")
+            self._in_tx = True
+
+    def _write_buffer(self) -> None:
+        if self._buffer:
+            self._db.executemany(_INSERT_EVENT, self._buffer)
+            self._buffer = []
 
     def _commit(self) -> None:
         if self._in_tx:
             self._db.execute("COMMIT")
             self._in_tx = False
-        self._pending = 0
         self._last_commit = time.monotonic()
 
     def flush(self) -> None:
         with self._lock:
+            if self._buffer:
+                self._begin()
+                self._write_buffer()
             self._commit()
 
     def add_run(self, run: RunRow) -> None:
@@ -167,9 +181,14 @@ class Journal:
 
     def add_event(self, run_id: str, kind: str, step_id: str | None, data: dict[str, Any],
                   ts: float) -> None:
-        self._exec("INSERT INTO events(run_id, ts, kind, step_id, data) VALUES(?,?,?,?,?)",
-                   (run_id, ts, kind, step_id, json.dumps(data, default=str)),
-                   batch=kind in _BATCHED)
+        row = (run_id, ts, kind, step_id, _ENCODE(data))
+        if kind not in _BATCHED:
+            self._exec(_INSERT_EVENT, row)
+            return
+        with self._lock:
+            self._buffer.append(row)
+            if len(self._buffer) >= 500 or time.monotonic() - self._last_commit > 0.25:
+                self.flush()
 
     def pass_gate(self, phase_id: str, run_id: str) -> None:
         self._exec("INSERT OR REPLACE INTO gates VALUES(?,?,?)", (phase_id, run_id, time.time()))
