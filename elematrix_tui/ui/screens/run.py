@@ -365,6 +365,11 @@ class RunScreen(Screen[int]):
             return
         pid = self._selected_phase_id()
         pv = self.model.phase(pid) if pid else None
+        if pv is not None and pv.state == "passed":
+            # Guided: once the selected phase passed, `r` moves on to the next one.
+            nxt = self.model.next_phase()
+            if nxt is not None and nxt.state != "locked":
+                pv = nxt
         if pv is None or pv.state == "locked":
             nxt = self.model.next_phase()
             if pv is not None and pv.state == "locked":
