@@ -27,6 +27,7 @@ def run() -> list[tuple[str, float, str]]:
     sys.path.insert(0, str(ROOT))
     import pytest
 
+    from tests.rehearsal import conftest as fixtures
     from tests.rehearsal import test_rehearsal as rehearsal
     from tests.rehearsal.instance import FakeInstance, missing_binaries, moto_points_at
 
@@ -41,10 +42,10 @@ def run() -> list[tuple[str, float, str]]:
         os.environ.update(ELEMATRIX_STATE_DIR=str(tmp / "state"),
                           ELEMATRIX_CONFIG_DIR=str(tmp / "config"),
                           ELEMATRIX_SECRET_STORE="file")
-        server_gen = rehearsal.moto_server.__wrapped__(mp)  # type: ignore[attr-defined]
+        server_gen = fixtures.moto_server.__wrapped__(mp)  # type: ignore[attr-defined]
         url = next(server_gen)
         try:
-            aws_env = rehearsal.aws_env.__wrapped__(url)  # type: ignore[attr-defined]
+            aws_env = fixtures.aws_env.__wrapped__(url)  # type: ignore[attr-defined]
             inst = FakeInstance("127.0.0.78", tmp / "instance", aws_env=aws_env,
                                 unit_dir=tmp / "systemd")
             with inst, moto_points_at(inst):

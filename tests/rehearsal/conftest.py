@@ -7,6 +7,7 @@ reaches it, over a real SSH connection to a real sshd, through sudo.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shlex
@@ -20,7 +21,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import require
-from tests.rehearsal.instance import FakeInstance, missing_binaries
+from tests.rehearsal.instance import FakeInstance, missing_binaries, moto_points_at
 
 
 @dataclass
@@ -147,3 +148,87 @@ def remote(fake_instance: FakeInstance) -> Iterator[Remote]:
         yield r
     finally:
         r.close()
+
+
+# -- the whole-runbook rehearsal (test_rehearsal.py, test_rehearsal_tui.py) ---------------
+# moto is patched only where it has no answer; test_rehearsal.py's docstring says where.
+@pytest.fixture
+def moto_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    from moto.core.responses import ActionResult
+    from moto.server import ThreadedMotoServer
+    from moto.ssm.responses import SimpleSystemManagerResponse
+
+    def describe_instance_information(self: Any) -> Any:
+        ids = [v for f in self._get_param("Filters") or [] if f.get("Key") == "InstanceIds"
+               for v in f.get("Values", [])]
+        return ActionResult({"InstanceInformationList": [
+            {"InstanceId": i, "PingStatus": "Online", "PlatformName": "Amazon Linux"}
+            for i in ids]})
+
+    monkeypatch.setattr(SimpleSystemManagerResponse, "describe_instance_information",
+                        describe_instance_information, raising=False)
+
+    from moto.iam.access_control import IAMPolicy
+    from moto.s3.models import FakeBucket
+
+    # What AWS knows of the instance's request: the aws CLI speaks HTTPS.
+    context = {"aws:securetransport": "true"}
+
+    def applies(condition: dict[str, dict[str, Any]]) -> bool | None:
+        for operator, pairs in condition.items():
+            for key, wanted in pairs.items():
+                actual = context.get(key.lower())
+                if operator not in ("Bool", "StringEquals") or actual is None:
+                    return None  # cannot tell: leave the statement to moto
+                values = [wanted] if isinstance(wanted, str) else wanted
+                if actual.lower() not in [str(v).lower() for v in values]:
+                    return False
+        return True
+
+    def get_permission(self: Any, action: str, resource: str) -> Any:
+        from moto.iam.access_control import PermissionResult
+
+        if self.policy is None:
+            return PermissionResult.NEUTRAL
+        policy = json.loads(self.policy.decode())
+        statements = policy["Statement"] if isinstance(policy["Statement"], list) \
+            else [policy["Statement"]]
+        kept = []
+        for st in statements:
+            verdict = applies(st["Condition"]) if "Condition" in st else True
+            if verdict is False:
+                continue  # its condition does not hold: the statement does not apply
+            kept.append({k: v for k, v in st.items() if k != "Condition"} if verdict else st)
+        if not kept:
+            return PermissionResult.NEUTRAL
+        return IAMPolicy(json.dumps({**policy, "Statement": kept})).is_action_permitted(
+            action, resource)
+
+    monkeypatch.setattr(FakeBucket, "get_permission", get_permission)
+    monkeypatch.setenv("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    assert host == "127.0.0.1"
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def aws_env(moto_server: str) -> dict[str, str]:
+    return {"AWS_ENDPOINT_URL": moto_server, "AWS_ACCESS_KEY_ID": "rehearsal",
+            "AWS_SECRET_ACCESS_KEY": "rehearsal", "AWS_SESSION_TOKEN": "rehearsal",
+            "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+@pytest.fixture
+def instance(tmp_path: Path, aws_env: dict[str, str]) -> Iterator[FakeInstance]:
+    missing = missing_binaries()
+    require(not missing, f"rehearsal prerequisites ({', '.join(missing)})")
+    require(os.geteuid() == 0, "root (the rehearsal binds sshd on a 127.x address)")
+    inst = FakeInstance("127.0.0.77", tmp_path / "instance", aws_env=aws_env,
+                        unit_dir=tmp_path / "systemd")
+    with inst, moto_points_at(inst):
+        yield inst
+
+

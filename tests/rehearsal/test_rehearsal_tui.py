@@ -11,14 +11,11 @@ from typing import Any
 import pytest
 
 from tests.rehearsal.instance import FakeInstance
-from tests.rehearsal.test_rehearsal import (  # noqa: F401  (fixtures)
+from tests.rehearsal.test_rehearsal import (
     RUNBOOK,
     _all_step_ids,
     _backup_objects,
     _count_tagged,
-    aws_env,
-    instance,
-    moto_server,
 )
 
 pytestmark = pytest.mark.anyio
