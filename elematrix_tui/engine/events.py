@@ -11,7 +11,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
-
 _FIELDS: dict[type, tuple[str, ...]] = {}
 
 
