@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("runbook", metavar="RUNBOOK")
     _common(p)
     p.add_argument("--phase", dest="phases", action="append", metavar="ID")
+    p.add_argument("--offline", action="store_true",
+                   help="do not run the read-only AWS look-ups (preflight: identity, AMI, "
+                        "instance type, cost; posture asserts); render only")
 
     p = sub.add_parser("run", help="headless run of a runbook")
     p.add_argument("runbook", metavar="RUNBOOK")
@@ -294,8 +297,10 @@ def _plan(args: argparse.Namespace) -> int:
     path = resolve_runbook_path(args.runbook)
     rb = _load(path)
     deployment = _need_deployment(args)
+    live = frozenset() if args.offline else frozenset({"aws.preflight", "aws.assert"})
     print(build_plan(rb, deployment=deployment, state_dir=_state_dir(args),
-                     params=_params(args, rb), phases=args.phases, registry=_registry()))
+                     params=_params(args, rb), phases=args.phases, registry=_registry(),
+                     live_actions=live))
     return 0
 
 

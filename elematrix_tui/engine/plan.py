@@ -40,7 +40,11 @@ class _Steps(dict[str, Any]):
 
 
 def build_plan(rb: Runbook, *, deployment: str, state_dir: Path, params: dict[str, Any],
-               phases: list[str] | None, registry: Registry) -> str:
+               phases: list[str] | None, registry: Registry,
+               live_actions: frozenset[str] = frozenset()) -> str:
+    """The plan as text. Steps whose action is in ``live_actions`` (read-only look-ups such
+    as the AWS preflight) are run when their inputs are known, and their findings shown;
+    they change nothing, and nothing is written."""
     known_outputs: dict[str, dict[str, Any]] = {}
     remembered: dict[str, Any] = {}
     passed: dict[str, str] = {}
@@ -63,7 +67,7 @@ def build_plan(rb: Runbook, *, deployment: str, state_dir: Path, params: dict[st
             continue
         raw = params.get(p.name, remembered.get(p.name, p.default))
         if raw is None:
-            values[p.name] = f"<{p.name}>"
+            values[p.name] = f"<{p.name}>" if p.is_required else None
             if p.is_required:
                 notes.append(f"  {p.name} = <missing: --set {p.name}=...>")
             continue
@@ -110,6 +114,8 @@ def build_plan(rb: Runbook, *, deployment: str, state_dir: Path, params: dict[st
                     text = f"(cannot render: {e})"
                 if st.with_:
                     out.append(f"      with {text}")
+                if st.action in live_actions and st.with_ and "<steps." not in text:
+                    out += _live(st.action, rendered, registry, deployment, state_dir, values)
                 if st.when and "{{" not in st.when:
                     try:
                         value = render_string("{{ " + st.when + " }}", variables)
@@ -117,3 +123,30 @@ def build_plan(rb: Runbook, *, deployment: str, state_dir: Path, params: dict[st
                     except ExpressionError:
                         pass
     return "\n".join(out)
+
+
+def _live(action_name: str, rendered: dict[str, Any], registry: Registry, deployment: str,
+          state_dir: Path, values: dict[str, Any]) -> list[str]:
+    """Run one read-only look-up and describe what it found (or why it could not)."""
+    from .action import ActionFailed
+    from .standalone import StandaloneContext
+
+    action = registry.create(action_name)
+    if not action.read_only:
+        return []
+    ctx = StandaloneContext(deployment_dir=deployment_dir(state_dir, deployment),
+                            params=values, deployment=deployment, step_id="plan")
+    try:
+        result = action.apply(ctx, action.Inputs.model_validate(rendered))
+    except ActionFailed as e:
+        return [f"      found: could not look it up: {e.message}"
+                + (f" ({e.fix})" if e.fix else "")]
+    except Exception as e:
+        return [f"      found: could not look it up: {type(e).__name__}: {e}"]
+    finally:
+        ctx.close()
+    lines = [f"      found: {line}" for _, line in ctx.logs[-12:]]
+    shown = {k: v for k, v in result.outputs.items() if not isinstance(v, (list, dict))}
+    if shown:
+        lines.append("      found: " + ", ".join(f"{k}={v}" for k, v in shown.items()))
+    return lines
