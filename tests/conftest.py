@@ -12,6 +12,11 @@ from pathlib import Path
 
 import pytest
 
+# moto reads this when its IAM backend first starts in a process; whichever test gets there
+# first decides for the whole session, so it is set here, once, before any test imports moto
+# (infra attaches the CloudWatch agent and SSM core managed policies).
+os.environ.setdefault("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
+
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = ROOT / ".venv" / "bin"
 

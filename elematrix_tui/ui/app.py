@@ -11,11 +11,11 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from rich.markup import escape
 from textual.app import App
 from textual.binding import Binding, BindingType
 
 from . import catalog
+from .markup import escape
 from .screens.start import StartScreen
 
 # Only the start screen is imported eagerly: the first frame must not wait for pydantic,

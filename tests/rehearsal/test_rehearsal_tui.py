@@ -32,7 +32,7 @@ def _params(inst: FakeInstance, tmp_path: Path) -> dict[str, Any]:
 async def test_rehearsal_in_the_tui(state_dir: Path, instance: FakeInstance,
                                     aws_env: dict[str, str], tmp_path: Path,
                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    from textual.widgets import Input
+    from textual.widgets import Button, Input
 
     from elematrix_tui.engine.journal import Journal
     from elematrix_tui.engine.report import report_data
@@ -64,12 +64,16 @@ async def test_rehearsal_in_the_tui(state_dir: Path, instance: FakeInstance,
                 modal = app.screen
                 if isinstance(modal, ConfirmModal):
                     typed = modal.query(Input)
-                    if typed:  # destructive: type the deployment name first
+                    if typed and typed.first().value != "tui-rehearsal":
+                        # Destructive: type the deployment name; "Go ahead" enables after.
                         typed.first().value = "tui-rehearsal"
-                        await pilot.pause()
-                    if modal.query("#yes"):
+                        continue
+                    yes = modal.query_one("#yes", Button)
+                    if yes.disabled:
+                        continue
+                    if modal.step_id not in confirmed:
                         confirmed.append(modal.step_id)
-                        await pilot.click("#yes")
+                    yes.press()
             await pilot.pause()
             assert screen.last_exit == 0, (phase, screen.last_exit, screen.model.message)
         for phase in ("infra", "configure", "deploy", "harden"):

@@ -133,3 +133,13 @@ def test_engine_and_actions_never_load_textual() -> None:
             "elematrix_tui.ui.model, elematrix_tui.ui.catalog, elematrix_tui.ui.validation; "
             "assert 'textual' not in sys.modules, 'textual loaded'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_markup_escape_keeps_unclosed_brackets_literal() -> None:
+    from textual.markup import to_content
+
+    from elematrix_tui.ui.markup import escape
+
+    for text in ["[dim", "[bold yellow", '[{"a": 1}]', "[/b]", "C:\\path [x]"]:
+        content = to_content(f"[b]head[/b] {escape(text)} [b]tail[/b]")
+        assert str(content) == f"head {text} tail"

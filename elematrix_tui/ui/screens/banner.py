@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from rich.markup import escape
+from ..markup import escape
 
 if TYPE_CHECKING:
     from ..app import ElematrixApp

@@ -9,13 +9,14 @@ from __future__ import annotations
 import getpass
 from typing import ClassVar
 
-from rich.markup import escape
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, OptionList, Static
+
+from ..markup import escape
 
 
 class ConfirmModal(ModalScreen[bool]):

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from rich.markup import escape
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -16,6 +15,7 @@ from textual.screen import Screen
 from textual.widgets import Button, Footer, Input, Label, Select, Static
 
 from .. import catalog
+from ..markup import escape
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{1,30}$")
 ENV_PROFILE = "(environment / default chain)"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from rich.markup import escape
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -14,6 +13,7 @@ from textual.widgets import Button, Footer, Input, Label, Select, Static, Switch
 
 from ...engine.model import Param, Runbook
 from .. import validation
+from ..markup import escape
 
 # Filled by the app itself, never typed: the deployment name is the deployment.
 HIDDEN = frozenset({"deployment"})

@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from rich.markup import escape
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -24,6 +23,7 @@ from ...engine import events as ev
 from ...engine.model import Runbook
 from .. import catalog
 from ..bridge import EventPump, RunnerLike, RunRequest
+from ..markup import escape
 from ..model import RunModel, event_from_dict
 from ..questions import TuiQuestions
 from ..widgets.gate_panel import GatePanel

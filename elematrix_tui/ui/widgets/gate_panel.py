@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from rich.markup import escape
 from textual.widgets import Static
 
 from .. import format as fmt
+from ..markup import escape
 from ..model import PhaseView
 
 

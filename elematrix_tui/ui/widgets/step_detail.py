@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from rich.markup import escape
 from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import ProgressBar, Static
 
 from .. import format as fmt
+from ..markup import escape
 from ..model import PhaseView, StepView
 
 MAX_VALUE = 300
