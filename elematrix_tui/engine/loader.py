@@ -306,7 +306,8 @@ def load_runbook(path: str | Path, registry: Registry) -> Runbook:
     text = _read(p)
     tree, problems = load_located(text, str(p))
     if tree is None:
-        raise RunbookError(problems)
+        raise RunbookError(problems or [Located(str(p), 1, 1, "the file holds no runbook "
+                                                             "(a null document)")])
     rb, errors = validate_tree(tree, str(p), registry)
     errors = problems + errors
     if errors or rb is None:

@@ -49,6 +49,8 @@ def load_located(text: str, path: str) -> tuple[Any, list[Located]]:
         return None, [Located(path, line, col, f"YAML syntax: {msg}")]
     except yaml.YAMLError as e:  # pragma: no cover - reader errors (bad bytes)
         return None, [Located(path, 0, 0, f"YAML: {e}")]
+    except RecursionError:
+        return None, [Located(path, 1, 1, "YAML nested too deeply to be a runbook")]
     if node is None:
         return None, [Located(path, 1, 1, "the file is empty")]
     loader = _Loader("")
@@ -83,7 +85,11 @@ def load_located(text: str, path: str) -> tuple[Any, list[Located]]:
             problems.append(Located(path, *_pos(n), f"YAML value: {e}"))
             return None
 
-    return build(node), problems
+    try:
+        return build(node), problems
+    except RecursionError:  # a self-referencing alias (&a [*a]) or absurd nesting
+        return None, [Located(path, 1, 1, "YAML nested too deeply (or an alias that "
+                                          "contains itself)")]
 
 
 def locate(tree: Any, loc: tuple[Any, ...] | list[Any], *, key: bool = False) -> Pos:
