@@ -51,13 +51,17 @@ if [ $TEST = 1 ]; then
     .venv-synapse/bin/pip install -q -U pip
     .venv-synapse/bin/pip install -q 'matrix-synapse[postgres]==1.163.2'
   fi
-  # cloud-init's schema validator, extracted from Debian's package (not installed).
-  if [ ! -x .tools/cloud-init/usr/bin/cloud-init ]; then
-    echo "setup: extracting cloud-init for 'cloud-init schema'"
+  # cloud-init's schema validator: Debian's package extracted (not installed: it would
+  # configure this machine at boot) into /opt/cloud-init, run with Debian's python3 and
+  # its modules (tests/aws/test_cloud_init.py; ELEMATRIX_CLOUD_INIT_ROOT overrides).
+  apt_install python3-configobj python3-jinja2 python3-jsonpatch python3-jsonschema \
+    python3-netifaces python3-oauthlib python3-requests python3-serial python3-yaml
+  if [ ! -x /opt/cloud-init/usr/bin/cloud-init ]; then
+    echo "setup: extracting cloud-init into /opt/cloud-init for 'cloud-init schema'"
     mkdir -p .tools/dl
     (cd .tools/dl && apt-get download cloud-init >/dev/null 2>&1 || \
       ($SUDO apt-get update -qq && apt-get download cloud-init >/dev/null))
-    dpkg -x .tools/dl/cloud-init_*.deb .tools/cloud-init
+    $SUDO dpkg -x .tools/dl/cloud-init_*.deb /opt/cloud-init
   fi
   # The aws CLI, only for the benchmark that compares against it.
   if [ ! -x .tools/awscli/bin/aws ]; then
