@@ -34,6 +34,29 @@ _BULKY_KEYS = {"UserData", "PublicKeyMaterial", "Policy", "PolicyDocument",
                "AssumeRolePolicyDocument", "Value"}
 
 DEFAULT_MAX_ATTEMPTS = 8
+
+# The partitions this tool knows, by region prefix, and their service DNS suffix. The
+# caller identity's ARN is the authority (``partition_of``); the region is the fallback.
+_PARTITION_PREFIXES = (("cn-", "aws-cn"), ("us-gov-", "aws-us-gov"))
+_DNS_SUFFIX = {"aws": "amazonaws.com", "aws-cn": "amazonaws.com.cn",
+               "aws-us-gov": "amazonaws.com"}
+
+
+def partition_of(arn: str = "", region: str = "") -> str:
+    """The ARN partition (``aws``, ``aws-cn``, ``aws-us-gov``): the caller identity's ARN
+    says it; without one, the region's name does. Every ARN this tool writes uses it."""
+    parts = arn.split(":")
+    if len(parts) > 2 and parts[0] == "arn" and parts[1]:
+        return parts[1]
+    for prefix, partition in _PARTITION_PREFIXES:
+        if region.startswith(prefix):
+            return partition
+    return "aws"
+
+
+def dns_suffix(partition: str) -> str:
+    """Service endpoint suffix of a partition (``ec2.<region>.<suffix>`` for kms:ViaService)."""
+    return _DNS_SUFFIX.get(partition, "amazonaws.com")
 CONNECT_TIMEOUT = 10
 READ_TIMEOUT = 60
 
@@ -146,6 +169,15 @@ class AwsApi:
     @property
     def account_id(self) -> str:
         return self.shared.account_id
+
+    @property
+    def partition(self) -> str:
+        """``aws`` / ``aws-cn`` / ``aws-us-gov``, from the caller identity (see ``partition_of``)."""
+        return partition_of(self.shared.arn, self.region)
+
+    def arn(self, service: str, resource: str, region: str = "", account: str = "") -> str:
+        """An ARN in this session's partition: ``arn:<partition>:<service>:<region>:<acct>:<res>``."""
+        return f"arn:{self.partition}:{service}:{region}:{account}:{resource}"
 
     def client(self, service: str) -> Any:
         return self.shared.client(service)
