@@ -19,6 +19,7 @@ from .aws_errors import error_code, explain
 from .aws_session import AwsApi
 
 EBS_DEFAULT_ALIAS = "alias/aws/ebs"
+AWS_ALIAS_PREFIX = "alias/aws/"
 
 
 def route_table_of(api: AwsApi, subnet: dict[str, Any]) -> dict[str, Any] | None:
@@ -159,10 +160,12 @@ def volume_key(api: AwsApi, kms_key_id: str, log: Any) -> dict[str, str]:
                 f"assuming {EBS_DEFAULT_ALIAS}", "stderr")
             key = EBS_DEFAULT_ALIAS
     out = {"key": key, "source": source, "key_arn": "", "manager": "unknown"}
+    # KMS reserves alias names beginning with alias/aws/ for AWS managed keys.
+    aws_managed = key.split(":")[-1].startswith(AWS_ALIAS_PREFIX)
     try:
         meta = api.call("kms", "describe_key", KeyId=key)["KeyMetadata"]
         out["key_arn"] = str(meta.get("Arn", ""))
-        out["manager"] = str(meta.get("KeyManager", "unknown"))
+        out["manager"] = "AWS" if aws_managed else str(meta.get("KeyManager", "unknown"))
         if meta.get("KeyState") not in (None, "Enabled"):
             raise ActionFailed(
                 f"the KMS key for the root volume ({key}, {source}) is {meta.get('KeyState')}",
@@ -175,6 +178,6 @@ def volume_key(api: AwsApi, kms_key_id: str, log: Any) -> dict[str, str]:
         # An AWS-managed alias that was never used does not exist yet (EC2 creates
         # aws/ebs on first use), and DescribeKey may be denied: informative only.
         log(f"could not describe KMS key {key} ({error_code(e) or e})", "stderr")
-        if key.endswith(EBS_DEFAULT_ALIAS):
+        if aws_managed:
             out["manager"] = "AWS"
     return out
