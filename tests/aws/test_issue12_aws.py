@@ -400,14 +400,8 @@ def test_launch_sets_the_cpu_credit_mode_explicitly(ctx: Any) -> None:
 
 def test_partition_comes_from_the_caller_identity_and_reaches_every_arn(
         tmp_path: Path) -> None:
-    from elematrix_tui.actions.aws_session import partition_of
     from elematrix_tui.engine.standalone import StandaloneContext
 
-    assert partition_of("arn:aws-cn:sts::1:assumed-role/x/y") == "aws-cn"
-    assert partition_of("arn:aws-us-gov:iam::1:user/x") == "aws-us-gov"
-    assert partition_of("", "cn-northwest-1") == "aws-cn"
-    assert partition_of("", "us-gov-east-1") == "aws-us-gov"
-    assert partition_of("", "eu-west-1") == "aws"
     c = StandaloneContext(deployment_dir=tmp_path, deployment="cn0", run_id="run-1",
                           params={"aws_region": "cn-north-1"})
     try:
@@ -420,6 +414,13 @@ def test_partition_comes_from_the_caller_identity_and_reaches_every_arn(
                    for st in pol["Statement"] for r in st["Resource"])
     finally:
         c.close()
+    from elematrix_tui.actions.aws_session import partition_of
+
+    assert partition_of("arn:aws-cn:sts::1:assumed-role/x/y") == "aws-cn"
+    assert partition_of("arn:aws-us-gov:iam::1:user/x") == "aws-us-gov"
+    assert partition_of("", "cn-northwest-1") == "aws-cn"
+    assert partition_of("", "us-gov-east-1") == "aws-us-gov"
+    assert partition_of("", "eu-west-1") == "aws"
 
 
 def test_no_arn_in_the_runbooks_or_assets_hard_codes_the_aws_partition() -> None:

@@ -28,8 +28,9 @@ def test_infra_and_harden_open_http_port_and_ssh_port_and_gates_prove_the_postur
 
     rb = load_runbook(RUNBOOKS / "poc-ec2.yaml", default_registry())
     rb = rb.model_copy(update={"phases": [p for p in rb.phases if p.id in ("infra", "harden")]})
+    # backup_retention_days stays at its default (30).
     params = {"operator_cidr": CIDR, "host_key_wait": 0, "http_port": 8080, "ssh_port": 2222,
-              "backup_retention_days": 14, "allocate_eip": False}
+              "allocate_eip": False}
     events: list[Any] = []
     assert _runner(rb, tmp_path, params, ["infra"], events).run() == 0, _failures(events)
     gate = [e for e in events if getattr(e, "step_id", "") == "posture"
@@ -50,7 +51,7 @@ def test_infra_and_harden_open_http_port_and_ssh_port_and_gates_prove_the_postur
                   if b["Name"].startswith("elematrix-hard-"))
     rules = {r["ID"]: r for r in boto3.client("s3").get_bucket_lifecycle_configuration(
         Bucket=bucket)["Rules"]}
-    assert rules["expire-backups"]["Expiration"] == {"Days": 14}
+    assert rules["expire-backups"]["Expiration"] == {"Days": 30}
     assert rules["expire-backups"]["Filter"]["Prefix"] == "hard/"
     attached = {p["PolicyArn"] for p in boto3.client("iam").list_attached_role_policies(
         RoleName="elematrix-hard-instance")["AttachedPolicies"]}
@@ -130,7 +131,6 @@ def test_a_launch_retry_after_the_profile_error_uses_a_new_client_token(
     ClientToken (FACTS.md), so what is proved is what was sent: attempt 1 and attempt 2
     carry different tokens, each the deterministic one of (run id, attempt)."""
     from elematrix_tui.actions.aws import Ensure, Preflight
-    from elematrix_tui.actions.aws_kinds import launch_token
     from elematrix_tui.engine.action import ActionFailed
     from elematrix_tui.engine.standalone import StandaloneContext
 
@@ -160,11 +160,16 @@ def test_a_launch_retry_after_the_profile_error_uses_a_new_client_token(
         with pytest.raises(ActionFailed) as e:
             ctx.run(Ensure(), inputs)
         assert "not visible to EC2 yet" in e.value.message
-        first = launch_token(ctx, "elematrix-tok")
         ctx.attempt = 2  # the runner's next attempt of the same step
         out = ctx.run(Ensure(), inputs).outputs
+        assert len(tokens) == 2 and tokens[0] != tokens[1], tokens
+        from elematrix_tui.actions.aws_kinds import launch_token
+
         second = launch_token(ctx, "elematrix-tok")
-        assert tokens == [first, second] and first != second
+        ctx.attempt = 1
+        first = launch_token(ctx, "elematrix-tok")
+        assert tokens == [first, second]
+        ctx.attempt = 2
         # Deterministic: a crash-resume computes the same token, but finds by tag first.
         assert launch_token(ctx, "elematrix-tok") == second
         ctx.attempt = 3
