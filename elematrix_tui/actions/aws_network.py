@@ -87,7 +87,7 @@ def choose_subnet(api: AwsApi, vpc_id: str, subnet_id: str, azs: list[str],
         table = route_table_of(api, s)
         if internet_gateway_route(table) is None:
             raise _no_route(s, table, "subnet_id")
-        return s
+        return dict(s)
     if vpc_id:
         try:
             vpcs = api.call("ec2", "describe_vpcs", VpcIds=[vpc_id])["Vpcs"]
@@ -104,11 +104,12 @@ def choose_subnet(api: AwsApi, vpc_id: str, subnet_id: str, azs: list[str],
                             key=lambda s: (s["AvailabilityZone"], s["SubnetId"]))
         for s in candidates:
             if internet_gateway_route(route_table_of(api, s)):
-                return s
+                return dict(s)
         raise ActionFailed(
             f"parameter vpc_id: VPC {vpc_id} has no subnet with a route to an internet "
             f"gateway in a zone offering {instance_type} ({', '.join(azs)})",
-            diagnosis=f"Subnets looked at: {', '.join(s['SubnetId'] for s in candidates) or 'none'}.",
+            diagnosis="Subnets looked at: "
+                      f"{', '.join(s['SubnetId'] for s in candidates) or 'none'}.",
             fix="Name a public subnet with `--set subnet_id=...`, or add a 0.0.0.0/0 route "
                 "to an internet gateway, then resume.")
     vpcs = api.checked("ec2", "describe_vpcs",
@@ -140,7 +141,12 @@ def choose_subnet(api: AwsApi, vpc_id: str, subnet_id: str, azs: list[str],
             f"gateway (route table {table['RouteTableId'] if table else 'none'}): on AWS "
             "the instance would be unreachable; name a public subnet with subnet_id",
             "stderr")
-    return s
+    return dict(s)
+
+
+def _short(e: Exception) -> str:
+    """An error code, or the first line of the message (an emulator's HTML 500 page...)."""
+    return error_code(e) or (str(e).splitlines() or [type(e).__name__])[0][:120]
 
 
 def volume_key(api: AwsApi, kms_key_id: str, log: Any) -> dict[str, str]:
@@ -154,9 +160,10 @@ def volume_key(api: AwsApi, kms_key_id: str, log: Any) -> dict[str, str]:
     if not key:
         source = "the account's EBS default key"
         try:
-            key = str(api.call("ec2", "get_ebs_default_kms_key_id")["KmsKeyId"])
+            # Two tries, not eight: informative, and emulators (moto) answer it with a 500.
+            key = str(api.call("ec2", "get_ebs_default_kms_key_id", max_attempts=2)["KmsKeyId"])
         except Exception as e:
-            log(f"could not read the account's EBS default KMS key ({error_code(e) or e}); "
+            log(f"could not read the account's EBS default KMS key ({_short(e)}); "
                 f"assuming {EBS_DEFAULT_ALIAS}", "stderr")
             key = EBS_DEFAULT_ALIAS
     out = {"key": key, "source": source, "key_arn": "", "manager": "unknown"}
@@ -177,7 +184,7 @@ def volume_key(api: AwsApi, kms_key_id: str, log: Any) -> dict[str, str]:
     except Exception as e:
         # An AWS-managed alias that was never used does not exist yet (EC2 creates
         # aws/ebs on first use), and DescribeKey may be denied: informative only.
-        log(f"could not describe KMS key {key} ({error_code(e) or e})", "stderr")
+        log(f"could not describe KMS key {key} ({_short(e)})", "stderr")
         if aws_managed:
             out["manager"] = "AWS"
     return out

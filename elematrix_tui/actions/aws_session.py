@@ -129,20 +129,24 @@ class AwsSession:
         for hook in list(self.on_create):
             hook(self)
 
-    def client(self, service: str, region: str | None = None) -> Any:
-        """A cached client with standard retries and bounded timeouts."""
+    def client(self, service: str, region: str | None = None,
+               max_attempts: int | None = None) -> Any:
+        """A cached client with standard retries and bounded timeouts (``max_attempts``:
+        fewer tries for an informative call that may be missing from an emulator)."""
         from botocore.config import Config
 
-        key = (service, region or self.region)
+        attempts = max_attempts or self.max_attempts
+        key = (service, region or self.region) if attempts == self.max_attempts else (
+            service, f"{region or self.region}#{attempts}")
         with self._lock:
             c = self._clients.get(key)
             if c is None:
                 # total_max_attempts counts the first try too ("max_attempts" would not).
-                cfg = Config(retries={"mode": "standard",
-                                      "total_max_attempts": self.max_attempts},
+                cfg = Config(retries={"mode": "standard", "total_max_attempts": attempts},
                              connect_timeout=CONNECT_TIMEOUT, read_timeout=READ_TIMEOUT,
                              user_agent_extra="elematrix-tui")
-                c = self.session.client(service, region_name=key[1], config=cfg)
+                c = self.session.client(service, region_name=region or self.region,
+                                        config=cfg)
                 self._clients[key] = c
             return c
 
@@ -172,20 +176,20 @@ class AwsApi:
 
     @property
     def partition(self) -> str:
-        """``aws`` / ``aws-cn`` / ``aws-us-gov``, from the caller identity (see ``partition_of``)."""
+        """``aws`` / ``aws-cn`` / ``aws-us-gov`` from the caller identity (``partition_of``)."""
         return partition_of(self.shared.arn, self.region)
 
     def arn(self, service: str, resource: str, region: str = "", account: str = "") -> str:
-        """An ARN in this session's partition: ``arn:<partition>:<service>:<region>:<acct>:<res>``."""
+        """An ARN in this session's partition: ``arn:<partition>:<svc>:<region>:<acct>:<res>``."""
         return f"arn:{self.partition}:{service}:{region}:{account}:{resource}"
 
     def client(self, service: str) -> Any:
         return self.shared.client(service)
 
     def call(self, service: str, operation: str, quiet: bool = False,
-             **params: Any) -> dict[str, Any]:
+             max_attempts: int | None = None, **params: Any) -> dict[str, Any]:
         """Call ``service.operation(**params)``: logged, timed, errors explained."""
-        client = self.shared.client(service)
+        client = self.shared.client(service, max_attempts=max_attempts)
         t0 = time.monotonic()
         try:
             resp: dict[str, Any] = getattr(client, operation)(**params)

@@ -129,7 +129,6 @@ def _assert_operator_policy_covers(events: list[Any]) -> None:
     import json
 
     from elematrix_tui.actions.aws_errors import iam_action
-
     from elematrix_tui.actions.aws_policy import operator_policy
 
     # The asset has ${partition}/${region} placeholders; this is what an operator applies.
