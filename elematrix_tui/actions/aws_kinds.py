@@ -802,6 +802,8 @@ class Instance(Kind):
                 f"launch {spec.instance_type} {name} from {spec.image_id}: "
                 f"{spec.volume_type} {spec.volume_gb} GB encrypted{kms}, IMDSv2 "
                 f"{spec.http_tokens} (hop limit {spec.hop_limit})"
+                + (", public IPv4 on the interface" if spec.public_ip else "")
+                + (f", {spec.cpu_credits} CPU credits" if spec.cpu_credits else "")
                 + (f", profile {spec.instance_profile}" if spec.instance_profile else "")])
         if len(insts) > 1:
             ids = ", ".join(i["InstanceId"] for i in insts)
