@@ -16,7 +16,6 @@ import ipaddress
 import json
 import os
 import string
-import time
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -872,9 +871,10 @@ class Instance(Kind):
                     fix="The step retries; if it still fails, resume in a minute.") from e
             raise explain(e, "ec2", "run_instances", api.region) from e
         if r["Instances"][0].get("State", {}).get("Name") in ("shutting-down", "terminated"):
-            # The token matched an instance of this run that was terminated since: launch anew.
+            # The token matched an instance of this run that was terminated since: launch anew
+            # (deterministic too, so botocore's retry of this relaunch reuses it).
             params["ClientToken"] = hashlib.sha256(
-                f"{params['ClientToken']}/{time.time()}".encode()).hexdigest()[:64]
+                f"{params['ClientToken']}/after-terminated".encode()).hexdigest()[:64]
             r = api.checked("ec2", "run_instances", **params)
         return _instance_outputs(r["Instances"][0]), True
 
