@@ -14,10 +14,11 @@ from typing import Any
 import boto3
 import pytest
 
-from .helpers import hook_sessions, inject
+from .helpers import count_tagged, hook_sessions, inject
+from .test_cli import _Endpoint, _EndpointSession, cli_env, infra
 from .test_harden_runner import RUNBOOKS, _failures, _runner, moto_with_ssm_online
 
-__all__ = ["moto_with_ssm_online"]  # a fixture, used by name below
+__all__ = ["cli_env", "moto_with_ssm_online"]  # fixtures, used by name below
 CIDR = "203.0.113.5/32"
 
 
@@ -178,3 +179,26 @@ def test_a_launch_retry_after_the_profile_error_uses_a_new_client_token(
         assert len(tokens) == 2
     finally:
         ctx.close()
+
+
+def test_the_real_command_refuses_a_private_subnet_and_creates_nothing(
+        cli_env: dict[str, str]) -> None:
+    """The operator's view (real ``elematrix`` against the moto server): a subnet whose
+    route table has no internet gateway stops the preflight, located at the parameter, no
+    traceback, and nothing tagged with the deployment exists afterwards; a malformed id is
+    refused before anything runs (exit 2)."""
+    env = cli_env
+    ec2 = _Endpoint(env).client("ec2")
+    vpc = ec2.create_vpc(CidrBlock="10.77.0.0/16")["Vpc"]["VpcId"]
+    azs = [z["ZoneName"] for z in ec2.describe_availability_zones()["AvailabilityZones"]]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.77.1.0/24",
+                               AvailabilityZone=azs[0])["Subnet"]["SubnetId"]
+    r = infra(env, "priv", "--set", f"subnet_id={subnet}")
+    out = r.stdout + r.stderr
+    assert r.returncode == 1, out
+    assert f"parameter subnet_id: subnet {subnet} (VPC {vpc}) has no route to an internet " \
+           "gateway" in out
+    assert "Traceback" not in out
+    assert sum(count_tagged(_EndpointSession(_Endpoint(env)), "priv").values()) == 0
+    r = infra(env, "priv2", "--set", "subnet_id=not-a-subnet")
+    assert r.returncode == 2 and "subnet_id" in r.stdout + r.stderr
