@@ -35,6 +35,9 @@ _BULKY_KEYS = {"UserData", "PublicKeyMaterial", "Policy", "PolicyDocument",
 
 DEFAULT_MAX_ATTEMPTS = 8
 
+CONNECT_TIMEOUT = 10
+READ_TIMEOUT = 60
+
 # The partitions this tool knows, by region prefix, and their service DNS suffix. The
 # caller identity's ARN is the authority (``partition_of``); the region is the fallback.
 _PARTITION_PREFIXES = (("cn-", "aws-cn"), ("us-gov-", "aws-us-gov"))
@@ -57,8 +60,6 @@ def partition_of(arn: str = "", region: str = "") -> str:
 def dns_suffix(partition: str) -> str:
     """Service endpoint suffix of a partition (``ec2.<region>.<suffix>`` for kms:ViaService)."""
     return _DNS_SUFFIX.get(partition, "amazonaws.com")
-CONNECT_TIMEOUT = 10
-READ_TIMEOUT = 60
 
 
 def mask_params(params: Any, _key: str = "") -> Any:
