@@ -9,7 +9,7 @@ lazily by the helpers, so importing this module is cheap.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -445,6 +445,12 @@ class PreflightInputs(Inputs):
     eip: bool = True
     s3_gb: float = 10
     alarms: int = 4
+    # Empty: the default VPC and its default subnet.
+    vpc_id: str = ""
+    subnet_id: str = ""
+    # The runbook's key for the root volume; empty: the account's EBS default key.
+    kms_key_id: str = ""
+    cpu_credits: Literal["standard", "unlimited"] = "standard"
 
 
 class Preflight(Action):
@@ -458,6 +464,7 @@ class Preflight(Action):
         return f"preflight: identity, region, {inputs.instance_type} offered, AL2023 AMI, cost"
 
     def apply(self, ctx: StepContext, inputs: Any) -> Result:
+        from .aws_network import choose_subnet, volume_key
         from .aws_prices import estimate
 
         api = aws_for(ctx)  # runs the account guard on first use
@@ -480,42 +487,38 @@ class Preflight(Action):
                 f"{inputs.instance_type} is not offered in {api.region}",
                 diagnosis="describe_instance_type_offerings lists no availability zone for it.",
                 fix="Pick another region (`--set aws_region=...`) or instance type.")
-        vpcs = api.checked("ec2", "describe_vpcs",
-                           Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"]
-        if not vpcs:
-            raise ActionFailed(
-                f"no default VPC in {api.region}",
-                diagnosis="The runbook places the instance in the default VPC's public subnet.",
-                fix="Create one with `aws ec2 create-default-vpc --region "
-                    f"{api.region}`, then resume.")
-        vpc_id = vpcs[0]["VpcId"]
-        subnets = api.checked("ec2", "describe_subnets", Filters=[
-            {"Name": "vpc-id", "Values": [vpc_id]},
-            {"Name": "default-for-az", "Values": ["true"]}])["Subnets"]
-        usable = sorted((s for s in subnets if s["AvailabilityZone"] in azs),
-                        key=lambda s: s["AvailabilityZone"])
-        if not usable:
-            raise ActionFailed(f"no default subnet in a zone offering {inputs.instance_type}",
-                               fix="Create a default subnet (`aws ec2 create-default-subnet "
-                                   f"--availability-zone {azs[0]}`), then resume.")
-        subnet = usable[0]
+        subnet = choose_subnet(api, inputs.vpc_id, inputs.subnet_id, azs,
+                               inputs.instance_type, ctx.log)
+        vpc_id = subnet["VpcId"]
+        key = volume_key(api, inputs.kms_key_id, ctx.log)
         cost = estimate(inputs.instance_type, api.region, inputs.volume_gb, inputs.eip,
-                        inputs.s3_gb, inputs.alarms)
+                        inputs.s3_gb, inputs.alarms, cpu_credits=inputs.cpu_credits)
         ctx.log(f"account {ident['Account']} ({ident['Arn']}), region {api.region}")
         ctx.log(f"AMI {ami} {ami_name} (from SSM {inputs.ami_parameter})")
         ctx.log(f"{inputs.instance_type} offered in {', '.join(azs)}; using "
-                f"{subnet['SubnetId']} in {subnet['AvailabilityZone']}")
+                f"{subnet['SubnetId']} in {subnet['AvailabilityZone']} (VPC {vpc_id})")
+        ctx.log(f"root volume encrypted with KMS key {key['key_arn'] or key['key']} "
+                f"({key['source']}, {key['manager']}-managed)")
+        if key["manager"] == "CUSTOMER":
+            ctx.log("customer-managed key: its key policy must let you use it through EC2 "
+                    "(kms:CreateGrant, Decrypt, GenerateDataKeyWithoutPlaintext, ReEncrypt*, "
+                    "DescribeKey), or the instance terminates right after launch")
         note = f"; {cost['note']}" if cost["note"] else ""
         ctx.log(f"estimated cost ~USD {cost['total_usd']:.2f}/month (price table of "
                 f"{cost['price_date']}, {cost['priced_region']}{note})")
         for line, usd in cost["lines"].items():
             ctx.log(f"  {line}: USD {usd:.2f}")
+        for line, usd in cost["risks"].items():
+            ctx.log(f"  not included: {line}: up to USD {usd:.2f}")
         out = {"account_id": ident["Account"], "arn": ident["Arn"], "region": api.region,
                "ami_id": ami, "ami_name": ami_name, "instance_type": inputs.instance_type,
                "availability_zones": azs, "vpc_id": vpc_id, "subnet_id": subnet["SubnetId"],
                "availability_zone": subnet["AvailabilityZone"],
                "monthly_usd": cost["total_usd"], "cost_lines": cost["lines"],
-               "price_date": cost["price_date"]}
+               "cost_risks": cost["risks"], "price_date": cost["price_date"],
+               "partition": api.partition, "volume_kms_key": key["key_arn"] or key["key"],
+               "volume_kms_key_source": key["source"],
+               "volume_kms_key_manager": key["manager"]}
         return Result("ok", out, data=out,
                       message=f"{ident['Account']}/{api.region}, {ami}, ~USD "
                               f"{cost['total_usd']:.2f}/month (prices of {cost['price_date']})")

@@ -16,7 +16,6 @@ import ipaddress
 import json
 import os
 import string
-import time
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -514,10 +513,56 @@ class BucketSpec(Spec):
     deny_insecure_transport: bool = True
     policy: str = "aws/bucket-policy.json"
     noncurrent_version_days: int = Field(default=30, ge=1)
+    # Backups are new keys every day, so they are all *current* versions: without an
+    # expiry of current objects the bucket grows forever. Applies under ``expire_prefix``
+    # (the deployment's prefix); None: keep current objects forever.
+    expire_current_days: int | None = Field(default=None, ge=1)
+    expire_prefix: str = ""
 
 
 _PAB = {"BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True,
         "RestrictPublicBuckets": True}
+
+
+LC_NONCURRENT = "expire-old-versions"
+LC_CURRENT = "expire-backups"
+
+
+def _lifecycle_rules(spec: BucketSpec) -> list[dict[str, Any]]:
+    """The lifecycle rules the bucket must have (other rules are replaced)."""
+    rules: list[dict[str, Any]] = [{
+        "ID": LC_NONCURRENT, "Status": "Enabled", "Filter": {"Prefix": ""},
+        "NoncurrentVersionExpiration": {"NoncurrentDays": spec.noncurrent_version_days},
+        # Expiring a current version leaves a delete marker; once its old versions are
+        # gone too, the lone marker is removed as well.
+        "Expiration": {"ExpiredObjectDeleteMarker": True},
+        "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 7},
+    }]
+    if spec.expire_current_days:
+        rules.append({"ID": LC_CURRENT, "Status": "Enabled",
+                      "Filter": {"Prefix": spec.expire_prefix},
+                      "Expiration": {"Days": spec.expire_current_days}})
+    return rules
+
+
+def _lc_view(rules: list[dict[str, Any]]) -> list[str]:
+    """Rules reduced to what matters, comparable whatever shape S3 returns them in."""
+    out = []
+    for r in rules:
+        flt = r.get("Filter") or {}
+        prefix = flt.get("Prefix", r.get("Prefix", ""))
+        out.append(json.dumps([r.get("ID"), r.get("Status"), prefix, r.get("Expiration"),
+                               (r.get("NoncurrentVersionExpiration") or {}).get(
+                                   "NoncurrentDays"),
+                               (r.get("AbortIncompleteMultipartUpload") or {}).get(
+                                   "DaysAfterInitiation")], sort_keys=True))
+    return sorted(out)
+
+
+def _lc_change(spec: BucketSpec) -> str:
+    extra = (f"; current backups under {spec.expire_prefix or '/'} after "
+             f"{spec.expire_current_days} days" if spec.expire_current_days else "")
+    return f"lifecycle: expire old versions after {spec.noncurrent_version_days} days{extra}"
 
 
 class Bucket(Kind):
@@ -546,14 +591,13 @@ class Bucket(Kind):
             changes.append(f"default encryption {spec.encryption}")
         if spec.deny_insecure_transport:
             pol = _safe(api, "s3", "get_bucket_policy", ("NoSuchBucketPolicy",), Bucket=name)
-            want = _canon(asset_json(spec.policy, {"bucket_arn": f"arn:aws:s3:::{name}"}))
+            want = _canon(asset_json(spec.policy, {"bucket_arn": api.arn("s3", name)}))
             if pol is None or _canon(pol["Policy"]) != want:
                 changes.append("bucket policy denying non-TLS access")
         lc = _safe(api, "s3", "get_bucket_lifecycle_configuration",
                    ("NoSuchLifecycleConfiguration",), Bucket=name)
-        if lc is None or not any(r.get("ID") == "expire-old-versions" for r in lc["Rules"]):
-            changes.append(f"lifecycle: expire old versions after "
-                           f"{spec.noncurrent_version_days} days")
+        if lc is None or _lc_view(lc["Rules"]) != _lc_view(_lifecycle_rules(spec)):
+            changes.append(_lc_change(spec))
         tags = _safe(api, "s3", "get_bucket_tagging", ("NoSuchTagSet",), Bucket=name)
         if tags is None or not has_deployment_tag(tags["TagSet"], api.ctx.deployment):
             changes.append("tag the bucket")
@@ -574,14 +618,13 @@ class Bucket(Kind):
                     "yours.") from e
         if head is None:
             return Found(None, changes=[f"create bucket {name}", *self._all(spec)])
-        out = {"bucket": name, "bucket_arn": f"arn:aws:s3:::{name}"}
+        out = {"bucket": name, "bucket_arn": api.arn("s3", name)}
         return Found(True, out, self._settings(api, name, spec))
 
     def _all(self, spec: BucketSpec) -> list[str]:
         return ["enable versioning", "block all public access (4 settings)",
                 f"default encryption {spec.encryption}", "bucket policy denying non-TLS access",
-                f"lifecycle: expire old versions after {spec.noncurrent_version_days} days",
-                "tag the bucket"]
+                _lc_change(spec), "tag the bucket"]
 
     def apply(self, api: AwsApi, ctx: StepContext, name: str, spec: Any,
               found: Found) -> tuple[dict[str, Any], bool]:
@@ -597,7 +640,7 @@ class Bucket(Kind):
             todo = self._all(spec)
         else:
             todo = found.changes
-        arn = f"arn:aws:s3:::{name}"
+        arn = api.arn("s3", name)
         for change in todo:
             if change == "tag the bucket":
                 api.checked("s3", "put_bucket_tagging", Bucket=name,
@@ -621,13 +664,7 @@ class Bucket(Kind):
                     asset_json(spec.policy, {"bucket_arn": arn})))
             elif change.startswith("lifecycle"):
                 api.checked("s3", "put_bucket_lifecycle_configuration", Bucket=name,
-                            LifecycleConfiguration={"Rules": [{
-                                "ID": "expire-old-versions", "Status": "Enabled",
-                                "Filter": {"Prefix": ""},
-                                "NoncurrentVersionExpiration": {
-                                    "NoncurrentDays": spec.noncurrent_version_days},
-                                "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 7},
-                            }]})
+                            LifecycleConfiguration={"Rules": _lifecycle_rules(spec)})
         return {"bucket": name, "bucket_arn": arn}, bool(todo)
 
 
@@ -702,8 +739,15 @@ class InstanceSpec(Spec):
     kms_key_id: str | None = None
     root_device: str = "/dev/xvda"
     http_tokens: Literal["required", "optional"] = "required"
-    hop_limit: int = Field(default=2, ge=1, le=64)
+    # 1: only the host reaches IMDS (backup.sh runs on the host). 2 would let every
+    # container fetch the instance role's credentials through the docker bridge hop.
+    hop_limit: int = Field(default=1, ge=1, le=64)
     user_data: str | None = "cloud-init/user-data.yaml"
+    # An explicit public IPv4 on the interface: a subnet whose "auto-assign public IPv4"
+    # is off (any non-default subnet) would otherwise give an unreachable instance.
+    public_ip: bool = True
+    # T3 launches as "unlimited" by default (surplus credits billed); say which.
+    cpu_credits: Literal["standard", "unlimited"] | None = "standard"
 
 
 _LIVE_STATES = ["pending", "running", "stopping", "stopped"]
@@ -714,6 +758,31 @@ def _instance_outputs(i: dict[str, Any]) -> dict[str, Any]:
             "availability_zone": i.get("Placement", {}).get("AvailabilityZone"),
             "private_ip": i.get("PrivateIpAddress"), "state": i.get("State", {}).get("Name"),
             "image_id": i.get("ImageId"), "instance_type": i.get("InstanceType")}
+
+
+def _metadata_wanted(spec: InstanceSpec) -> dict[str, Any]:
+    return {"HttpTokens": spec.http_tokens, "HttpPutResponseHopLimit": spec.hop_limit,
+            "HttpEndpoint": "enabled"}
+
+
+def _metadata_changes(i: dict[str, Any], spec: InstanceSpec) -> list[str]:
+    """IMDS settings drift (e.g. an instance launched with hop limit 2): converged live."""
+    have = i.get("MetadataOptions") or {}
+    want = _metadata_wanted(spec)
+    diff = [f"{k} {have.get(k)!r} -> {v!r}" for k, v in want.items() if have.get(k) != v]
+    return [f"set instance metadata options of {i['InstanceId']}: " + ", ".join(diff)] \
+        if diff else []
+
+
+def launch_token(ctx: StepContext, name: str) -> str:
+    """The ClientToken of one launch attempt. A new one per attempt: AWS may have bound
+    the token of a failed request (e.g. the instance-profile propagation error) to that
+    failure, and a retry with it would get the same answer back (EC2 API reference,
+    "Ensuring idempotency": a repeated token returns the original result). Deterministic
+    from run and attempt, so botocore's own retry of one attempt reuses it, and a resumed
+    run finds the instance by tag before it launches at all."""
+    return hashlib.sha256(f"{ctx.deployment}/{name}/{ctx.run_id}/{ctx.attempt}".encode()
+                          ).hexdigest()[:64]
 
 
 class Instance(Kind):
@@ -732,6 +801,8 @@ class Instance(Kind):
                 f"launch {spec.instance_type} {name} from {spec.image_id}: "
                 f"{spec.volume_type} {spec.volume_gb} GB encrypted{kms}, IMDSv2 "
                 f"{spec.http_tokens} (hop limit {spec.hop_limit})"
+                + (", public IPv4 on the interface" if spec.public_ip else "")
+                + (f", {spec.cpu_credits} CPU credits" if spec.cpu_credits else "")
                 + (f", profile {spec.instance_profile}" if spec.instance_profile else "")])
         if len(insts) > 1:
             ids = ", ".join(i["InstanceId"] for i in insts)
@@ -743,31 +814,45 @@ class Instance(Kind):
             # Not a change apply could make: a resize stops the instance.
             ctx.log(f"note: instance is {i.get('InstanceType')}, the runbook asks "
                     f"{spec.instance_type}; not changed (resize by hand)", "stderr")
-        return Found(i, _instance_outputs(i), [])
+        return Found(i, _instance_outputs(i), _metadata_changes(i, spec))
 
     def apply(self, api: AwsApi, ctx: StepContext, name: str, spec: Any,
               found: Found) -> tuple[dict[str, Any], bool]:
         if found.obj is not None:
-            return found.outputs, False
+            if not found.changes:
+                return found.outputs, False
+            api.checked("ec2", "modify_instance_metadata_options",
+                        InstanceId=found.obj["InstanceId"], **_metadata_wanted(spec))
+            return found.outputs, True
         ebs: dict[str, Any] = {"VolumeSize": spec.volume_gb, "VolumeType": spec.volume_type,
                                "Encrypted": spec.encrypted, "DeleteOnTermination": True}
         if spec.kms_key_id:
             ebs["KmsKeyId"] = spec.kms_key_id
         params: dict[str, Any] = {
             "ImageId": spec.image_id, "InstanceType": spec.instance_type,
-            "MinCount": 1, "MaxCount": 1, "SecurityGroupIds": spec.security_group_ids,
+            "MinCount": 1, "MaxCount": 1,
             "BlockDeviceMappings": [{"DeviceName": spec.root_device, "Ebs": ebs}],
-            "MetadataOptions": {"HttpTokens": spec.http_tokens,
-                                "HttpPutResponseHopLimit": spec.hop_limit,
-                                "HttpEndpoint": "enabled"},
+            "MetadataOptions": _metadata_wanted(spec),
             "TagSpecifications": tag_spec(ctx, "instance", name) + tag_spec(ctx, "volume", name),
         }
+        if spec.cpu_credits:
+            params["CreditSpecification"] = {"CpuCredits": spec.cpu_credits}
         # Not our idempotency (find-by-tag is; moto ignores tokens): it stops botocore's own
         # retry of a timed-out RunInstances from launching a second instance on real AWS.
-        params["ClientToken"] = hashlib.sha256(
-            f"{ctx.deployment}/{name}/{ctx.run_id}".encode()).hexdigest()[:64]
-        if spec.subnet_id:
-            params["SubnetId"] = spec.subnet_id
+        params["ClientToken"] = launch_token(ctx, name)
+        if spec.public_ip:
+            # Subnet and groups then belong to the interface (EC2 refuses them on both).
+            nic: dict[str, Any] = {"DeviceIndex": 0, "AssociatePublicIpAddress": True,
+                                   "DeleteOnTermination": True,
+                                   "Groups": spec.security_group_ids}
+            if spec.subnet_id:
+                nic["SubnetId"] = spec.subnet_id
+            params["NetworkInterfaces"] = [nic]
+            params["TagSpecifications"] += tag_spec(ctx, "network-interface", name)
+        else:
+            params["SecurityGroupIds"] = spec.security_group_ids
+            if spec.subnet_id:
+                params["SubnetId"] = spec.subnet_id
         if spec.key_name:
             params["KeyName"] = spec.key_name
         if spec.instance_profile:
@@ -786,9 +871,10 @@ class Instance(Kind):
                     fix="The step retries; if it still fails, resume in a minute.") from e
             raise explain(e, "ec2", "run_instances", api.region) from e
         if r["Instances"][0].get("State", {}).get("Name") in ("shutting-down", "terminated"):
-            # The token matched an instance of this run that was terminated since: launch anew.
+            # The token matched an instance of this run that was terminated since: launch anew
+            # (deterministic too, so botocore's retry of this relaunch reuses it).
             params["ClientToken"] = hashlib.sha256(
-                f"{params['ClientToken']}/{time.time()}".encode()).hexdigest()[:64]
+                f"{params['ClientToken']}/after-terminated".encode()).hexdigest()[:64]
             r = api.checked("ec2", "run_instances", **params)
         return _instance_outputs(r["Instances"][0]), True
 
@@ -903,12 +989,44 @@ class AlarmDef(Spec):
     evaluation_periods: int = 2
     dimensions: dict[str, str] = Field(default_factory=dict)
     description: str = ""
-    treat_missing_data: str = "missing"
+    # What no data means. "breaching" where silence is itself the fault (a dead
+    # CloudWatch agent sends nothing); see the alarms in runbooks/poc-ec2.yaml.
+    treat_missing_data: Literal["breaching", "notBreaching", "ignore", "missing"] = "missing"
 
 
 class AlarmsSpec(Spec):
     topic_arn: str
     alarms: list[AlarmDef]
+
+
+# put_metric_alarm parameters compared with describe_alarms (same names in both).
+_ALARM_FIELDS = ("Namespace", "MetricName", "Statistic", "Period", "EvaluationPeriods",
+                 "ComparisonOperator", "Threshold", "TreatMissingData", "AlarmActions",
+                 "OKActions", "ActionsEnabled", "AlarmDescription")
+
+
+def alarm_drift(have: dict[str, Any], want: dict[str, Any]) -> list[str]:
+    """Which settings of an existing alarm differ from the wanted ``put_metric_alarm``
+    parameters: dimensions first (an alarm on a replaced instance watches nothing)."""
+    diff = []
+
+    def dims(x: Any) -> list[tuple[str, str]]:
+        return sorted((str(d.get("Name")), str(d.get("Value"))) for d in x or [])
+
+    if dims(have.get("Dimensions")) != dims(want.get("Dimensions")):
+        diff.append("dimensions " + ",".join(f"{k}={v}" for k, v in dims(want["Dimensions"])))
+    for k in _ALARM_FIELDS:
+        h, w = have.get(k), want.get(k)
+        if k == "Threshold":
+            h = float(h) if h is not None else None
+            w = float(w) if w is not None else None
+        elif k == "TreatMissingData":
+            h = h or "missing"  # CloudWatch's default when never set
+        elif k in ("AlarmActions", "OKActions"):
+            h, w = sorted(h or []), sorted(w or [])
+        if h != w:
+            diff.append(f"{k} {h!r} -> {w!r}")
+    return diff
 
 
 class Alarms(Kind):
@@ -938,20 +1056,24 @@ class Alarms(Kind):
             if h is None:
                 changes.append(f"create alarm {p['AlarmName']}: {a.metric} "
                                f"{a.comparison} {a.threshold:g}")
-            elif (float(h.get("Threshold", -1)) != a.threshold
-                  or h.get("AlarmActions") != [spec.topic_arn]
-                  or h.get("MetricName") != a.metric):
-                changes.append(f"update alarm {p['AlarmName']}")
+            else:
+                diff = alarm_drift(h, p)
+                if diff:
+                    changes.append(f"update alarm {p['AlarmName']} ({', '.join(diff)})")
         return Found(have or None, {"alarm_names": names}, changes)
 
     def apply(self, api: AwsApi, ctx: StepContext, name: str, spec: Any,
               found: Found) -> tuple[dict[str, Any], bool]:
+        have = found.obj or {}
+        changed = False
         for a in spec.alarms:
             p = self._params(ctx, name, spec, a)
-            if any(p["AlarmName"] in c for c in found.changes):
+            h = have.get(p["AlarmName"])
+            if h is None or alarm_drift(h, p):
                 api.checked("cloudwatch", "put_metric_alarm",
                             Tags=tag_list(ctx, p["AlarmName"]), **p)
-        return found.outputs, bool(found.changes)
+                changed = True
+        return found.outputs, changed
 
 
 class SsmParameterSpec(Spec):

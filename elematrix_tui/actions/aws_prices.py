@@ -1,7 +1,7 @@
 """The dated price table shipped in ``assets/prices.yaml`` and the monthly estimate from it.
 
 The AWS Pricing API is not used: it needs extra permissions, is only in two regions and
-moto does not implement it. The table says when its figures were taken.
+moto does not implement it. The table says when its figures were taken and where from.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from typing import Any
 import yaml
 
 HOURS_PER_MONTH = 730
+# CPU credit modes of burstable (T) instances; the runbook's default is the first.
+CPU_CREDIT_MODES = ("standard", "unlimited")
 
 
 def load_prices() -> dict[str, Any]:
@@ -21,10 +23,24 @@ def load_prices() -> dict[str, Any]:
     return data
 
 
+def unlimited_worst_case(instance_type: str, t: dict[str, Any], priced: dict[str, Any]
+                         ) -> float:
+    """USD/month of surplus CPU credits if an ``unlimited`` T instance ran at 100 % of
+    every vCPU all month: (1 - baseline) x vCPUs x hours x the per-vCPU-hour credit price."""
+    burst = t["burstable"][instance_type]
+    surplus_vcpu_hours = (1 - burst["baseline"]) * burst["vcpus"] * HOURS_PER_MONTH
+    return float(surplus_vcpu_hours * priced["t3_unlimited_vcpu_hour"])
+
+
 def estimate(instance_type: str, region: str, volume_gb: int, eip: bool,
-             s3_gb: float, alarms: int = 4, table: dict[str, Any] | None = None
-             ) -> dict[str, Any]:
-    """Monthly USD estimate, line by line, with the table's date and region caveat."""
+             s3_gb: float, alarms: int = 4, table: dict[str, Any] | None = None,
+             cpu_credits: str = CPU_CREDIT_MODES[0]) -> dict[str, Any]:
+    """Monthly USD estimate, line by line, with the table's date and region caveat.
+
+    One public IPv4 address is billed either way: the Elastic IP when ``eip``, else the
+    address EC2 auto-assigns to the interface (both USD 0.005/h since 2024-02-01).
+    ``risks`` are costs that may come on top (not in the total): T3 ``unlimited`` surplus
+    credits at sustained full load."""
     t = table or load_prices()
     regions: dict[str, Any] = t["regions"]
     priced_region = region if region in regions else t["fallback_region"]
@@ -32,17 +48,25 @@ def estimate(instance_type: str, region: str, volume_gb: int, eip: bool,
     hourly = p["ec2_hourly"].get(instance_type)
     if hourly is None:
         raise KeyError(f"no price for {instance_type} in assets/prices.yaml")
+    ipv4 = "Elastic IP (public IPv4)" if eip else "public IPv4 (auto-assigned)"
     lines = {
-        f"EC2 {instance_type} on-demand": hourly * HOURS_PER_MONTH,
+        f"EC2 {instance_type} on-demand ({cpu_credits} CPU credits)": hourly * HOURS_PER_MONTH,
         f"EBS gp3 {volume_gb} GB": p["ebs_gp3_gb_month"] * volume_gb,
-        "public IPv4 / Elastic IP": (p["public_ipv4_hourly"] * HOURS_PER_MONTH) if eip else 0.0,
+        ipv4: p["public_ipv4_hourly"] * HOURS_PER_MONTH,
         f"S3 standard ~{s3_gb:g} GB": p["s3_standard_gb_month"] * s3_gb,
         f"CloudWatch {alarms} alarms": p["cloudwatch_alarm_month"] * alarms,
     }
     lines = {k: round(v, 2) for k, v in lines.items()}
+    risks: dict[str, float] = {}
+    if cpu_credits == "unlimited" and instance_type in t.get("burstable", {}):
+        risks[f"T3 unlimited surplus CPU credits at 100 % load "
+              f"(USD {p['t3_unlimited_vcpu_hour']}/vCPU-hour above the "
+              f"{t['burstable'][instance_type]['baseline']:.0%} baseline)"] = round(
+            unlimited_worst_case(instance_type, t, p), 2)
     return {
         "total_usd": round(sum(lines.values()), 2),
         "lines": lines,
+        "risks": risks,
         "price_date": str(t["date"]),
         "priced_region": priced_region,
         "note": "" if priced_region == region else

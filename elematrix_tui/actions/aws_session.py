@@ -34,8 +34,32 @@ _BULKY_KEYS = {"UserData", "PublicKeyMaterial", "Policy", "PolicyDocument",
                "AssumeRolePolicyDocument", "Value"}
 
 DEFAULT_MAX_ATTEMPTS = 8
+
 CONNECT_TIMEOUT = 10
 READ_TIMEOUT = 60
+
+# The partitions this tool knows, by region prefix, and their service DNS suffix. The
+# caller identity's ARN is the authority (``partition_of``); the region is the fallback.
+_PARTITION_PREFIXES = (("cn-", "aws-cn"), ("us-gov-", "aws-us-gov"))
+_DNS_SUFFIX = {"aws": "amazonaws.com", "aws-cn": "amazonaws.com.cn",
+               "aws-us-gov": "amazonaws.com"}
+
+
+def partition_of(arn: str = "", region: str = "") -> str:
+    """The ARN partition (``aws``, ``aws-cn``, ``aws-us-gov``): the caller identity's ARN
+    says it; without one, the region's name does. Every ARN this tool writes uses it."""
+    parts = arn.split(":")
+    if len(parts) > 2 and parts[0] == "arn" and parts[1]:
+        return parts[1]
+    for prefix, partition in _PARTITION_PREFIXES:
+        if region.startswith(prefix):
+            return partition
+    return "aws"
+
+
+def dns_suffix(partition: str) -> str:
+    """Service endpoint suffix of a partition (``ec2.<region>.<suffix>`` for kms:ViaService)."""
+    return _DNS_SUFFIX.get(partition, "amazonaws.com")
 
 
 def mask_params(params: Any, _key: str = "") -> Any:
@@ -106,20 +130,24 @@ class AwsSession:
         for hook in list(self.on_create):
             hook(self)
 
-    def client(self, service: str, region: str | None = None) -> Any:
-        """A cached client with standard retries and bounded timeouts."""
+    def client(self, service: str, region: str | None = None,
+               max_attempts: int | None = None) -> Any:
+        """A cached client with standard retries and bounded timeouts (``max_attempts``:
+        fewer tries for an informative call that may be missing from an emulator)."""
         from botocore.config import Config
 
-        key = (service, region or self.region)
+        attempts = max_attempts or self.max_attempts
+        key = (service, region or self.region) if attempts == self.max_attempts else (
+            service, f"{region or self.region}#{attempts}")
         with self._lock:
             c = self._clients.get(key)
             if c is None:
                 # total_max_attempts counts the first try too ("max_attempts" would not).
-                cfg = Config(retries={"mode": "standard",
-                                      "total_max_attempts": self.max_attempts},
+                cfg = Config(retries={"mode": "standard", "total_max_attempts": attempts},
                              connect_timeout=CONNECT_TIMEOUT, read_timeout=READ_TIMEOUT,
                              user_agent_extra="elematrix-tui")
-                c = self.session.client(service, region_name=key[1], config=cfg)
+                c = self.session.client(service, region_name=region or self.region,
+                                        config=cfg)
                 self._clients[key] = c
             return c
 
@@ -147,13 +175,22 @@ class AwsApi:
     def account_id(self) -> str:
         return self.shared.account_id
 
+    @property
+    def partition(self) -> str:
+        """``aws`` / ``aws-cn`` / ``aws-us-gov`` from the caller identity (``partition_of``)."""
+        return partition_of(self.shared.arn, self.region)
+
+    def arn(self, service: str, resource: str, region: str = "", account: str = "") -> str:
+        """An ARN in this session's partition: ``arn:<partition>:<svc>:<region>:<acct>:<res>``."""
+        return f"arn:{self.partition}:{service}:{region}:{account}:{resource}"
+
     def client(self, service: str) -> Any:
         return self.shared.client(service)
 
     def call(self, service: str, operation: str, quiet: bool = False,
-             **params: Any) -> dict[str, Any]:
+             max_attempts: int | None = None, **params: Any) -> dict[str, Any]:
         """Call ``service.operation(**params)``: logged, timed, errors explained."""
-        client = self.shared.client(service)
+        client = self.shared.client(service, max_attempts=max_attempts)
         t0 = time.monotonic()
         try:
             resp: dict[str, Any] = getattr(client, operation)(**params)

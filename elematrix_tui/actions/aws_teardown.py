@@ -260,8 +260,22 @@ def _delete_role(api: AwsApi, role: str) -> None:
     _gone(api, "iam", "delete_role", ("NoSuchEntity",), RoleName=role)
 
 
-def _empty_and_delete_bucket(api: AwsApi, ctx: StepContext, bucket: str) -> None:
-    while True:
+# At most this many list+delete rounds of 1000 versions (10 million object versions):
+# a bucket that is still not empty then is being written to while we delete.
+MAX_EMPTY_ROUNDS = 10_000
+# How many refused keys the failure message names (all are in the log).
+_SHOWN_ERRORS = 10
+
+
+def _empty_and_delete_bucket(api: AwsApi, ctx: StepContext, bucket: str,
+                             max_rounds: int = MAX_EMPTY_ROUNDS) -> None:
+    """Delete every object version and delete marker, then the bucket. Bounded: S3's
+    per-key refusals (``Errors`` in the DeleteObjects answer: Object Lock retention, a
+    legal hold, a policy denying s3:DeleteObjectVersion) fail the step at once with the
+    keys and codes, instead of listing and re-deleting the same keys forever."""
+    for _round in range(max_rounds):
+        if ctx.cancel.is_set():
+            raise ActionFailed(f"teardown interrupted while emptying bucket {bucket}")
         try:
             r = api.call("s3", "list_object_versions", Bucket=bucket, MaxKeys=1000)
         except Exception as e:
@@ -273,8 +287,33 @@ def _empty_and_delete_bucket(api: AwsApi, ctx: StepContext, bucket: str) -> None
         if not objs:
             break
         ctx.log(f"deleting {len(objs)} object version(s) from {bucket}")
-        api.checked("s3", "delete_objects", Bucket=bucket,
-                    Delete={"Objects": objs, "Quiet": True})
+        resp = api.checked("s3", "delete_objects", Bucket=bucket,
+                           Delete={"Objects": objs, "Quiet": True})
+        errors = resp.get("Errors") or []
+        if errors:
+            lines = [f"{e.get('Key')}"
+                     + (f" (version {e['VersionId']})" if e.get("VersionId") else "")
+                     + f": {e.get('Code')} {e.get('Message', '')}".rstrip()
+                     for e in errors]
+            for ln in lines:
+                ctx.log(f"S3 refused to delete {ln}", "stderr")
+            more = (f"; and {len(lines) - _SHOWN_ERRORS} more (see the log)"
+                    if len(lines) > _SHOWN_ERRORS else "")
+            raise ActionFailed(
+                f"bucket {bucket}: S3 refused to delete {len(errors)} of {len(objs)} object "
+                f"version(s): " + "; ".join(lines[:_SHOWN_ERRORS]) + more,
+                diagnosis="DeleteObjects answered per-key errors. AccessDenied usually means "
+                          "S3 Object Lock (retention or a legal hold) protects the version, or "
+                          "a bucket/SCP policy denies s3:DeleteObjectVersion.",
+                fix="Wait for the retention to end or remove the legal hold (or the deny), "
+                    "then resume the teardown; the bucket is kept until then.")
+    else:
+        raise ActionFailed(
+            f"bucket {bucket} still holds object versions after {max_rounds} rounds of "
+            "1000 deletions",
+            diagnosis="Something keeps writing to the bucket (the instance's backup timer, "
+                      "replication) while the teardown empties it.",
+            fix="Stop the writer, then resume the teardown.")
     _gone(api, "s3", "delete_bucket", ("NoSuchBucket",), Bucket=bucket)
 
 

@@ -112,10 +112,13 @@ def test_infra_creates_exactly_the_resources_and_a_second_run_creates_nothing(
     )["Parameter"]["Value"]
     assert inst["ImageId"] == ami and inst["InstanceType"] == "t3.medium"
     assert inst["MetadataOptions"]["HttpTokens"] == "required"
-    assert inst["MetadataOptions"]["HttpPutResponseHopLimit"] == 2
+    assert inst["MetadataOptions"]["HttpPutResponseHopLimit"] == 1
     assert inst["KeyName"] == f"elematrix-{dep}"
     assert inst["IamInstanceProfile"]["Arn"].endswith(f"instance-profile/elematrix-{dep}-instance")
-    assert [g["GroupId"] for g in inst["SecurityGroups"]] == [sg["GroupId"]]
+    # The groups sit on the interface the launch specifies (public IPv4 explicit); moto
+    # leaves the instance's own SecurityGroups empty for such a launch, AWS mirrors them.
+    assert [g["GroupId"] for g in inst["NetworkInterfaces"][0]["Groups"]] == [sg["GroupId"]]
+    assert inst.get("PublicIpAddress")
     tags = {t["Key"]: t["Value"] for t in inst["Tags"]}
     assert tags["elematrix:deployment"] == dep and tags["elematrix:run"].startswith("20")
     vol = ec2.describe_volumes(Filters=[{"Name": "attachment.instance-id",
