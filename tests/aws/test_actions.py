@@ -276,6 +276,35 @@ ec2: #############################################################
 """
 
 
+# The console text of an AL2023 instance as EC2 returns it: cloud-init's
+# write-ssh-key-fingerprints pipes `ssh-keygen -l` through `logger --stderr -t ec2`, and
+# util-linux logger puts a syslog header ("<14>" priority, "Mmm dd hh:mm:ss", the day
+# space-padded) before every line it copies to the console.
+HOST_KEYS_CONSOLE_DATED = """[   24.512031] cloud-init[1712]: Cloud-init v. 22.2.2 running 'modules:final' at Tue, 01 Dec 2026 08:00:00 +0000. Up 24.41 seconds.
+<14>Dec  1 08:00:00 ec2:
+<14>Dec  1 08:00:00 ec2: #############################################################
+<14>Dec  1 08:00:00 ec2: -----BEGIN SSH HOST KEY FINGERPRINTS-----
+<14>Dec  1 08:00:00 ec2: 256 SHA256:Hl0TbAq9bQyR3SZJ7mH1XfXYk9T1K8mS1n6lYtXc0aE root@ip-172-31-20-7.ec2.internal (ECDSA)
+<14>Dec  1 08:00:00 ec2: 256 SHA256:6rJk2QeW+9mO5n1H0b8iQm7uK3VvHqZ1uRr2YVvQJxk root@ip-172-31-20-7.ec2.internal (ED25519)
+<14>Dec  1 08:00:00 ec2: -----END SSH HOST KEY FINGERPRINTS-----
+<14>Dec  1 08:00:00 ec2: #############################################################
+[   24.601277] cloud-init[1712]: Cloud-init v. 22.2.2 finished at Tue, 01 Dec 2026 08:00:00 +0000. Datasource DataSourceEc2.  Up 24.59 seconds
+"""
+
+
+def test_host_key_bits_are_the_key_size_not_the_day_of_the_month() -> None:
+    keys = parse_host_keys(HOST_KEYS_CONSOLE_DATED)
+    assert keys == [
+        {"fingerprint": "SHA256:Hl0TbAq9bQyR3SZJ7mH1XfXYk9T1K8mS1n6lYtXc0aE",
+         "type": "ECDSA", "bits": 256},
+        {"fingerprint": "SHA256:6rJk2QeW+9mO5n1H0b8iQm7uK3VvHqZ1uRr2YVvQJxk",
+         "type": "ED25519", "bits": 256}]
+    # Two-digit days too, and the undated "ec2: " form keeps working.
+    assert {k["bits"] for k in parse_host_keys(
+        HOST_KEYS_CONSOLE_DATED.replace("Dec  1", "Dec 12"))} == {256}
+    assert {k["bits"] for k in parse_host_keys(HOST_KEYS_CONSOLE)} == {256}
+
+
 def test_host_keys_are_parsed_and_pinned_from_the_console(
         ctx: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     assert [k["type"] for k in parse_host_keys(HOST_KEYS_CONSOLE)] == ["ECDSA", "ED25519"]
