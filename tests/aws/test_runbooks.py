@@ -39,3 +39,16 @@ def test_teardown_keeps_the_bucket_unless_confirmed() -> None:
     assert delete.destructive and delete.confirm
     assert delete.with_["include_bucket"] == "{{ params.confirm_deployment == deployment }}"
     assert rb.phases[0].gates[0].expect == {"remaining": 0}
+
+
+def test_the_elastic_ip_is_attached_as_soon_as_the_instance_runs() -> None:
+    """Issue 12: associated after the status checks, the EIP changed the public address
+    while user-data was still downloading (resetting those connections). It must come
+    right after ``instance_running``, before anything waits on the booting instance."""
+    rb = load_runbook(RUNBOOKS / "poc-ec2.yaml", default_registry())
+    infra = rb.phase("infra")
+    assert infra is not None
+    steps = [s.id for s in infra.steps]
+    assert steps.index("eip_association") == steps.index("instance_running") + 1
+    assert steps.index("eip_association") < steps.index("instance_status_ok")
+    assert steps.index("eip_association") < steps.index("address")
