@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..engine.action import Action, ActionFailed, Check, Inputs, Result, StepContext
-from ..stack.values import SECRET_NAMES, StackValues
+from ..stack.values import IMAGES, SECRET_NAMES, StackValues
 
 # Generated secrets: 32 random bytes, URL-safe (fits YAML, env files and URLs unquoted).
 _SECRET_BYTES = 32
@@ -48,6 +48,16 @@ class Render(Action):
 
     def describe(self, inputs: Any) -> str:
         return f"render the Matrix/Element stack for {inputs.server_name} ({inputs.public_address})"
+
+    @classmethod
+    def plan_notes(cls, rendered: dict[str, Any]) -> list[str]:
+        """The image pins of the stack this step renders (``IMAGES`` with the step's
+        ``images`` overrides), one line per service."""
+        overrides = rendered.get("images") or {}
+        if not isinstance(overrides, dict):
+            return []
+        images = {**IMAGES, **{k: str(v) for k, v in overrides.items() if k in IMAGES}}
+        return [f"image {name}: {ref}" for name, ref in images.items()]
 
     def check(self, ctx: StepContext, inputs: Any) -> Check:
         from ..stack.render import RenderError, plan_render

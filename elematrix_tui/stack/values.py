@@ -11,13 +11,17 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-# Pinned images. Bumping one is a deliberate, reviewed change: the compose file never
-# says ``latest`` so a reboot can never pull a different Synapse than the one tested.
+# Pinned images: the one table of them. The compose template, `elematrix plan` (under
+# stack.render) and the local test-image builder all read it, so bumping a tag here is
+# the whole bump. It is a deliberate, reviewed change: the compose file never says
+# ``latest``, so a reboot can never pull a different Synapse than the one tested.
+# Synapse follows the version tested here (.venv-synapse, PyPI); the others are the
+# newest releases of their lines seen in public sources on 2026-12-01 (docs/stack.md).
 IMAGES: dict[str, str] = {
-    "postgres": "postgres:15.10-alpine",
+    "postgres": "postgres:15.19-alpine",
     "synapse": "matrixdotorg/synapse:v1.163.2",
-    "element": "vectorim/element-web:v1.11.85",
-    "nginx": "nginx:1.27.3-alpine",
+    "element": "vectorim/element-web:v1.12.30",
+    "nginx": "nginx:1.30.5-alpine",
 }
 
 # Names of the secrets in the deployment's keyring, in the order they are generated.
