@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -83,7 +84,13 @@ def test_nginx_t(rendered: tuple[str, Path], tmp_path: Path) -> None:
 def test_nginx_shape(rendered: tuple[str, Path]) -> None:
     name, stack = rendered
     conf = (stack / "nginx" / "default.conf").read_text()
-    assert "proxy_pass http://synapse:8008;" in conf
+    # Upstreams through variables, re-resolved by Docker's DNS: a recreated Synapse or
+    # Element (new address) is reached without restarting nginx (issue 12).
+    assert "resolver 127.0.0.11 valid=10s ipv6=off;" in conf
+    assert conf.count("set $synapse http://synapse:8008;") == 2
+    assert conf.count("proxy_pass $synapse;") == 2
+    assert "set $element http://element:80;" in conf and "proxy_pass $element;" in conf
+    assert not re.search(r"proxy_pass\s+https?://", conf), "a name resolved only at start"
     for forbidden in ("ssl_certificate", "listen 443", "Strict-Transport-Security",
                       "return 301", "https://"):
         assert forbidden not in conf
