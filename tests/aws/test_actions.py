@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import time
 from pathlib import Path
 from typing import Any
 
@@ -650,3 +651,39 @@ def test_polling_tolerates_not_yet_errors_and_stops_on_final_values(ctx: Any) ->
                          "query": "Reservations[0].Instances[0].State.Name",
                          "equals": "stopped", "fail_values": ["running"], "max_wait": 60})
     assert "is final" in str(e.value.diagnosis)
+
+
+def test_logs_flowing_needs_a_stream_with_events_in_every_group(ctx: Any) -> None:
+    """Issue 12: the hardened gate checked only retention, so groups nothing wrote to
+    passed. aws.logs_flowing passes only when every group has a stream with events."""
+    from elematrix_tui.actions.aws_logs import LogsFlowing
+    from elematrix_tui.stack.values import LOGGED_SERVICES, log_group_name
+
+    prefix = f"/elematrix/{ctx.deployment}"
+    ctx.run(Ensure(), {"kind": "log_groups", "name": prefix, "spec": {"retention_days": 7}})
+    groups = [log_group_name(prefix, s) for s in LOGGED_SERVICES]
+    logs = boto3.client("logs")
+    assert sorted(g["logGroupName"] for g in logs.describe_log_groups(
+        logGroupNamePrefix=prefix + "/")["logGroups"]) == sorted(groups)
+    inputs = {"log_groups": groups, "max_wait": 0, "delay": 0.1}
+    with pytest.raises(ActionFailed) as e:
+        ctx.run(LogsFlowing(), inputs)
+    assert "4 of 4" in e.value.message and "no log stream" in e.value.message
+    # What the awslogs driver does for each container: a stream, then PutLogEvents.
+    for g in groups[:3]:
+        logs.create_log_stream(logGroupName=g, logStreamName="elematrix-x-1")
+        logs.put_log_events(logGroupName=g, logStreamName="elematrix-x-1", logEvents=[
+            {"timestamp": int(time.time() * 1000), "message": "started"}])
+    logs.create_log_stream(logGroupName=groups[3], logStreamName="elematrix-nginx-1")
+    with pytest.raises(ActionFailed) as e:
+        ctx.run(LogsFlowing(), inputs)
+    assert e.value.message.count("/elematrix/") == 1 and groups[3] in e.value.message
+    assert "streams elematrix-nginx-1 but no events" in e.value.message
+    logs.put_log_events(logGroupName=groups[3], logStreamName="elematrix-nginx-1", logEvents=[
+        {"timestamp": int(time.time() * 1000), "message": "GET /"}])
+    r = ctx.run(LogsFlowing(), inputs)
+    assert r.status == "ok" and r.outputs["events"] == {g: 1 for g in groups}
+    # A group that does not exist is named, with the step that creates it.
+    with pytest.raises(ActionFailed) as e:
+        ctx.run(LogsFlowing(), {**inputs, "log_groups": [f"{prefix}/containers"]})
+    assert "does not exist" in e.value.message

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from elematrix_tui.stack.doctor import diagnose
-from elematrix_tui.stack.values import IMAGES
+from elematrix_tui.stack.values import IMAGES, LOGGED_SERVICES, log_group_name
 
 from .conftest import PARAM_SETS, SECRETS, compose_config, nginx_test, systemd_verify
 
@@ -36,7 +36,7 @@ def test_compose_model(rendered: tuple[str, Path]) -> None:
     assert r.returncode == 0, r.stderr
     model = json.loads(r.stdout)
     services = model["services"]
-    assert set(services) == {"postgres", "synapse", "element", "nginx"}
+    assert set(services) == {"postgres", "synapse", "element", "nginx"} == set(LOGGED_SERVICES)
     for svc_name, svc in services.items():
         assert svc["image"] == IMAGES[svc_name], "every image pinned to the default version"
         assert svc["restart"] == "unless-stopped"
@@ -56,8 +56,13 @@ def test_compose_model(rendered: tuple[str, Path]) -> None:
         logging = svc["logging"]
         if PARAM_SETS[name].get("log_group_prefix"):
             assert logging["driver"] == "awslogs"
-            assert logging["options"]["awslogs-group"] == "/elematrix/staging/containers"
+            # One group per service, named like the harden phase's log groups (issue 12:
+            # every container wrote to <prefix>/containers, which nothing created).
+            assert logging["options"]["awslogs-group"] == log_group_name(
+                "/elematrix/staging", svc_name)
             assert logging["options"]["awslogs-region"] == "eu-west-1"
+            assert logging["options"]["awslogs-create-group"] == "false"
+            assert logging["options"]["mode"] == "non-blocking"
         else:
             assert logging["driver"] == "json-file"
     pg = services["postgres"]
