@@ -25,7 +25,6 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..engine.action import ActionFailed, StepContext
-from ..stack.values import LOGGED_SERVICES, log_group_name
 from .aws_errors import error_code, explain
 from .aws_session import AwsApi
 from .aws_tags import TAG_DEPLOYMENT, has_deployment_tag, tag_dict, tag_list, tag_spec
@@ -845,10 +844,16 @@ class Topic(Kind):
         return {"topic_arn": arn}, changed
 
 
+def _logged_services() -> list[str]:
+    from ..stack.values import LOGGED_SERVICES
+
+    return list(LOGGED_SERVICES)
+
+
 class LogGroupsSpec(Spec):
     # Default: the stack's logged compose services (stack/values.py: LOGGED_SERVICES), so
     # the groups are exactly the ones the rendered compose file's awslogs driver writes to.
-    names: list[str] = Field(default_factory=lambda: list(LOGGED_SERVICES))
+    names: list[str] = Field(default_factory=_logged_services)
     retention_days: int = 30
 
 
@@ -863,6 +868,8 @@ class LogGroups(Kind):
     title = "log groups"
 
     def _full(self, name: str, spec: LogGroupsSpec) -> list[str]:
+        from ..stack.values import log_group_name
+
         return [log_group_name(name, n) for n in spec.names]
 
     def find(self, api: AwsApi, ctx: StepContext, name: str, spec: Any) -> Found:
@@ -879,8 +886,9 @@ class LogGroups(Kind):
     def _outputs(self, api: AwsApi, name: str, spec: LogGroupsSpec) -> dict[str, Any]:
         return {"log_groups": self._full(name, spec), "prefix": name,
                 "awslogs": {n: {"driver": "awslogs", "options": {
-                    "awslogs-region": api.region, "awslogs-group": log_group_name(name, n),
-                    "mode": "non-blocking"}} for n in spec.names}}
+                    "awslogs-region": api.region, "awslogs-group": group,
+                    "mode": "non-blocking"}}
+                    for n, group in zip(spec.names, self._full(name, spec), strict=True)}}
 
     def apply(self, api: AwsApi, ctx: StepContext, name: str, spec: Any,
               found: Found) -> tuple[dict[str, Any], bool]:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..engine.action import Action, ActionFailed, Check, Inputs, Result, StepContext
-from ..stack.values import IMAGES, SECRET_NAMES, StackValues
+from ..stack.values import SECRET_NAMES, StackValues
 
 # Generated secrets: 32 random bytes, URL-safe (fits YAML, env files and URLs unquoted).
 _SECRET_BYTES = 32
@@ -53,6 +53,8 @@ class Render(Action):
     def plan_notes(cls, rendered: dict[str, Any]) -> list[str]:
         """The image pins of the stack this step renders (``IMAGES`` with the step's
         ``images`` overrides), one line per service."""
+        from ..stack.values import IMAGES
+
         overrides = rendered.get("images") or {}
         if not isinstance(overrides, dict):
             return []
