@@ -124,6 +124,9 @@ def practice_params(deployment_dir: Path) -> dict[str, Any]:
         "alert_email": "operator@example.org",
         "ssh_public_key_path": str(key) + ".pub",
         "host_transport": "local",
+        # The local Docker engine has no AWS credentials: its awslogs driver could not
+        # write to the emulator, so the containers keep logging locally.
+        "container_logs": "local",
         "status_wait": 60,
         "host_key_wait": 0,
     }

@@ -16,6 +16,7 @@ BUILTIN: dict[str, str] = {
     "aws.assert": "elematrix_tui.actions.aws:Assert",
     "aws.preflight": "elematrix_tui.actions.aws:Preflight",
     "aws.teardown": "elematrix_tui.actions.aws:Teardown",
+    "aws.logs_flowing": "elematrix_tui.actions.aws_logs:LogsFlowing",
     "ssh.run": "elematrix_tui.actions.ssh:Run",
     "ssh.upload": "elematrix_tui.actions.ssh:Upload",
     "ssh.forward": "elematrix_tui.actions.ssh:Forward",

@@ -209,13 +209,17 @@ def parse_host_keys(console: str) -> list[dict[str, Any]]:
         return out
     block = console.split(BEGIN_KEYS, 1)[1].split(END_KEYS, 1)[0]
     for line in block.splitlines():
-        # "ec2: 256 SHA256:abc... root@host (ED25519)" (a prefix like "ec2:" may appear)
+        # "256 SHA256:abc... root@host (ED25519)" as ssh-keygen -l prints it, behind the
+        # prefix cloud-init's logger adds ("ec2: ", or "<14>Dec  1 08:00:00 ec2: " when
+        # logger --stderr writes a syslog header): the key size is the word right before
+        # the fingerprint, never the first number (that is the day of the month).
         parts = line.strip().split()
-        fp = next((p for p in parts if p.startswith(("SHA256:", "MD5:"))), None)
-        if fp is None:
+        at = next((i for i, p in enumerate(parts) if p.startswith(("SHA256:", "MD5:"))), None)
+        if at is None:
             continue
+        fp = parts[at]
         ktype = parts[-1].strip("()") if parts[-1].startswith("(") else ""
-        bits = next((int(p) for p in parts if p.isdigit()), None)
+        bits = int(parts[at - 1]) if at > 0 and parts[at - 1].isdigit() else None
         out.append({"fingerprint": fp, "type": ktype, "bits": bits})
     return out
 

@@ -930,19 +930,33 @@ class Topic(Kind):
         return {"topic_arn": arn}, changed
 
 
+def _logged_services() -> list[str]:
+    from ..stack.values import LOGGED_SERVICES
+
+    return list(LOGGED_SERVICES)
+
+
 class LogGroupsSpec(Spec):
-    names: list[str]
+    # Default: the stack's logged compose services (stack/values.py: LOGGED_SERVICES), so
+    # the groups are exactly the ones the rendered compose file's awslogs driver writes to.
+    names: list[str] = Field(default_factory=_logged_services)
     retention_days: int = 30
 
 
 class LogGroups(Kind):
-    """Log groups ``<name>/<suffix>`` with retention; outputs the compose awslogs options."""
+    """Log groups ``<name>/<service>`` with retention; outputs the compose awslogs options.
+
+    ``name`` is the prefix (``log_group_prefix`` of ``stack.render``); the group names
+    come from ``stack.values.log_group_name``, the one naming scheme of container logs.
+    """
 
     Spec = LogGroupsSpec
     title = "log groups"
 
     def _full(self, name: str, spec: LogGroupsSpec) -> list[str]:
-        return [f"{name}/{n}" for n in spec.names]
+        from ..stack.values import log_group_name
+
+        return [log_group_name(name, n) for n in spec.names]
 
     def find(self, api: AwsApi, ctx: StepContext, name: str, spec: Any) -> Found:
         groups = {g["logGroupName"]: g for g in api.checked(
@@ -958,8 +972,9 @@ class LogGroups(Kind):
     def _outputs(self, api: AwsApi, name: str, spec: LogGroupsSpec) -> dict[str, Any]:
         return {"log_groups": self._full(name, spec), "prefix": name,
                 "awslogs": {n: {"driver": "awslogs", "options": {
-                    "awslogs-region": api.region, "awslogs-group": f"{name}/{n}",
-                    "awslogs-stream": n, "mode": "non-blocking"}} for n in spec.names}}
+                    "awslogs-region": api.region, "awslogs-group": group,
+                    "mode": "non-blocking"}}
+                    for n, group in zip(spec.names, self._full(name, spec), strict=True)}}
 
     def apply(self, api: AwsApi, ctx: StepContext, name: str, spec: Any,
               found: Found) -> tuple[dict[str, Any], bool]:

@@ -49,6 +49,18 @@ class Render(Action):
     def describe(self, inputs: Any) -> str:
         return f"render the Matrix/Element stack for {inputs.server_name} ({inputs.public_address})"
 
+    @classmethod
+    def plan_notes(cls, rendered: dict[str, Any]) -> list[str]:
+        """The image pins of the stack this step renders (``IMAGES`` with the step's
+        ``images`` overrides), one line per service."""
+        from ..stack.values import IMAGES
+
+        overrides = rendered.get("images") or {}
+        if not isinstance(overrides, dict):
+            return []
+        images = {**IMAGES, **{k: str(v) for k, v in overrides.items() if k in IMAGES}}
+        return [f"image {name}: {ref}" for name, ref in images.items()]
+
     def check(self, ctx: StepContext, inputs: Any) -> Check:
         from ..stack.render import RenderError, plan_render
 

@@ -186,5 +186,14 @@ class Action:
         """One line for the plan: what this step will do with these inputs."""
         return self.name
 
+    @classmethod
+    def plan_notes(cls, rendered: dict[str, Any]) -> list[str]:
+        """Facts the plan shows under the step, from its rendered (unvalidated) inputs.
+
+        ``rendered`` may still hold ``<steps.x.y>`` placeholders of outputs not known
+        yet: a note must not depend on those. Default: none.
+        """
+        return []
+
 
 ActionFactory = Callable[[], Action]

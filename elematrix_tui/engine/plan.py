@@ -114,6 +114,7 @@ def build_plan(rb: Runbook, *, deployment: str, state_dir: Path, params: dict[st
                     text = f"(cannot render: {e})"
                 if st.with_:
                     out.append(f"      with {text}")
+                out += _notes(registry, st.action, st.with_, variables)
                 if st.action in live_actions and st.with_ and "<steps." not in text:
                     out += _live(st.action, rendered, registry, deployment, state_dir, values)
                 if st.when and "{{" not in st.when:
@@ -123,6 +124,17 @@ def build_plan(rb: Runbook, *, deployment: str, state_dir: Path, params: dict[st
                     except ExpressionError:
                         pass
     return "\n".join(out)
+
+
+def _notes(registry: Registry, action_name: str, with_: dict[str, Any],
+           variables: dict[str, Any]) -> list[str]:
+    """The action's own plan notes (e.g. the image pins a stack rendering uses)."""
+    try:
+        rendered = render_value(with_, variables) if with_ else {}
+        return [f"      {n}" for n in registry.get(action_name).plan_notes(rendered)]
+    except Exception:
+        # A note is extra information: a step whose inputs cannot render yet has none.
+        return []
 
 
 def _live(action_name: str, rendered: dict[str, Any], registry: Registry, deployment: str,

@@ -218,6 +218,14 @@ def _fix_nginx(plan: FixPlan, stack: Stack, nf: NginxFile, host: str | None) -> 
             if m and m.group(3) is not None and "$" not in d.args[0]:
                 e.replace(d.line, e.line(d.line).replace(d.args[0], f"{m.group(1)}://"
                                                          f"{m.group(2)}", 1))
+            # `set $u http://synapse:8008/; proxy_pass $u;`: the path is in the set line.
+            var = nginx_rules._VAR.match(d.args[0])
+            setd = nginx_rules.set_directive(d.parent, var.group(1)) if var else None
+            m = nginx_rules._PROXY_URL.match(setd.args[1]) if setd is not None else None
+            if setd is not None and m and m.group(3) is not None and "$" not in setd.args[1]:
+                se = plan.edit(setd.file)
+                se.replace(setd.line, se.line(setd.line).replace(
+                    setd.args[1], f"{m.group(1)}://{m.group(2)}", 1))
         elif name == "return" and len(d.args) >= 2 and "m.homeserver" in d.args[1] \
                 and "https://" in d.args[1]:
             e.replace(d.line, _https_to_http(e.line(d.line), host))
@@ -239,6 +247,11 @@ def _fix_nginx(plan: FixPlan, stack: Stack, nf: NginxFile, host: str | None) -> 
                 if cur is not None and cur != 0 and cur < max_upload:
                     ce = plan.edit(cmbs.file)
                     ce.replace(cmbs.line, ce.line(cmbs.line).replace(cmbs.args[0], size, 1))
+        if any(nginx_rules._needs_resolver(stack, nf, pp, upstreams)
+               for pp in srv.walk() if pp.name == "proxy_pass" and pp.args):
+            e.insert_after(first_inner, f"{inner}# Docker's DNS: names in a proxy_pass "
+                                        f"variable are resolved per request.\n"
+                                        f"{inner}resolver 127.0.0.11 valid=10s;")
         loc = nginxconf.location_match(srv, nginx_rules.ADMIN_PROBE)
         if loc is not None and not nginx_rules._denied(loc) and \
                 nginx_rules.proxies_to_synapse(loc, upstreams):

@@ -11,14 +11,29 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-# Pinned images. Bumping one is a deliberate, reviewed change: the compose file never
-# says ``latest`` so a reboot can never pull a different Synapse than the one tested.
+# Pinned images: the one table of them. The compose template, `elematrix plan` (under
+# stack.render) and the local test-image builder all read it, so bumping a tag here is
+# the whole bump. It is a deliberate, reviewed change: the compose file never says
+# ``latest``, so a reboot can never pull a different Synapse than the one tested.
+# Synapse follows the version tested here (.venv-synapse, PyPI); the others are the
+# newest releases of their lines seen in public sources on 2026-12-01 (docs/stack.md).
 IMAGES: dict[str, str] = {
-    "postgres": "postgres:15.10-alpine",
+    "postgres": "postgres:15.19-alpine",
     "synapse": "matrixdotorg/synapse:v1.163.2",
-    "element": "vectorim/element-web:v1.11.85",
-    "nginx": "nginx:1.27.3-alpine",
+    "element": "vectorim/element-web:v1.12.30",
+    "nginx": "nginx:1.30.5-alpine",
 }
+
+# The compose services whose logs go to CloudWatch, one log group each: the one naming
+# scheme of container logs. The compose template (awslogs-group), the harden phase's
+# log groups (aws.ensure kind log_groups) and the hardened gate all come from here.
+LOGGED_SERVICES: tuple[str, ...] = ("postgres", "synapse", "element", "nginx")
+
+
+def log_group_name(prefix: str, service: str) -> str:
+    """The CloudWatch log group of one compose service: ``<prefix>/<service>``."""
+    return f"{prefix.rstrip('/')}/{service}"
+
 
 # Names of the secrets in the deployment's keyring, in the order they are generated.
 SECRET_NAMES: tuple[str, ...] = (
@@ -79,7 +94,8 @@ class StackValues(BaseModel):
     instance_type: str = "t3.medium"
     backup_bucket: str = ""
     aws_region: str = "us-east-1"
-    # Empty: containers log with json-file (rotated). Set: awslogs into <prefix>/<service>.
+    # Empty: containers log with json-file (rotated). Set: awslogs into
+    # log_group_name(prefix, service) for each of LOGGED_SERVICES.
     log_group_prefix: str = ""
     # Host port nginx is published on (the security group opens it).
     http_port: int = Field(default=80, ge=1, le=65535)
@@ -188,6 +204,12 @@ class StackValues(BaseModel):
     @property
     def shared_buffers(self) -> str:
         return _TUNING.get(self.instance_type, _TUNING["t3.medium"])[1]
+
+    def log_group(self, service: str) -> str:
+        """The awslogs group of a compose service (``log_group_prefix`` must be set)."""
+        if service not in LOGGED_SERVICES:
+            raise ValueError(f"service {service!r} is not in LOGGED_SERVICES")
+        return log_group_name(self.log_group_prefix, service)
 
     @property
     def signing_key_file(self) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import time
 from pathlib import Path
 from typing import Any
 
@@ -275,6 +276,35 @@ ec2: 256 SHA256:6rJk2QeW+9mO5n1H0b8iQm7uK3VvHqZ1uRr2YVvQJxk no comment (ED25519)
 ec2: -----END SSH HOST KEY FINGERPRINTS-----
 ec2: #############################################################
 """
+
+
+# The console text of an AL2023 instance as EC2 returns it: cloud-init's
+# write-ssh-key-fingerprints pipes `ssh-keygen -l` through `logger --stderr -t ec2`, and
+# util-linux logger puts a syslog header ("<14>" priority, "Mmm dd hh:mm:ss", the day
+# space-padded) before every line it copies to the console.
+HOST_KEYS_CONSOLE_DATED = """[   24.512031] cloud-init[1712]: Cloud-init v. 22.2.2 running 'modules:final' at Tue, 01 Dec 2026 08:00:00 +0000. Up 24.41 seconds.
+<14>Dec  1 08:00:00 ec2:
+<14>Dec  1 08:00:00 ec2: #############################################################
+<14>Dec  1 08:00:00 ec2: -----BEGIN SSH HOST KEY FINGERPRINTS-----
+<14>Dec  1 08:00:00 ec2: 256 SHA256:Hl0TbAq9bQyR3SZJ7mH1XfXYk9T1K8mS1n6lYtXc0aE root@ip-172-31-20-7.ec2.internal (ECDSA)
+<14>Dec  1 08:00:00 ec2: 256 SHA256:6rJk2QeW+9mO5n1H0b8iQm7uK3VvHqZ1uRr2YVvQJxk root@ip-172-31-20-7.ec2.internal (ED25519)
+<14>Dec  1 08:00:00 ec2: -----END SSH HOST KEY FINGERPRINTS-----
+<14>Dec  1 08:00:00 ec2: #############################################################
+[   24.601277] cloud-init[1712]: Cloud-init v. 22.2.2 finished at Tue, 01 Dec 2026 08:00:00 +0000. Datasource DataSourceEc2.  Up 24.59 seconds
+"""
+
+
+def test_host_key_bits_are_the_key_size_not_the_day_of_the_month() -> None:
+    keys = parse_host_keys(HOST_KEYS_CONSOLE_DATED)
+    assert keys == [
+        {"fingerprint": "SHA256:Hl0TbAq9bQyR3SZJ7mH1XfXYk9T1K8mS1n6lYtXc0aE",
+         "type": "ECDSA", "bits": 256},
+        {"fingerprint": "SHA256:6rJk2QeW+9mO5n1H0b8iQm7uK3VvHqZ1uRr2YVvQJxk",
+         "type": "ED25519", "bits": 256}]
+    # Two-digit days too, and the undated "ec2: " form keeps working.
+    assert {k["bits"] for k in parse_host_keys(
+        HOST_KEYS_CONSOLE_DATED.replace("Dec  1", "Dec 12"))} == {256}
+    assert {k["bits"] for k in parse_host_keys(HOST_KEYS_CONSOLE)} == {256}
 
 
 def test_host_keys_are_parsed_and_pinned_from_the_console(
@@ -622,3 +652,39 @@ def test_polling_tolerates_not_yet_errors_and_stops_on_final_values(ctx: Any) ->
                          "query": "Reservations[0].Instances[0].State.Name",
                          "equals": "stopped", "fail_values": ["running"], "max_wait": 60})
     assert "is final" in str(e.value.diagnosis)
+
+
+def test_logs_flowing_needs_a_stream_with_events_in_every_group(ctx: Any) -> None:
+    """Issue 12: the hardened gate checked only retention, so groups nothing wrote to
+    passed. aws.logs_flowing passes only when every group has a stream with events."""
+    from elematrix_tui.actions.aws_logs import LogsFlowing
+    from elematrix_tui.stack.values import LOGGED_SERVICES, log_group_name
+
+    prefix = f"/elematrix/{ctx.deployment}"
+    ctx.run(Ensure(), {"kind": "log_groups", "name": prefix, "spec": {"retention_days": 7}})
+    groups = [log_group_name(prefix, s) for s in LOGGED_SERVICES]
+    logs = boto3.client("logs")
+    assert sorted(g["logGroupName"] for g in logs.describe_log_groups(
+        logGroupNamePrefix=prefix + "/")["logGroups"]) == sorted(groups)
+    inputs = {"log_groups": groups, "max_wait": 0, "delay": 0.1}
+    with pytest.raises(ActionFailed) as e:
+        ctx.run(LogsFlowing(), inputs)
+    assert "4 of 4" in e.value.message and "no log stream" in e.value.message
+    # What the awslogs driver does for each container: a stream, then PutLogEvents.
+    for g in groups[:3]:
+        logs.create_log_stream(logGroupName=g, logStreamName="elematrix-x-1")
+        logs.put_log_events(logGroupName=g, logStreamName="elematrix-x-1", logEvents=[
+            {"timestamp": int(time.time() * 1000), "message": "started"}])
+    logs.create_log_stream(logGroupName=groups[3], logStreamName="elematrix-nginx-1")
+    with pytest.raises(ActionFailed) as e:
+        ctx.run(LogsFlowing(), inputs)
+    assert e.value.message.count("/elematrix/") == 1 and groups[3] in e.value.message
+    assert "streams elematrix-nginx-1 but no events" in e.value.message
+    logs.put_log_events(logGroupName=groups[3], logStreamName="elematrix-nginx-1", logEvents=[
+        {"timestamp": int(time.time() * 1000), "message": "GET /"}])
+    r = ctx.run(LogsFlowing(), inputs)
+    assert r.status == "ok" and r.outputs["events"] == {g: 1 for g in groups}
+    # A group that does not exist is named, with the step that creates it.
+    with pytest.raises(ActionFailed) as e:
+        ctx.run(LogsFlowing(), {**inputs, "log_groups": [f"{prefix}/containers"]})
+    assert "does not exist" in e.value.message

@@ -39,3 +39,42 @@ def test_teardown_keeps_the_bucket_unless_confirmed() -> None:
     assert delete.destructive and delete.confirm
     assert delete.with_["include_bucket"] == "{{ params.confirm_deployment == deployment }}"
     assert rb.phases[0].gates[0].expect == {"remaining": 0}
+
+
+def test_the_elastic_ip_is_attached_as_soon_as_the_instance_runs() -> None:
+    """Issue 12: associated after the status checks, the EIP changed the public address
+    while user-data was still downloading (resetting those connections). It must come
+    right after ``instance_running``, before anything waits on the booting instance."""
+    rb = load_runbook(RUNBOOKS / "poc-ec2.yaml", default_registry())
+    infra = rb.phase("infra")
+    assert infra is not None
+    steps = [s.id for s in infra.steps]
+    assert steps.index("eip_association") == steps.index("instance_running") + 1
+    assert steps.index("eip_association") < steps.index("instance_status_ok")
+    assert steps.index("eip_association") < steps.index("address")
+
+
+def test_harden_switches_the_containers_to_cloudwatch_unless_logs_stay_local(
+        tmp_path: Path) -> None:
+    """Issue 12: nothing in harden ever made the containers log to CloudWatch. Now it
+    re-renders with the log groups' prefix, uploads, recreates, and proves events arrive;
+    container_logs=local (practice: the local engine has no AWS credentials) skips that."""
+    from elematrix_tui.practice import practice_params
+
+    rb = load_runbook(RUNBOOKS / "poc-ec2.yaml", default_registry())
+    harden = rb.phase("harden")
+    assert harden is not None
+    steps = {s.id: s for s in harden.steps}
+    order = [s.id for s in harden.steps]
+    assert order.index("log_groups") < order.index("render_awslogs") < \
+        order.index("upload_awslogs") < order.index("recreate_awslogs") < order.index("close_ssh")
+    assert steps["render_awslogs"].with_["log_group_prefix"] == "{{ steps.log_groups.prefix }}"
+    assert "names" not in steps["log_groups"].with_["spec"]  # the stack's own table
+    gates = {g.id: g for g in harden.gates}
+    assert gates["logs_flowing"].action == "aws.logs_flowing"
+    local = "{{ params.container_logs == 'cloudwatch' }}"
+    for s in (steps["render_awslogs"], steps["upload_awslogs"], steps["recreate_awslogs"],
+              gates["logs_flowing"]):
+        assert s.when == local
+    assert rb.param("container_logs").default == "cloudwatch"
+    assert practice_params(tmp_path)["container_logs"] == "local"

@@ -46,6 +46,9 @@ def _params(inst: FakeInstance, tmp_path: Path) -> list[str]:
         "remote_dir": str(tmp_path / "opt" / "elematrix"),
         "systemd_dir": str(inst.unit_dir),
         "host_key_wait": "0",
+        # The engine's dockerd has no AWS credentials: its awslogs driver cannot write to
+        # moto. That path is proven in tests/aws/test_awslogs_engine.py (a private dockerd).
+        "container_logs": "local",
     }
     return [x for k, v in values.items() for x in ("--set", f"{k}={v}")]
 

@@ -26,7 +26,9 @@ def _params(inst: FakeInstance, tmp_path: Path) -> dict[str, Any]:
             "server_name": "rehearsal.test", "ssh_public_key_path": f"{inst.key_path}.pub",
             "ssh_private_key_path": str(inst.key_path), "ssh_user": inst.user,
             "ssh_port": inst.port, "remote_dir": str(tmp_path / "opt" / "elematrix"),
-            "systemd_dir": str(inst.unit_dir), "host_key_wait": 0}
+            "systemd_dir": str(inst.unit_dir), "host_key_wait": 0,
+            # No AWS credentials in the engine for awslogs (see test_rehearsal.py).
+            "container_logs": "local"}
 
 
 async def test_rehearsal_in_the_tui(state_dir: Path, instance: FakeInstance,

@@ -122,6 +122,16 @@ CASES: dict[str, tuple[list[tuple[str, str, str]], list[tuple[str, str, str]]]] 
     "em018-x-forwarded": (
         [(HS, "    x_forwarded: true\n", "")],
         [("EM018", HS, "  - port: 8008")]),
+    "em005-proxy-pass-path-in-variable": (
+        [(NGINX, "    client_max_body_size 100M;\n",
+          "    client_max_body_size 100M;\n    resolver 127.0.0.11 valid=10s;\n"),
+         (NGINX, "        proxy_pass http://synapse_backend;\n",
+          "        set $synapse http://synapse:8008/;\n        proxy_pass $synapse;\n")],
+        [("EM005", NGINX, "proxy_pass $synapse;")]),
+    "em019-no-resolver": (
+        [(NGINX, "        proxy_pass http://synapse_backend;\n",
+          "        set $synapse http://synapse:8008;\n        proxy_pass $synapse;\n")],
+        [("EM019", NGINX, "proxy_pass $synapse;")]),
 }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import pytest
 import yaml
 
 from elematrix_tui.stack.doctor import diagnose
-from elematrix_tui.stack.values import IMAGES
+from elematrix_tui.stack.values import IMAGES, LOGGED_SERVICES, log_group_name
 
 from .conftest import PARAM_SETS, SECRETS, compose_config, nginx_test, systemd_verify
 
@@ -35,7 +36,7 @@ def test_compose_model(rendered: tuple[str, Path]) -> None:
     assert r.returncode == 0, r.stderr
     model = json.loads(r.stdout)
     services = model["services"]
-    assert set(services) == {"postgres", "synapse", "element", "nginx"}
+    assert set(services) == {"postgres", "synapse", "element", "nginx"} == set(LOGGED_SERVICES)
     for svc_name, svc in services.items():
         assert svc["image"] == IMAGES[svc_name], "every image pinned to the default version"
         assert svc["restart"] == "unless-stopped"
@@ -55,8 +56,13 @@ def test_compose_model(rendered: tuple[str, Path]) -> None:
         logging = svc["logging"]
         if PARAM_SETS[name].get("log_group_prefix"):
             assert logging["driver"] == "awslogs"
-            assert logging["options"]["awslogs-group"] == "/elematrix/staging/containers"
+            # One group per service, named like the harden phase's log groups (issue 12:
+            # every container wrote to <prefix>/containers, which nothing created).
+            assert logging["options"]["awslogs-group"] == log_group_name(
+                "/elematrix/staging", svc_name)
             assert logging["options"]["awslogs-region"] == "eu-west-1"
+            assert logging["options"]["awslogs-create-group"] == "false"
+            assert logging["options"]["mode"] == "non-blocking"
         else:
             assert logging["driver"] == "json-file"
     pg = services["postgres"]
@@ -83,7 +89,13 @@ def test_nginx_t(rendered: tuple[str, Path], tmp_path: Path) -> None:
 def test_nginx_shape(rendered: tuple[str, Path]) -> None:
     name, stack = rendered
     conf = (stack / "nginx" / "default.conf").read_text()
-    assert "proxy_pass http://synapse:8008;" in conf
+    # Upstreams through variables, re-resolved by Docker's DNS: a recreated Synapse or
+    # Element (new address) is reached without restarting nginx (issue 12).
+    assert "resolver 127.0.0.11 valid=10s ipv6=off;" in conf
+    assert conf.count("set $synapse http://synapse:8008;") == 2
+    assert conf.count("proxy_pass $synapse;") == 2
+    assert "set $element http://element:80;" in conf and "proxy_pass $element;" in conf
+    assert not re.search(r"proxy_pass\s+https?://", conf), "a name resolved only at start"
     for forbidden in ("ssl_certificate", "listen 443", "Strict-Transport-Security",
                       "return 301", "https://"):
         assert forbidden not in conf

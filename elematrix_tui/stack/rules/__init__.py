@@ -36,4 +36,5 @@ RULES: dict[str, tuple[str, str]] = {
     "EM016": ("warning", "media store not on a persisted volume"),
     "EM017": ("error", "database password differs between Synapse and PostgreSQL"),
     "EM018": ("warning", "Synapse listener behind nginx without x_forwarded"),
+    "EM019": ("error", "proxy_pass through a variable without a resolver"),
 }

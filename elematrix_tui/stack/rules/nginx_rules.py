@@ -1,4 +1,4 @@
-"""Rules over the nginx configuration: EM001, EM002, EM004, EM005, EM013, EM014."""
+"""Rules over the nginx configuration: EM001, EM002, EM004, EM005, EM013, EM014, EM019."""
 
 from __future__ import annotations
 
@@ -20,6 +20,9 @@ from . import synapse_rules
 _REDIRECT_CODES = {"301", "302", "303", "307", "308"}
 _TLS_INCLUDE = re.compile(r"(ssl|tls|letsencrypt|certbot)", re.I)
 _PROXY_URL = re.compile(r"^(https?)://([^/]+)(/.*)?$")
+# ``proxy_pass $name;``: the whole target is one variable (set with ``set $name URL;``).
+_VAR = re.compile(r"^\$([A-Za-z_][A-Za-z0-9_]*)$")
+_IP_HOST = re.compile(r"^(\d{1,3}(\.\d{1,3}){3}|\[[0-9a-fA-F:]+\])(:\d+)?$")
 ADMIN_PROBE = "/_synapse/admin/v1/users/@probe:x"
 UPLOAD_PROBE = "/_matrix/media/v3/upload"
 
@@ -34,12 +37,35 @@ def _upstreams(stack: Stack) -> dict[str, list[str]]:
     return out
 
 
+def set_directive(at: Directive, name: str) -> Directive | None:
+    """The ``set $name ...;`` in force where ``at`` is (its block, else a parent's)."""
+    d: Directive | None = at
+    while d is not None:
+        found = [s for s in d.children("set") if len(s.args) >= 2 and s.args[0] == f"${name}"]
+        if found:
+            return found[-1]
+        d = d.parent
+    return None
+
+
+def proxy_target(pp: Directive) -> str:
+    """What a proxy_pass sends to: its argument, or the URL a ``set`` gives its variable
+    (``set $synapse http://synapse:8008; proxy_pass $synapse;``, the shipped form)."""
+    arg = pp.args[0] if pp.args else ""
+    m = _VAR.match(arg)
+    if m and pp.parent is not None:
+        found = set_directive(pp.parent, m.group(1))
+        if found is not None:
+            return found.args[1]
+    return arg
+
+
 def proxies_to_synapse(loc: Directive, upstreams: dict[str, list[str]]) -> Directive | None:
     """The proxy_pass of this location if it goes to Synapse (by name or port 8008)."""
     for pp in loc.children("proxy_pass"):
         if not pp.args:
             continue
-        m = _PROXY_URL.match(pp.args[0])
+        m = _PROXY_URL.match(proxy_target(pp))
         host = m.group(2) if m else pp.args[0]
         targets = [host, *upstreams.get(host, [])]
         if any("synapse" in t.lower() or t.endswith(":8008") or "matrix" in t.lower()
@@ -118,10 +144,15 @@ def check(stack: Stack) -> list[Finding]:
                               "browsers that ever see it refuse plain HTTP to this host for "
                               "its max-age (often 2 years): they are locked out",
                               "delete the header on an HTTP-only host"))
+            if d.name == "proxy_pass" and d.args:
+                out.extend(_needs_resolver(stack, nf, d, upstreams))
             if d.name == "location" and d.args and _is_matrix_location(d.args[-1]):
                 for pp in d.children("proxy_pass"):
-                    m = _PROXY_URL.match(pp.args[0]) if pp.args else None
-                    if m and m.group(3) is not None and "$" not in pp.args[0]:
+                    target = proxy_target(pp) if pp.args else ""
+                    m = _PROXY_URL.match(target)
+                    # A URI built from variables ($request_uri) is the operator's choice;
+                    # a fixed URI part, also one inside a set variable, rewrites paths.
+                    if m and m.group(3) is not None and "$" not in target:
                         out.append(_f(stack, nf, "EM005", "error", pp.line,
                                       f"proxy_pass with a URI part ({m.group(3)!r}) under "
                                       f"{d.args[-1]}",
@@ -134,6 +165,29 @@ def check(stack: Stack) -> list[Finding]:
         for srv in srvs:
             out.extend(_admin_and_body(stack, nf, srv, upstreams, max_upload))
     return out
+
+
+def _needs_resolver(stack: Stack, nf: NginxFile, pp: Directive,
+                    upstreams: dict[str, list[str]]) -> list[Finding]:
+    """EM019: a proxy_pass with variables resolves its host per request, through
+    ``resolver`` only (nginx: "no resolver defined to resolve <name>", a 502 each time)."""
+    if "$" not in pp.args[0]:
+        return []
+    m = _PROXY_URL.match(proxy_target(pp))
+    if m is None or "$" in m.group(2):
+        return []
+    host = m.group(2)
+    name = host.rsplit(":", 1)[0] if not host.startswith("[") else host
+    if _IP_HOST.match(host) or name in upstreams or effective(pp, "resolver") is not None:
+        return []
+    if http_level(stack, "resolver") is not None:
+        return []
+    return [_f(stack, nf, "EM019", "error", pp.line,
+               f"proxy_pass through a variable to {host} without a resolver",
+               "with a variable nginx looks the name up at request time, only through "
+               "`resolver`: without one every request gets a 502 (\"no resolver defined\")",
+               "add `resolver 127.0.0.11 valid=10s;` (Docker's DNS on a compose network) "
+               "to the server block")]
 
 
 def _admin_and_body(stack: Stack, nf: NginxFile, srv: Directive,
