@@ -30,8 +30,10 @@ def test_infra_and_harden_open_http_port_and_ssh_port_and_gates_prove_the_postur
     rb = load_runbook(RUNBOOKS / "poc-ec2.yaml", default_registry())
     rb = rb.model_copy(update={"phases": [p for p in rb.phases if p.id in ("infra", "harden")]})
     # backup_retention_days stays at its default (30).
+    # container_logs=local: harden's awslogs re-render needs configure's outputs, and this
+    # test is about ports and posture (test_harden_runner covers the re-render).
     params = {"operator_cidr": CIDR, "host_key_wait": 0, "http_port": 8080, "ssh_port": 2222,
-              "allocate_eip": False}
+              "allocate_eip": False, "container_logs": "local"}
     events: list[Any] = []
     assert _runner(rb, tmp_path, params, ["infra"], events).run() == 0, _failures(events)
     gate = [e for e in events if getattr(e, "step_id", "") == "posture"
