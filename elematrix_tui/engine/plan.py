@@ -19,6 +19,7 @@ from .params import ParamValueError, coerce
 from .paths import deployment_dir
 from .registry import Registry
 from .secrets import MASK
+from .text import clean
 
 
 class _Pending:
@@ -122,7 +123,8 @@ def build_plan(rb: Runbook, *, deployment: str, state_dir: Path, params: dict[st
                         out.append(f"      when -> {value}")
                     except ExpressionError:
                         pass
-    return "\n".join(out)
+    # Rendered inputs and look-up findings come from runbooks and AWS: shown cleaned.
+    return clean("\n".join(out))
 
 
 def _live(action_name: str, rendered: dict[str, Any], registry: Registry, deployment: str,

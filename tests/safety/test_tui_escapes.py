@@ -1,0 +1,48 @@
+"""Issue 20 item 13 in the TUI: host output with escape sequences, through the real engine.
+
+The run screen runs ``esc.yaml`` (local actions only) under Textual's Pilot; the log pane,
+the step detail (diagnosis, fix, message) and the phase tree must hold no control
+character: they show ``\\x1b`` instead of sending ESC to the terminal.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from textual.widgets import Log, Static
+
+from elematrix_tui.ui import catalog
+from elematrix_tui.ui.app import ElematrixApp
+from elematrix_tui.ui.screens.run import RunScreen
+from elematrix_tui.ui.widgets.phase_tree import PhaseTree
+
+from ..ui.helpers import wait_for
+from .conftest import HERE
+
+pytestmark = pytest.mark.anyio
+BAD = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+async def test_tui_log_and_detail_never_carry_control_characters(state_dir: Path) -> None:
+    catalog.write_settings(state_dir, "esc", {"runbook_path": str(HERE / "esc.yaml"),
+                                              "params": {}})
+    app = ElematrixApp(state_dir, deployment="esc")
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = app.screen
+        assert isinstance(screen, RunScreen)
+        await wait_for(pilot, lambda: not screen.restoring, what="the journal replay")
+        await pilot.press("r")
+        await wait_for(pilot, lambda: screen.model.status in ("passed", "failed")
+                       and not screen.running, what="the run to end")
+        log = screen.query_one("#log", Log)
+        text = "\n".join(log.lines)
+        assert "\\x1b[2K" in text and "\\x9b31m" in text, text
+        assert not BAD.search(text), [m.group() for m in BAD.finditer(text)]
+        tree = screen.query_one(PhaseTree)
+        tree.select_id("evil_fail")
+        await pilot.pause()
+        detail = str(screen.query_one("#detail-text", Static).render())
+        assert "why\\x1b]8;;http://x\\x07" in detail, detail
+        assert not BAD.search(detail), [m.group() for m in BAD.finditer(detail)]
