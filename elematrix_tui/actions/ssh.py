@@ -20,6 +20,7 @@ from typing import Any
 from pydantic import Field, field_validator, model_validator
 
 from ..engine.action import Action, ActionFailed, Check, Inputs, Result, StepContext
+from ..engine.containment import DeploymentPath, deployment_path
 from . import sshconn
 from .sshconn import ChannelOpenError, Connection, ExecResult, Target
 
@@ -251,8 +252,8 @@ MODE_RE = re.compile(r"^0?[0-7]{3}$")
 
 
 class UploadInputs(SshInputs):
-    # A local directory (relative paths are inside the deployment's directory).
-    source: str
+    # A local directory inside the deployment's directory (relative paths start there).
+    source: DeploymentPath
     # The remote directory (created when missing).
     dest: str
     # Glob (on the path relative to source, or on the file name) -> octal mode, first wins.
@@ -324,9 +325,8 @@ class Upload(Action):
 
     # -- planning ----------------------------------------------------------------------
     def _source(self, ctx: StepContext, inputs: UploadInputs) -> Path:
-        src = Path(os.path.expanduser(inputs.source))
-        if not src.is_absolute():
-            src = Path(ctx.deployment_dir) / src
+        # Uploads come only from the deployment's own directory: never ~/.ssh or the like.
+        src = deployment_path(ctx.deployment_dir, inputs.source, what="source")
         if not src.is_dir():
             raise ActionFailed(f"source {src} is not a directory",
                                diagnosis="There is nothing to upload at that path.",

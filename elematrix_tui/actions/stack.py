@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..engine.action import Action, ActionFailed, Check, Inputs, Result, StepContext
+from ..engine.containment import DeploymentPath, deployment_path
 from ..stack.values import SECRET_NAMES, StackValues
 
 # Generated secrets: 32 random bytes, URL-safe (fits YAML, env files and URLs unquoted).
@@ -22,8 +23,9 @@ _SECRET_BYTES = 32
 class RenderInputs(StackValues, Inputs):
     """The stack values (see ``elematrix_tui/stack/values.py``) plus where to render."""
 
-    # Default: <deployment_dir>/stack. Relative paths are taken from the deployment dir.
-    out_dir: str | None = None
+    # Default: <deployment_dir>/stack. Relative paths are taken from the deployment dir;
+    # the rendering always stays inside it (engine/containment.py).
+    out_dir: DeploymentPath | None = None
 
 
 def _values(ctx: StepContext, inputs: RenderInputs) -> StackValues:
@@ -34,10 +36,7 @@ def _values(ctx: StepContext, inputs: RenderInputs) -> StackValues:
 
 
 def _out_dir(ctx: StepContext, inputs: RenderInputs) -> Path:
-    if inputs.out_dir:
-        p = Path(inputs.out_dir)
-        return p if p.is_absolute() else ctx.deployment_dir / p
-    return ctx.deployment_dir / "stack"
+    return deployment_path(ctx.deployment_dir, inputs.out_dir or "stack", what="out_dir")
 
 
 class Render(Action):
