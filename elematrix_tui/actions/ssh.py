@@ -334,11 +334,15 @@ class Upload(Action):
         return src
 
     def _local_files(self, src: Path, inputs: UploadInputs) -> dict[str, tuple[Path, int]]:
+        from ..stack.render import MARKER
+
         files: dict[str, tuple[Path, int]] = {}
         for p in sorted(src.rglob("*")):
             if not p.is_file():
                 continue
             rel = p.relative_to(src).as_posix()
+            if rel == MARKER:  # the renderer's own bookkeeping stays on this machine
+                continue
             mode = inputs.default_mode
             for pattern, m in inputs.modes.items():
                 if fnmatch.fnmatchcase(rel, pattern) or fnmatch.fnmatchcase(p.name, pattern):
