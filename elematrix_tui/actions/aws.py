@@ -134,6 +134,16 @@ class Ensure(Action):
     name = "aws.ensure"
     Inputs = EnsureInputs
 
+    def local_effects(self, with_: dict[str, Any]) -> list[str]:
+        spec = with_.get("spec") or {}
+        if with_.get("kind") != "key_pair" or not isinstance(spec, dict):
+            return []
+        from .aws_kinds import KeyPairSpec
+
+        path = spec.get("public_key_path", KeyPairSpec.model_fields["public_key_path"].default)
+        return [f"reads {path} on THIS machine (and sends the public key to AWS)"] if path \
+            else []
+
     def describe(self, inputs: Any) -> str:
         from .aws_kinds import KINDS
 

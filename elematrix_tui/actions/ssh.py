@@ -38,6 +38,18 @@ class SshInputs(Inputs):
     connect_timeout: float = Field(default=10.0, gt=0, le=300)
 
 
+def _on_this_machine(with_: dict[str, Any], doing: str) -> list[str]:
+    """``local_effects`` of an ssh.* step: ``host: local`` is this machine itself."""
+    host = str(with_.get("host", ""))
+    root = " as root (sudo)" if with_.get("sudo") is True else ""
+    if host == sshconn.LOCAL:
+        return [f"{doing} on THIS machine{root} (host: local)"]
+    if "{{" in host or "{%" in host:
+        return [f"its host is chosen at run time and may be this machine "
+                f"('{sshconn.LOCAL}'): 'elematrix plan' shows which"]
+    return []
+
+
 def _target(ctx: StepContext, inputs: SshInputs) -> Target:
     return sshconn.resolve_target(inputs.host, inputs.port, inputs.user, inputs.key_path,
                                   inputs.connect_timeout, ctx.deployment_dir)
@@ -139,6 +151,10 @@ class Run(Action):
     name = "ssh.run"
     Inputs = RunInputs
     secret_inputs = frozenset({"stdin"})
+
+    def local_effects(self, with_: dict[str, Any]) -> list[str]:
+        command = " ".join(str(with_.get("command", "")).split())
+        return _on_this_machine(with_, f"runs `{command[:80]}`")
 
     def describe(self, inputs: RunInputs) -> str:
         sudo = "sudo " if inputs.sudo else ""
@@ -319,6 +335,9 @@ class Upload(Action):
 
     name = "ssh.upload"
     Inputs = UploadInputs
+
+    def local_effects(self, with_: dict[str, Any]) -> list[str]:
+        return _on_this_machine(with_, f"writes files into {with_.get('dest')}")
 
     def describe(self, inputs: UploadInputs) -> str:
         return f"upload {inputs.source} to {inputs.host}:{inputs.dest}"
@@ -532,6 +551,9 @@ class Forward(Action):
 
     name = "ssh.forward"
     Inputs = ForwardInputs
+
+    def local_effects(self, with_: dict[str, Any]) -> list[str]:
+        return _on_this_machine(with_, f"forwards to port {with_.get('remote_port')}")
     # Opening a tunnel changes nothing on the host.
     read_only = True
     # The tunnel dies with the process: a resumed run opens it again.

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..engine.action import Action, ActionFailed, Check, Inputs, Result, StepContext
-from ..engine.containment import DeploymentPath, deployment_path
+from ..engine.containment import DeploymentPath, deployment_path, deployment_problem
 from ..stack.values import SECRET_NAMES, StackValues
 
 # Generated secrets: 32 random bytes, URL-safe (fits YAML, env files and URLs unquoted).
@@ -110,6 +110,12 @@ class Doctor(Action):
     name = "stack.doctor"
     Inputs = DoctorInputs
     read_only = True
+
+    def local_effects(self, with_: dict[str, Any]) -> list[str]:
+        path = str(with_.get("path", "stack"))
+        if deployment_problem(path) or Path(path).is_absolute():
+            return [f"reads {path} on THIS machine (outside the deployment directory)"]
+        return []
 
     def describe(self, inputs: Any) -> str:
         return f"check the stack in {inputs.path} for known pitfalls"

@@ -186,5 +186,14 @@ class Action:
         """One line for the plan: what this step will do with these inputs."""
         return self.name
 
+    def local_effects(self, with_: dict[str, Any]) -> list[str]:
+        """What this step does on the operator's own machine beyond its sandbox (runs a
+        command, writes or reads a file outside the deployment dir), in operator words.
+
+        ``with_`` is the step's ``with:`` block, raw (validate: values may still be
+        expressions) or rendered (plan). Shown by validate and plan before anything runs.
+        """
+        return []
+
 
 ActionFactory = Callable[[], Action]

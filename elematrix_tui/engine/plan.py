@@ -20,6 +20,7 @@ from .paths import deployment_dir
 from .registry import Registry
 from .secrets import MASK
 from .text import clean
+from .trust import step_effects
 
 
 class _Pending:
@@ -86,6 +87,8 @@ def build_plan(rb: Runbook, *, deployment: str, state_dir: Path, params: dict[st
                  "deployment_dir": str(deployment_dir(state_dir, deployment))}
     out = [f"Plan: runbook {rb.runbook} ({rb.title}) -> deployment {deployment}",
            "Nothing has been changed. Parameters:", *notes]
+    on_machine: list[str] = []
+    summary_at = len(out)
     for ph in rb.phases:
         if phases and ph.id not in phases:
             continue
@@ -103,8 +106,10 @@ def build_plan(rb: Runbook, *, deployment: str, state_dir: Path, params: dict[st
                 head = "  gate " if role == "gate" else "  step "
                 out.append(f"{head}{st.id} ({st.action}): {st.title}"
                            + (f"  [{'; '.join(marks)}]" if marks else ""))
+                effects_of: dict[str, Any] = st.with_
                 try:
                     rendered = render_value(st.with_, variables)
+                    effects_of = rendered
                     action = registry.get(st.action)
                     shown = {k: (MASK if k in action.secret_inputs and v else v)
                              for k, v in rendered.items()}
@@ -115,6 +120,9 @@ def build_plan(rb: Runbook, *, deployment: str, state_dir: Path, params: dict[st
                     text = f"(cannot render: {e})"
                 if st.with_:
                     out.append(f"      with {text}")
+                for effect in step_effects(registry, st.action, effects_of):
+                    out.append(f"      ON THIS MACHINE: {effect}")
+                    on_machine.append(f"  {ph.id}/{st.id} ({st.action}): {effect}")
                 if st.action in live_actions and st.with_ and "<steps." not in text:
                     out += _live(st.action, rendered, registry, deployment, state_dir, values)
                 if st.when and "{{" not in st.when:
@@ -123,6 +131,12 @@ def build_plan(rb: Runbook, *, deployment: str, state_dir: Path, params: dict[st
                         out.append(f"      when -> {value}")
                     except ExpressionError:
                         pass
+    # Said before the phases, so no one misses it in a long plan.
+    out[summary_at:summary_at] = (
+        ["", f"Acts on THIS machine ({len(on_machine)} step(s); a runbook is trusted code, "
+             "read these before running it):", *on_machine]
+        if on_machine else ["", "Acts on this machine: nothing beyond the deployment "
+                                "directory and the keyring."])
     # Rendered inputs and look-up findings come from runbooks and AWS: shown cleaned.
     return clean("\n".join(out))
 
