@@ -13,6 +13,7 @@ import math
 import os
 import re
 import shlex
+import stat
 import time
 from pathlib import Path
 from typing import Any
@@ -274,19 +275,40 @@ class UploadInputs(SshInputs):
     dest: str
     # Glob (on the path relative to source, or on the file name) -> octal mode, first wins.
     modes: dict[str, str] = Field(default_factory=dict)
-    default_mode: str = "0644"
+    # Files no glob names: None keeps each source file's own mode; a mode given here never
+    # adds group/other bits the source lacks (a 0600 key stays 0600).
+    default_mode: str | None = None
     # Write as root (dest not writable by the SSH user, e.g. /opt/...): files are staged in
     # a private temp dir, then installed with 'sudo -n install -m MODE' and renamed.
     sudo: bool = False
 
     @model_validator(mode="after")
     def _modes(self) -> UploadInputs:
-        for m in [*self.modes.values(), self.default_mode]:
+        for m in [*self.modes.values(), *([self.default_mode] if self.default_mode else [])]:
             if not MODE_RE.match(m):
                 raise ValueError(f"mode {m!r} must be octal like '0600' or '644'")
         if not self.dest or self.dest.strip() in {"/", "~"}:
             raise ValueError("dest must be a directory below / (not / itself)")
         return self
+
+
+def _glob_mode(rel: str, path: Path, inputs: UploadInputs) -> int | None:
+    for pattern, m in inputs.modes.items():
+        if fnmatch.fnmatchcase(rel, pattern) or fnmatch.fnmatchcase(path.name, pattern):
+            return int(m, 8)
+    return None
+
+
+def _upload_mode(rel: str, path: Path, inputs: UploadInputs) -> int:
+    """The mode a file gets on the host: its glob's, else the source's (see default_mode)."""
+    named = _glob_mode(rel, path, inputs)
+    if named is not None:
+        return named  # named for this file by the runbook's author: as written
+    source = stat.S_IMODE(path.stat().st_mode)
+    if inputs.default_mode is None:
+        return source
+    # SFTP and install(1) would otherwise publish a 0600 secret as 0644.
+    return int(inputs.default_mode, 8) & (0o700 | (source & 0o077))
 
 
 def _dest(dest: str, conn: Connection) -> str:
@@ -362,12 +384,7 @@ class Upload(Action):
             rel = p.relative_to(src).as_posix()
             if rel == MARKER:  # the renderer's own bookkeeping stays on this machine
                 continue
-            mode = inputs.default_mode
-            for pattern, m in inputs.modes.items():
-                if fnmatch.fnmatchcase(rel, pattern) or fnmatch.fnmatchcase(p.name, pattern):
-                    mode = m
-                    break
-            files[rel] = (p, int(mode, 8))
+            files[rel] = (p, _upload_mode(rel, p, inputs))
         return files
 
     def _remote_state(self, ctx: StepContext, conn: Connection, dest: str,
@@ -437,6 +454,13 @@ class Upload(Action):
         files, create, update, chmod, same = self._plan(ctx, inputs, conn)
         dest = _dest(inputs.dest, conn)
         todo = create + update
+        if inputs.default_mode:
+            wanted = int(inputs.default_mode, 8)
+            for rel in todo + chmod:
+                path, mode = files[rel]
+                if mode != wanted and _glob_mode(rel, path, inputs) is None:
+                    ctx.log(f"{rel}: kept private at {mode:04o}, not default_mode "
+                            f"{wanted:04o}: its source is not readable by others", "info")
         if inputs.sudo and (todo or chmod):
             self._sudo_write(ctx, conn, dest, files, todo, chmod)
         elif todo:
