@@ -431,6 +431,12 @@ def _practice(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     try:
+        from .practice import isolate_aws_environment
+
+        cleared = isolate_aws_environment(os.environ, ddir / "emulator")
+        if cleared:
+            notices.append(f"Cleared {', '.join(cleared)} for practice: every AWS call goes to "
+                           f"the emulator, never elsewhere.")
         os.environ.update(emulator.environ())
         phases = None
         if not docker_answers():
