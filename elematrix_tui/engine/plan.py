@@ -59,6 +59,7 @@ def build_plan(rb: Runbook, *, deployment: str, state_dir: Path, params: dict[st
     values: dict[str, Any] = {}
     notes: list[str] = []
     errors: list[Located] = []
+    missing = False
     for p in rb.params:
         if p.type == "secret":
             values[p.name] = MASK
@@ -71,6 +72,8 @@ def build_plan(rb: Runbook, *, deployment: str, state_dir: Path, params: dict[st
         if raw is None:
             values[p.name] = f"<{p.name}>" if p.is_required else None
             if p.is_required:
+                # Its placeholder would fail every input check: those are not shown then.
+                missing = True
                 notes.append(f"  {p.name} = <missing: --set {p.name}=...>")
             continue
         try:
@@ -120,6 +123,10 @@ def build_plan(rb: Runbook, *, deployment: str, state_dir: Path, params: dict[st
                     text = f"(cannot render: {e})"
                 if st.with_:
                     out.append(f"      with {text}")
+                if not missing and effects_of is not st.with_ and "<steps." not in text:
+                    problem = _invalid(registry, st.action, effects_of)
+                    if problem:  # e.g. a path a parameter sends outside its sandbox
+                        out.append(f"      REFUSED at run time: {problem}")
                 for effect in step_effects(registry, st.action, effects_of):
                     out.append(f"      ON THIS MACHINE: {effect}")
                     on_machine.append(f"  {ph.id}/{st.id} ({st.action}): {effect}")
@@ -139,6 +146,20 @@ def build_plan(rb: Runbook, *, deployment: str, state_dir: Path, params: dict[st
                                 "directory and the keyring."])
     # Rendered inputs and look-up findings come from runbooks and AWS: shown cleaned.
     return clean("\n".join(out))
+
+
+def _invalid(registry: Registry, action_name: str, rendered: dict[str, Any]) -> str | None:
+    """Why the rendered inputs would be refused when the step runs, or None."""
+    from pydantic import ValidationError
+
+    try:
+        registry.get(action_name).Inputs.model_validate(rendered)
+    except ValidationError as e:
+        return "; ".join(f"{'.'.join(str(x) for x in err['loc']) or 'with'}: "
+                         f"{err['msg'].removeprefix('Value error, ')}" for err in e.errors())
+    except Exception:
+        return None
+    return None
 
 
 def _live(action_name: str, rendered: dict[str, Any], registry: Registry, deployment: str,

@@ -98,6 +98,9 @@ def test_rendered_escape_fails_the_step_and_copies_nothing(elematrix: str,
     assert res.returncode == 1, res.stdout + res.stderr
     assert "outside the deployment directory" in res.stdout, res.stdout
     assert not dest.exists()
+    res = cli(elematrix, "plan", str(path), "--deployment", "rt", "--set", "src=../../x")
+    assert res.returncode == 0, res.stderr
+    assert "REFUSED at run time: source: '../../x' leaves the deployment directory" in res.stdout
 
 
 def test_a_link_inside_the_deployment_dir_cannot_lead_out(tmp_path: Path) -> None:
