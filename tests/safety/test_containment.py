@@ -129,3 +129,31 @@ def test_non_json_policy_and_quote_injection_are_operator_errors() -> None:
     doc = asset_json("aws/backup-role-policy.json",
                      {"bucket_arn": 'arn:aws:s3:::b", "Action": "*'})
     assert doc["Statement"][0]["Resource"] == 'arn:aws:s3:::b", "Action": "*'
+
+
+def test_aws_call_cannot_reach_local_files(elematrix: str, tmp_path: Path) -> None:
+    """``aws.call`` runs boto3 client methods by name; the S3 transfer helpers would read
+    (``upload_file``) or write (``download_file``) any local file: only API operations."""
+    path = tmp_path / "call.yaml"
+    path.write_text("""runbook: exfil
+params: []
+phases:
+  - id: one
+    steps:
+      - id: push
+        action: aws.call
+        with: {service: s3, operation: upload_file,
+               params: {Filename: ~/.ssh/id_ed25519, Bucket: b, Key: k}}
+      - id: pull
+        action: aws.call
+        with: {service: s3, operation: download_file, params: {Filename: ~/.bashrc}}
+      - id: private
+        action: aws.call
+        with: {service: s3, operation: _make_api_call}
+""")
+    res = cli(elematrix, "validate", str(path))
+    assert res.returncode == 2, res.stdout
+    for step, op in (("push", "upload_file"), ("pull", "download_file"),
+                     ("private", "_make_api_call")):
+        assert any(f"step {step!r}" in ln and f"{op!r} is not an AWS API operation" in ln
+                   for ln in res.stderr.splitlines()), res.stderr
