@@ -69,7 +69,7 @@ class Render(Action):
         return Check(in_sync=True, outputs=outputs)
 
     def apply(self, ctx: StepContext, inputs: Any) -> Result:
-        from ..stack.render import RenderError, render_stack
+        from ..stack.render import NotARendering, RenderError, render_stack
 
         secrets: dict[str, str] = {}
         for name in SECRET_NAMES:
@@ -83,6 +83,13 @@ class Render(Action):
         out = _out_dir(ctx, inputs)
         try:
             res = render_stack(_values(ctx, inputs), secrets, out)
+        except NotARendering as e:
+            raise ActionFailed(str(e), diagnosis="the directory holds files elematrix did not "
+                                                 "render (or a rendering from before renderings "
+                                                 "were marked, with files no template makes)",
+                               fix="move your own files out of it, or give another out_dir; "
+                                   "an old rendering can be deleted: the next run renders it "
+                                   "again") from e
         except RenderError as e:
             raise ActionFailed(str(e), diagnosis="the stack parameters cannot be rendered",
                                fix="correct the parameter named in the message") from e

@@ -50,6 +50,10 @@ class RenderError(ValueError):
     """The values or secrets cannot produce a stack (message says which and why)."""
 
 
+class NotARendering(RenderError):
+    """out_dir (or its .previous) holds files no rendering wrote: never replaced."""
+
+
 @dataclass
 class RenderResult:
     """What a rendering produced and how it differs from the previous one."""
@@ -214,9 +218,8 @@ def _may_replace(path: Path) -> None:
     if path.is_dir() and not path.is_symlink() and (not any(path.iterdir())
                                                      or is_rendering(path)):
         return
-    raise RenderError(f"{path} is not written by a rendering (no {MARKER} in it) and is "
-                      f"not empty: it is never replaced or deleted. Move your files out of "
-                      f"it, or render into another out_dir")
+    raise NotARendering(f"{path} is not written by a rendering (no {MARKER} in it) and is "
+                        f"not empty: it is never replaced or deleted")
 
 
 def diff_trees(old: Mapping[str, str], new: Mapping[str, str],
