@@ -11,6 +11,8 @@ from __future__ import annotations
 import base64
 import json
 import re
+import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +36,15 @@ UNSAFE_ATTRIBUTES = frozenset(
 # them ``7**(7**10)`` or ``'x' * 10**10`` runs for minutes in C, outside any step timeout.
 MAX_INT_BITS = 4096
 MAX_ITEMS = 1_000_000
+# Work one rendering may do in all, in items built, filtered or output (each bounded
+# operation charges its size), and in seconds: a loop of bounded operations is bounded too.
+WORK_ITEMS = 20_000_000
+WORK_SECONDS = 5.0
+# Statements a runbook expression never needs and that repeat work without any operation
+# to charge it to (``{% for a in x %}{% if a in x %}`` compares 10^12 times): refused by
+# validate. ``{% if %}`` and ``{% set %}`` stay; filters (join, map, select) replace loops.
+_UNBOUNDED_NODES: tuple[type[nodes.Node], ...] = (nodes.For, nodes.Macro, nodes.CallBlock,
+                                                  nodes.FilterBlock)
 # str methods whose first argument is an output width.
 _WIDTH_METHODS = frozenset({"center", "ljust", "rjust", "zfill", "expandtabs"})
 _FORMAT_WIDTH = re.compile(r"%[-#0 +]*(\*|\d+)?(?:\.(\*|\d+))?")
@@ -56,6 +67,34 @@ def _b64(value: Any) -> str:
     return base64.b64encode(data).decode()
 
 
+class _Work(threading.local):
+    items = 0
+    deadline = 0.0
+    active = False
+
+
+_WORK = _Work()
+
+
+def _charge(n: int) -> None:
+    """Count ``n`` items of work against this rendering's budget; TooLarge when spent."""
+    if not _WORK.active:
+        return
+    _WORK.items += n
+    if _WORK.items > WORK_ITEMS:
+        raise TooLarge(f"the expression does too much work (over {WORK_ITEMS} items built, "
+                       f"filtered or output)")
+    if time.monotonic() > _WORK.deadline:
+        raise TooLarge(f"the expression takes longer than {WORK_SECONDS:g} s to render")
+
+
+def _size(v: Any) -> int:
+    try:
+        return len(v) if isinstance(v, (str, bytes, list, tuple, dict, set, range)) else 1
+    except TypeError:
+        return 1
+
+
 def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
@@ -63,6 +102,8 @@ def _is_int(v: Any) -> bool:
 def _width(n: Any, what: str) -> None:
     if _is_int(n) and n > MAX_ITEMS:
         raise TooLarge(f"{what} of {n} is too large (the limit is {MAX_ITEMS})")
+    if _is_int(n) and n > 0:
+        _charge(n)
 
 
 def _format_widths(fmt: str, pattern: re.Pattern[str]) -> None:
@@ -92,9 +133,21 @@ def check_binop(op: str, left: Any, right: Any) -> None:
                            f"large (the limit is {MAX_INT_BITS})")
     elif op == "%" and isinstance(left, str):
         _format_widths(left, _FORMAT_WIDTH)
+    # Then charge what it builds: a repeated sequence its length, anything else its inputs.
+    if op == "*" and isinstance(left, (str, list, tuple)) and _is_int(right):
+        _charge(len(left) * max(right, 0))
+    elif op == "*" and isinstance(right, (str, list, tuple)) and _is_int(left):
+        _charge(len(right) * max(left, 0))
+    else:
+        _charge(_size(left) + _size(right))
 
 
 def _check_call(obj: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    _charge(sum(_size(a) for a in args) + _size(getattr(obj, "__self__", None)))
+    _check_width_call(obj, args, kwargs)
+
+
+def _check_width_call(obj: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
     # The sandbox hands out str.format wrapped (functools.update_wrapper): look through it.
     inner = getattr(obj, "__wrapped__", obj)
     owner = getattr(inner, "__self__", None)
@@ -159,13 +212,38 @@ def _bounded_filters(env: SandboxedEnvironment) -> None:
 
     env.filters.update(center=b_center, indent=b_indent, replace=pass_eval_context(b_replace),
                        format=b_format)
+    for name, f in list(env.filters.items()):
+        env.filters[name] = _charged(f)
+
+
+def _charged(f: Any) -> Any:
+    """A filter that charges the size of what it is given (sort, join, unique... are O(n))."""
+    import functools
+
+    # pass_context / pass_eval_context mark a filter with this attribute (functools.wraps
+    # copies it): Jinja then passes the context first and the value second.
+    passed = getattr(f, "jinja_pass_arg", None)
+
+    @functools.wraps(f)
+    def run(*args: Any, **kw: Any) -> Any:
+        value = args[1] if passed is not None and len(args) > 1 else args[0] if args else None
+        _charge(_size(value))
+        return f(*args, **kw)
+
+    return run
+
+
+def _bounded_range(*args: int) -> range:
+    r = sandbox.safe_range(*args)
+    _charge(len(r))
+    return r
 
 
 def make_env() -> SandboxedEnvironment:
     """The expression environment: sandboxed, bounded, undefined names are errors."""
     env = BoundedEnvironment(undefined=StrictUndefined, autoescape=False,
                              keep_trailing_newline=True)
-    env.globals = {k: v for k, v in env.globals.items() if k in GLOBALS}
+    env.globals = {"range": _bounded_range}
     env.filters["b64encode"] = _b64
     env.filters["to_json"] = lambda v: json.dumps(v, sort_keys=True)
     env.filters["bool"] = lambda v: str(v).lower() in ("1", "true", "yes", "on")
@@ -209,7 +287,8 @@ def analyse(source: str) -> tuple[list[Reference], set[str]]:
         if attr is not None and (attr.startswith("_") or attr in UNSAFE_ATTRIBUTES):
             raise ExpressionError(f"attribute {attr!r} is not allowed in a runbook expression "
                                   f"(the sandbox refuses it)")
-    if not loads and not any(tree.find_all((nodes.For, nodes.Macro, nodes.CallBlock))):
+    _refuse_statements(tree)
+    if not loads:
         # A constant expression: evaluate it now, under the bounds, so a bomb or an
         # always-failing expression is a located validate error, not a run-time surprise.
         try:
@@ -234,6 +313,13 @@ def analyse(source: str) -> tuple[list[Reference], set[str]]:
     return refs, unknown
 
 
+def _refuse_statements(tree: nodes.Template) -> None:
+    for node in tree.find_all(_UNBOUNDED_NODES):
+        raise ExpressionError(f"'{{% {type(node).__name__.lower()} %}}' is not allowed in a "
+                              f"runbook expression (its work has no bound; use filters such "
+                              f"as join, map or select)")
+
+
 def _const(node: nodes.Node) -> str | None:
     return node.value if isinstance(node, nodes.Const) and isinstance(node.value, str) else None
 
@@ -242,6 +328,9 @@ def render_string(text: str, variables: Mapping[str, Any]) -> Any:
     """Render one string; a lone ``{{ expr }}`` returns the expression's native value."""
     if not has_expression(text):
         return text
+    outer = _WORK.active  # a nested render (a filter rendering) shares the budget
+    if not outer:
+        _WORK.items, _WORK.deadline, _WORK.active = 0, time.monotonic() + WORK_SECONDS, True
     try:
         m = _SINGLE.match(text)
         if m and "{%" not in text:
@@ -250,7 +339,13 @@ def render_string(text: str, variables: Mapping[str, Any]) -> Any:
             if isinstance(value, Undefined):
                 value._fail_with_undefined_error()
             return value
-        return _ENV.from_string(text).render(**variables)
+        # Also at run time: a string validate never saw (a step's fix:) obeys the same rule.
+        _refuse_statements(_ENV.parse(text))
+        out: list[str] = []
+        for chunk in _ENV.from_string(text).generate(**variables):
+            _charge(len(chunk))
+            out.append(chunk)
+        return "".join(out)
     except TooLarge as e:
         raise TooLarge(f"expression too large: {e} (in {text.strip()!r})") from e
     except UndefinedError as e:
@@ -259,6 +354,9 @@ def render_string(text: str, variables: Mapping[str, Any]) -> Any:
         raise ExpressionError(f"expression syntax: {e.message} (in {text.strip()!r})") from e
     except Exception as e:  # sandbox violations, type errors inside the expression
         raise ExpressionError(f"{type(e).__name__}: {e} (in {text.strip()!r})") from e
+    finally:
+        if not outer:
+            _WORK.active = False
 
 
 def render_value(value: Any, variables: Mapping[str, Any]) -> Any:

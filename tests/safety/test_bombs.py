@@ -140,3 +140,30 @@ def test_sandbox_globals_and_dunders_are_refused_by_validate(elematrix: str, tmp
     res = cli(elematrix, "validate", str(path))
     assert res.returncode == 2, (res.stdout, res.stderr)
     assert f"{path}:11:" in res.stderr and what in res.stderr, res.stderr
+
+
+@pytest.mark.parametrize("expr,what", [
+    ("{% for a in range(9) %}{% for b in range(9) %}x{% endfor %}{% endfor %}", "for"),
+    ("{% macro f() %}x{% endmacro %}{{ f() }}", "macro"),
+])
+def test_unbounded_statements_are_refused_by_validate(elematrix: str, tmp_path: Path,
+                                                      expr: str, what: str) -> None:
+    """A loop repeats work no operation is charged for (``a in x`` 10^12 times)."""
+    path = tmp_path / "stmt.yaml"
+    path.write_text(BOMB % expr)
+    res = cli(elematrix, "validate", str(path))
+    assert res.returncode == 2, (res.stdout, res.stderr)
+    assert f"{path}:11:" in res.stderr and f"'{{% {what} %}}' is not allowed" in res.stderr
+
+
+@pytest.mark.timeout(60)
+def test_a_long_chain_of_bounded_operations_is_bounded_too(elematrix: str,
+                                                           tmp_path: Path) -> None:
+    """Each step stays under the per-operation bound; the rendering's budget stops the sum."""
+    expr = "{{ " + " ~ ".join(["('x' * params.times)"] * 40) + " }}"
+    path = tmp_path / "chain.yaml"
+    path.write_text(BOMB % expr)
+    res, took = bounded(elematrix, "run", str(path), "--deployment", "chain", "--yes",
+                        "--set", "times=900000")
+    assert res.returncode == 1 and took < 15, (res.returncode, res.stderr[-500:])
+    assert "too much work" in res.stdout, res.stdout[-800:]
