@@ -123,13 +123,6 @@ def build_plan(rb: Runbook, *, deployment: str, state_dir: Path, params: dict[st
                     text = f"(cannot render: {e})"
                 if st.with_:
                     out.append(f"      with {text}")
-                if not missing and effects_of is not st.with_ and "<steps." not in text:
-                    problem = _invalid(registry, st.action, effects_of)
-                    if problem:  # e.g. a path a parameter sends outside its sandbox
-                        out.append(f"      REFUSED at run time: {problem}")
-                for effect in step_effects(registry, st.action, effects_of):
-                    out.append(f"      ON THIS MACHINE: {effect}")
-                    on_machine.append(f"  {ph.id}/{st.id} ({st.action}): {effect}")
                 if st.action in live_actions and st.with_ and "<steps." not in text:
                     out += _live(st.action, rendered, registry, deployment, state_dir, values)
                 if st.when and "{{" not in st.when:
@@ -138,6 +131,13 @@ def build_plan(rb: Runbook, *, deployment: str, state_dir: Path, params: dict[st
                         out.append(f"      when -> {value}")
                     except ExpressionError:
                         pass
+                if not missing and effects_of is not st.with_ and "<steps." not in text:
+                    problem = _invalid(registry, st.action, effects_of)
+                    if problem:  # e.g. a path a parameter sends outside its sandbox
+                        out.append(f"      REFUSED at run time: {problem}")
+                for effect in step_effects(registry, st.action, effects_of):
+                    out.append(f"      ON THIS MACHINE: {effect}")
+                    on_machine.append(f"  {ph.id}/{st.id} ({st.action}): {effect}")
     # Said before the phases, so no one misses it in a long plan.
     out[summary_at:summary_at] = (
         ["", f"Acts on THIS machine ({len(on_machine)} step(s); a runbook is trusted code, "
@@ -146,20 +146,6 @@ def build_plan(rb: Runbook, *, deployment: str, state_dir: Path, params: dict[st
                                 "directory and the keyring."])
     # Rendered inputs and look-up findings come from runbooks and AWS: shown cleaned.
     return clean("\n".join(out))
-
-
-def _invalid(registry: Registry, action_name: str, rendered: dict[str, Any]) -> str | None:
-    """Why the rendered inputs would be refused when the step runs, or None."""
-    from pydantic import ValidationError
-
-    try:
-        registry.get(action_name).Inputs.model_validate(rendered)
-    except ValidationError as e:
-        return "; ".join(f"{'.'.join(str(x) for x in err['loc']) or 'with'}: "
-                         f"{err['msg'].removeprefix('Value error, ')}" for err in e.errors())
-    except Exception:
-        return None
-    return None
 
 
 def _live(action_name: str, rendered: dict[str, Any], registry: Registry, deployment: str,
@@ -187,3 +173,17 @@ def _live(action_name: str, rendered: dict[str, Any], registry: Registry, deploy
     if shown:
         lines.append("      found: " + ", ".join(f"{k}={v}" for k, v in shown.items()))
     return lines
+
+
+def _invalid(registry: Registry, action_name: str, rendered: dict[str, Any]) -> str | None:
+    """Why the rendered inputs would be refused when the step runs, or None."""
+    from pydantic import ValidationError
+
+    try:
+        registry.get(action_name).Inputs.model_validate(rendered)
+    except ValidationError as e:
+        return "; ".join(f"{'.'.join(str(x) for x in err['loc']) or 'with'}: "
+                         f"{err['msg'].removeprefix('Value error, ')}" for err in e.errors())
+    except Exception:
+        return None
+    return None
