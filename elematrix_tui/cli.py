@@ -351,14 +351,11 @@ def _runs(args: argparse.Namespace) -> int:
         return 0
     import time
 
-    from .engine.text import clean_line
-
     print(f"{'RUN':<24} {'DEPLOYMENT':<16} {'RUNBOOK':<12} {'STATUS':<12} {'STARTED':<19} "
           f"DURATION")
     for started, rid, dep, rbname, status, duration in rows:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started))
-        print(clean_line(f"{rid:<24} {dep:<16} {rbname:<12} {status:<12} {when:<19} "
-                         f"{duration}"))
+        print(f"{rid:<24} {dep:<16} {rbname:<12} {status:<12} {when:<19} {duration}")
     return 0
 
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 import base64
 import json
 import re
-import threading
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from threading import local
+from time import monotonic
 from typing import Any
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, UndefinedError, nodes, sandbox
@@ -67,7 +67,7 @@ def _b64(value: Any) -> str:
     return base64.b64encode(data).decode()
 
 
-class _Work(threading.local):
+class _Work(local):
     items = 0
     deadline = 0.0
     active = False
@@ -84,7 +84,7 @@ def _charge(n: int) -> None:
     if _WORK.items > WORK_ITEMS:
         raise TooLarge(f"the expression does too much work (over {WORK_ITEMS} items built, "
                        f"filtered or output)")
-    if time.monotonic() > _WORK.deadline:
+    if monotonic() > _WORK.deadline:
         raise TooLarge(f"the expression takes longer than {WORK_SECONDS:g} s to render")
 
 
@@ -172,10 +172,31 @@ def _replace_size(text: str, old: str, new: str) -> None:
                        f"{MAX_ITEMS})")
 
 
+class _ChargedFilters(dict[str, Any]):
+    """The filter table: every filter set into it charges the size of its input."""
+
+    def __setitem__(self, name: str, f: Any) -> None:
+        super().__setitem__(name, _charged(f))
+
+    def update(self, *args: Any, **kw: Any) -> None:
+        for k, v in dict(*args, **kw).items():
+            self[k] = v
+
+
 class BoundedEnvironment(SandboxedEnvironment):
-    """Jinja's sandbox with the size of every operation's result bounded (see above)."""
+    """Jinja's sandbox with the size of every operation's result bounded (see above).
+
+    Only ``range`` is a global; every filter (also those added later) is charged.
+    """
 
     intercepted_binops = frozenset({"**", "*", "%"})
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.globals = {"range": _bounded_range}
+        builtin, self.filters = self.filters, _ChargedFilters()
+        self.filters.update(builtin)
+        _bounded_filters(self)
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         check_binop(operator, left, right)
@@ -212,8 +233,6 @@ def _bounded_filters(env: SandboxedEnvironment) -> None:
 
     env.filters.update(center=b_center, indent=b_indent, replace=pass_eval_context(b_replace),
                        format=b_format)
-    for name, f in list(env.filters.items()):
-        env.filters[name] = _charged(f)
 
 
 def _charged(f: Any) -> Any:
@@ -243,11 +262,9 @@ def make_env() -> SandboxedEnvironment:
     """The expression environment: sandboxed, bounded, undefined names are errors."""
     env = BoundedEnvironment(undefined=StrictUndefined, autoescape=False,
                              keep_trailing_newline=True)
-    env.globals = {"range": _bounded_range}
     env.filters["b64encode"] = _b64
     env.filters["to_json"] = lambda v: json.dumps(v, sort_keys=True)
     env.filters["bool"] = lambda v: str(v).lower() in ("1", "true", "yes", "on")
-    _bounded_filters(env)
     return env
 
 
@@ -330,7 +347,7 @@ def render_string(text: str, variables: Mapping[str, Any]) -> Any:
         return text
     outer = _WORK.active  # a nested render (a filter rendering) shares the budget
     if not outer:
-        _WORK.items, _WORK.deadline, _WORK.active = 0, time.monotonic() + WORK_SECONDS, True
+        _WORK.items, _WORK.deadline, _WORK.active = 0, monotonic() + WORK_SECONDS, True
     try:
         m = _SINGLE.match(text)
         if m and "{%" not in text:

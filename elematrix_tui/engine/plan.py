@@ -56,10 +56,10 @@ def build_plan(rb: Runbook, *, deployment: str, state_dir: Path, params: dict[st
         remembered = j.get_meta("params") or {}
         passed = j.passed_gates()
         j.close()
+    missing = False  # a required parameter has no value yet
     values: dict[str, Any] = {}
     notes: list[str] = []
     errors: list[Located] = []
-    missing = False
     for p in rb.params:
         if p.type == "secret":
             values[p.name] = MASK
