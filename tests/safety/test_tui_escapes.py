@@ -46,3 +46,9 @@ async def test_tui_log_and_detail_never_carry_control_characters(state_dir: Path
         detail = str(screen.query_one("#detail-text", Static).render())
         assert "why\\x1b]8;;http://x\\x07" in detail, detail
         assert not BAD.search(detail), [m.group() for m in BAD.finditer(detail)]
+        # Toasts carry engine text too (a failed step's label, an engine error).
+        screen.notify("engine says \x1b[2J\rdone", markup=False)
+        await pilot.pause()
+        shown = [str(n.message) for n in app._notifications]
+        assert any("\\x1b[2J\\x0ddone" in m for m in shown), shown
+        assert not any(BAD.search(m) for m in shown), shown
