@@ -52,3 +52,23 @@ async def test_tui_log_and_detail_never_carry_control_characters(state_dir: Path
         shown = [str(n.message) for n in app._notifications]
         assert any("\\x1b[2J\\x0ddone" in m for m in shown), shown
         assert not any(BAD.search(m) for m in shown), shown
+
+
+@pytest.mark.timeout(60)
+def test_start_screen_listing_survives_an_alias_bomb(tmp_path: Path) -> None:
+    """The start screen reads every file in the runbook folder: a billion-laughs file there
+    is listed as invalid, not expanded (the engine's bounded loader)."""
+    from elematrix_tui.ui.catalog import list_runbooks
+
+    from .test_bombs import LAUGHS
+
+    (tmp_path / "lol.yaml").write_text("{" + LAUGHS.replace("\n", ", ").replace(
+        "runbook: lol, ", "").rstrip(", ") + ", runbook: lol}\n")
+    (tmp_path / "inline.yaml").write_text(
+        "runbook: inline\ntitle: [&a [x, x, x, x, x, x, x, x, x, x], &b [*a, *a, *a, *a, *a, "
+        "*a, *a, *a, *a, *a], &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b], &d [*c, *c, *c, *c,"
+        " *c, *c, *c, *c, *c, *c], &e [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d], &f [*e, *e, *e,"
+        " *e, *e, *e, *e, *e, *e, *e], &g [*f, *f, *f, *f, *f, *f, *f, *f, *f, *f]]\n")
+    entries = {e.path.name: e for e in list_runbooks(tmp_path)}
+    assert entries["lol.yaml"].title == "(not valid YAML)"
+    assert len(entries["inline.yaml"].title) <= 200
