@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InputError, Located
-from .expressions import ExpressionError, render_string, render_value
+from .expressions import ExpressionError, TooLarge, render_string, render_value
 from .journal import Journal
 from .model import Runbook
 from .params import ParamValueError, coerce
@@ -117,6 +117,8 @@ def build_plan(rb: Runbook, *, deployment: str, state_dir: Path, params: dict[st
                     shown = {k: (MASK if k in action.secret_inputs and v else v)
                              for k, v in rendered.items()}
                     text = json.dumps(shown, default=str, sort_keys=True)
+                except TooLarge as e:  # it will fail the same way when it runs
+                    text = f"(REFUSED at run time: {e})"
                 except ExpressionError as e:
                     text = f"(cannot render yet: {e})"
                 except Exception as e:
