@@ -30,6 +30,24 @@ class LocalEffect:
         return f"{self.phase_id}/{self.step_id} ({self.action}): {self.text}"
 
 
+def is_loopback_url(url: str) -> bool:
+    """Whether ``url`` names this machine (localhost, 127.0.0.0/8, ::1): a request there
+    reaches the operator's own services."""
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    try:
+        host = urlsplit(url).hostname or ""
+    except ValueError:
+        return False
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def step_effects(registry: Registry, action: str, with_: dict[str, Any]) -> list[str]:
     """One step's effects on this machine (none for an action that cannot load)."""
     try:

