@@ -105,8 +105,10 @@ def main(argv: list[str] | None = None) -> int:
         }[args.command]
         return handler(args)
     except InputError as e:
+        from .engine.text import clean
+
         for err in e.errors:
-            print(f"error: {err}", file=sys.stderr)
+            print(clean(f"error: {err}"), file=sys.stderr)
         return EXIT_INPUT
     except (LockedError, GuardError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -139,8 +141,13 @@ def resolve_runbook_path(name: str) -> Path:
         if not p.exists():
             raise InputError(f"{name}: no such runbook file")
         return p
-    for folder in (user_runbook_dir(), Path(__file__).parent / "runbooks"):
-        cand = folder / f"{name}.yaml"
+    user, bundled = user_runbook_dir() / f"{name}.yaml", Path(__file__).parent / "runbooks" / \
+        f"{name}.yaml"
+    if user.exists() and bundled.exists():
+        # Never silently: a copied runbook of the same name would run in place of ours.
+        raise InputError(f"{name}: is both a bundled runbook and {user}; refusing to guess. "
+                         f"Give the path to run yours ({user}), or rename it")
+    for cand in (user, bundled):
         if cand.exists():
             return cand
     raise InputError(f"{name}: no such runbook file, and no bundled runbook of that name "
@@ -205,11 +212,26 @@ def _validate(args: argparse.Namespace) -> int:
             if args.params:
                 load_params_file(args.params, rb)
             print(f"{path}: ok ({len(rb.phases)} phases, {steps} steps and gates)")
+            _print_local_effects(rb)
         except RunbookError as e:
+            from .engine.text import clean
+
             bad = True
             for err in e.errors:
-                print(str(err), file=sys.stderr)
+                print(clean(str(err)), file=sys.stderr)
     return EXIT_INPUT if bad else 0
+
+
+def _print_local_effects(rb: Runbook) -> None:
+    """validate: name every step that acts on this machine (a runbook is trusted code)."""
+    from .engine.text import clean
+    from .engine.trust import local_effects
+
+    effects = local_effects(rb, _registry())
+    if effects:
+        print(f"  acts on THIS machine ({len(effects)}; read them before running it):")
+        for e in effects:
+            print(clean(f"    {e}"))
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -409,6 +431,12 @@ def _practice(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     try:
+        from .practice import isolate_aws_environment
+
+        cleared = isolate_aws_environment(os.environ, ddir / "emulator")
+        if cleared:
+            notices.append(f"Cleared {', '.join(cleared)} for practice: every AWS call goes to "
+                           f"the emulator, never elsewhere.")
         os.environ.update(emulator.environ())
         phases = None
         if not docker_answers():

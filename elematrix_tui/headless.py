@@ -9,6 +9,7 @@ from typing import Any, TextIO
 
 from .engine import events as ev
 from .engine.errors import InputError
+from .engine.text import clean, clean_line
 
 _MARK = {"ok": "ok", "changed": "changed", "failed": "FAILED", "skipped": "skipped",
          "interrupted": "interrupted"}
@@ -25,7 +26,7 @@ class HeadlessQuestions:
     def _ask(self, prompt: str) -> str:
         if not self.interactive:
             return ""
-        self.out.write(prompt)
+        self.out.write(clean(prompt))
         self.out.flush()
         return sys.stdin.readline().strip()
 
@@ -37,9 +38,9 @@ class HeadlessQuestions:
             print(f"step {step_id} needs confirmation; run interactively or pass --yes",
                   file=self.out)
             return False
-        print(f"\n{title}", file=self.out)
+        print(clean(f"\n{title}"), file=self.out)
         for c in changes:
-            print(f"  - {c}", file=self.out)
+            print(f"  - {clean_line(c)}", file=self.out)
         if destructive and type_to_confirm:
             return self._ask(f"This is destructive. Type {type_to_confirm!r} to go on: ") \
                 == type_to_confirm
@@ -63,12 +64,12 @@ class HeadlessQuestions:
     def choose(self, step_id: str, prompt: str, options: list[str]) -> str | None:
         # Never answered by --yes: trusting a host key is the operator's own decision.
         if not self.interactive:
-            print(f"step {step_id}: {prompt}\n  refused: no terminal to confirm; pass the "
+            print(f"step {step_id}: {clean(prompt)}\n  refused: no terminal to confirm; pass the "
                   f"expected value as a parameter instead", file=self.out)
             return None
-        print(prompt, file=self.out)
+        print(clean(prompt), file=self.out)
         for i, opt in enumerate(options, 1):
-            print(f"  {i}. {opt}", file=self.out)
+            print(f"  {i}. {clean_line(opt)}", file=self.out)
         pick = self._ask("Number to accept, anything else refuses: ")
         if pick.isdigit() and 1 <= int(pick) <= len(options):
             return options[int(pick) - 1]
@@ -85,7 +86,10 @@ class Printer:
         self._last_progress = 0.0
 
     def __call__(self, e: ev.Event) -> None:
-        w = self.out.write
+        def w(text: str) -> None:
+            # Host output, AWS messages and runbook titles reach the terminal only cleaned.
+            self.out.write(clean(text))
+
         if isinstance(e, ev.RunStarted):
             w(f"{'resuming' if e.resumed else 'run'} {e.run_id}: {e.runbook} -> "
               f"deployment {e.deployment}\n")
@@ -99,7 +103,7 @@ class Printer:
                   f"{f' attempt {e.attempt}' if e.attempt > 1 else ''}: {e.title}\n")
         elif isinstance(e, ev.LogLine):
             if not self.quiet:
-                w(f"   | {e.line}\n")
+                w(f"   | {clean_line(e.line)}\n")
         elif isinstance(e, ev.Progress):
             now = time.monotonic()
             if not self.quiet and now - self._last_progress > 2:
@@ -126,7 +130,10 @@ class Printer:
     def summary(self, runner: Any) -> None:
         if not self.rows:
             return
-        w = self.out.write
+
+        def w(text: str) -> None:
+            self.out.write(clean(text))
+
         w(f"\n{'PHASE':<12} {'STEP':<28} {'RESULT':<12} {'TRIES':>5} {'TIME':>8}\n")
         for phase, step, tag, attempt, duration, _ in self.rows:
             w(f"{phase:<12} {step:<28} {tag:<12} {attempt:>5} {duration:>7.2f}s\n")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -99,6 +100,33 @@ class Emulator:
             "AWS_REGION": PRACTICE_REGION,
             "AWS_DEFAULT_REGION": PRACTICE_REGION,
         }
+
+
+def isolate_aws_environment(environ: MutableMapping[str, str], directory: Path) -> list[str]:
+    """Remove every setting that could send practice's AWS calls anywhere but the emulator.
+
+    boto3 prefers ``AWS_ENDPOINT_URL_<SERVICE>`` to the ``AWS_ENDPOINT_URL`` practice sets,
+    ``AWS_IGNORE_CONFIGURED_ENDPOINT_URLS`` would ignore ours, and a profile or the
+    operator's config files can carry ``endpoint_url``, credentials or a
+    ``credential_process``. They are cleared in this process, and the config files pointed
+    at names that do not exist. Returns the names cleared (to tell the operator).
+    """
+    cleared = sorted(k for k in environ if k.startswith("AWS_ENDPOINT_URL_")
+                     or k in _FOREIGN_AWS)
+    for k in cleared:
+        del environ[k]
+    environ["AWS_CONFIG_FILE"] = str(directory / "no-aws-config")
+    environ["AWS_SHARED_CREDENTIALS_FILE"] = str(directory / "no-aws-credentials")
+    return cleared
+
+
+# Other settings of the standard chain that would take practice elsewhere.
+_FOREIGN_AWS = frozenset({
+    "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "AWS_PROFILE", "AWS_DEFAULT_PROFILE",
+    "AWS_USE_FIPS_ENDPOINT", "AWS_USE_DUALSTACK_ENDPOINT", "AWS_CONFIG_FILE",
+    "AWS_SHARED_CREDENTIALS_FILE", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ROLE_ARN",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_EC2_METADATA_SERVICE_ENDPOINT"})
 
 
 def docker_answers() -> bool:

@@ -8,10 +8,11 @@ lazily by the helpers, so importing this module is cheap.
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from ..engine.action import Action, ActionFailed, Check, Inputs, Result, StepContext
 from .aws_errors import explain
@@ -46,12 +47,31 @@ def _jsonable(v: Any) -> Any:
 # --------------------------------------------------------------------------- aws.call
 
 
+# boto3 client methods that are not AWS API operations; the S3 transfer ones read or write
+# any local file (upload_file Filename=~/.ssh/id_ed25519), so aws.call refuses them.
+_NOT_API = frozenset({"upload_file", "upload_fileobj", "download_file", "download_fileobj",
+                      "copy", "generate_presigned_url", "generate_presigned_post",
+                      "get_paginator", "get_waiter", "can_paginate", "close"})
+_OPERATION_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
 class CallInputs(Inputs):
     service: str
+    # A snake_case AWS API operation of the service's client (describe_instances).
     operation: str
     params: dict[str, Any] = Field(default_factory=dict)
     # AWS error codes that count as success (e.g. "already exists" on a create).
     ok_errors: list[str] = Field(default_factory=list)
+
+    @field_validator("operation")
+    @classmethod
+    def _operation(cls, v: str) -> str:
+        if "{{" in v or "{%" in v:
+            return v
+        if not _OPERATION_RE.match(v) or v in _NOT_API:
+            raise ValueError(f"{v!r} is not an AWS API operation (aws.call never reads or "
+                             f"writes local files; upload a file with ssh.upload)")
+        return v
 
 
 class Call(Action):
@@ -72,6 +92,11 @@ class Call(Action):
         from .aws_errors import error_code
 
         api = aws_for(ctx)
+        # Only the service's API operations: the client's other methods act locally.
+        if inputs.operation not in api.shared.client(inputs.service).meta.method_to_api_mapping:
+            raise ActionFailed(f"{inputs.service}.{inputs.operation} is not an AWS API "
+                               f"operation", fix="name an operation of the service's API, "
+                               "in snake_case (describe_instances)")
         try:
             resp = api.call(inputs.service, inputs.operation, **inputs.params)
         except Exception as e:
@@ -133,6 +158,16 @@ class Ensure(Action):
 
     name = "aws.ensure"
     Inputs = EnsureInputs
+
+    def local_effects(self, with_: dict[str, Any]) -> list[str]:
+        spec = with_.get("spec") or {}
+        if with_.get("kind") != "key_pair" or not isinstance(spec, dict):
+            return []
+        from .aws_kinds import KeyPairSpec
+
+        path = spec.get("public_key_path", KeyPairSpec.model_fields["public_key_path"].default)
+        return [f"reads {path} on THIS machine (and sends the public key to AWS)"] if path \
+            else []
 
     def describe(self, inputs: Any) -> str:
         from .aws_kinds import KINDS

@@ -17,13 +17,13 @@ import json
 import os
 import string
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..engine.action import ActionFailed, StepContext
+from ..engine.containment import AssetPath, JsonAssetPath, asset_path
 from .aws_errors import error_code, explain
 from .aws_session import AwsApi
 from .aws_tags import TAG_DEPLOYMENT, has_deployment_tag, tag_dict, tag_list, tag_spec
@@ -32,22 +32,36 @@ from .aws_tags import TAG_DEPLOYMENT, has_deployment_tag, tag_dict, tag_list, ta
 
 
 def asset_text(rel: str) -> str:
-    """Text of a shipped asset (``aws/ec2-trust-policy.json``) or of an absolute path."""
-    p = Path(rel)
-    if p.is_absolute():
-        return p.read_text("utf-8")
-    return resources.files("elematrix_tui").joinpath("assets", rel).read_text("utf-8")
+    """Text of a bundled asset (``aws/ec2-trust-policy.json``); nothing outside the assets
+    directory is ever read (``engine/containment.py``)."""
+    path = asset_path(rel)
+    try:
+        return path.read_text("utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ActionFailed(f"asset {rel}: cannot read: {e}") from e
 
 
 def asset_json(rel: str, variables: dict[str, str] | None = None) -> Any:
-    """A JSON asset with ``${name}`` placeholders filled (unknown names are errors)."""
+    """A JSON asset with ``${name}`` placeholders filled (unknown names are errors).
+
+    Values are filled JSON-escaped (placeholders sit inside JSON strings), so a value with
+    a quote cannot add a statement to a policy. A file that is not JSON is a located error.
+    """
     text = asset_text(rel)
     if variables is not None:
+        escaped = {k: json.dumps(str(v))[1:-1] for k, v in variables.items()}
         try:
-            text = string.Template(text).substitute(variables)
+            text = string.Template(text).substitute(escaped)
         except KeyError as e:
             raise ActionFailed(f"asset {rel}: no value for placeholder {e}") from e
-    return json.loads(text)
+        except ValueError as e:
+            raise ActionFailed(f"asset {rel}: bad placeholder: {e}") from e
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ActionFailed(f"asset {rel}:{e.lineno}:{e.colno}: not JSON: {e.msg}",
+                           diagnosis="a policy document must be a JSON file",
+                           fix="name a JSON asset (e.g. aws/ec2-trust-policy.json)") from e
 
 
 def _canon(doc: Any) -> str:
@@ -378,10 +392,10 @@ class KeyPair(Kind):
 
 
 class RoleSpec(Spec):
-    trust_policy: str = "aws/ec2-trust-policy.json"
+    trust_policy: JsonAssetPath = "aws/ec2-trust-policy.json"
     managed_policies: list[str] = Field(default_factory=list)
     # policy name -> asset path; ${placeholders} filled from ``variables``.
-    inline_policies: dict[str, str] = Field(default_factory=dict)
+    inline_policies: dict[str, JsonAssetPath] = Field(default_factory=dict)
     variables: dict[str, str] = Field(default_factory=dict)
     description: str = "elematrix-tui instance role"
 
@@ -511,7 +525,7 @@ class BucketSpec(Spec):
     encryption: Literal["AES256", "aws:kms"] = "AES256"
     kms_key_id: str | None = None
     deny_insecure_transport: bool = True
-    policy: str = "aws/bucket-policy.json"
+    policy: JsonAssetPath = "aws/bucket-policy.json"
     noncurrent_version_days: int = Field(default=30, ge=1)
     # Backups are new keys every day, so they are all *current* versions: without an
     # expiry of current objects the bucket grows forever. Applies under ``expire_prefix``
@@ -742,7 +756,7 @@ class InstanceSpec(Spec):
     # 1: only the host reaches IMDS (backup.sh runs on the host). 2 would let every
     # container fetch the instance role's credentials through the docker bridge hop.
     hop_limit: int = Field(default=1, ge=1, le=64)
-    user_data: str | None = "cloud-init/user-data.yaml"
+    user_data: AssetPath | None = "cloud-init/user-data.yaml"
     # An explicit public IPv4 on the interface: a subnet whose "auto-assign public IPv4"
     # is off (any non-default subnet) would otherwise give an unreachable instance.
     public_ip: bool = True
@@ -1093,7 +1107,7 @@ class Alarms(Kind):
 
 class SsmParameterSpec(Spec):
     value: str | None = None
-    asset: str | None = None
+    asset: AssetPath | None = None
     description: str = ""
 
 

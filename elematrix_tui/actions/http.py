@@ -284,6 +284,12 @@ class HttpCheck(Action):
     read_only = True
     secret_inputs = frozenset({"headers", "body"})
 
+    def local_effects(self, with_: dict[str, Any]) -> list[str]:
+        from ..engine.trust import is_loopback_url
+
+        url = str(with_.get("url", ""))
+        return [f"requests {url}: a service on THIS machine"] if is_loopback_url(url) else []
+
     def describe(self, inputs: HttpCheckInputs) -> str:
         return f"check {inputs.method} {inputs.url}"
 

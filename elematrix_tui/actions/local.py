@@ -73,6 +73,12 @@ class WriteFile(Action):
     Inputs = WriteInputs
     output_names = frozenset({"path", "sha256"})
 
+    def local_effects(self, with_: dict[str, Any]) -> list[str]:
+        out = [f"writes {with_.get('path')} on THIS machine (mode {with_.get('mode', '0644')})"]
+        if with_.get("apply_log"):
+            out.append(f"appends to {with_['apply_log']} on THIS machine")
+        return out
+
     def check(self, ctx: StepContext, inputs: WriteInputs) -> Check:
         p = Path(inputs.path)
         digest = hashlib.sha256(inputs.content.encode()).hexdigest()
@@ -118,6 +124,10 @@ class Fail(Action):
     name = "local.fail"
     Inputs = FailInputs
     read_only = True
+
+    def local_effects(self, with_: dict[str, Any]) -> list[str]:
+        path = with_.get("unless_exists")
+        return [f"looks whether {path} exists on THIS machine"] if path else []
 
     def apply(self, ctx: StepContext, inputs: FailInputs) -> Result:
         if inputs.unless_exists and Path(inputs.unless_exists).exists():

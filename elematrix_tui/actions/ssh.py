@@ -13,6 +13,7 @@ import math
 import os
 import re
 import shlex
+import stat
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 from pydantic import Field, field_validator, model_validator
 
 from ..engine.action import Action, ActionFailed, Check, Inputs, Result, StepContext
+from ..engine.containment import DeploymentPath, deployment_path
 from . import sshconn
 from .sshconn import ChannelOpenError, Connection, ExecResult, Target
 
@@ -35,6 +37,18 @@ class SshInputs(Inputs):
     # 'SHA256:...' strings, or the raw console block (BEGIN/END SSH HOST KEY FINGERPRINTS).
     host_key_fingerprints: list[str] | str | None = None
     connect_timeout: float = Field(default=10.0, gt=0, le=300)
+
+
+def _on_this_machine(with_: dict[str, Any], doing: str) -> list[str]:
+    """``local_effects`` of an ssh.* step: ``host: local`` is this machine itself."""
+    host = str(with_.get("host", ""))
+    root = " as root (sudo)" if with_.get("sudo") is True else ""
+    if host == sshconn.LOCAL:
+        return [f"{doing} on THIS machine{root} (host: local)"]
+    if "{{" in host or "{%" in host:
+        return [f"its host is chosen at run time and may be this machine "
+                f"('{sshconn.LOCAL}'): 'elematrix plan' shows which"]
+    return []
 
 
 def _target(ctx: StepContext, inputs: SshInputs) -> Target:
@@ -138,6 +152,10 @@ class Run(Action):
     name = "ssh.run"
     Inputs = RunInputs
     secret_inputs = frozenset({"stdin"})
+
+    def local_effects(self, with_: dict[str, Any]) -> list[str]:
+        command = " ".join(str(with_.get("command", "")).split())
+        return _on_this_machine(with_, f"runs `{command[:80]}`")
 
     def describe(self, inputs: RunInputs) -> str:
         sudo = "sudo " if inputs.sudo else ""
@@ -251,25 +269,46 @@ MODE_RE = re.compile(r"^0?[0-7]{3}$")
 
 
 class UploadInputs(SshInputs):
-    # A local directory (relative paths are inside the deployment's directory).
-    source: str
+    # A local directory inside the deployment's directory (relative paths start there).
+    source: DeploymentPath
     # The remote directory (created when missing).
     dest: str
     # Glob (on the path relative to source, or on the file name) -> octal mode, first wins.
     modes: dict[str, str] = Field(default_factory=dict)
-    default_mode: str = "0644"
+    # Files no glob names: None keeps each source file's own mode; a mode given here never
+    # adds group/other bits the source lacks (a 0600 key stays 0600).
+    default_mode: str | None = None
     # Write as root (dest not writable by the SSH user, e.g. /opt/...): files are staged in
     # a private temp dir, then installed with 'sudo -n install -m MODE' and renamed.
     sudo: bool = False
 
     @model_validator(mode="after")
     def _modes(self) -> UploadInputs:
-        for m in [*self.modes.values(), self.default_mode]:
+        for m in [*self.modes.values(), *([self.default_mode] if self.default_mode else [])]:
             if not MODE_RE.match(m):
                 raise ValueError(f"mode {m!r} must be octal like '0600' or '644'")
         if not self.dest or self.dest.strip() in {"/", "~"}:
             raise ValueError("dest must be a directory below / (not / itself)")
         return self
+
+
+def _glob_mode(rel: str, path: Path, inputs: UploadInputs) -> int | None:
+    for pattern, m in inputs.modes.items():
+        if fnmatch.fnmatchcase(rel, pattern) or fnmatch.fnmatchcase(path.name, pattern):
+            return int(m, 8)
+    return None
+
+
+def _upload_mode(rel: str, path: Path, inputs: UploadInputs) -> int:
+    """The mode a file gets on the host: its glob's, else the source's (see default_mode)."""
+    named = _glob_mode(rel, path, inputs)
+    if named is not None:
+        return named  # named for this file by the runbook's author: as written
+    source = stat.S_IMODE(path.stat().st_mode)
+    if inputs.default_mode is None:
+        return source
+    # SFTP and install(1) would otherwise publish a 0600 secret as 0644.
+    return int(inputs.default_mode, 8) & (0o700 | (source & 0o077))
 
 
 def _dest(dest: str, conn: Connection) -> str:
@@ -319,14 +358,16 @@ class Upload(Action):
     name = "ssh.upload"
     Inputs = UploadInputs
 
+    def local_effects(self, with_: dict[str, Any]) -> list[str]:
+        return _on_this_machine(with_, f"writes files into {with_.get('dest')}")
+
     def describe(self, inputs: UploadInputs) -> str:
         return f"upload {inputs.source} to {inputs.host}:{inputs.dest}"
 
     # -- planning ----------------------------------------------------------------------
     def _source(self, ctx: StepContext, inputs: UploadInputs) -> Path:
-        src = Path(os.path.expanduser(inputs.source))
-        if not src.is_absolute():
-            src = Path(ctx.deployment_dir) / src
+        # Uploads come only from the deployment's own directory: never ~/.ssh or the like.
+        src = deployment_path(ctx.deployment_dir, inputs.source, what="source")
         if not src.is_dir():
             raise ActionFailed(f"source {src} is not a directory",
                                diagnosis="There is nothing to upload at that path.",
@@ -334,17 +375,16 @@ class Upload(Action):
         return src
 
     def _local_files(self, src: Path, inputs: UploadInputs) -> dict[str, tuple[Path, int]]:
+        from ..stack.render import MARKER
+
         files: dict[str, tuple[Path, int]] = {}
         for p in sorted(src.rglob("*")):
             if not p.is_file():
                 continue
             rel = p.relative_to(src).as_posix()
-            mode = inputs.default_mode
-            for pattern, m in inputs.modes.items():
-                if fnmatch.fnmatchcase(rel, pattern) or fnmatch.fnmatchcase(p.name, pattern):
-                    mode = m
-                    break
-            files[rel] = (p, int(mode, 8))
+            if rel == MARKER:  # the renderer's own bookkeeping stays on this machine
+                continue
+            files[rel] = (p, _upload_mode(rel, p, inputs))
         return files
 
     def _remote_state(self, ctx: StepContext, conn: Connection, dest: str,
@@ -414,6 +454,13 @@ class Upload(Action):
         files, create, update, chmod, same = self._plan(ctx, inputs, conn)
         dest = _dest(inputs.dest, conn)
         todo = create + update
+        if inputs.default_mode:
+            wanted = int(inputs.default_mode, 8)
+            for rel in todo + chmod:
+                path, mode = files[rel]
+                if mode != wanted and _glob_mode(rel, path, inputs) is None:
+                    ctx.log(f"{rel}: kept private at {mode:04o}, not default_mode "
+                            f"{wanted:04o}: its source is not readable by others", "info")
         if inputs.sudo and (todo or chmod):
             self._sudo_write(ctx, conn, dest, files, todo, chmod)
         elif todo:
@@ -528,6 +575,9 @@ class Forward(Action):
 
     name = "ssh.forward"
     Inputs = ForwardInputs
+
+    def local_effects(self, with_: dict[str, Any]) -> list[str]:
+        return _on_this_machine(with_, f"forwards to port {with_.get('remote_port')}")
     # Opening a tunnel changes nothing on the host.
     read_only = True
     # The tunnel dies with the process: a resumed run opens it again.

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..engine.action import Action, ActionFailed, Check, Inputs, Result, StepContext
+from ..engine.containment import DeploymentPath, deployment_path, deployment_problem
 from ..stack.values import SECRET_NAMES, StackValues
 
 # Generated secrets: 32 random bytes, URL-safe (fits YAML, env files and URLs unquoted).
@@ -22,8 +23,9 @@ _SECRET_BYTES = 32
 class RenderInputs(StackValues, Inputs):
     """The stack values (see ``elematrix_tui/stack/values.py``) plus where to render."""
 
-    # Default: <deployment_dir>/stack. Relative paths are taken from the deployment dir.
-    out_dir: str | None = None
+    # Default: <deployment_dir>/stack. Relative paths are taken from the deployment dir;
+    # the rendering always stays inside it (engine/containment.py).
+    out_dir: DeploymentPath | None = None
 
 
 def _values(ctx: StepContext, inputs: RenderInputs) -> StackValues:
@@ -34,10 +36,7 @@ def _values(ctx: StepContext, inputs: RenderInputs) -> StackValues:
 
 
 def _out_dir(ctx: StepContext, inputs: RenderInputs) -> Path:
-    if inputs.out_dir:
-        p = Path(inputs.out_dir)
-        return p if p.is_absolute() else ctx.deployment_dir / p
-    return ctx.deployment_dir / "stack"
+    return deployment_path(ctx.deployment_dir, inputs.out_dir or "stack", what="out_dir")
 
 
 class Render(Action):
@@ -82,7 +81,7 @@ class Render(Action):
         return Check(in_sync=True, outputs=outputs)
 
     def apply(self, ctx: StepContext, inputs: Any) -> Result:
-        from ..stack.render import RenderError, render_stack
+        from ..stack.render import NotARendering, RenderError, render_stack
 
         secrets: dict[str, str] = {}
         for name in SECRET_NAMES:
@@ -96,6 +95,13 @@ class Render(Action):
         out = _out_dir(ctx, inputs)
         try:
             res = render_stack(_values(ctx, inputs), secrets, out)
+        except NotARendering as e:
+            raise ActionFailed(str(e), diagnosis="the directory holds files elematrix did not "
+                                                 "render (or a rendering from before renderings "
+                                                 "were marked, with files no template makes)",
+                               fix="move your own files out of it, or give another out_dir; "
+                                   "an old rendering can be deleted: the next run renders it "
+                                   "again") from e
         except RenderError as e:
             raise ActionFailed(str(e), diagnosis="the stack parameters cannot be rendered",
                                fix="correct the parameter named in the message") from e
@@ -123,6 +129,12 @@ class Doctor(Action):
     name = "stack.doctor"
     Inputs = DoctorInputs
     read_only = True
+
+    def local_effects(self, with_: dict[str, Any]) -> list[str]:
+        path = str(with_.get("path", "stack"))
+        if deployment_problem(path) or Path(path).is_absolute():
+            return [f"reads {path} on THIS machine (outside the deployment directory)"]
+        return []
 
     def describe(self, inputs: Any) -> str:
         return f"check the stack in {inputs.path} for known pitfalls"

@@ -176,6 +176,15 @@ class Action:
     # again instead of being restored from the journal, whose outputs would point at nothing.
     process_local: ClassVar[bool] = False
 
+    def local_effects(self, with_: dict[str, Any]) -> list[str]:
+        """What this step does on the operator's own machine beyond its sandbox (runs a
+        command, writes or reads a file outside the deployment dir), in operator words.
+
+        ``with_`` is the step's ``with:`` block, raw (validate: values may still be
+        expressions) or rendered (plan). Shown by validate and plan before anything runs.
+        """
+        return []
+
     def check(self, ctx: StepContext, inputs: Any) -> Check:
         return Check(in_sync=None)
 

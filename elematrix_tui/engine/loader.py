@@ -20,11 +20,16 @@ from .expressions import ExpressionError, analyse, has_expression
 from .model import Param, Phase, Runbook, Step
 from .params import ParamValueError, coerce
 from .registry import Registry
-from .yamlloc import LocDict, LocList, load_located, locate
+from .yamlloc import MAX_BYTES, LocDict, LocList, load_located, locate
 
 
 def _read(path: Path) -> str:
     try:
+        size = path.stat().st_size
+        if size > MAX_BYTES:  # checked before reading: never load a huge file into memory
+            raise RunbookError([Located(str(path), 1, 1, f"file too large for a runbook or "
+                                                         f"parameter file ({size} bytes; the "
+                                                         f"limit is {MAX_BYTES})")])
         return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise RunbookError([Located(str(path), 0, 0, "no such file")]) from None

@@ -12,13 +12,15 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InputError, Located
-from .expressions import ExpressionError, render_string, render_value
+from .expressions import ExpressionError, TooLarge, render_string, render_value
 from .journal import Journal
 from .model import Runbook
 from .params import ParamValueError, coerce
 from .paths import deployment_dir
 from .registry import Registry
 from .secrets import MASK
+from .text import clean
+from .trust import step_effects
 
 
 class _Pending:
@@ -54,6 +56,7 @@ def build_plan(rb: Runbook, *, deployment: str, state_dir: Path, params: dict[st
         remembered = j.get_meta("params") or {}
         passed = j.passed_gates()
         j.close()
+    missing = False  # a required parameter has no value yet
     values: dict[str, Any] = {}
     notes: list[str] = []
     errors: list[Located] = []
@@ -69,6 +72,8 @@ def build_plan(rb: Runbook, *, deployment: str, state_dir: Path, params: dict[st
         if raw is None:
             values[p.name] = f"<{p.name}>" if p.is_required else None
             if p.is_required:
+                # Its placeholder would fail every input check: those are not shown then.
+                missing = True
                 notes.append(f"  {p.name} = <missing: --set {p.name}=...>")
             continue
         try:
@@ -85,6 +90,8 @@ def build_plan(rb: Runbook, *, deployment: str, state_dir: Path, params: dict[st
                  "deployment_dir": str(deployment_dir(state_dir, deployment))}
     out = [f"Plan: runbook {rb.runbook} ({rb.title}) -> deployment {deployment}",
            "Nothing has been changed. Parameters:", *notes]
+    on_machine: list[str] = []
+    summary_at = len(out)
     for ph in rb.phases:
         if phases and ph.id not in phases:
             continue
@@ -102,12 +109,16 @@ def build_plan(rb: Runbook, *, deployment: str, state_dir: Path, params: dict[st
                 head = "  gate " if role == "gate" else "  step "
                 out.append(f"{head}{st.id} ({st.action}): {st.title}"
                            + (f"  [{'; '.join(marks)}]" if marks else ""))
+                effects_of: dict[str, Any] = st.with_
                 try:
                     rendered = render_value(st.with_, variables)
+                    effects_of = rendered
                     action = registry.get(st.action)
                     shown = {k: (MASK if k in action.secret_inputs and v else v)
                              for k, v in rendered.items()}
                     text = json.dumps(shown, default=str, sort_keys=True)
+                except TooLarge as e:  # it will fail the same way when it runs
+                    text = f"(REFUSED at run time: {e})"
                 except ExpressionError as e:
                     text = f"(cannot render yet: {e})"
                 except Exception as e:
@@ -123,7 +134,21 @@ def build_plan(rb: Runbook, *, deployment: str, state_dir: Path, params: dict[st
                         out.append(f"      when -> {value}")
                     except ExpressionError:
                         pass
-    return "\n".join(out)
+                if not missing and effects_of is not st.with_ and "<steps." not in text:
+                    problem = _invalid(registry, st.action, effects_of)
+                    if problem:  # e.g. a path a parameter sends outside its sandbox
+                        out.append(f"      REFUSED at run time: {problem}")
+                for effect in step_effects(registry, st.action, effects_of):
+                    out.append(f"      ON THIS MACHINE: {effect}")
+                    on_machine.append(f"  {ph.id}/{st.id} ({st.action}): {effect}")
+    # Said before the phases, so no one misses it in a long plan.
+    out[summary_at:summary_at] = (
+        ["", f"Acts on THIS machine ({len(on_machine)} step(s); a runbook is trusted code, "
+             "read these before running it):", *on_machine]
+        if on_machine else ["", "Acts on this machine: nothing beyond the deployment "
+                                "directory and the keyring."])
+    # Rendered inputs and look-up findings come from runbooks and AWS: shown cleaned.
+    return clean("\n".join(out))
 
 
 def _notes(registry: Registry, action_name: str, with_: dict[str, Any],
@@ -162,3 +187,17 @@ def _live(action_name: str, rendered: dict[str, Any], registry: Registry, deploy
     if shown:
         lines.append("      found: " + ", ".join(f"{k}={v}" for k, v in shown.items()))
     return lines
+
+
+def _invalid(registry: Registry, action_name: str, rendered: dict[str, Any]) -> str | None:
+    """Why the rendered inputs would be refused when the step runs, or None."""
+    from pydantic import ValidationError
+
+    try:
+        registry.get(action_name).Inputs.model_validate(rendered)
+    except ValidationError as e:
+        return "; ".join(f"{'.'.join(str(x) for x in err['loc']) or 'with'}: "
+                         f"{err['msg'].removeprefix('Value error, ')}" for err in e.errors())
+    except Exception:
+        return None
+    return None

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Any
 
 from .journal import Journal
+from .text import clean, clean_data
 
 
 def _fmt_ts(ts: float | None) -> str:
@@ -49,10 +51,27 @@ def report_data(journal: Journal, run_id: str) -> dict[str, Any]:
 
 
 def build_report(journal: Journal, run_id: str, fmt: str = "md") -> str:
-    data = report_data(journal, run_id)
+    """The run's report as Markdown (``md``) or JSON; control characters are neutralised."""
+    # Host output and AWS messages are recorded as they came; a report shows them cleaned
+    # (a decoded JSON string is as dangerous on a terminal as the Markdown).
+    data = clean_data(report_data(journal, run_id))
     if fmt == "json":
         return json.dumps(data, indent=2, sort_keys=True, default=str)
-    return _markdown(data)
+    return clean(_markdown(data))
+
+
+def cell(value: Any, *, code: bool = False) -> str:
+    """One Markdown table cell: a ``|``, a newline or a backtick cannot break the table.
+
+    ``code=True`` shows the value as a code span, fenced with more backticks than it holds.
+    """
+    text = str(value).replace("\r\n", "\n").replace("\n", " ").replace("|", "\\|")
+    if not code:
+        return text.replace("`", "\\`")
+    longest = max((len(m) for m in re.findall("`+", text)), default=0)
+    fence = "`" * (longest + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
 
 
 def _markdown(d: dict[str, Any]) -> str:
@@ -66,14 +85,14 @@ def _markdown(d: dict[str, Any]) -> str:
     out += ["## Parameters", "", "| name | value |", "|---|---|"]
     for k, v in sorted(d["params"].items()):
         shown = "(secret, in the keyring)" if isinstance(v, dict) and "$secret" in v else v
-        out.append(f"| {k} | `{shown}` |")
+        out.append(f"| {cell(k)} | {cell(shown, code=True)} |")
     out += ["", "## Timeline", "",
             "| phase | step | role | attempt | status | duration | message |",
             "|---|---|---|---|---|---|---|"]
     for s in d["steps"]:
-        msg = (s["message"] or "").replace("|", "\\|").replace("\n", " ")[:120]
-        out.append(f"| {s['phase']} | {s['step']} | {s['role']} | {s['attempt']} | "
-                   f"{s['status']} | {s['duration']:.2f} s | {msg} |")
+        msg = cell((s["message"] or "")[:120])
+        out.append(f"| {cell(s['phase'])} | {cell(s['step'])} | {s['role']} | {s['attempt']} | "
+                   f"{cell(s['status'])} | {s['duration']:.2f} s | {msg} |")
     if d["restored_steps"]:
         out += ["", "Restored from the journal on resume (not run again): "
                 + ", ".join(f"`{x}`" for x in d["restored_steps"])]
@@ -85,8 +104,8 @@ def _markdown(d: dict[str, Any]) -> str:
                 detail += f" — why: {g['diagnosis']}"
             if g.get("fix"):
                 detail += f" — fix: {g['fix']}"
-            out.append(f"| {g['phase_id']} | {g['gate_id']} | "
-                       f"{'passed' if g['passed'] else 'FAILED'} | {detail} |")
+            out.append(f"| {cell(g['phase_id'])} | {cell(g['gate_id'])} | "
+                       f"{'passed' if g['passed'] else 'FAILED'} | {cell(detail)} |")
     checks = [n for n in d["notes"] if n.get("name") == "gate.check"]
     if checks:
         out += ["", "## Checks", "", "| step | check | result | time | detail |",
@@ -95,9 +114,9 @@ def _markdown(d: dict[str, Any]) -> str:
             detail = (c.get("diagnosis") or c.get("detail") or "")
             if c.get("fix"):
                 detail += f" — fix: {c['fix']}"
-            out.append(f"| {c['step']} | {c.get('check') or c.get('label') or '-'} | "
+            out.append(f"| {cell(c['step'])} | {cell(c.get('check') or c.get('label') or '-')} | "
                        f"{'passed' if c.get('passed') else 'FAILED'} | "
-                       f"{float(c.get('duration') or 0):.2f} s | {detail} |")
+                       f"{float(c.get('duration') or 0):.2f} s | {cell(detail)} |")
     warnings = [n for n in d["notes"] if n.get("name") == "warning"]
     if warnings:
         out += ["", "## Warnings", ""] + [f"- {w.get('text') or w.get('message')}"

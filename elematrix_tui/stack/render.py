@@ -6,6 +6,11 @@ with undefined names as errors, into a fresh directory that then replaces the pr
 rendering; the previous one is kept beside it (``<out_dir>.previous``) and a unified diff
 against it is returned, with every secret value masked, so an operator can review what
 changes before anything is uploaded.
+
+Only a rendering is ever replaced or removed: each one carries a marker file (``MARKER``),
+and a directory without it (the operator's own files) is refused, never moved aside or
+deleted. A directory rendered before the marker existed is recognised by holding only
+files the templates produce.
 """
 
 from __future__ import annotations
@@ -34,10 +39,19 @@ from .values import SECRET_NAMES, StackValues
 SECRET_FILES: frozenset[str] = frozenset({"synapse/homeserver.yaml", "postgres.env"})
 EXECUTABLE_FILES: frozenset[str] = frozenset({"backup.sh"})
 MASK = "********"
+# Written into every rendering: the proof that the directory is ours to replace. Not a
+# template output, so never diffed, and ssh.upload leaves it behind.
+MARKER = ".elematrix-rendering"
+_MARKER_TEXT = ("Written by elematrix stack.render. This directory is replaced by the next "
+                "rendering; keep nothing of your own here.\n")
 
 
 class RenderError(ValueError):
     """The values or secrets cannot produce a stack (message says which and why)."""
+
+
+class NotARendering(RenderError):
+    """out_dir (or its .previous) holds files no rendering wrote: never replaced."""
 
 
 @dataclass
@@ -182,9 +196,30 @@ def _read_tree(root: Path) -> dict[str, str]:
         return {}
     out: dict[str, str] = {}
     for p in sorted(root.rglob("*")):
-        if p.is_file():
+        if p.is_file() and p.relative_to(root).as_posix() != MARKER:
             out[p.relative_to(root).as_posix()] = p.read_text(encoding="utf-8", errors="replace")
     return out
+
+
+def is_rendering(path: Path) -> bool:
+    """Whether ``path`` is a directory a rendering wrote (and so may be replaced)."""
+    if (path / MARKER).is_file():
+        return True
+    # Renderings made before the marker: nothing in them but files the templates produce.
+    names = {rel for rel, _ in _walk(template_root())}
+    files = [p for p in path.rglob("*") if not p.is_dir()]
+    return bool(files) and all(p.relative_to(path).as_posix() in names for p in files)
+
+
+def _may_replace(path: Path) -> None:
+    """Refuse to move aside or delete a directory that is not a rendering."""
+    if not path.exists() and not path.is_symlink():
+        return
+    if path.is_dir() and not path.is_symlink() and (not any(path.iterdir())
+                                                     or is_rendering(path)):
+        return
+    raise NotARendering(f"{path} is not written by a rendering (no {MARKER} in it) and is "
+                        f"not empty: it is never replaced or deleted")
 
 
 def diff_trees(old: Mapping[str, str], new: Mapping[str, str],
@@ -222,7 +257,7 @@ def write_tree(root: Path, files: Mapping[str, str]) -> None:
     """Write files under root with their modes (secret files never exist with wider mode)."""
     root.mkdir(parents=True, exist_ok=True)
     os.chmod(root, 0o700)
-    for rel, text in files.items():
+    for rel, text in {**files, MARKER: _MARKER_TEXT}.items():
         p = root / rel
         p.parent.mkdir(parents=True, exist_ok=True)
         # Create with the final mode: a secret is never readable by others, not even briefly.
@@ -235,6 +270,7 @@ def write_tree(root: Path, files: Mapping[str, str]) -> None:
 def plan_render(values: Mapping[str, Any] | StackValues, secrets: Mapping[str, str],
                 out_dir: Path) -> tuple[dict[str, str], list[str], list[str]]:
     """Render in memory and compare with what is in out_dir: (files, changed, diff)."""
+    _may_replace(Path(out_dir))
     files = render_files(values, secrets)
     changed, diff = diff_trees(_read_tree(out_dir), files, secrets)
     if not changed:
@@ -254,11 +290,14 @@ def render_stack(values: Mapping[str, Any] | StackValues, secrets: Mapping[str, 
     renames, so out_dir is never half-written. When nothing changed, nothing is touched.
     """
     out_dir = Path(out_dir)
-    files, changed, diff = plan_render(values, secrets, out_dir)
     previous = out_dir.with_name(out_dir.name + ".previous")
+    # First of all (in plan_render): a directory of the operator's is never moved or removed.
+    files, changed, diff = plan_render(values, secrets, out_dir)
     if not changed:
         return RenderResult(out_dir, sorted(files), [], [],
                             previous if previous.exists() else None)
+    if out_dir.exists():
+        _may_replace(previous)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.new-", dir=out_dir.parent))
     try:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from textual.app import App
 from textual.binding import Binding, BindingType
 
+from ..engine.text import clean
 from . import catalog
 from .markup import escape
 from .screens.start import StartScreen
@@ -22,6 +23,7 @@ from .screens.start import StartScreen
 # the engine or the other screens (measured by bench/bench_tui.py: tui.first_frame_s).
 if TYPE_CHECKING:
     from textual.command import Provider
+    from textual.notifications import SeverityLevel
 
     from ..engine.model import Runbook
     from .bridge import RunnerFactory
@@ -54,6 +56,12 @@ class ElematrixApp(App[int]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+c", "quit_from_anywhere", "Quit", show=False, priority=True),
     ]
+
+    def notify(self, message: str, *, title: str = "", severity: SeverityLevel = "information",
+               timeout: float | None = None, markup: bool = True) -> None:
+        """Every toast, from any screen: engine and host text shown, never obeyed."""
+        super().notify(clean(message), title=clean(title), severity=severity, timeout=timeout,
+                       markup=markup)
 
     def __init__(self, state_dir: Path, *, runbook: Path | None = None,
                  deployment: str | None = None, resume_run: str | None = None,

@@ -15,8 +15,6 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
 if TYPE_CHECKING:
     from ..engine.model import Runbook
 
@@ -75,24 +73,28 @@ def _title_of(path: Path) -> tuple[str, str]:
     """The runbook's name and title, read from its top-level keys without parsing it all:
     the start screen lists every runbook and must paint fast (a full YAML parse of the
     bundled runbooks took most of the first frame)."""
+    # The engine's bounded loader: a runbook file in the folder cannot exhaust memory
+    # (an alias bomb) just by being listed on the start screen.
+    from ..engine.yamlloc import MAX_BYTES, load_located
+
     try:
+        if path.stat().st_size > MAX_BYTES:
+            return path.stem, "(too large to be a runbook)"
         text = path.read_text(encoding="utf-8")
-    except OSError:
+    except (OSError, UnicodeDecodeError):
         return path.stem, "(unreadable runbook)"
     found = {k: v for k, v in _TOP_KEY.findall(text)}
     if "runbook" in found:
         out = []
         for key in ("runbook", "title"):
             raw = found.get(key, "")
-            try:
-                val = yaml.safe_load(raw) if raw else ""
-            except yaml.YAMLError:
-                val = raw
-            out.append(str(val) if val is not None else "")
+            val, bad = load_located(raw, str(path)) if raw else ("", [])
+            if bad or not isinstance(val, (str, int, float, bool, type(None))):
+                val = raw  # shown as written: never a structure expanded into a title
+            out.append(str(val)[:200] if val is not None else "")
         return out[0] or path.stem, out[1]
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError:
+    data, problems = load_located(text, str(path))
+    if problems:
         return path.stem, "(not valid YAML)"
     if not isinstance(data, dict):
         return path.stem, "(not a runbook)"

@@ -7,7 +7,9 @@ and raises MarkupError mid-run. A backslash before every ``[`` is always literal
 
 from __future__ import annotations
 
+from ..engine.text import clean
+
 
 def escape(text: str) -> str:
-    """Make any text literal inside Textual markup."""
-    return text.replace("[", "\\[")
+    """Make any text literal inside Textual markup, its control characters shown, not obeyed."""
+    return clean(text).replace("[", "\\[")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -74,10 +75,13 @@ def test_run_upload_forward_and_gate_headless(elematrix: str, sshd: SshServer, t
                                               loopback_service: int) -> None:  # noqa: F811
     rb = tmp_path / "ssh-cli.yaml"
     rb.write_text(RUNBOOK)
-    stack = tmp_path / "stack"
-    stack.mkdir()
-    (stack / "compose.yaml").write_text("services: {}\n")
-    (stack / "secret.env").write_text("PASSWORD=hunter2\n")
+    # Uploads come only from the deployment's own directory (engine/containment.py).
+    for dep in ("sshcli", "fresh"):
+        src = Path(os.environ["ELEMATRIX_STATE_DIR"]) / "deployments" / dep / "stack"
+        src.mkdir(parents=True)
+        (src / "compose.yaml").write_text("services: {}\n")
+        (src / "secret.env").write_text("PASSWORD=hunter2\n")
+    stack = Path("stack")
     dest = sshd.user_dir(f"cli-{tmp_path.name}")
     pins = ",".join(sshd.fingerprints)
 

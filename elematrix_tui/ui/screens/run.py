@@ -551,7 +551,9 @@ def export_report(state_dir: Path, deployment: str, run_id: str, model: RunModel
             finally:
                 catalog.close_journal(journal)
     if text is None:
-        text = summary_markdown(deployment, run_id, model)
+        from ...engine.text import clean
+
+        text = clean(summary_markdown(deployment, run_id, model))
     path.write_text(text, encoding="utf-8")
     return path
 

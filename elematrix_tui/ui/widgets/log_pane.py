@@ -15,6 +15,8 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import Label, Log
 
+from ...engine.text import clean_line
+
 # Visible lines: enough to scroll back through a long command, small enough to stay fast.
 VISIBLE_LINES = 10_000
 # Lines kept for re-filtering; older ones are only in the journal.
@@ -49,6 +51,8 @@ class LogPane(Vertical):
     @staticmethod
     def _fmt(step_id: str, stream: str, line: str, with_step: bool) -> str:
         mark = "! " if stream == "stderr" else ""
+        # Host output: escape sequences and embedded newlines are shown, never obeyed.
+        line = clean_line(line)
         return f"{step_id} │ {mark}{line}" if with_step else f"{mark}{line}"
 
     def add(self, lines: Iterable[tuple[str, str, str]]) -> None:

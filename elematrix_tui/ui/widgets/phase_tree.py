@@ -6,6 +6,7 @@ from rich.text import Text
 from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
+from ...engine.text import clean_line
 from .. import format as fmt
 from ..model import PhaseView, RunModel, StepView
 
@@ -15,7 +16,7 @@ NodeData = tuple[str, str]  # ("phase" | "step", id)
 def phase_label(pv: PhaseView) -> Text:
     t = Text()
     t.append(f"{fmt.icon(pv.state)} ", style=fmt.style(pv.state))
-    t.append(pv.label, style="bold")
+    t.append(clean_line(pv.label), style="bold")
     t.append(f"  {pv.state}", style=fmt.style(pv.state) or "dim")
     return t
 
@@ -27,7 +28,7 @@ def step_label(sv: StepView) -> Text:
         t.append("gate ", style="italic magenta")
     elif sv.role == "cleanup":
         t.append("cleanup ", style="italic dim")
-    t.append(sv.label)
+    t.append(clean_line(sv.label))
     extra = []
     if sv.duration is not None:
         extra.append(fmt.duration(sv.duration))
