@@ -9,9 +9,13 @@ state directory, which the operator may copy or attach to a ticket.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
+import tempfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +63,7 @@ class SecretStore:
 
     def set(self, deployment: str, name: str, value: str) -> None:
         if self._file is not None:
-            with self._lock:
+            with self._locked():
                 data = self._read_file()
                 data.setdefault(deployment, {})[name] = value
                 self._write_file(data)
@@ -68,7 +72,7 @@ class SecretStore:
 
     def delete(self, deployment: str, name: str) -> None:
         if self._file is not None:
-            with self._lock:
+            with self._locked():
                 data = self._read_file()
                 data.get(deployment, {}).pop(name, None)
                 self._write_file(data)
@@ -78,6 +82,25 @@ class SecretStore:
         except Exception:  # absent already: deleting is idempotent
             pass
 
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Read-modify-write under an exclusive flock shared by every elematrix process.
+
+        Runs of different deployments are separate processes sharing this one file; a
+        thread lock alone let two of them interleave and lose each other's secrets. The
+        lock is a separate file that is never replaced, so its inode stays the one locked.
+        """
+        assert self._file is not None
+        self._file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with self._lock:
+            fd = os.open(self._file.with_name(self._file.name + ".lock"),
+                         os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                yield
+            finally:
+                os.close(fd)  # closing drops the flock
+
     def _read_file(self) -> dict[str, dict[str, str]]:
         assert self._file is not None
         try:
@@ -85,19 +108,40 @@ class SecretStore:
         except FileNotFoundError:
             return {}
         except (OSError, ValueError) as e:
-            raise InputError(f"{self._file}: cannot read the secrets file: {e}") from None
-        return data if isinstance(data, dict) else {}
+            raise InputError(f"{self._file}: cannot read the secrets file ({e}); it is left "
+                             "as it is. Restore it from a backup, or move it away to start "
+                             "an empty store (every secret in it is then lost)") from None
+        # Anything but {deployment: {name: value}} is not ours to overwrite.
+        if not isinstance(data, dict) or not all(
+                isinstance(v, dict) and all(isinstance(x, str) for x in v.values())
+                for v in data.values()):
+            raise InputError(f"{self._file}: the secrets file is not a mapping of deployments "
+                             "to secrets; it is left as it is. Restore it from a backup, or "
+                             "move it away to start an empty store")
+        return data
 
     def _write_file(self, data: dict[str, dict[str, str]]) -> None:
         assert self._file is not None
-        self._file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = self._file.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self._file)
+        folder = self._file.parent
+        # A unique temporary name per writer (two writers never share one), fsynced before
+        # the atomic rename, then the directory fsynced so the rename itself is durable.
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{self._file.name}.", suffix=".tmp")
+        try:
+            os.fchmod(fd, 0o600)
+            with os.fdopen(fd, "w") as f:
+                json.dump(data, f, indent=1, sort_keys=True)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self._file)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        dfd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
 
 
 def _usable_keyring() -> Any:
