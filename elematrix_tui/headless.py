@@ -31,11 +31,17 @@ class HeadlessQuestions:
 
     def confirm(self, step_id: str, title: str, changes: list[str], *, destructive: bool,
                 type_to_confirm: str | None) -> bool:
-        if self.assume_yes:
+        # The engine asks despite --yes only when the name must be typed (a destructive
+        # step of a deployment this state dir never saw): --yes never answers that.
+        if self.assume_yes and not type_to_confirm:
             return True
         if not self.interactive:
-            print(f"step {step_id} needs confirmation; run interactively or pass --yes",
-                  file=self.out)
+            if self.assume_yes:
+                print(f"step {step_id} needs the deployment name typed, which --yes does not "
+                      f"do; run it on a terminal to type {type_to_confirm!r}", file=self.out)
+            else:
+                print(f"step {step_id} needs confirmation; run interactively or pass --yes",
+                      file=self.out)
             return False
         print(f"\n{title}", file=self.out)
         for c in changes:

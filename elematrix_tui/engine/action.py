@@ -70,11 +70,15 @@ class Check:
 class ActionFailed(Exception):
     """Raised by an action for an expected failure, with an operator-facing diagnosis."""
 
-    def __init__(self, message: str, *, diagnosis: str | None = None, fix: str | None = None):
+    def __init__(self, message: str, *, diagnosis: str | None = None, fix: str | None = None,
+                 retry: bool = True):
         super().__init__(message)
         self.message = message
         self.diagnosis = diagnosis
         self.fix = fix
+        # False: a refusal that another attempt cannot change (the account guard); the
+        # step's retry policy is not applied.
+        self.retry = retry
 
 
 class Questions(Protocol):

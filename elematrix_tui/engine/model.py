@@ -15,7 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 ID_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 PHASE_ID_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
 
-ParamType = Literal["string", "int", "bool", "choice", "cidr", "email", "hostname", "secret"]
+ParamType = Literal["string", "int", "bool", "choice", "cidr", "email", "hostname", "secret",
+                    "ssh_public_key"]
 
 
 class _Strict(BaseModel):

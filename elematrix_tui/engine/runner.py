@@ -82,6 +82,7 @@ class _StepOutcome:
     message: str = ""
     diagnosis: str | None = None
     fix: str | None = None
+    retry: bool = True  # False: never retried (ActionFailed(retry=False), a refusal)
 
 
 def runbook_digest(path: Path) -> str:
@@ -120,6 +121,9 @@ class Runner:
         self._resources: dict[str, tuple[Any, Callable[[Any], None] | None]] = {}
         self._res_lock = threading.Lock()
         self._secret_names: set[str] = set()
+        # Whether this state dir knew the deployment before this run (an earlier run in its
+        # journal). A destructive step of a deployment it never saw acts on a tag alone.
+        self._seen_before = True
 
     # -- control from other threads (TUI) -----------------------------------------------
     def cancel(self) -> None:
@@ -155,6 +159,7 @@ class Runner:
         self.journal = journal
         try:
             previous: dict[str, StepRow] = {}
+            self._seen_before = any(r.id != resume_of for r in journal.runs())
             if resume_of is not None:
                 row = journal.run(resume_of)
                 if row is None:
@@ -447,7 +452,8 @@ class Runner:
                                         status="interrupted", attempt=attempt, duration=duration,
                                         is_gate=is_gate, message=outcome.message))
                 raise _Interrupted
-            if outcome.status == "failed" and attempt - first_attempt + 1 < step.retry.attempts:
+            if outcome.status == "failed" and outcome.retry \
+                    and attempt - first_attempt + 1 < step.retry.attempts:
                 self.journal.finish_attempt(self.run_id, step.id, attempt, "failed", {},
                                             self.redact(outcome.message), outcome.diagnosis,
                                             outcome.fix)
@@ -502,7 +508,8 @@ class Runner:
         """Redact every text an action produced before it is journaled or shown."""
         r = self.redact
         return _StepOutcome(o.status, o.outputs, r(o.message),
-                            r(o.diagnosis) if o.diagnosis else None, r(o.fix) if o.fix else None)
+                            r(o.diagnosis) if o.diagnosis else None, r(o.fix) if o.fix else None,
+                            o.retry)
 
     def _fail_early(self, phase: Phase, step: Step, role: str, attempt: int, message: str,
                     fix: str | None = None) -> _StepOutcome:
@@ -550,7 +557,17 @@ class Runner:
 
     def _confirm(self, step: Step, title: str, changes: list[str]) -> bool:
         destructive = step.destructive
-        if self.options.assume_yes:
+        if destructive and not self._seen_before:
+            # Nothing here ties the tag to this operator's deployment: someone else's may
+            # carry the same name. The typed name is required, and --yes does not give it.
+            warning = (f"this state dir has never seen deployment {self.deployment!r} (no "
+                       f"earlier run in its journal): step {step.id!r} acts on whatever "
+                       f"carries its tag in this AWS account. Type the deployment name to go "
+                       f"on; --yes does not answer this")
+            self._emit(LogLine(self.run_id, step_id=step.id, line=warning, stream="warning"))
+            answer = self.questions.confirm(step.id, title, [*changes, warning],
+                                            destructive=True, type_to_confirm=self.deployment)
+        elif self.options.assume_yes:
             answer = True
         else:
             answer = self.questions.confirm(step.id, title, changes, destructive=destructive,
@@ -613,7 +630,7 @@ class Runner:
             err = box["error"]
             if isinstance(err, ActionFailed):
                 return _StepOutcome("failed", message=err.message, diagnosis=err.diagnosis,
-                                    fix=err.fix)
+                                    fix=err.fix, retry=err.retry)
             if isinstance(err, KeyboardInterrupt):
                 return _StepOutcome("interrupted", message="interrupted by the operator")
             for line in str(box.get("tb", "")).rstrip().splitlines()[-8:]:
