@@ -30,6 +30,12 @@ def _common(p: argparse.ArgumentParser, *, runbook_opts: bool = True) -> None:
         p.add_argument("--params", metavar="FILE.yaml", help="parameter values from a YAML file")
 
 
+def _replace_secret(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--replace-secret", dest="replace_secrets", action="append", default=[],
+                   metavar="NAME", help="let a given value replace this stored secret of the "
+                                        "deployment (refused otherwise; repeatable)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="elematrix",
@@ -63,12 +69,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run only this phase (repeatable)")
     p.add_argument("--yes", action="store_true", help="answer confirmations with yes")
     p.add_argument("--quiet", action="store_true", help="no log lines, only steps and summary")
+    _replace_secret(p)
 
     p = sub.add_parser("resume", help="continue an interrupted run (TUI, or headless with --yes)")
     p.add_argument("run_id", nargs="?", metavar="RUN_ID")
     _common(p)
     p.add_argument("--yes", action="store_true", help="headless: answer confirmations with yes")
     p.add_argument("--quiet", action="store_true")
+    _replace_secret(p)
 
     p = sub.add_parser("runs", help="runs with their status")
     _common(p, runbook_opts=False)
@@ -224,7 +232,8 @@ def _run(args: argparse.Namespace) -> int:
     runner = Runner(rb, deployment=deployment, state_dir=_state_dir(args), params=params,
                     questions=HeadlessQuestions(assume_yes=args.yes), sinks=[printer],
                     registry=_registry(), runbook_path=path,
-                    options=RunOptions(phases=args.phases, assume_yes=args.yes))
+                    options=RunOptions(phases=args.phases, assume_yes=args.yes,
+                                       replace_secrets=set(args.replace_secrets)))
     code = runner.run()
     printer.summary(runner)
     return code
@@ -285,7 +294,8 @@ def _resume(args: argparse.Namespace) -> int:
     runner = Runner(rb, deployment=deployment, state_dir=root, params=_params(args, rb),
                     questions=HeadlessQuestions(assume_yes=True), sinks=[printer],
                     registry=_registry(), runbook_path=path,
-                    options=RunOptions(assume_yes=True))
+                    options=RunOptions(assume_yes=True,
+                                       replace_secrets=set(args.replace_secrets)))
     code = runner.resume(run_id)
     printer.summary(runner)
     return code

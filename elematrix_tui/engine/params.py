@@ -9,7 +9,8 @@ import string
 from pathlib import Path
 from typing import Any
 
-from .model import Param
+from .errors import Located
+from .model import Param, Runbook
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
@@ -127,6 +128,13 @@ def coerce(param: Param, raw: Any) -> Any:
     if param.pattern and t != "secret" and not re.search(param.pattern, value):
         raise ParamValueError(f"must match {param.pattern}; got {value!r}")
     return value
+
+
+def unknown_params(rb: Runbook, given: Any) -> list[Located]:
+    """One error per given name the runbook does not declare (run, resume and plan alike)."""
+    return [Located("--set", 0, 0, f"unknown parameter {k!r} for runbook {rb.runbook!r}; it "
+                                   f"takes: {', '.join(p.name for p in rb.params)}")
+            for k in given if rb.param(k) is None]
 
 
 def _kind(raw: Any) -> str:

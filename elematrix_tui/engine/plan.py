@@ -15,7 +15,7 @@ from .errors import InputError, Located
 from .expressions import ExpressionError, render_string, render_value
 from .journal import Journal
 from .model import Runbook
-from .params import ParamValueError, coerce
+from .params import ParamValueError, coerce, unknown_params
 from .paths import deployment_dir
 from .registry import Registry
 from .secrets import MASK
@@ -56,7 +56,7 @@ def build_plan(rb: Runbook, *, deployment: str, state_dir: Path, params: dict[st
         j.close()
     values: dict[str, Any] = {}
     notes: list[str] = []
-    errors: list[Located] = []
+    errors: list[Located] = unknown_params(rb, params)
     for p in rb.params:
         if p.type == "secret":
             values[p.name] = MASK
@@ -65,7 +65,7 @@ def build_plan(rb: Runbook, *, deployment: str, state_dir: Path, params: dict[st
                 "from the keyring, asked for if not stored")
             notes.append(f"  {p.name} = {MASK} (secret: {how})")
             continue
-        raw = params.get(p.name, remembered.get(p.name, p.default))
+        raw = params.get(p.name, remembered.get(p.name, p.default) if p.remember else p.default)
         if raw is None:
             values[p.name] = f"<{p.name}>" if p.is_required else None
             if p.is_required:

@@ -61,6 +61,13 @@ class SecretStore:
         value = self._keyring.get_password(SERVICE, f"{deployment}/{name}")
         return value if isinstance(value, str) else None
 
+    def names(self, deployment: str) -> list[str]:
+        """The secret names stored for a deployment, where the backend can list them (the
+        file store can; a keyring cannot, and the journal's record of names serves)."""
+        if self._file is not None:
+            return sorted(self._read_file().get(deployment, {}))
+        return []
+
     def set(self, deployment: str, name: str, value: str) -> None:
         if self._file is not None:
             with self._locked():

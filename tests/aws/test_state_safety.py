@@ -11,8 +11,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from .test_cli import _Endpoint, _EndpointSession, cli_env, elematrix, infra
 from .helpers import count_tagged
+from .test_cli import _Endpoint, _EndpointSession, cli_env, elematrix, infra
 
 __all__ = ["cli_env"]  # the fixture, shared with test_cli
 

@@ -54,8 +54,8 @@ def test_a_store_that_does_not_parse_is_never_overwritten(content: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(content)
     store = SecretStore("file")
-    with pytest.raises(InputError, match="secrets.json"):
+    with pytest.raises(InputError, match=r"secrets\.json"):
         store.set("dep", "x", "value-123456")
-    with pytest.raises(InputError, match="secrets.json"):
+    with pytest.raises(InputError, match=r"secrets\.json"):
         store.delete("dep", "x")
     assert path.read_text() == content
