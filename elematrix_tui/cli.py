@@ -190,6 +190,21 @@ def _params(args: argparse.Namespace, rb: Runbook) -> dict[str, Any]:
     return values
 
 
+def _open_or_skip(root: Path, dep: str, *, named: bool) -> Any:
+    """A deployment's journal; an unreadable one is an error when named, else skipped with a
+    warning (one bad journal must not stop commands about the others)."""
+    from .engine.errors import InputError
+    from .engine.journal import Journal
+
+    try:
+        return Journal.open(root, dep)
+    except InputError as e:
+        if named:
+            raise
+        print(f"warning: skipped deployment {dep!r}: {e}", file=sys.stderr)
+        return None
+
+
 def _need_deployment(args: argparse.Namespace) -> str:
     from .engine.errors import InputError
 
@@ -222,7 +237,7 @@ def _validate(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from .engine.runner import Runner, RunOptions
-    from .headless import HeadlessQuestions, Printer
+    from .headless import HeadlessQuestions, Printer, StopSignals
 
     path = resolve_runbook_path(args.runbook)
     rb = _load(path)
@@ -234,9 +249,10 @@ def _run(args: argparse.Namespace) -> int:
                     registry=_registry(), runbook_path=path,
                     options=RunOptions(phases=args.phases, assume_yes=args.yes,
                                        replace_secrets=set(args.replace_secrets)))
-    code = runner.run()
+    with StopSignals(deployment) as stop:
+        code = runner.run()
     printer.summary(runner)
-    return code
+    return stop.exit_code(code)
 
 
 def _find_run(args: argparse.Namespace) -> tuple[str, str]:
@@ -250,7 +266,9 @@ def _find_run(args: argparse.Namespace) -> tuple[str, str]:
     for dep in deployments:
         if not Journal.exists(root, dep):
             continue
-        j = Journal.open(root, dep)
+        j = _open_or_skip(root, dep, named=bool(args.deployment))
+        if j is None:
+            continue
         try:
             for run in j.runs():
                 if args.run_id and run.id != args.run_id:
@@ -275,7 +293,7 @@ def _resume(args: argparse.Namespace) -> int:
     from .engine.errors import InputError
     from .engine.journal import Journal
     from .engine.runner import Runner, RunOptions
-    from .headless import HeadlessQuestions, Printer
+    from .headless import HeadlessQuestions, Printer, StopSignals
 
     deployment, run_id = _find_run(args)
     root = _state_dir(args)
@@ -296,9 +314,10 @@ def _resume(args: argparse.Namespace) -> int:
                     registry=_registry(), runbook_path=path,
                     options=RunOptions(assume_yes=True,
                                        replace_secrets=set(args.replace_secrets)))
-    code = runner.resume(run_id)
+    with StopSignals(deployment) as stop:
+        code = runner.resume(run_id)
     printer.summary(runner)
-    return code
+    return stop.exit_code(code)
 
 
 def _plan(args: argparse.Namespace) -> int:
@@ -315,6 +334,7 @@ def _plan(args: argparse.Namespace) -> int:
 
 
 def _runs(args: argparse.Namespace) -> int:
+    from .engine.errors import InputError
     from .engine.journal import Journal, list_deployments
     from .engine.lock import DeploymentLock
     from .engine.paths import deployment_dir
@@ -324,7 +344,12 @@ def _runs(args: argparse.Namespace) -> int:
     for dep in ([args.deployment] if args.deployment else list_deployments(root)):
         if not Journal.exists(root, dep):
             continue
-        j = Journal.open(root, dep)
+        try:
+            j = Journal.open(root, dep)
+        except InputError as e:  # one bad journal must not hide the other deployments
+            print(f"error: {e}", file=sys.stderr)
+            rows.append((float("inf"), "-", dep, "-", "UNREADABLE", "-"))
+            continue
         held = DeploymentLock(deployment_dir(root, dep) / "lock").is_held()
         for run in j.runs():
             status = run.status
@@ -342,7 +367,8 @@ def _runs(args: argparse.Namespace) -> int:
     print(f"{'RUN':<24} {'DEPLOYMENT':<16} {'RUNBOOK':<12} {'STATUS':<12} {'STARTED':<19} "
           f"DURATION")
     for started, rid, dep, rbname, status, duration in rows:
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started))
+        when = "-" if started == float("inf") else \
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started))
         print(f"{rid:<24} {dep:<16} {rbname:<12} {status:<12} {when:<19} {duration}")
     return 0
 
@@ -356,7 +382,9 @@ def _report(args: argparse.Namespace) -> int:
     for dep in ([args.deployment] if args.deployment else list_deployments(root)):
         if not Journal.exists(root, dep):
             continue
-        j = Journal.open(root, dep)
+        j = _open_or_skip(root, dep, named=bool(args.deployment))
+        if j is None:
+            continue
         try:
             if j.run(args.run_id) is not None:
                 text = build_report(j, args.run_id, args.format)
@@ -438,7 +466,7 @@ def _practice_headless(args: argparse.Namespace, path: Path, params: dict[str, A
                        phases: list[str] | None, notices: list[str]) -> int:
     from .engine.journal import Journal
     from .engine.runner import Runner, RunOptions
-    from .headless import HeadlessQuestions, Printer
+    from .headless import HeadlessQuestions, Printer, StopSignals
 
     for n in notices[:-1] if phases else notices:
         print(n)
@@ -455,7 +483,9 @@ def _practice_headless(args: argparse.Namespace, path: Path, params: dict[str, A
                     questions=HeadlessQuestions(assume_yes=True), sinks=[printer],
                     registry=_registry(), runbook_path=path,
                     options=RunOptions(phases=phases, assume_yes=True))
-    code = runner.resume(resume_of) if resume_of else runner.run()
+    with StopSignals(args.deployment) as stop:
+        code = runner.resume(resume_of) if resume_of else runner.run()
+    code = stop.exit_code(code)
     printer.summary(runner)
     if code == 0 and phases:
         print(f"\n{notices[-1]}")

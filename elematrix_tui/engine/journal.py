@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .errors import InputError
 from .paths import deployment_dir
 
 SCHEMA = """
@@ -41,6 +42,11 @@ CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 FINISHED = ("ok", "changed", "skipped")
+
+
+class JournalError(InputError):
+    """A deployment's journal exists but cannot be used (corrupt, empty): exit 2, located."""
+
 _BATCHED = frozenset({"log", "progress"})
 # Built once: json.dumps re-creates an encoder per call, a third of a log line's cost.
 _ENCODE = json.JSONEncoder(default=str, separators=(",", ":")).encode
@@ -88,11 +94,24 @@ class Journal:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None,
-                                   timeout=10)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(SCHEMA)
+        _refuse_empty(path)
+        try:
+            self._db = sqlite3.connect(str(path), check_same_thread=False,
+                                       isolation_level=None, timeout=10)
+        except sqlite3.Error as e:
+            raise JournalError(f"{path}: cannot open the journal: {e}") from None
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(SCHEMA)
+            self._db.execute("SELECT count(*) FROM runs").fetchone()
+        except sqlite3.DatabaseError as e:
+            self._db.close()
+            raise JournalError(
+                f"{path}: the journal cannot be read ({e}). It is left as it is. Restore it "
+                f"from a backup; or, to start this deployment afresh, move the file away "
+                f"(its recorded outputs, account binding, passed gates and permanent values "
+                f"are then forgotten)") from None
         self._last_commit = time.monotonic()
         self._in_tx = False
         # Log and progress rows wait here and are written in one executemany: a streamed
@@ -263,6 +282,22 @@ class Journal:
     def passed_gates(self) -> dict[str, str]:
         """phase id -> the run in which its gates last passed (in this deployment)."""
         return {str(a): str(b) for a, b in self._query("SELECT phase_id, run_id FROM gates")}
+
+
+def _refuse_empty(path: Path) -> None:
+    """A 0-byte journal is a lost one, not a new deployment: starting afresh over it would
+    drop the account binding, the permanent values and the passed gates without a word."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return
+    wal = path.with_name(path.name + "-wal")
+    if size == 0 and not (wal.exists() and wal.stat().st_size > 0):
+        raise JournalError(
+            f"{path}: the journal is empty (0 bytes): this deployment's history is lost, "
+            f"so elematrix will not treat it as a new deployment. Restore the file from a "
+            f"backup; or, if you mean to start afresh, delete it (the account binding, passed "
+            f"gates and permanent values such as server_name are then forgotten)")
 
 
 def _run(r: tuple[Any, ...]) -> RunRow:

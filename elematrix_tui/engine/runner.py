@@ -163,7 +163,11 @@ class Runner:
         ddir.mkdir(parents=True, exist_ok=True, mode=0o700)
         lock = DeploymentLock(ddir / "lock")
         lock.acquire(self.deployment, f"{'resume' if resume_of else 'run'} {self.rb.runbook}")
-        journal = Journal.open(self.state_dir, self.deployment)
+        try:
+            journal = Journal.open(self.state_dir, self.deployment)
+        except InputError:
+            lock.release()
+            raise
         self.journal = journal
         try:
             previous: dict[str, StepRow] = {}
