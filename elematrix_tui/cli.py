@@ -427,7 +427,7 @@ def _practice(args: argparse.Namespace) -> int:
     from .engine.paths import DEPLOYMENT_RE, deployment_dir
     from .practice import NO_DOCKER, Emulator, PracticeUnavailable, docker_answers, practice_params
 
-    if not DEPLOYMENT_RE.match(args.deployment):
+    if not DEPLOYMENT_RE.fullmatch(args.deployment):
         raise InputError(f"deployment name {args.deployment!r}: a lower-case letter, then "
                          f"lower-case letters, digits or '-' (2-31 characters)")
     root = _state_dir(args)

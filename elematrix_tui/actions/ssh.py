@@ -117,7 +117,7 @@ class RunInputs(SshInputs):
     @classmethod
     def _env(cls, v: dict[str, str]) -> dict[str, str]:
         for k in v:
-            if not sshconn.ENV_NAME_RE.match(k):
+            if not sshconn.ENV_NAME_RE.fullmatch(k):
                 raise ValueError(f"env name {k!r} is not a valid shell variable name")
         return v
 
@@ -265,7 +265,7 @@ class UploadInputs(SshInputs):
     @model_validator(mode="after")
     def _modes(self) -> UploadInputs:
         for m in [*self.modes.values(), self.default_mode]:
-            if not MODE_RE.match(m):
+            if not MODE_RE.fullmatch(m):
                 raise ValueError(f"mode {m!r} must be octal like '0600' or '644'")
         if not self.dest or self.dest.strip() in {"/", "~"}:
             raise ValueError("dest must be a directory below / (not / itself)")

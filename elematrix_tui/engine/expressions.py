@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import shlex
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -38,6 +39,8 @@ def make_env() -> SandboxedEnvironment:
     env.filters["b64encode"] = _b64
     env.filters["to_json"] = lambda v: json.dumps(v, sort_keys=True)
     env.filters["bool"] = lambda v: str(v).lower() in ("1", "true", "yes", "on")
+    # The one way to put a value into a shell command: a single shell word, whatever it holds.
+    env.filters["shell_quote"] = lambda v: shlex.quote(str(v))
     return env
 
 

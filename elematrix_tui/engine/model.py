@@ -45,7 +45,7 @@ class Param(_Strict):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not ID_RE.match(v):
+        if not ID_RE.fullmatch(v):
             raise ValueError(f"parameter name {v!r} must be snake_case (a-z, 0-9, _)")
         return v
 
@@ -114,7 +114,7 @@ class Step(_Strict):
     @field_validator("id")
     @classmethod
     def _id(cls, v: str) -> str:
-        if not ID_RE.match(v):
+        if not ID_RE.fullmatch(v):
             raise ValueError(
                 f"step id {v!r} must be snake_case (a-z, 0-9, _): it is a name in expressions"
             )
@@ -133,7 +133,7 @@ class Phase(_Strict):
     @field_validator("id")
     @classmethod
     def _id(cls, v: str) -> str:
-        if not PHASE_ID_RE.match(v):
+        if not PHASE_ID_RE.fullmatch(v):
             raise ValueError(f"phase id {v!r} must be lower case (a-z, 0-9, _, -)")
         return v
 

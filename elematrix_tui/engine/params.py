@@ -107,12 +107,12 @@ def coerce(param: Param, raw: Any) -> Any:
             raise ParamValueError(f"add the prefix length, e.g. {value}/32")
         value = str(net)
     elif t == "email":
-        if not _EMAIL.match(value):
+        if not _EMAIL.fullmatch(value):
             raise ParamValueError(f"expected an e-mail address, got {value!r}")
     elif t == "hostname":
         host, _, port = value.partition(":")
         labels = host.rstrip(".").split(".")
-        if not host or not all(_HOST_LABEL.match(lbl) for lbl in labels):
+        if not host or not all(_HOST_LABEL.fullmatch(lbl) for lbl in labels):
             raise ParamValueError(f"expected a host name (letters, digits, dots, -), got {value!r}")
         if port and (not port.isdigit() or not 0 < int(port) < 65536):
             raise ParamValueError(f"the port in {value!r} must be 1-65535")
@@ -125,7 +125,8 @@ def coerce(param: Param, raw: Any) -> Any:
         path = Path(value).expanduser()
         if value and (path.exists() or path.is_symlink()):
             read_public_key(path)
-    if param.pattern and t != "secret" and not re.search(param.pattern, value):
+    # The whole value, never a prefix: re.search with '$' let "//\n" pass '^/[a-z/]+$'.
+    if param.pattern and t != "secret" and not re.fullmatch(param.pattern, value):
         raise ParamValueError(f"must match {param.pattern}; got {value!r}")
     return value
 

@@ -154,7 +154,7 @@ class Runner:
 
     # -- the run --------------------------------------------------------------------------
     def _execute(self, resume_of: str | None) -> int:
-        if not DEPLOYMENT_RE.match(self.deployment):
+        if not DEPLOYMENT_RE.fullmatch(self.deployment):
             raise InputError(f"deployment name {self.deployment!r} must be 2-31 characters: a "
                              f"lower-case letter, then lower-case letters, digits or '-'")
         self._check_phase_selection()
