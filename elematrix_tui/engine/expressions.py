@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import base64
 import json
-import shlex
 import re
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any

@@ -13,6 +13,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -171,28 +172,45 @@ def _usable_keyring() -> Any:
     return kr
 
 
+# Secrets at least this long are masked wherever they appear; shorter ones only where they
+# stand as a whole word. Masking every "abc" would mask ordinary words, make logs unreadable
+# and give the value away by elimination; a short secret is printed as a word (key=value,
+# quoted, alone on a line), and that is where it is masked.
+SHORT_SECRET = 6
+
+
 class Redactor:
     """Replaces every known secret value in text. Longest first, so no secret leaks partly."""
 
     def __init__(self) -> None:
         self._values: list[str] = []
+        self._short: list[str] = []
+        self._short_re: re.Pattern[str] | None = None
         self._lock = threading.Lock()
 
     def add(self, value: str | None) -> None:
-        # Very short values would mask ordinary words; secrets here are long.
-        if value and len(value) >= 6 and value not in self._values:
-            with self._lock:
+        if not value or value in self._values or value in self._short:
+            return
+        with self._lock:
+            if len(value) >= SHORT_SECRET:
                 self._values = sorted([*self._values, value], key=len, reverse=True)
+                return
+            self._short = sorted([*self._short, value], key=len, reverse=True)
+            self._short_re = re.compile(
+                r"(?<![A-Za-z0-9])(?:" + "|".join(re.escape(v) for v in self._short)
+                + r")(?![A-Za-z0-9])")
 
     def __call__(self, text: str) -> str:
         for v in self._values:
             if v in text:
                 text = text.replace(v, MASK)
+        if self._short_re is not None:
+            text = self._short_re.sub(MASK, text)
         return text
 
     def value(self, obj: Any) -> Any:
         """Redact inside nested JSON-like data."""
-        if not self._values:
+        if not self._values and self._short_re is None:
             return obj
         if isinstance(obj, str):
             return self(obj)

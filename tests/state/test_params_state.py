@@ -154,3 +154,45 @@ def test_a_run_that_exits_2_leaves_no_trace_of_a_new_deployment(
     assert r.returncode == 2, r.stdout + r.stderr
     assert not (state_dir / "deployments" / "fresh").exists()
     assert _store().get("fresh") is None
+
+
+SHORT = """
+runbook: short
+params:
+  - {name: pin, type: secret, help: a short secret}
+phases:
+  - id: one
+    steps:
+      - id: show
+        action: local.noop
+        with:
+          log: ["pin={{ params.pin }}", "quoted '{{ params.pin }}'", "word x{{ params.pin }}9"]
+          outputs: {pin: "{{ params.pin }}"}
+"""
+
+
+def test_a_short_secret_is_masked_where_it_stands_as_a_word(elematrix: str,
+                                                            tmp_path: Path) -> None:
+    rb = tmp_path / "rb.yaml"
+    rb.write_text(SHORT)
+    env = dict(os.environ, ELEMATRIX_SECRET_PIN="k7Q")
+    r = subprocess.run([elematrix, "run", str(rb), "--deployment", "short", "--yes"],
+                       capture_output=True, text=True, timeout=60, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "pin=********" in r.stdout and "quoted '********'" in r.stdout
+    # Inside a longer word it is not the secret on its own: left alone, the log readable.
+    assert "word xk7Q9" in r.stdout
+    assert "=k7Q" not in r.stdout and "'k7Q'" not in r.stdout
+
+
+def test_a_mapping_or_list_in_a_params_file_gets_a_readable_message(
+        elematrix: str, tmp_path: Path) -> None:
+    params = tmp_path / "p.yaml"
+    for text, words in (("operator_cidr:\n  a: b\n", "a mapping"),
+                        ("operator_cidr: [203.0.113.7/32]\n", "a list")):
+        params.write_text(text)
+        r = run(elematrix, "plan", "poc-ec2", "--offline", "--deployment", "lst",
+                "--params", str(params))
+        assert r.returncode == 2, r.stdout + r.stderr
+        assert f"{params}:" in r.stderr and "operator_cidr" in r.stderr and words in r.stderr
+        assert "Loc" not in r.stderr
