@@ -89,6 +89,14 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p, runbook_opts=False)
     p.add_argument("--deployment", metavar="NAME")
 
+    p = sub.add_parser("recover-secrets",
+                       help="put a deployment's stack secrets back into the secret store "
+                            "from its last rendering (after the store was lost)")
+    _common(p, runbook_opts=False)
+    p.add_argument("--deployment", metavar="NAME", required=True)
+    p.add_argument("--from", dest="source", metavar="DIR",
+                   help="the rendered stack to read (default: the deployment's stack dir)")
+
     p = sub.add_parser("doctor", help="lint a stack directory for the known pitfalls",
                        add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)
@@ -110,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         handler = {
             None: _tui, "practice": _practice, "validate": _validate, "plan": _plan,
             "run": _run, "resume": _resume, "runs": _runs, "report": _report,
+            "recover-secrets": _recover_secrets,
         }[args.command]
         return handler(args)
     except InputError as e:
@@ -397,6 +406,51 @@ def _report(args: argparse.Namespace) -> int:
         finally:
             j.close()
     raise InputError(f"no run {args.run_id!r} in {root}; 'elematrix runs' lists the runs")
+
+
+def _recover_secrets(args: argparse.Namespace) -> int:
+    """Fill the store's missing stack secrets from the rendering; never replace one."""
+    from .engine.errors import InputError
+    from .engine.lock import DeploymentLock
+    from .engine.paths import DEPLOYMENT_RE, deployment_dir
+    from .engine.secrets import SecretStore
+    from .stack.recover import RecoverError, recover_secrets
+
+    dep = str(args.deployment)
+    if not DEPLOYMENT_RE.fullmatch(dep):
+        raise InputError(f"deployment name {dep!r} is not valid")
+    ddir = deployment_dir(_state_dir(args), dep)
+    source = Path(args.source) if args.source else ddir / "stack"
+    try:
+        found = recover_secrets(source)
+    except RecoverError as e:
+        raise InputError(str(e)) from None
+    store = SecretStore()
+    lock = DeploymentLock(ddir / "lock")
+    lock.acquire(dep, "recover-secrets")
+    restored, kept, conflicts = [], [], []
+    try:
+        for name, value in sorted(found.items()):
+            have = store.get(dep, name)
+            if have is None:
+                store.set(dep, name, value)
+                restored.append(name)
+            elif have == value:
+                kept.append(name)
+            else:
+                conflicts.append(name)
+    finally:
+        lock.release()
+    if restored:
+        print(f"recovered from {source} into {store.description}: {', '.join(restored)}")
+    if kept:
+        print(f"already stored with the same value: {', '.join(kept)}")
+    if conflicts:
+        print(f"error: the store holds different values for {', '.join(conflicts)} than "
+              f"{source}; nothing of those was changed. Decide which is right by hand.",
+              file=sys.stderr)
+        return 1
+    return 0
 
 
 def _doctor(argv: list[str]) -> int:

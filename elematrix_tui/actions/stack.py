@@ -40,6 +40,19 @@ def _out_dir(ctx: StepContext, inputs: RenderInputs) -> Path:
     return ctx.deployment_dir / "stack"
 
 
+def _lost(ctx: StepContext, out: Path) -> bool:
+    """Secrets missing from the store while an earlier rendering holds them."""
+    from ..stack.recover import rendering_exists
+
+    return rendering_exists(out)
+
+
+def _lost_message(ctx: StepContext, missing: list[str]) -> str:
+    return (f"refusing to generate new stack secrets ({', '.join(missing)}): the secret store "
+            f"lost them, and the earlier rendering still holds them. Recover them with: "
+            f"elematrix recover-secrets --deployment {ctx.deployment}")
+
+
 class Render(Action):
     """Render the stack for this deployment and show the diff against the last rendering."""
 
@@ -53,6 +66,8 @@ class Render(Action):
         from ..stack.render import RenderError, plan_render
 
         missing = [n for n in SECRET_NAMES if not ctx.get_secret(n)]
+        if missing and _lost(ctx, _out_dir(ctx, inputs)):
+            return Check(in_sync=False, changes=[_lost_message(ctx, missing)])
         if missing:
             return Check(in_sync=False, changes=[f"generate secret {n}" for n in missing]
                          + ["render the stack"])
@@ -73,6 +88,17 @@ class Render(Action):
         from ..stack.render import RenderError, render_stack
 
         secrets: dict[str, str] = {}
+        missing = [n for n in SECRET_NAMES if not ctx.get_secret(n)]
+        if missing and _lost(ctx, _out_dir(ctx, inputs)):
+            raise ActionFailed(
+                _lost_message(ctx, missing),
+                diagnosis="the secret store no longer has these secrets, but the stack was "
+                          "rendered (and may be running) with them: new ones would rotate "
+                          "every stack secret while the database keeps its old password",
+                fix=f"recover them from the rendering: elematrix recover-secrets "
+                    f"--deployment {ctx.deployment}; then resume. To rotate on purpose "
+                    f"instead, move {_out_dir(ctx, inputs)} away first",
+                retry=False)
         for name in SECRET_NAMES:
             value = ctx.get_secret(name)
             if not value:
