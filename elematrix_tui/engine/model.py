@@ -108,8 +108,10 @@ class Step(_Strict):
     # Expected duration in seconds, for the progress bar of long waits.
     expected_duration: float | None = Field(default=None, gt=0)
     # Permanent parameters whose values are locked in this deployment once this step succeeds
-    # (server_name: once Synapse has started, user ids carry it forever).
-    locks: list[str] = Field(default_factory=list)
+    # (server_name: once Synapse has started, user ids carry it forever). A list locks the
+    # parameters' values; a mapping {name: expression} locks the value the deployment really
+    # used (the server name configure chose and rendered, not this run's --set).
+    locks: list[str] | dict[str, str] = Field(default_factory=list)
 
     @field_validator("id")
     @classmethod

@@ -565,9 +565,9 @@ class Runner:
         self._step_cancel = None
         if outcome.status in ("ok", "changed"):
             self.outputs[step.id] = outcome.outputs
-            for name in step.locks:
-                if self.params.get(name) is not None:
-                    self.journal.set_meta(f"permanent.{name}", self.params[name])
+            for name, value in self._lock_values(step).items():
+                if value is not None and value != "":
+                    self.journal.set_meta(f"permanent.{name}", value)
         outputs = self.redact.value(outcome.outputs)
         message = self.redact(outcome.message)
         fix = outcome.fix or (self._fix(step) if outcome.status == "failed" else None)
@@ -582,6 +582,20 @@ class Runner:
                                   passed=outcome.status in ("ok", "changed"), message=message,
                                   diagnosis=outcome.diagnosis, fix=fix, duration=duration))
         return replace(outcome, fix=fix)
+
+    def _lock_values(self, step: Step) -> dict[str, Any]:
+        """What a step's ``locks`` make permanent: the parameters' values (list form), or
+        the values the deployment really used, rendered now (mapping form)."""
+        if isinstance(step.locks, list):
+            return {name: self.params.get(name) for name in step.locks}
+        out: dict[str, Any] = {}
+        for name, expr in step.locks.items():
+            try:
+                out[name] = render_string(expr, self._variables())
+            except ExpressionError as e:
+                self._emit(LogLine(self.run_id, step_id=step.id, stream="warning",
+                                   line=f"cannot evaluate locks.{name}: {e}; not locked"))
+        return out
 
     def _fix(self, step: Step) -> str | None:
         """The step's advice, with its expressions rendered (it may name paths, hosts)."""
