@@ -279,6 +279,10 @@ class Journal:
             out.append(d)
         return out
 
+    def has_changes(self) -> bool:
+        """Whether any run of this journal changed something (a step ended ``changed``)."""
+        return bool(self._query("SELECT 1 FROM steps WHERE status='changed' LIMIT 1"))
+
     def passed_gates(self) -> dict[str, str]:
         """phase id -> the run in which its gates last passed (in this deployment)."""
         return {str(a): str(b) for a, b in self._query("SELECT phase_id, run_id FROM gates")}

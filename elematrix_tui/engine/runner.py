@@ -59,6 +59,8 @@ T = TypeVar("T")
 EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 # Journal meta: the names (never the values) of every secret stored for the deployment.
 META_SECRET_NAMES = "secret_names"
+# Journal meta: the operator typed this deployment's name here for a destructive step.
+META_KNOWN_HERE = "known_here"
 
 
 @dataclass
@@ -127,8 +129,8 @@ class Runner:
         self._resources: dict[str, tuple[Any, Callable[[Any], None] | None]] = {}
         self._res_lock = threading.Lock()
         self._secret_names: set[str] = set()
-        # Whether this state dir knew the deployment before this run (an earlier run in its
-        # journal). A destructive step of a deployment it never saw acts on a tag alone.
+        # Whether this state dir knew the deployment before this run (see _execute). A
+        # destructive step of a deployment it never saw acts on a tag alone.
         self._seen_before = True
         self._to_remember: dict[str, Any] | None = None
 
@@ -171,7 +173,10 @@ class Runner:
         self.journal = journal
         try:
             previous: dict[str, StepRow] = {}
-            self._seen_before = any(r.id != resume_of for r in journal.runs())
+            # Known here: a run from this state dir changed something for the deployment,
+            # or its name was typed for a destructive step. A refused or read-only run (a
+            # teardown that only listed) does not count.
+            self._seen_before = bool(journal.get_meta(META_KNOWN_HERE)) or journal.has_changes()
             if resume_of is not None:
                 row = journal.run(resume_of)
                 if row is None:
@@ -668,13 +673,15 @@ class Runner:
         if destructive and not self._seen_before:
             # Nothing here ties the tag to this operator's deployment: someone else's may
             # carry the same name. The typed name is required, and --yes does not give it.
-            warning = (f"this state dir has never seen deployment {self.deployment!r} (no "
-                       f"earlier run in its journal): step {step.id!r} acts on whatever "
+            warning = (f"this state dir has never seen deployment {self.deployment!r} (no run "
+                       f"here ever changed anything for it): step {step.id!r} acts on whatever "
                        f"carries its tag in this AWS account. Type the deployment name to go "
                        f"on; --yes does not answer this")
             self._emit(LogLine(self.run_id, step_id=step.id, line=warning, stream="warning"))
             answer = self.questions.confirm(step.id, title, [*changes, warning],
                                             destructive=True, type_to_confirm=self.deployment)
+            if answer and self.journal is not None:
+                self.journal.set_meta(META_KNOWN_HERE, True)
         elif self.options.assume_yes:
             answer = True
         else:

@@ -88,7 +88,36 @@ def test_teardown_from_a_state_dir_that_never_saw_the_deployment(
     assert r.returncode == 1, out
     assert "never" in out and "type" in out
     assert count_tagged(aws, dep) == before  # nothing deleted
+    # On a terminal, a wrong name refuses and nothing is deleted.
+    r2 = _on_a_terminal(empty, "wrong-name\n", "run", "teardown", "--yes", "--deployment", dep,
+                        "--set", "termination_wait=0")
+    assert r2.returncode == 1, r2.stdout + r2.stderr
+    assert count_tagged(aws, dep) == before
+    # Typing the name goes on.
+    r3 = _on_a_terminal(empty, f"{dep}\n", "run", "teardown", "--yes", "--deployment", dep,
+                        "--set", "termination_wait=0")
+    assert r3.returncode == 0, r3.stdout + r3.stderr
+    assert count_tagged(aws, dep)["instance"] == 0
     # From the state dir that deployed it, --yes is enough.
     r = elematrix(cli_env, "run", "teardown", "--yes", "--deployment", dep,
                   "--set", "termination_wait=0")
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def _on_a_terminal(env: dict[str, str], typed: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run elematrix with a pseudo-terminal as stdin (the operator types ``typed``)."""
+    import os
+    import pty
+    import sys
+
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen([str(Path(sys.executable).parent / "elematrix"), *args],
+                                env=env, stdin=slave, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        os.write(master, typed.encode())
+        out, err = proc.communicate(timeout=300)
+    finally:
+        os.close(slave)
+        os.close(master)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
