@@ -265,7 +265,7 @@ class UploadInputs(SshInputs):
     @model_validator(mode="after")
     def _modes(self) -> UploadInputs:
         for m in [*self.modes.values(), self.default_mode]:
-            if not MODE_RE.fullmatch(m):
+            if not MODE_RE.match(m):
                 raise ValueError(f"mode {m!r} must be octal like '0600' or '644'")
         if not self.dest or self.dest.strip() in {"/", "~"}:
             raise ValueError("dest must be a directory below / (not / itself)")

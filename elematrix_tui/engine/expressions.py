@@ -11,13 +11,14 @@ from __future__ import annotations
 import base64
 import json
 import re
-import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, UndefinedError, nodes
 from jinja2.sandbox import SandboxedEnvironment
+
+from .shell import shell_quote
 
 ROOT_NAMES = frozenset({"params", "steps", "deployment", "run_id", "deployment_dir"})
 
@@ -38,9 +39,8 @@ def make_env() -> SandboxedEnvironment:
                                keep_trailing_newline=True)
     env.filters["b64encode"] = _b64
     env.filters["to_json"] = lambda v: json.dumps(v, sort_keys=True)
+    env.filters["shell_quote"] = shell_quote
     env.filters["bool"] = lambda v: str(v).lower() in ("1", "true", "yes", "on")
-    # The one way to put a value into a shell command: a single shell word, whatever it holds.
-    env.filters["shell_quote"] = lambda v: shlex.quote(str(v))
     return env
 
 
