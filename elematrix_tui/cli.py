@@ -350,6 +350,7 @@ def _runs(args: argparse.Namespace) -> int:
 
     root = _state_dir(args)
     rows = []
+    unreadable: list[str] = []
     for dep in ([args.deployment] if args.deployment else list_deployments(root)):
         if not Journal.exists(root, dep):
             continue
@@ -357,7 +358,7 @@ def _runs(args: argparse.Namespace) -> int:
             j = Journal.open(root, dep)
         except InputError as e:  # one bad journal must not hide the other deployments
             print(f"error: {e}", file=sys.stderr)
-            rows.append((float("inf"), "-", dep, "-", "UNREADABLE", "-"))
+            unreadable.append(dep)
             continue
         held = DeploymentLock(deployment_dir(root, dep) / "lock").is_held()
         for run in j.runs():
@@ -368,6 +369,8 @@ def _runs(args: argparse.Namespace) -> int:
             rows.append((run.started, run.id, dep, run.runbook, status, f"{dur:.1f}s"))
         j.close()
     rows.sort(reverse=True)
+    for dep in unreadable:
+        print(f"deployment {dep}: UNREADABLE journal, its runs are not listed (error above)")
     if not rows:
         print(f"no runs in {root}")
         return 0
@@ -376,8 +379,7 @@ def _runs(args: argparse.Namespace) -> int:
     print(f"{'RUN':<24} {'DEPLOYMENT':<16} {'RUNBOOK':<12} {'STATUS':<12} {'STARTED':<19} "
           f"DURATION")
     for started, rid, dep, rbname, status, duration in rows:
-        when = "-" if started == float("inf") else \
-            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started))
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started))
         print(f"{rid:<24} {dep:<16} {rbname:<12} {status:<12} {when:<19} {duration}")
     return 0
 

@@ -56,7 +56,7 @@ def build_plan(rb: Runbook, *, deployment: str, state_dir: Path, params: dict[st
         j.close()
     values: dict[str, Any] = {}
     notes: list[str] = []
-    errors: list[Located] = unknown_params(rb, params)
+    errors: list[Located] = []
     for p in rb.params:
         if p.type == "secret":
             values[p.name] = MASK
@@ -78,6 +78,7 @@ def build_plan(rb: Runbook, *, deployment: str, state_dir: Path, params: dict[st
             continue
         flag = " (permanent)" if p.permanent else ""
         notes.append(f"  {p.name} = {values[p.name]!r}{flag}")
+    errors += unknown_params(rb, params)  # as run does: a typo is never silently ignored
     if errors:
         raise InputError(errors)
     steps = _Steps(known_outputs)
