@@ -11,6 +11,7 @@ cheap. ``synchronous=NORMAL`` in WAL mode is durable across a process crash.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -123,7 +124,10 @@ class Journal:
     def open(cls, state_dir: Path, deployment: str) -> Journal:
         d = deployment_dir(state_dir, deployment)
         d.mkdir(parents=True, exist_ok=True, mode=0o700)
-        return cls(d / "journal.sqlite")
+        path = d / "journal.sqlite"
+        if not path.exists():
+            _create(path)
+        return cls(path)
 
     @staticmethod
     def exists(state_dir: Path, deployment: str) -> bool:
@@ -286,6 +290,40 @@ class Journal:
     def passed_gates(self) -> dict[str, str]:
         """phase id -> the run in which its gates last passed (in this deployment)."""
         return {str(a): str(b) for a, b in self._query("SELECT phase_id, run_id FROM gates")}
+
+
+def _create(path: Path) -> None:
+    """Create a journal atomically: built under a temporary name, then linked into place.
+
+    So a journal at its path always holds at least its schema, and a 0-byte one can only
+    be damage from outside (refused by ``_refuse_empty``), never a run killed while the
+    file was being created (SQLite creates the file empty and writes it later).
+    """
+    for stale in path.parent.glob(f"{path.name}.new-*"):
+        stale.unlink(missing_ok=True)  # left by a process killed while creating one
+    tmp = path.with_name(f"{path.name}.new-{os.getpid()}")
+    db = sqlite3.connect(str(tmp), isolation_level=None)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.executescript(SCHEMA)
+    finally:
+        db.close()  # checkpoints the WAL into the file and removes it
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.link(tmp, path)  # never replaces a journal another process created meanwhile
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink(missing_ok=True)
+    dfd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
 
 
 def _refuse_empty(path: Path) -> None:
