@@ -58,6 +58,7 @@ class Render(Action):
 
     name = "stack.render"
     Inputs = RenderInputs
+    stored_secrets = frozenset(SECRET_NAMES)
 
     def describe(self, inputs: Any) -> str:
         return f"render the Matrix/Element stack for {inputs.server_name} ({inputs.public_address})"

@@ -174,6 +174,9 @@ class Action:
     read_only: ClassVar[bool] = False
     # Names of input fields whose values are secret (masked in plan, journal, report).
     secret_inputs: ClassVar[frozenset[str]] = frozenset()
+    # Names of secrets the action keeps in the store (ctx.set_secret): every run of a
+    # runbook that uses it masks them from the start, also when nothing in that run reads them.
+    stored_secrets: ClassVar[frozenset[str]] = frozenset()
     # Output names the action always provides; when set, the loader checks references to them.
     output_names: ClassVar[frozenset[str] | None] = None
     # The effect lives only in this process (an SSH tunnel): on resume the step is applied

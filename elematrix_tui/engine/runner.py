@@ -376,6 +376,11 @@ class Runner:
                 self.redact.add(str(values[name]))
         names = set(journal.get_meta(META_SECRET_NAMES) or [])
         names |= set(self.secret_store.names(self.deployment))
+        for _, step, _ in self.rb.all_steps():
+            try:
+                names |= set(self.registry.get(step.action).stored_secrets)
+            except Exception:  # an action that cannot load fails its own step later
+                continue
         for name in sorted(names - self._secret_names):
             self.redact.add(self.secret_store.get(self.deployment, name))
 
