@@ -30,6 +30,12 @@ def _common(p: argparse.ArgumentParser, *, runbook_opts: bool = True) -> None:
         p.add_argument("--params", metavar="FILE.yaml", help="parameter values from a YAML file")
 
 
+def _replace_secret(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--replace-secret", dest="replace_secrets", action="append", default=[],
+                   metavar="NAME", help="let a given value replace this stored secret of the "
+                                        "deployment (refused otherwise; repeatable)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="elematrix",
@@ -63,12 +69,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run only this phase (repeatable)")
     p.add_argument("--yes", action="store_true", help="answer confirmations with yes")
     p.add_argument("--quiet", action="store_true", help="no log lines, only steps and summary")
+    _replace_secret(p)
 
     p = sub.add_parser("resume", help="continue an interrupted run (TUI, or headless with --yes)")
     p.add_argument("run_id", nargs="?", metavar="RUN_ID")
     _common(p)
     p.add_argument("--yes", action="store_true", help="headless: answer confirmations with yes")
     p.add_argument("--quiet", action="store_true")
+    _replace_secret(p)
 
     p = sub.add_parser("runs", help="runs with their status")
     _common(p, runbook_opts=False)
@@ -80,6 +88,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", metavar="FILE", help="write to FILE instead of stdout")
     _common(p, runbook_opts=False)
     p.add_argument("--deployment", metavar="NAME")
+
+    p = sub.add_parser("recover-secrets",
+                       help="put a deployment's stack secrets back into the secret store "
+                            "from its last rendering (after the store was lost)")
+    _common(p, runbook_opts=False)
+    p.add_argument("--deployment", metavar="NAME", required=True)
+    p.add_argument("--from", dest="source", metavar="DIR",
+                   help="the rendered stack to read (default: the deployment's stack dir)")
 
     p = sub.add_parser("doctor", help="lint a stack directory for the known pitfalls",
                        add_help=False)
@@ -102,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         handler = {
             None: _tui, "practice": _practice, "validate": _validate, "plan": _plan,
             "run": _run, "resume": _resume, "runs": _runs, "report": _report,
+            "recover-secrets": _recover_secrets,
         }[args.command]
         return handler(args)
     except InputError as e:
@@ -189,6 +206,21 @@ def _params(args: argparse.Namespace, rb: Runbook) -> dict[str, Any]:
     return values
 
 
+def _open_or_skip(root: Path, dep: str, *, named: bool) -> Any:
+    """A deployment's journal; an unreadable one is an error when named, else skipped with a
+    warning (one bad journal must not stop commands about the others)."""
+    from .engine.errors import InputError
+    from .engine.journal import Journal
+
+    try:
+        return Journal.open(root, dep)
+    except InputError as e:
+        if named:
+            raise
+        print(f"warning: skipped deployment {dep!r}: {e}", file=sys.stderr)
+        return None
+
+
 def _need_deployment(args: argparse.Namespace) -> str:
     from .engine.errors import InputError
 
@@ -236,7 +268,7 @@ def _print_local_effects(rb: Runbook) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from .engine.runner import Runner, RunOptions
-    from .headless import HeadlessQuestions, Printer
+    from .headless import HeadlessQuestions, Printer, StopSignals
 
     path = resolve_runbook_path(args.runbook)
     rb = _load(path)
@@ -246,10 +278,12 @@ def _run(args: argparse.Namespace) -> int:
     runner = Runner(rb, deployment=deployment, state_dir=_state_dir(args), params=params,
                     questions=HeadlessQuestions(assume_yes=args.yes), sinks=[printer],
                     registry=_registry(), runbook_path=path,
-                    options=RunOptions(phases=args.phases, assume_yes=args.yes))
-    code = runner.run()
+                    options=RunOptions(phases=args.phases, assume_yes=args.yes,
+                                       replace_secrets=set(args.replace_secrets)))
+    with StopSignals(deployment) as stop:
+        code = runner.run()
     printer.summary(runner)
-    return code
+    return stop.exit_code(code)
 
 
 def _find_run(args: argparse.Namespace) -> tuple[str, str]:
@@ -263,7 +297,9 @@ def _find_run(args: argparse.Namespace) -> tuple[str, str]:
     for dep in deployments:
         if not Journal.exists(root, dep):
             continue
-        j = Journal.open(root, dep)
+        j = _open_or_skip(root, dep, named=bool(args.deployment))
+        if j is None:
+            continue
         try:
             for run in j.runs():
                 if args.run_id and run.id != args.run_id:
@@ -288,7 +324,7 @@ def _resume(args: argparse.Namespace) -> int:
     from .engine.errors import InputError
     from .engine.journal import Journal
     from .engine.runner import Runner, RunOptions
-    from .headless import HeadlessQuestions, Printer
+    from .headless import HeadlessQuestions, Printer, StopSignals
 
     deployment, run_id = _find_run(args)
     root = _state_dir(args)
@@ -307,10 +343,12 @@ def _resume(args: argparse.Namespace) -> int:
     runner = Runner(rb, deployment=deployment, state_dir=root, params=_params(args, rb),
                     questions=HeadlessQuestions(assume_yes=True), sinks=[printer],
                     registry=_registry(), runbook_path=path,
-                    options=RunOptions(assume_yes=True))
-    code = runner.resume(run_id)
+                    options=RunOptions(assume_yes=True,
+                                       replace_secrets=set(args.replace_secrets)))
+    with StopSignals(deployment) as stop:
+        code = runner.resume(run_id)
     printer.summary(runner)
-    return code
+    return stop.exit_code(code)
 
 
 def _plan(args: argparse.Namespace) -> int:
@@ -327,16 +365,23 @@ def _plan(args: argparse.Namespace) -> int:
 
 
 def _runs(args: argparse.Namespace) -> int:
+    from .engine.errors import InputError
     from .engine.journal import Journal, list_deployments
     from .engine.lock import DeploymentLock
     from .engine.paths import deployment_dir
 
     root = _state_dir(args)
     rows = []
+    unreadable: list[str] = []
     for dep in ([args.deployment] if args.deployment else list_deployments(root)):
         if not Journal.exists(root, dep):
             continue
-        j = Journal.open(root, dep)
+        try:
+            j = Journal.open(root, dep)
+        except InputError as e:  # one bad journal must not hide the other deployments
+            print(f"error: {e}", file=sys.stderr)
+            unreadable.append(dep)
+            continue
         held = DeploymentLock(deployment_dir(root, dep) / "lock").is_held()
         for run in j.runs():
             status = run.status
@@ -346,6 +391,8 @@ def _runs(args: argparse.Namespace) -> int:
             rows.append((run.started, run.id, dep, run.runbook, status, f"{dur:.1f}s"))
         j.close()
     rows.sort(reverse=True)
+    for dep in unreadable:
+        print(f"deployment {dep}: UNREADABLE journal, its runs are not listed (error above)")
     if not rows:
         print(f"no runs in {root}")
         return 0
@@ -368,7 +415,9 @@ def _report(args: argparse.Namespace) -> int:
     for dep in ([args.deployment] if args.deployment else list_deployments(root)):
         if not Journal.exists(root, dep):
             continue
-        j = Journal.open(root, dep)
+        j = _open_or_skip(root, dep, named=bool(args.deployment))
+        if j is None:
+            continue
         try:
             if j.run(args.run_id) is not None:
                 text = build_report(j, args.run_id, args.format)
@@ -381,6 +430,51 @@ def _report(args: argparse.Namespace) -> int:
         finally:
             j.close()
     raise InputError(f"no run {args.run_id!r} in {root}; 'elematrix runs' lists the runs")
+
+
+def _recover_secrets(args: argparse.Namespace) -> int:
+    """Fill the store's missing stack secrets from the rendering; never replace one."""
+    from .engine.errors import InputError
+    from .engine.lock import DeploymentLock
+    from .engine.paths import DEPLOYMENT_RE, deployment_dir
+    from .engine.secrets import SecretStore
+    from .stack.recover import RecoverError, recover_secrets
+
+    dep = str(args.deployment)
+    if not DEPLOYMENT_RE.fullmatch(dep):
+        raise InputError(f"deployment name {dep!r} is not valid")
+    ddir = deployment_dir(_state_dir(args), dep)
+    source = Path(args.source) if args.source else ddir / "stack"
+    try:
+        found = recover_secrets(source)
+    except RecoverError as e:
+        raise InputError(str(e)) from None
+    store = SecretStore()
+    lock = DeploymentLock(ddir / "lock")
+    lock.acquire(dep, "recover-secrets")
+    restored, kept, conflicts = [], [], []
+    try:
+        for name, value in sorted(found.items()):
+            have = store.get(dep, name)
+            if have is None:
+                store.set(dep, name, value)
+                restored.append(name)
+            elif have == value:
+                kept.append(name)
+            else:
+                conflicts.append(name)
+    finally:
+        lock.release()
+    if restored:
+        print(f"recovered from {source} into {store.description}: {', '.join(restored)}")
+    if kept:
+        print(f"already stored with the same value: {', '.join(kept)}")
+    if conflicts:
+        print(f"error: the store holds different values for {', '.join(conflicts)} than "
+              f"{source}; nothing of those was changed. Decide which is right by hand.",
+              file=sys.stderr)
+        return 1
+    return 0
 
 
 def _doctor(argv: list[str]) -> int:
@@ -411,7 +505,7 @@ def _practice(args: argparse.Namespace) -> int:
     from .engine.paths import DEPLOYMENT_RE, deployment_dir
     from .practice import NO_DOCKER, Emulator, PracticeUnavailable, docker_answers, practice_params
 
-    if not DEPLOYMENT_RE.match(args.deployment):
+    if not DEPLOYMENT_RE.fullmatch(args.deployment):
         raise InputError(f"deployment name {args.deployment!r}: a lower-case letter, then "
                          f"lower-case letters, digits or '-' (2-31 characters)")
     root = _state_dir(args)
@@ -456,7 +550,7 @@ def _practice_headless(args: argparse.Namespace, path: Path, params: dict[str, A
                        phases: list[str] | None, notices: list[str]) -> int:
     from .engine.journal import Journal
     from .engine.runner import Runner, RunOptions
-    from .headless import HeadlessQuestions, Printer
+    from .headless import HeadlessQuestions, Printer, StopSignals
 
     for n in notices[:-1] if phases else notices:
         print(n)
@@ -473,7 +567,9 @@ def _practice_headless(args: argparse.Namespace, path: Path, params: dict[str, A
                     questions=HeadlessQuestions(assume_yes=True), sinks=[printer],
                     registry=_registry(), runbook_path=path,
                     options=RunOptions(phases=phases, assume_yes=True))
-    code = runner.resume(resume_of) if resume_of else runner.run()
+    with StopSignals(args.deployment) as stop:
+        code = runner.resume(resume_of) if resume_of else runner.run()
+    code = stop.exit_code(code)
     printer.summary(runner)
     if code == 0 and phases:
         print(f"\n{notices[-1]}")

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import getpass
+import signal
 import sys
+import threading
 import time
+from types import FrameType, TracebackType
 from typing import Any, TextIO
 
 from .engine import events as ev
@@ -32,11 +35,17 @@ class HeadlessQuestions:
 
     def confirm(self, step_id: str, title: str, changes: list[str], *, destructive: bool,
                 type_to_confirm: str | None) -> bool:
-        if self.assume_yes:
+        # The engine asks despite --yes only when the name must be typed (a destructive
+        # step of a deployment this state dir never saw): --yes never answers that.
+        if self.assume_yes and not type_to_confirm:
             return True
         if not self.interactive:
-            print(f"step {step_id} needs confirmation; run interactively or pass --yes",
-                  file=self.out)
+            if self.assume_yes:
+                print(f"step {step_id} needs the deployment name typed, which --yes does not "
+                      f"do; run it on a terminal to type {type_to_confirm!r}", file=self.out)
+            else:
+                print(f"step {step_id} needs confirmation; run interactively or pass --yes",
+                      file=self.out)
             return False
         print(clean(f"\n{title}"), file=self.out)
         for c in changes:
@@ -140,3 +149,52 @@ class Printer:
         if runner.run_id:
             w(f"\nreport: elematrix report {runner.run_id}\n")
         self.out.flush()
+
+
+# The runner's exit code for an interrupted run (state saved, resumable).
+_EXIT_INTERRUPTED = 130
+
+
+class StopSignals:
+    """SIGTERM and SIGHUP stop a headless run exactly as Ctrl-C does.
+
+    By default they kill the process outright, leaving the run marked "running" with no
+    message. Here the first one raises KeyboardInterrupt in the main thread, so the runner
+    journals the run as interrupted; the exit code is then 128 + the signal's number (the
+    shell's convention, as 130 is for SIGINT) and a message says how to resume. Further
+    signals while the state is being saved are ignored.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+    def __init__(self, deployment: str, stream: TextIO | None = None) -> None:
+        self.deployment = deployment
+        self.out = stream or sys.stderr
+        self.signum: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.signum is None:
+            self.signum = signum
+            raise KeyboardInterrupt
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old = {}
+
+    def exit_code(self, code: int) -> int:
+        """The code to exit with; prints how to resume when a signal stopped the run."""
+        if self.signum is None:
+            return code
+        name = signal.Signals(self.signum).name
+        print(f"{name} received: the run was interrupted and its state saved; "
+              f"'elematrix resume --deployment {self.deployment}' continues it.", file=self.out)
+        return 128 + self.signum if code == _EXIT_INTERRUPTED else code

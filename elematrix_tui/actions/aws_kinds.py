@@ -334,7 +334,23 @@ class KeyPair(Kind):
         if not spec.public_key_path:
             return None
         p = Path(spec.public_key_path).expanduser()
-        return p if p.is_file() else None
+        if not (p.exists() or p.is_symlink()):
+            return None
+        self._public_key(p)  # refuse a private key (or anything else) before any AWS call
+        return p
+
+    @staticmethod
+    def _public_key(path: Path) -> str:
+        from ..engine.params import ParamValueError, read_public_key
+
+        try:
+            return read_public_key(path)
+        except ParamValueError as e:
+            raise ActionFailed(f"ssh_public_key_path: {e}",
+                               diagnosis="only a single OpenSSH public key line is ever "
+                                         "imported into AWS",
+                               fix="point ssh_public_key_path at your .pub file, or at a path "
+                                   "that does not exist to have a key pair generated") from None
 
     def find(self, api: AwsApi, ctx: StepContext, name: str, spec: Any) -> Found:
         kps = api.checked("ec2", "describe_key_pairs", Filters=[
@@ -367,7 +383,7 @@ class KeyPair(Kind):
         op_key = self._operator_key(spec)
         priv = _private_key_path(ctx)
         if op_key:
-            pub = op_key.read_text().strip()
+            pub = self._public_key(op_key)
         elif priv.exists() and priv.with_suffix(".pub").exists():
             # Written by an earlier attempt that died before the import: reuse it.
             pub = priv.with_suffix(".pub").read_text().strip()

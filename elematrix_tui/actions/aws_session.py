@@ -246,6 +246,7 @@ def _guard(shared: AwsSession, ctx: StepContext) -> None:
                       f"{shared.account_id}, but the parameter expected_account is {expected}.",
             fix="Switch to the intended profile (`--set aws_profile=...` / AWS_PROFILE) "
                 "or correct expected_account.",
+            retry=False,
         )
     rec_acct = ctx.get_meta(META_ACCOUNT)
     rec_region = ctx.get_meta(META_REGION)
@@ -272,6 +273,7 @@ def _guard(shared: AwsSession, ctx: StepContext) -> None:
                   "orphaned copy of the infrastructure (or touch someone else's).",
         fix="Use the original profile/region, or pass `--set retarget_account=true` if you "
             "really mean to move this deployment (the old resources stay where they are).",
+        retry=False,  # a refusal, not a transient failure: retrying only repeats it
     )
 
 

@@ -131,7 +131,7 @@ class RunInputs(SshInputs):
     @classmethod
     def _env(cls, v: dict[str, str]) -> dict[str, str]:
         for k in v:
-            if not sshconn.ENV_NAME_RE.match(k):
+            if not sshconn.ENV_NAME_RE.fullmatch(k):
                 raise ValueError(f"env name {k!r} is not a valid shell variable name")
         return v
 

@@ -39,11 +39,25 @@ def _out_dir(ctx: StepContext, inputs: RenderInputs) -> Path:
     return deployment_path(ctx.deployment_dir, inputs.out_dir or "stack", what="out_dir")
 
 
+def _lost(ctx: StepContext, out: Path) -> bool:
+    """Secrets missing from the store while an earlier rendering holds them."""
+    from ..stack.recover import rendering_exists
+
+    return rendering_exists(out)
+
+
+def _lost_message(ctx: StepContext, missing: list[str]) -> str:
+    return (f"refusing to generate new stack secrets ({', '.join(missing)}): the secret store "
+            f"lost them, and the earlier rendering still holds them. Recover them with: "
+            f"elematrix recover-secrets --deployment {ctx.deployment}")
+
+
 class Render(Action):
     """Render the stack for this deployment and show the diff against the last rendering."""
 
     name = "stack.render"
     Inputs = RenderInputs
+    stored_secrets = frozenset(SECRET_NAMES)
 
     def describe(self, inputs: Any) -> str:
         return f"render the Matrix/Element stack for {inputs.server_name} ({inputs.public_address})"
@@ -64,6 +78,8 @@ class Render(Action):
         from ..stack.render import RenderError, plan_render
 
         missing = [n for n in SECRET_NAMES if not ctx.get_secret(n)]
+        if missing and _lost(ctx, _out_dir(ctx, inputs)):
+            return Check(in_sync=False, changes=[_lost_message(ctx, missing)])
         if missing:
             return Check(in_sync=False, changes=[f"generate secret {n}" for n in missing]
                          + ["render the stack"])
@@ -84,6 +100,17 @@ class Render(Action):
         from ..stack.render import NotARendering, RenderError, render_stack
 
         secrets: dict[str, str] = {}
+        missing = [n for n in SECRET_NAMES if not ctx.get_secret(n)]
+        if missing and _lost(ctx, _out_dir(ctx, inputs)):
+            raise ActionFailed(
+                _lost_message(ctx, missing),
+                diagnosis="the secret store no longer has these secrets, but the stack was "
+                          "rendered (and may be running) with them: new ones would rotate "
+                          "every stack secret while the database keeps its old password",
+                fix=f"recover them from the rendering: elematrix recover-secrets "
+                    f"--deployment {ctx.deployment}; then resume. To rotate on purpose "
+                    f"instead, move {_out_dir(ctx, inputs)} away first",
+                retry=False)
         for name in SECRET_NAMES:
             value = ctx.get_secret(name)
             if not value:

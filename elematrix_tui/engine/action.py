@@ -70,11 +70,15 @@ class Check:
 class ActionFailed(Exception):
     """Raised by an action for an expected failure, with an operator-facing diagnosis."""
 
-    def __init__(self, message: str, *, diagnosis: str | None = None, fix: str | None = None):
+    def __init__(self, message: str, *, diagnosis: str | None = None, fix: str | None = None,
+                 retry: bool = True):
         super().__init__(message)
         self.message = message
         self.diagnosis = diagnosis
         self.fix = fix
+        # False: a refusal that another attempt cannot change (the account guard); the
+        # step's retry policy is not applied.
+        self.retry = retry
 
 
 class Questions(Protocol):
@@ -170,6 +174,9 @@ class Action:
     read_only: ClassVar[bool] = False
     # Names of input fields whose values are secret (masked in plan, journal, report).
     secret_inputs: ClassVar[frozenset[str]] = frozenset()
+    # Names of secrets the action keeps in the store (ctx.set_secret): every run of a
+    # runbook that uses it masks them from the start, also when nothing in that run reads them.
+    stored_secrets: ClassVar[frozenset[str]] = frozenset()
     # Output names the action always provides; when set, the loader checks references to them.
     output_names: ClassVar[frozenset[str] | None] = None
     # The effect lives only in this process (an SSH tunnel): on resume the step is applied

@@ -20,6 +20,8 @@ from typing import Any
 from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, UndefinedError, nodes, sandbox
 from jinja2.sandbox import SandboxedEnvironment
 
+from .shell import shell_quote
+
 ROOT_NAMES = frozenset({"params", "steps", "deployment", "run_id", "deployment_dir"})
 # The only global function a runbook expression may call (Jinja's sandboxed range, at most
 # sandbox.MAX_RANGE items). lipsum, cycler, joiner, dict and namespace are not offered:
@@ -264,6 +266,7 @@ def make_env() -> SandboxedEnvironment:
                              keep_trailing_newline=True)
     env.filters["b64encode"] = _b64
     env.filters["to_json"] = lambda v: json.dumps(v, sort_keys=True)
+    env.filters["shell_quote"] = shell_quote
     env.filters["bool"] = lambda v: str(v).lower() in ("1", "true", "yes", "on")
     return env
 

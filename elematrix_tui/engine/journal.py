@@ -11,6 +11,7 @@ cheap. ``synchronous=NORMAL`` in WAL mode is durable across a process crash.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .errors import InputError
 from .paths import deployment_dir
 
 SCHEMA = """
@@ -41,6 +43,11 @@ CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 FINISHED = ("ok", "changed", "skipped")
+
+
+class JournalError(InputError):
+    """A deployment's journal exists but cannot be used (corrupt, empty): exit 2, located."""
+
 _BATCHED = frozenset({"log", "progress"})
 # Built once: json.dumps re-creates an encoder per call, a third of a log line's cost.
 _ENCODE = json.JSONEncoder(default=str, separators=(",", ":")).encode
@@ -88,11 +95,24 @@ class Journal:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None,
-                                   timeout=10)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(SCHEMA)
+        _refuse_empty(path)
+        try:
+            self._db = sqlite3.connect(str(path), check_same_thread=False,
+                                       isolation_level=None, timeout=10)
+        except sqlite3.Error as e:
+            raise JournalError(f"{path}: cannot open the journal: {e}") from None
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(SCHEMA)
+            self._db.execute("SELECT count(*) FROM runs").fetchone()
+        except sqlite3.DatabaseError as e:
+            self._db.close()
+            raise JournalError(
+                f"{path}: the journal cannot be read ({e}). It is left as it is. Restore it "
+                f"from a backup; or, to start this deployment afresh, move the file away "
+                f"(its recorded outputs, account binding, passed gates and permanent values "
+                f"are then forgotten)") from None
         self._last_commit = time.monotonic()
         self._in_tx = False
         # Log and progress rows wait here and are written in one executemany: a streamed
@@ -104,7 +124,10 @@ class Journal:
     def open(cls, state_dir: Path, deployment: str) -> Journal:
         d = deployment_dir(state_dir, deployment)
         d.mkdir(parents=True, exist_ok=True, mode=0o700)
-        return cls(d / "journal.sqlite")
+        path = d / "journal.sqlite"
+        if not path.exists():
+            _create(path)
+        return cls(path)
 
     @staticmethod
     def exists(state_dir: Path, deployment: str) -> bool:
@@ -260,9 +283,63 @@ class Journal:
             out.append(d)
         return out
 
+    def has_changes(self) -> bool:
+        """Whether any run of this journal changed something (a step ended ``changed``)."""
+        return bool(self._query("SELECT 1 FROM steps WHERE status='changed' LIMIT 1"))
+
     def passed_gates(self) -> dict[str, str]:
         """phase id -> the run in which its gates last passed (in this deployment)."""
         return {str(a): str(b) for a, b in self._query("SELECT phase_id, run_id FROM gates")}
+
+
+def _create(path: Path) -> None:
+    """Create a journal atomically: built under a temporary name, then linked into place.
+
+    So a journal at its path always holds at least its schema, and a 0-byte one can only
+    be damage from outside (refused by ``_refuse_empty``), never a run killed while the
+    file was being created (SQLite creates the file empty and writes it later).
+    """
+    for stale in path.parent.glob(f"{path.name}.new-*"):
+        stale.unlink(missing_ok=True)  # left by a process killed while creating one
+    tmp = path.with_name(f"{path.name}.new-{os.getpid()}")
+    db = sqlite3.connect(str(tmp), isolation_level=None)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.executescript(SCHEMA)
+    finally:
+        db.close()  # checkpoints the WAL into the file and removes it
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.link(tmp, path)  # never replaces a journal another process created meanwhile
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink(missing_ok=True)
+    dfd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def _refuse_empty(path: Path) -> None:
+    """A 0-byte journal is a lost one, not a new deployment: starting afresh over it would
+    drop the account binding, the permanent values and the passed gates without a word."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return
+    wal = path.with_name(path.name + "-wal")
+    if size == 0 and not (wal.exists() and wal.stat().st_size > 0):
+        raise JournalError(
+            f"{path}: the journal is empty (0 bytes): this deployment's history is lost, "
+            f"so elematrix will not treat it as a new deployment. Restore the file from a "
+            f"backup; or, if you mean to start afresh, delete it (the account binding, passed "
+            f"gates and permanent values such as server_name are then forgotten)")
 
 
 def _run(r: tuple[Any, ...]) -> RunRow:

@@ -245,6 +245,9 @@ def _check_step(st: Step, base: tuple[Any, ...], tree: Any, path: str, registry:
     if st.when is not None:
         when = st.when if has_expression(st.when) else "{{ " + st.when + " }}"
         strings.append((when, locate(tree, (*base, "when"))))
+    if isinstance(st.locks, dict):
+        strings += list(_walk_strings(st.locks, raw_step.get("locks") if isinstance(
+            raw_step, dict) else None, locate(tree, (*base, "locks"))))
     for text, (line, col) in strings:
         if not has_expression(text):
             continue

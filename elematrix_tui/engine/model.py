@@ -15,7 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 ID_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 PHASE_ID_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
 
-ParamType = Literal["string", "int", "bool", "choice", "cidr", "email", "hostname", "secret"]
+ParamType = Literal["string", "int", "bool", "choice", "cidr", "email", "hostname", "secret",
+                    "ssh_public_key"]
 
 
 class _Strict(BaseModel):
@@ -44,7 +45,7 @@ class Param(_Strict):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not ID_RE.match(v):
+        if not ID_RE.fullmatch(v):
             raise ValueError(f"parameter name {v!r} must be snake_case (a-z, 0-9, _)")
         return v
 
@@ -107,13 +108,15 @@ class Step(_Strict):
     # Expected duration in seconds, for the progress bar of long waits.
     expected_duration: float | None = Field(default=None, gt=0)
     # Permanent parameters whose values are locked in this deployment once this step succeeds
-    # (server_name: once Synapse has started, user ids carry it forever).
-    locks: list[str] = Field(default_factory=list)
+    # (server_name: once Synapse has started, user ids carry it forever). A list locks the
+    # parameters' values; a mapping {name: expression} locks the value the deployment really
+    # used (the server name configure chose and rendered, not this run's --set).
+    locks: list[str] | dict[str, str] = Field(default_factory=list)
 
     @field_validator("id")
     @classmethod
     def _id(cls, v: str) -> str:
-        if not ID_RE.match(v):
+        if not ID_RE.fullmatch(v):
             raise ValueError(
                 f"step id {v!r} must be snake_case (a-z, 0-9, _): it is a name in expressions"
             )
@@ -132,7 +135,7 @@ class Phase(_Strict):
     @field_validator("id")
     @classmethod
     def _id(cls, v: str) -> str:
-        if not PHASE_ID_RE.match(v):
+        if not PHASE_ID_RE.fullmatch(v):
             raise ValueError(f"phase id {v!r} must be lower case (a-z, 0-9, _, -)")
         return v
 

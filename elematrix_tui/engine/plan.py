@@ -15,7 +15,7 @@ from .errors import InputError, Located
 from .expressions import ExpressionError, TooLarge, render_string, render_value
 from .journal import Journal
 from .model import Runbook
-from .params import ParamValueError, coerce
+from .params import ParamValueError, coerce, unknown_params
 from .paths import deployment_dir
 from .registry import Registry
 from .secrets import MASK
@@ -68,7 +68,7 @@ def build_plan(rb: Runbook, *, deployment: str, state_dir: Path, params: dict[st
                 "from the keyring, asked for if not stored")
             notes.append(f"  {p.name} = {MASK} (secret: {how})")
             continue
-        raw = params.get(p.name, remembered.get(p.name, p.default))
+        raw = params.get(p.name, remembered.get(p.name, p.default) if p.remember else p.default)
         if raw is None:
             values[p.name] = f"<{p.name}>" if p.is_required else None
             if p.is_required:
@@ -83,6 +83,7 @@ def build_plan(rb: Runbook, *, deployment: str, state_dir: Path, params: dict[st
             continue
         flag = " (permanent)" if p.permanent else ""
         notes.append(f"  {p.name} = {values[p.name]!r}{flag}")
+    errors += unknown_params(rb, params)  # as run does: a typo is never silently ignored
     if errors:
         raise InputError(errors)
     steps = _Steps(known_outputs)

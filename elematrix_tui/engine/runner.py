@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import getpass
 import hashlib
+import json
 import os
+import shutil
 import socket
 import threading
 import time
@@ -47,7 +49,7 @@ from .expressions import ExpressionError, is_truthy, render_string, render_value
 from .journal import FINISHED, Journal, RunRow, StepRow
 from .lock import DeploymentLock
 from .model import Phase, Runbook, Step
-from .params import ParamValueError, coerce, generate_secret
+from .params import ParamValueError, coerce, generate_secret, unknown_params
 from .paths import DEPLOYMENT_RE, deployment_dir
 from .registry import Registry
 from .secrets import MASK, Redactor, SecretStore
@@ -55,6 +57,10 @@ from .secrets import MASK, Redactor, SecretStore
 T = TypeVar("T")
 
 EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+# Journal meta: the names (never the values) of every secret stored for the deployment.
+META_SECRET_NAMES = "secret_names"
+# Journal meta: the operator typed this deployment's name here for a destructive step.
+META_KNOWN_HERE = "known_here"
 
 
 @dataclass
@@ -65,6 +71,8 @@ class RunOptions:
     skip: set[str] = field(default_factory=set)  # operator-skipped (skippable steps only)
     # Seconds a cancelled action gets to stop by itself before the runner moves on.
     cancel_grace: float = 5.0
+    # Secrets the operator explicitly allows a given value to replace (--replace-secret).
+    replace_secrets: set[str] = field(default_factory=set)
 
 
 class _Interrupted(Exception):
@@ -82,6 +90,7 @@ class _StepOutcome:
     message: str = ""
     diagnosis: str | None = None
     fix: str | None = None
+    retry: bool = True  # False: never retried (ActionFailed(retry=False), a refusal)
 
 
 def runbook_digest(path: Path) -> str:
@@ -120,6 +129,10 @@ class Runner:
         self._resources: dict[str, tuple[Any, Callable[[Any], None] | None]] = {}
         self._res_lock = threading.Lock()
         self._secret_names: set[str] = set()
+        # Whether this state dir knew the deployment before this run (see _execute). A
+        # destructive step of a deployment it never saw acts on a tag alone.
+        self._seen_before = True
+        self._to_remember: dict[str, Any] | None = None
 
     # -- control from other threads (TUI) -----------------------------------------------
     def cancel(self) -> None:
@@ -143,18 +156,27 @@ class Runner:
 
     # -- the run --------------------------------------------------------------------------
     def _execute(self, resume_of: str | None) -> int:
-        if not DEPLOYMENT_RE.match(self.deployment):
+        if not DEPLOYMENT_RE.fullmatch(self.deployment):
             raise InputError(f"deployment name {self.deployment!r} must be 2-31 characters: a "
                              f"lower-case letter, then lower-case letters, digits or '-'")
         self._check_phase_selection()
         ddir = deployment_dir(self.state_dir, self.deployment)
+        created = not ddir.exists()
         ddir.mkdir(parents=True, exist_ok=True, mode=0o700)
         lock = DeploymentLock(ddir / "lock")
         lock.acquire(self.deployment, f"{'resume' if resume_of else 'run'} {self.rb.runbook}")
-        journal = Journal.open(self.state_dir, self.deployment)
+        try:
+            journal = Journal.open(self.state_dir, self.deployment)
+        except InputError:
+            lock.release()
+            raise
         self.journal = journal
         try:
             previous: dict[str, StepRow] = {}
+            # Known here: a run from this state dir changed something for the deployment,
+            # or its name was typed for a destructive step. A refused or read-only run (a
+            # teardown that only listed) does not count.
+            self._seen_before = bool(journal.get_meta(META_KNOWN_HERE)) or journal.has_changes()
             if resume_of is not None:
                 row = journal.run(resume_of)
                 if row is None:
@@ -165,6 +187,7 @@ class Runner:
                                      f"Start a new run with 'elematrix run'.")
                 self.run_id = row.id
                 stored = {k: v for k, v in row.params.items() if not _is_secret_ref(v)}
+                given_now = set(self.raw_params)
                 self.raw_params = {**stored, **self.raw_params}
                 if self.options.phases is None and row.phases:
                     self.options.phases = list(row.phases)
@@ -184,6 +207,7 @@ class Runner:
             self._emit(RunStarted(self.run_id, runbook=self.rb.runbook,
                                   deployment=self.deployment, resumed=resume_of is not None))
             if resume_of is not None:
+                self._record_resume_changes(journal, stored, given_now)
                 sha = runbook_digest(self.runbook_path)
                 row = journal.run(self.run_id)
                 if row and row.runbook_sha and sha and row.runbook_sha != sha:
@@ -200,10 +224,15 @@ class Runner:
                                    exit_code=EXIT_INPUT, message="bad input")
             journal.close()
             lock.release()
+            if created and not self.run_id:
+                # Bad input for a deployment this invocation created: write nothing at all
+                # (an empty journal would later pass for a deployment seen here).
+                shutil.rmtree(ddir, ignore_errors=True)
             raise
         finally:
             self._close_resources()
         if self.run_id:
+            self._remember_params(journal, status)
             journal.update_run(self.run_id, status=status, finished=time.time(), exit_code=code,
                                message=message)
             self._emit(RunFinished(self.run_id, status=status, exit_code=code, message=message))
@@ -230,34 +259,49 @@ class Runner:
         return self._secret_store
 
     def _resolve_params(self, journal: Journal) -> dict[str, Any]:
+        """Every parameter's value, all validated before anything is stored.
+
+        Secrets are written to the store only once every parameter is known to be valid
+        (a run that exits 2 writes nothing), and a given secret that differs from the one
+        the deployment already has is refused unless ``RunOptions.replace_secrets`` names
+        it: configure's generated registration_shared_secret must never be replaced by a
+        typo. Values to remember are kept in ``self._to_remember`` and written at the end
+        of a run that did not fail (see ``_remember_params``).
+        """
         remembered: dict[str, Any] = journal.get_meta("params") or {}
         out: dict[str, Any] = {}
-        errors: list[Located] = []
-        unknown = [k for k in self.raw_params if self.rb.param(k) is None]
-        for k in unknown:
-            errors.append(Located("--set", 0, 0, f"unknown parameter {k!r} for runbook "
-                                                 f"{self.rb.runbook!r}; it takes: "
-                                                 f"{', '.join(p.name for p in self.rb.params)}"))
+        errors: list[Located] = unknown_params(self.rb, self.raw_params)
+        pending: dict[str, str] = {}  # secrets to store once everything is valid
+        ask: list[Any] = []  # required secrets with no value: asked for after validation
         for p in self.rb.params:
             if p.type == "secret":
                 self._secret_names.add(p.name)
-                value = self.raw_params.get(p.name)
-                if value is not None:
-                    self.secret_store.set(self.deployment, p.name, str(value))
-                else:
-                    value = self.secret_store.get(self.deployment, p.name)
+                stored = self.secret_store.get(self.deployment, p.name)
+                given = self.raw_params.get(p.name)
+                value = stored
+                if given is not None:
+                    try:
+                        given = str(coerce(p, given))
+                    except ParamValueError as e:
+                        errors.append(Located("--set", 0, 0, f"parameter {p.name!r}: {e}"))
+                        continue
+                    if stored is not None and stored != given \
+                            and p.name not in self.options.replace_secrets:
+                        errors.append(Located("--set", 0, 0, (
+                            f"parameter {p.name!r}: deployment {self.deployment!r} already "
+                            f"has a stored secret of that name, and the value given differs; "
+                            f"it is not replaced silently. Leave the value out to use the "
+                            f"stored one, or add --replace-secret {p.name} to replace it")))
+                        continue
+                    value = given
+                    if given != stored:
+                        pending[p.name] = given
                 if value is None and p.generate:
                     value = generate_secret(p.generate)
-                    self.secret_store.set(self.deployment, p.name, value)
+                    pending[p.name] = value
                 if value is None and p.is_required:
-                    value = self.questions.secret(p.name, p.help)
-                    if value:
-                        self.secret_store.set(self.deployment, p.name, value)
-                if value is not None:
-                    self.redact.add(str(value))
-                    out[p.name] = str(value)
-                else:
-                    out[p.name] = None
+                    ask.append(p)
+                out[p.name] = value
                 continue
             raw = self.raw_params.get(
                 p.name, remembered.get(p.name, p.default) if p.remember else p.default)
@@ -282,13 +326,78 @@ class Runner:
                     f"Keep {locked!r}, or create a new deployment for {out[p.name]!r}.")))
         if errors:
             raise InputError(errors)
+        for p in ask:
+            value = self.questions.secret(p.name, p.help)
+            out[p.name] = value or None
+            if value:
+                pending[p.name] = value
+        for name, value in pending.items():
+            self.store_secret(name, value)
+        self._seed_redactor(journal, out)
         # Merge: another runbook of this deployment (teardown) must not forget what this one
-        # was given (operator_cidr), and values marked remember: false are never kept.
-        remember = {p.name for p in self.rb.params if p.remember}
+        # was given (operator_cidr); one-shot values (remember: false) are never kept, and
+        # one kept by an older version is dropped.
+        one_shot = {p.name for p in self.rb.params if not p.remember}
         keep = {k: v for k, v in out.items()
-                if k not in self._secret_names and v is not None and k in remember}
-        journal.set_meta("params", {**remembered, **keep})
+                if k not in self._secret_names and v is not None and k not in one_shot}
+        self._to_remember = {**{k: v for k, v in remembered.items() if k not in one_shot},
+                             **keep}
         return out
+
+    def _remember_params(self, journal: Journal, status: str) -> None:
+        """Keep this run's values for later runs, unless the run failed.
+
+        A failed run (a step or gate failed, or the run was refused) may have failed
+        because of a value it was given (a wrong operator_cidr locks SSH out): carrying it
+        into the next run would repeat the failure silently. A run that passed, or that the
+        operator paused or interrupted (state saved, values accepted), remembers. Resume
+        always uses the values recorded in its own run, so nothing is lost either way.
+        """
+        if status in ("passed", "paused", "interrupted") and self._to_remember is not None:
+            journal.set_meta("params", self._to_remember)
+
+    def store_secret(self, name: str, value: str) -> None:
+        """Store a secret of this deployment, mask it from now on, and record its name.
+
+        Names only (never values) go to the journal, so every later run can mask every
+        secret of the deployment, also those nothing in that run fetches.
+        """
+        self.redact.add(value)
+        self.secret_store.set(self.deployment, name, value)
+        if self.journal is not None:
+            names = set(self.journal.get_meta(META_SECRET_NAMES) or [])
+            if name not in names:
+                self.journal.set_meta(META_SECRET_NAMES, sorted(names | {name}))
+
+    def _seed_redactor(self, journal: Journal, values: dict[str, Any]) -> None:
+        """Mask every secret the deployment has, not only the ones this run reads."""
+        for name in self._secret_names:
+            if values.get(name):
+                self.redact.add(str(values[name]))
+        names = set(journal.get_meta(META_SECRET_NAMES) or [])
+        names |= set(self.secret_store.names(self.deployment))
+        for _, step, _ in self.rb.all_steps():
+            try:
+                names |= set(self.registry.get(step.action).stored_secrets)
+            except Exception:  # an action that cannot load fails its own step later
+                continue
+        for name in sorted(names - self._secret_names):
+            self.redact.add(self.secret_store.get(self.deployment, name))
+
+    def _record_resume_changes(self, journal: Journal, recorded: dict[str, Any],
+                               given: set[str]) -> None:
+        """A --set on resume that changes a value the run recorded: say so, and record the
+        value now in use, so the report shows what the rest of the run really used."""
+        changed = [k for k in sorted(given) if k in recorded and k not in self._secret_names
+                   and recorded[k] != self.params.get(k)]
+        for k in changed:
+            self._emit(LogLine(self.run_id, step_id="", stream="warning",
+                               line=self.redact(f"parameter {k!r} changed on resume: "
+                                                f"{recorded[k]!r} -> {self.params.get(k)!r}; "
+                                                f"steps that already finished used "
+                                                f"{recorded[k]!r}")))
+        if changed:
+            journal.update_run(self.run_id, params=json.dumps(self._journal_params()))
 
     def _journal_params(self) -> dict[str, Any]:
         return {k: ({"$secret": k} if k in self._secret_names else v)
@@ -447,7 +556,8 @@ class Runner:
                                         status="interrupted", attempt=attempt, duration=duration,
                                         is_gate=is_gate, message=outcome.message))
                 raise _Interrupted
-            if outcome.status == "failed" and attempt - first_attempt + 1 < step.retry.attempts:
+            if outcome.status == "failed" and outcome.retry \
+                    and attempt - first_attempt + 1 < step.retry.attempts:
                 self.journal.finish_attempt(self.run_id, step.id, attempt, "failed", {},
                                             self.redact(outcome.message), outcome.diagnosis,
                                             outcome.fix)
@@ -465,9 +575,9 @@ class Runner:
         self._step_cancel = None
         if outcome.status in ("ok", "changed"):
             self.outputs[step.id] = outcome.outputs
-            for name in step.locks:
-                if self.params.get(name) is not None:
-                    self.journal.set_meta(f"permanent.{name}", self.params[name])
+            for name, value in self._lock_values(step).items():
+                if value is not None and value != "":
+                    self.journal.set_meta(f"permanent.{name}", value)
         outputs = self.redact.value(outcome.outputs)
         message = self.redact(outcome.message)
         fix = outcome.fix or (self._fix(step) if outcome.status == "failed" else None)
@@ -482,6 +592,20 @@ class Runner:
                                   passed=outcome.status in ("ok", "changed"), message=message,
                                   diagnosis=outcome.diagnosis, fix=fix, duration=duration))
         return replace(outcome, fix=fix)
+
+    def _lock_values(self, step: Step) -> dict[str, Any]:
+        """What a step's ``locks`` make permanent: the parameters' values (list form), or
+        the values the deployment really used, rendered now (mapping form)."""
+        if isinstance(step.locks, list):
+            return {name: self.params.get(name) for name in step.locks}
+        out: dict[str, Any] = {}
+        for name, expr in step.locks.items():
+            try:
+                out[name] = render_string(expr, self._variables())
+            except ExpressionError as e:
+                self._emit(LogLine(self.run_id, step_id=step.id, stream="warning",
+                                   line=f"cannot evaluate locks.{name}: {e}; not locked"))
+        return out
 
     def _fix(self, step: Step) -> str | None:
         """The step's advice, with its expressions rendered (it may name paths, hosts)."""
@@ -502,7 +626,8 @@ class Runner:
         """Redact every text an action produced before it is journaled or shown."""
         r = self.redact
         return _StepOutcome(o.status, o.outputs, r(o.message),
-                            r(o.diagnosis) if o.diagnosis else None, r(o.fix) if o.fix else None)
+                            r(o.diagnosis) if o.diagnosis else None, r(o.fix) if o.fix else None,
+                            o.retry)
 
     def _fail_early(self, phase: Phase, step: Step, role: str, attempt: int, message: str,
                     fix: str | None = None) -> _StepOutcome:
@@ -550,7 +675,19 @@ class Runner:
 
     def _confirm(self, step: Step, title: str, changes: list[str]) -> bool:
         destructive = step.destructive
-        if self.options.assume_yes:
+        if destructive and not self._seen_before:
+            # Nothing here ties the tag to this operator's deployment: someone else's may
+            # carry the same name. The typed name is required, and --yes does not give it.
+            warning = (f"this state dir has never seen deployment {self.deployment!r} (no run "
+                       f"here ever changed anything for it): step {step.id!r} acts on whatever "
+                       f"carries its tag in this AWS account. Type the deployment name to go "
+                       f"on; --yes does not answer this")
+            self._emit(LogLine(self.run_id, step_id=step.id, line=warning, stream="warning"))
+            answer = self.questions.confirm(step.id, title, [*changes, warning],
+                                            destructive=True, type_to_confirm=self.deployment)
+            if answer and self.journal is not None:
+                self.journal.set_meta(META_KNOWN_HERE, True)
+        elif self.options.assume_yes:
             answer = True
         else:
             answer = self.questions.confirm(step.id, title, changes, destructive=destructive,
@@ -613,7 +750,7 @@ class Runner:
             err = box["error"]
             if isinstance(err, ActionFailed):
                 return _StepOutcome("failed", message=err.message, diagnosis=err.diagnosis,
-                                    fix=err.fix)
+                                    fix=err.fix, retry=err.retry)
             if isinstance(err, KeyboardInterrupt):
                 return _StepOutcome("interrupted", message="interrupted by the operator")
             for line in str(box.get("tb", "")).rstrip().splitlines()[-8:]:
@@ -728,8 +865,7 @@ class _Context:
         return value
 
     def set_secret(self, name: str, value: str) -> None:
-        self._r.redact.add(value)
-        self._r.secret_store.set(self.deployment, name, value)
+        self._r.store_secret(name, value)
 
     def resource(self, key: str, factory: Callable[[], T],
                  close: Callable[[T], None] | None = None) -> T:

@@ -67,7 +67,7 @@ _REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
 
 
 def _hostport(v: str, what: str) -> str:
-    m = _HOSTPORT_RE.match(v)
+    m = _HOSTPORT_RE.fullmatch(v)
     if not m:
         raise ValueError(f"{what} {v!r} must be a host name or IPv4 address, optionally :port")
     port = m.group(7)
@@ -143,35 +143,35 @@ class StackValues(BaseModel):
     @field_validator("log_group_prefix")
     @classmethod
     def _log_group(cls, v: str) -> str:
-        if not _LOG_GROUP_RE.match(v):
+        if not _LOG_GROUP_RE.fullmatch(v):
             raise ValueError(f"log_group_prefix {v!r} has characters CloudWatch Logs refuses")
         return v.rstrip("/")
 
     @field_validator("backup_bucket")
     @classmethod
     def _bucket(cls, v: str) -> str:
-        if not _BUCKET_RE.match(v):
+        if not _BUCKET_RE.fullmatch(v):
             raise ValueError(f"backup_bucket {v!r} is not a valid S3 bucket name")
         return v
 
     @field_validator("aws_region")
     @classmethod
     def _region(cls, v: str) -> str:
-        if not _REGION_RE.match(v):
+        if not _REGION_RE.fullmatch(v):
             raise ValueError(f"aws_region {v!r} is not an AWS region name")
         return v
 
     @field_validator("logo_url", "welcome_url")
     @classmethod
     def _url(cls, v: str) -> str:
-        if v and not re.match(r"^(https?://|/)\S+$", v):
+        if v and not re.fullmatch(r"(https?://|/)\S+", v):
             raise ValueError(f"{v!r} must be an http(s):// URL or an absolute path")
         return v
 
     @field_validator("remote_dir")
     @classmethod
     def _remote_dir(cls, v: str) -> str:
-        if not re.match(r"^/[A-Za-z0-9_./-]+$", v) or ".." in v:
+        if not re.fullmatch(r"/[A-Za-z0-9_./-]+", v) or ".." in v:
             raise ValueError(f"remote_dir {v!r} must be an absolute path without spaces or ..")
         return v.rstrip("/")
 

@@ -81,6 +81,9 @@ class ElematrixApp(App[int]):
         self.initial_resume = resume_run
         self.initial_params = dict(params or {})
         self.last_exit: int | None = None
+        # SIGTERM/SIGHUP handling, switched on by run_app (a real terminal, not a test app).
+        self.handle_stop_signals = False
+        self.stopped_by: int | None = None
         if practice:
             self.sub_title = "practice"
 
@@ -94,6 +97,13 @@ class ElematrixApp(App[int]):
         return self._runner_factory
 
     def on_mount(self) -> None:
+        if self.handle_stop_signals:
+            import asyncio
+            import signal
+
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGHUP):
+                loop.add_signal_handler(sig, self.stop_on_signal, int(sig))
         self.push_screen(StartScreen())
         for line in self.notices:
             self.notify(escape(line), timeout=12)
@@ -255,11 +265,29 @@ class ElematrixApp(App[int]):
                 return
         self.exit(self.last_exit, return_code=self.last_exit or 0)
 
+    def stop_on_signal(self, signum: int) -> None:
+        """SIGTERM/SIGHUP: a confirmed quit, as Ctrl-C then "Quit" would do: the run is
+        interrupted and journaled, then the app leaves with 128 + the signal's number."""
+        if self.stopped_by is not None:
+            return
+        self.stopped_by = signum
+        code = 128 + signum
+        for s in self._run_screens():
+            if s.running:
+                s.quitting = True  # the run screen leaves once the engine has stopped
+                s.stop_engine()
+                # The journal is on disk: leave anyway if the engine takes too long.
+                s.set_timer(10, lambda: self.exit(code, return_code=code))
+                return
+        self.exit(code, return_code=code)
+
     def exit(self, result: int | None = None, return_code: int = 0,
              message: Any = None) -> None:
         """Leave the app; an engine still waiting on a question gets "no" and is cancelled."""
         for s in self._run_screens():
             s.stop_engine()
+        if self.stopped_by is not None:
+            return_code = 128 + self.stopped_by
         super().exit(result, return_code=return_code, message=message)
 
 
@@ -280,7 +308,14 @@ def run_app(state_dir: Path, *, runbook: Path | None = None, deployment: str | N
     app = ElematrixApp(state_dir, runbook=runbook, deployment=deployment,
                        resume_run=resume_run, practice=practice, params=params,
                        phases=phases, notices=notices)
+    app.handle_stop_signals = True
     app.run()
+    if app.stopped_by is not None:
+        import signal
+
+        print(f"{signal.Signals(app.stopped_by).name} received: elematrix stopped; an "
+              f"interrupted run keeps its state, 'elematrix resume' continues it.",
+              file=sys.stderr)
     return app.return_code or 0
 
 

@@ -80,8 +80,12 @@ def engine_runner_factory(req: RunRequest) -> RunnerLike:
     from ..actions import default_registry
     from ..engine.runner import Runner, RunOptions
 
+    # A secret in the form's values was typed (or generated) by the operator over the
+    # stored one ("stored: type to replace"): that is the explicit replace the engine wants.
+    typed = {p.name for p in req.runbook.params if p.type == "secret" and req.params.get(p.name)}
     opts = RunOptions(phases=req.phases, assume_yes=False,
-                      only_step=req.steps[0] if req.steps else None, skip=set(req.skip))
+                      only_step=req.steps[0] if req.steps else None, skip=set(req.skip),
+                      replace_secrets=typed)
     return Runner(req.runbook, deployment=req.deployment, state_dir=req.state_dir,
                   params=req.params, questions=req.questions, sinks=req.sinks,
                   registry=default_registry(), options=opts, runbook_path=req.runbook_path)
