@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from elematrix_tui.stack.values import IMAGES
-from tests.support.docker import builder, docker, docker_engine, docker_images  # noqa: F401
+from tests.support.docker import builder, docker
 
 B = builder()
 

@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from elematrix_tui.stack.values import IMAGES
-from tests.support.docker import compose, docker, docker_engine, docker_images, down  # noqa: F401
+from tests.support.docker import compose, docker, down
 
 _HOMESERVER = {
     "server_name": "strict.test",
@@ -126,19 +126,14 @@ def _pg_run(volume: str, name: str, *env: str) -> str:
 
 
 def _pg_ready(name: str, timeout: float = 60.0) -> None:
+    # Over TCP: the entrypoint's init server listens on the socket only, so an answer on
+    # 127.0.0.1 comes from the final server.
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        # pg_isready answers on the socket during the socket-only init server too: wait
-        # for the log line of the final server instead.
-        logs = docker("logs", name, check=False).stderr
-        if "database system is ready to accept connections" in logs.split(
-                "ready for start up")[-1] and docker(
-                "exec", name, "pg_isready", "-U", "synapse", check=False).returncode == 0:
-            if "Skipping initialization" in docker("logs", name).stdout or \
-                    "ready for start up" in docker("logs", name).stdout:
-                return
+    while docker("exec", name, "pg_isready", "-h", "127.0.0.1", "-U", "synapse",
+                 check=False).returncode != 0:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{name} not ready: {docker('logs', name, check=False)}")
         time.sleep(0.5)
-    raise AssertionError(f"{name} not ready: {docker('logs', name, check=False).stderr}")
 
 
 def _locale(name: str) -> list[str]:
@@ -177,7 +172,7 @@ def test_postgres_existing_volume_keeps_its_locale(docker_images: dict[str, str]
         assert "Skipping initialization" in docker("logs", second).stdout
         assert _locale(second) == ["UTF8", "C.UTF-8", "C.UTF-8"]
     finally:
-        docker("rm", "-f", first, second, check=False)
+        docker("rm", "-f", "-v", first, second, check=False)
         docker("volume", "rm", volume, check=False)
 
 
@@ -191,9 +186,8 @@ def test_postgres_without_password_refuses(docker_images: dict[str, str]) -> Non
         info = json.loads(docker("inspect", name).stdout)[0]
         assert info["State"]["ExitCode"] == 1
     finally:
-        docker("rm", "-f", name, check=False)
-        # The anonymous volume of the image's VOLUME went with the container's rm -v.
-        docker("container", "prune", "--help", check=False)
+        # -v: the anonymous volume the image's VOLUME made goes with the container.
+        docker("rm", "-f", "-v", name, check=False)
 
 
 @pytest.mark.parametrize("key", ["nginx", "element"])
@@ -214,4 +208,4 @@ def test_nginx_images_have_busybox_wget_and_reload(docker_images: dict[str, str]
         assert docker("exec", name, "id", "-un").stdout.strip() == user
         assert docker("exec", name, "id", "-u", "nginx").stdout.strip() == "101"
     finally:
-        docker("rm", "-f", name, check=False)
+        docker("rm", "-f", "-v", name, check=False)

@@ -20,13 +20,7 @@ import httpx
 
 from elematrix_tui.stack.render import render_stack
 from elematrix_tui.stack.values import SECRET_NAMES
-from tests.support.docker import (  # noqa: F401  (fixtures)
-    compose,
-    docker_engine,
-    docker_images,
-    down,
-    stack_lock,
-)
+from tests.support.docker import compose, down, stack_lock
 from tests.support.services import free_port
 
 
