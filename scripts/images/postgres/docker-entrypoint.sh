@@ -46,6 +46,13 @@ create_db_directories() {
 	chmod 00700 "$PGDATA" || :
 	mkdir -p /var/run/postgresql || :
 	chmod 03775 /var/run/postgresql || :
+	if [ -n "${POSTGRES_INITDB_WALDIR:-}" ]; then
+		mkdir -p "$POSTGRES_INITDB_WALDIR"
+		if [ "$user" = '0' ]; then
+			find "$POSTGRES_INITDB_WALDIR" \! -user postgres -exec chown postgres '{}' +
+		fi
+		chmod 700 "$POSTGRES_INITDB_WALDIR"
+	fi
 	if [ "$user" = '0' ]; then
 		find "$PGDATA" \! -user postgres -exec chown postgres '{}' +
 		find /var/run/postgresql \! -user postgres -exec chown postgres '{}' +
@@ -67,6 +74,9 @@ verify_minimum_env() {
 }
 
 init_database_dir() {
+	if [ -n "${POSTGRES_INITDB_WALDIR:-}" ]; then
+		set -- --waldir "$POSTGRES_INITDB_WALDIR" "$@"
+	fi
 	# shellcheck disable=SC2086 # POSTGRES_INITDB_ARGS is a word list, as upstream
 	eval 'initdb --username="$POSTGRES_USER" --pwfile=<(printf "%s\n" "$POSTGRES_PASSWORD") '"$POSTGRES_INITDB_ARGS"' "$@"'
 }
@@ -93,9 +103,10 @@ psql_run() {
 
 temp_server_start() {
 	if [ "${1:-}" = 'postgres' ]; then shift; fi
-	# Socket only: nobody can connect over the network while the init scripts run.
-	PGUSER="${PGUSER:-$POSTGRES_USER}" pg_ctl -D "$PGDATA" \
-		-o "$(printf '%q ' -c listen_addresses='' -p "${PGPORT:-5432}" "$@")" -w start
+	# Socket only, appended last so it wins: nobody connects over the network while the
+	# init scripts run.
+	set -- "$@" -c listen_addresses='' -p "${PGPORT:-5432}"
+	PGUSER="${PGUSER:-$POSTGRES_USER}" pg_ctl -D "$PGDATA" -o "$(printf '%q ' "$@")" -w start
 }
 
 temp_server_stop() {
@@ -128,11 +139,22 @@ process_init_files() {
 	done
 }
 
+want_help() {
+	# Options that make postgres print and exit: no initialisation for them.
+	local arg
+	for arg; do
+		case "$arg" in
+			-'?'|--help|--describe-config|-V|--version) return 0 ;;
+		esac
+	done
+	return 1
+}
+
 main() {
 	if [ "${1:0:1}" = '-' ]; then
 		set -- postgres "$@"
 	fi
-	if [ "$1" = 'postgres' ]; then
+	if [ "$1" = 'postgres' ] && ! want_help "$@"; then
 		setup_env
 		create_db_directories
 		if [ "$(id -u)" = '0' ]; then
