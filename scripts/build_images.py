@@ -104,7 +104,8 @@ def pinned_images(values_py: Path = VALUES_PY) -> dict[str, str]:
     """The ``IMAGES`` table of values.py, read without importing the package."""
     tree = ast.parse(values_py.read_text(), str(values_py))
     for node in tree.body:
-        target = None
+        target: ast.expr | None = None
+        value: ast.expr | None = None
         if isinstance(node, ast.Assign) and len(node.targets) == 1:
             target, value = node.targets[0], node.value
         elif isinstance(node, ast.AnnAssign):
@@ -236,7 +237,8 @@ def ensure_base(namespace: str = "") -> tuple[str, str]:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="elematrix-rootfs-", dir="/var/tmp") as tmp:
         root = Path(tmp) / "rootfs"
-        logfile = LOG_DIR / "debootstrap.log"
+        logfile = LOG_DIR / (f"{namespace.strip('/')}-debootstrap.log" if namespace
+                             else "debootstrap.log")
         LOG_DIR.mkdir(parents=True, exist_ok=True)
         with logfile.open("w") as out:
             rc = subprocess.run(["debootstrap", "--variant=minbase", DEBIAN_SUITE, str(root),
@@ -365,7 +367,9 @@ def build_one(image: Image, base_ref: str, base_id: str, *, check_only: bool = F
         log(f"building {image.ref} ({why}) ...")
         started = time.monotonic()
         LOG_DIR.mkdir(parents=True, exist_ok=True)
-        logfile = LOG_DIR / f"{image.key}.log"
+        # A namespaced (benchmark) build keeps its own logs beside the real ones.
+        prefix = image.ref[: -len(image.pin)].strip("/").replace("/", "_")
+        logfile = LOG_DIR / (f"{prefix}-{image.key}.log" if prefix else f"{image.key}.log")
         cmd = ["docker", "build", "--network", "host", "--pull=false", "--rm", "--force-rm",
                "--build-arg", f"BASE={base_ref}",
                "--label", f"{LABEL}={want}", "--label", f"{UPSTREAM_LABEL}={image.ref}",

@@ -94,3 +94,22 @@ def test_a_registry_image_is_never_overwritten(docker_images: dict[str, str],
         assert "was not built here" in out and "left alone" in out
     finally:
         docker("image", "rm", nginx.ref, check=False)
+
+
+def test_no_engine_fails_under_ci_and_skips_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CI never skips silently: without an engine, engine() fails the test there."""
+    import tests.support.docker as support
+
+    eng = support.engine_module()
+
+    def no_engine(quiet: bool = False) -> None:
+        raise eng.EngineError("dockerd is not installed")
+
+    monkeypatch.setattr(support, "_ENGINE", None)
+    monkeypatch.setattr(eng, "start", no_engine)
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI never skips"):
+        support.engine()
+    monkeypatch.setenv("CI", "")
+    with pytest.raises(pytest.skip.Exception, match="dockerd is not installed"):
+        support.engine()
