@@ -44,6 +44,10 @@ _HOMESERVER = {
     "enable_metrics": False,
 }
 
+# A cold image build (first run without scripts/setup.sh) happens in the first test's
+# fixture setup: about 4-5 minutes on a 2-core machine, more than the suite's default.
+pytestmark = pytest.mark.timeout(900)
+
 
 def _synapse_project(tmp_path: Path, entrypoint: list[str] | None) -> Path:
     d = tmp_path / "proj"

@@ -17,11 +17,16 @@ import uuid
 from pathlib import Path
 
 import httpx
+import pytest
 
 from elematrix_tui.stack.render import render_stack
 from elematrix_tui.stack.values import SECRET_NAMES
 from tests.support.docker import compose, down, stack_lock
 from tests.support.services import free_port
+
+# A cold image build (first run without scripts/setup.sh) happens in the first test's
+# fixture setup: about 4-5 minutes on a 2-core machine, more than the suite's default.
+pytestmark = pytest.mark.timeout(900)
 
 
 def _chown_tree(root: Path, uid: int, gid: int) -> None:
