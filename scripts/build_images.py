@@ -237,48 +237,68 @@ def ensure_base(namespace: str = "") -> tuple[str, str]:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="elematrix-rootfs-", dir="/var/tmp") as tmp:
         root = Path(tmp) / "rootfs"
-        logfile = LOG_DIR / (f"{namespace.strip('/')}-debootstrap.log" if namespace
-                             else "debootstrap.log")
-        LOG_DIR.mkdir(parents=True, exist_ok=True)
-        with logfile.open("w") as out:
-            rc = subprocess.run(["debootstrap", "--variant=minbase", DEBIAN_SUITE, str(root),
-                                 DEBIAN_MIRROR], stdout=out, stderr=subprocess.STDOUT,
-                                check=False, timeout=900).returncode
-        if rc != 0:
-            raise BuildError(f"debootstrap failed (exit {rc}); log: {logfile}\n"
-                             + _tail(logfile))
-        for rel, text in _BASE_FILES.items():
-            path = root / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
-            if rel.startswith("usr/sbin/"):
-                path.chmod(0o755)
-        for sub in ("var/cache/apt/archives", "var/lib/apt/lists"):
-            for p in (root / sub).glob("*"):
-                if p.is_file():
-                    p.unlink()
-        # debootstrap unmounts /proc and /sys when it is done; never archive a mount.
-        mounted = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()
-                   if line.split()[1].startswith(str(root))]
-        if mounted:
-            raise BuildError(f"debootstrap left mounts under {root}: {', '.join(mounted)}")
-        tar = subprocess.Popen(["tar", "--numeric-owner", "-C", str(root), "-c", "."],
-                               stdout=subprocess.PIPE)
-        imp = subprocess.run(
-            ["docker", "import",
-             "--change", f"LABEL {LABEL}={want}",
-             "--change", "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-             "--change", 'CMD ["bash"]',
-             "-", ref], stdin=tar.stdout, capture_output=True, text=True, check=False)
-        assert tar.stdout is not None
-        tar.stdout.close()
-        if tar.wait() != 0 or imp.returncode != 0:
-            raise BuildError(f"importing the base image failed: {imp.stderr.strip()}")
+        try:
+            _debootstrap_and_import(root, ref, want, namespace)
+        finally:
+            # An interrupted debootstrap leaves /proc and /sys mounted in the target: never
+            # let the directory's removal walk into them.
+            _unmount_under(root)
     log(f"base image {ref} ready ({time.monotonic() - started:.0f} s)")
     info = inspect(ref)
     if info is None:
         raise BuildError(f"{ref} is missing right after its import")
     return ref, str(info["Id"])
+
+
+def _mounts_under(root: Path) -> list[str]:
+    prefix = str(root) + "/"
+    return [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()
+            if line.split()[1] == str(root) or line.split()[1].startswith(prefix)]
+
+
+def _unmount_under(root: Path) -> None:
+    for mnt in sorted(_mounts_under(root), key=len, reverse=True):
+        subprocess.run(["umount", "-l", mnt], check=False, timeout=60)
+    if _mounts_under(root):
+        raise BuildError(f"could not unmount everything under {root}; remove it by hand")
+
+
+def _debootstrap_and_import(root: Path, ref: str, want: str, namespace: str) -> None:
+    """debootstrap into root, add the container settings, import it as ref."""
+    logfile = LOG_DIR / (f"{namespace.strip('/')}-debootstrap.log" if namespace
+                         else "debootstrap.log")
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    rc = _run_logged(["debootstrap", "--variant=minbase", DEBIAN_SUITE, str(root),
+                      DEBIAN_MIRROR], logfile, timeout=900)
+    if rc != 0:
+        raise BuildError(f"debootstrap failed (exit {rc}); log: {logfile}\n"
+                         + _tail(logfile))
+    for rel, text in _BASE_FILES.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        if rel.startswith("usr/sbin/"):
+            path.chmod(0o755)
+    for sub in ("var/cache/apt/archives", "var/lib/apt/lists"):
+        for p in (root / sub).glob("*"):
+            if p.is_file():
+                p.unlink()
+    # debootstrap unmounts /proc and /sys when it is done; never archive a mount.
+    mounted = _mounts_under(root)
+    if mounted:
+        raise BuildError(f"debootstrap left mounts under {root}: {', '.join(mounted)}")
+    tar = subprocess.Popen(["tar", "--numeric-owner", "-C", str(root), "-c", "."],
+                           stdout=subprocess.PIPE)
+    imp = subprocess.run(
+        ["docker", "import",
+         "--change", f"LABEL {LABEL}={want}",
+         "--change", "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+         "--change", 'CMD ["bash"]',
+         "-", ref], stdin=tar.stdout, capture_output=True, text=True, check=False)
+    assert tar.stdout is not None
+    tar.stdout.close()
+    if tar.wait() != 0 or imp.returncode != 0:
+        raise BuildError(f"importing the base image failed: {imp.stderr.strip()}")
 
 
 # --- one image -----------------------------------------------------------------------
@@ -340,6 +360,18 @@ def context_hash(ctx: Path, image: Image, base_id: str) -> str:
     return h.hexdigest()[:32]
 
 
+def _run_logged(cmd: list[str], logfile: Path, timeout: float,
+                env: dict[str, str] | None = None) -> int:
+    """Run cmd with its output in logfile; its exit status (a timeout is a BuildError)."""
+    with logfile.open("w") as out:
+        try:
+            return subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                  check=False, timeout=timeout).returncode
+        except subprocess.TimeoutExpired as e:
+            raise BuildError(f"{cmd[0]} {cmd[1]} did not finish within {timeout:.0f} s; "
+                             f"log: {logfile}") from e
+
+
 def _tail(path: Path, lines: int = 25) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -377,9 +409,7 @@ def build_one(image: Image, base_ref: str, base_id: str, *, check_only: bool = F
         for k, v in sorted(image.args.items()):
             cmd += ["--build-arg", f"{k}={v}"]
         env = dict(os.environ, DOCKER_BUILDKIT="0")
-        with logfile.open("w") as out:
-            rc = subprocess.run([*cmd, str(ctx)], stdout=out, stderr=subprocess.STDOUT,
-                                env=env, check=False, timeout=1800).returncode
+        rc = _run_logged([*cmd, str(ctx)], logfile, timeout=1800, env=env)
         if rc != 0:
             raise BuildError(f"building {image.ref} failed (exit {rc}); log: {logfile}\n"
                              + _tail(logfile))
