@@ -48,6 +48,10 @@ _HOMESERVER = {
 # fixture setup: about 4-5 minutes on a 2-core machine, more than the suite's default.
 pytestmark = pytest.mark.timeout(900)
 
+# Single containers need no network (the checks run inside them, on their loopback); it
+# also keeps them off the engine's default bridge, which this machine's other work shares.
+NO_NET = ("--network", "none")
+
 
 def _synapse_project(tmp_path: Path, entrypoint: list[str] | None) -> Path:
     d = tmp_path / "proj"
@@ -92,7 +96,7 @@ def test_root_owned_data_makes_synapse_exit_with_permission_error(
         assert "PermissionError" in logs and "/data/strict.test.signing.key" in logs, logs
         # It ran as 991:991 (gosu), not as root, and nothing chowned the volume.
         assert "Starting synapse with args" in logs
-        owner = docker("run", "--rm", "--entrypoint", "stat", "-v",
+        owner = docker("run", "--rm", *NO_NET, "--entrypoint", "stat", "-v",
                        f"{project}_synapse-data:/data", IMAGES["synapse"], "-c", "%u:%g",
                        "/data").stdout.strip()
         assert owner == "0:0"
@@ -123,7 +127,7 @@ def test_chowning_data_first_makes_synapse_start(docker_images: dict[str, str],
 
 
 def _pg_run(volume: str, name: str, *env: str) -> str:
-    args = ["run", "-d", "--name", name, "-v", f"{volume}:/var/lib/postgresql/data"]
+    args = ["run", "-d", *NO_NET, "--name", name, "-v", f"{volume}:/var/lib/postgresql/data"]
     for e in env:
         args += ["-e", e]
     return docker(*args, IMAGES["postgres"]).stdout.strip()
@@ -183,7 +187,7 @@ def test_postgres_existing_volume_keeps_its_locale(docker_images: dict[str, str]
 def test_postgres_without_password_refuses(docker_images: dict[str, str]) -> None:
     name = f"docker-images-pgnopw-{uuid.uuid4().hex[:8]}"
     try:
-        proc = docker("run", "--name", name, "-e", "POSTGRES_USER=synapse",
+        proc = docker("run", *NO_NET, "--name", name, "-e", "POSTGRES_USER=synapse",
                       IMAGES["postgres"], check=False, timeout=60)
         assert proc.returncode == 1
         assert "superuser password is not specified" in proc.stderr
@@ -199,7 +203,7 @@ def test_nginx_images_have_busybox_wget_and_reload(docker_images: dict[str, str]
                                                    key: str) -> None:
     name = f"docker-images-{key}-{uuid.uuid4().hex[:8]}"
     try:
-        docker("run", "-d", "--name", name, IMAGES[key])
+        docker("run", "-d", *NO_NET, "--name", name, IMAGES[key])
         deadline = time.monotonic() + 30
         while docker("exec", name, "wget", "-q", "-O", "/dev/null",
                      "http://127.0.0.1:80/", check=False).returncode != 0:
@@ -211,5 +215,25 @@ def test_nginx_images_have_busybox_wget_and_reload(docker_images: dict[str, str]
         user = "nginx" if key == "element" else "root"
         assert docker("exec", name, "id", "-un").stdout.strip() == user
         assert docker("exec", name, "id", "-u", "nginx").stdout.strip() == "101"
+    finally:
+        docker("rm", "-f", "-v", name, check=False)
+
+
+def test_element_listens_on_element_web_port(docker_images: dict[str, str]) -> None:
+    """element-web's template: the port comes from ELEMENT_WEB_PORT, as USER nginx."""
+    name = f"docker-images-elport-{uuid.uuid4().hex[:8]}"
+    try:
+        docker("run", "-d", *NO_NET, "--name", name, "-e", "ELEMENT_WEB_PORT=8081",
+               IMAGES["element"])
+        deadline = time.monotonic() + 30
+        while docker("exec", name, "wget", "-q", "-O", "/dev/null",
+                     "http://127.0.0.1:8081/config.json", check=False).returncode != 0:
+            assert time.monotonic() < deadline, docker("logs", name, check=False).stderr
+            time.sleep(0.3)
+        assert docker("exec", name, "wget", "-q", "-O", "/dev/null",
+                      "http://127.0.0.1:80/config.json", check=False).returncode != 0
+        version = docker("exec", name, "wget", "-q", "-O", "-",
+                         "http://127.0.0.1:8081/version").stdout.strip()
+        assert version == IMAGES["element"].rsplit(":v", 1)[-1]
     finally:
         docker("rm", "-f", "-v", name, check=False)
