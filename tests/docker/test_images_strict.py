@@ -237,3 +237,19 @@ def test_element_listens_on_element_web_port(docker_images: dict[str, str]) -> N
         assert version == IMAGES["element"].rsplit(":v", 1)[-1]
     finally:
         docker("rm", "-f", "-v", name, check=False)
+
+
+def test_synapse_generate_mode_chowns_data(docker_images: dict[str, str]) -> None:
+    """start.py's generate mode (unlike run mode) chowns /data, then writes the config."""
+    volume = f"docker-images-gen-{uuid.uuid4().hex[:8]}"
+    try:
+        docker("run", "--rm", *NO_NET, "-v", f"{volume}:/data",
+               "-e", "SYNAPSE_SERVER_NAME=gen.test", "-e", "SYNAPSE_REPORT_STATS=no",
+               IMAGES["synapse"], "generate", timeout=180)
+        out = docker("run", "--rm", *NO_NET, "--entrypoint", "stat", "-v", f"{volume}:/data",
+                     IMAGES["synapse"], "-c", "%n %u:%g", "/data", "/data/homeserver.yaml",
+                     "/data/gen.test.signing.key").stdout.split("\n")
+        assert out[:3] == ["/data 991:991", "/data/homeserver.yaml 991:991",
+                           "/data/gen.test.signing.key 991:991"], out
+    finally:
+        docker("volume", "rm", volume, check=False)
