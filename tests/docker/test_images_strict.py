@@ -165,6 +165,10 @@ def test_postgres_existing_volume_keeps_its_locale(docker_images: dict[str, str]
         hba = docker("exec", first, "tail", "-n", "1",
                      "/var/lib/postgresql/data/pg_hba.conf").stdout.strip()
         assert hba == "host all all all scram-sha-256"
+        # Listening on all addresses (the image's sample config), so other containers reach it.
+        listen = docker("exec", first, "psql", "-U", "synapse", "-d", "synapse", "-Atc",
+                        "SHOW listen_addresses").stdout.strip()
+        assert listen == "*"
         # The server runs as the tag's postgres user (uid 70 for -alpine), data dir 0700.
         uid = "70" if "alpine" in IMAGES["postgres"] else "999"
         assert docker("exec", first, "stat", "-c", "%u:%g %a",
