@@ -117,3 +117,32 @@ def test_no_engine_fails_under_ci_and_skips_otherwise(monkeypatch: pytest.Monkey
     monkeypatch.setenv("CI", "")
     with pytest.raises(pytest.skip.Exception, match="dockerd is not installed"):
         support.engine()
+
+
+def test_changed_inputs_rebuild_and_unchanged_do_not(docker_images: dict[str, str],
+                                                     tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A changed context file means a new build; the same inputs again mean none."""
+    import shutil
+
+    contexts = tmp_path / "images"
+    shutil.copytree(B.IMAGES_DIR, contexts)
+    monkeypatch.setattr(B, "IMAGES_DIR", contexts)
+    namespace = f"docker-images-test-{uuid.uuid4().hex[:8]}"
+    nginx = next(i for i in B.plan(IMAGES, namespace) if i.key == "nginx")
+    base_id = docker("image", "inspect", "--format", "{{.Id}}", B.BASE_REF).stdout.strip()
+    try:
+        assert B.build_one(nginx, B.BASE_REF, base_id) == "built"
+        first = docker("image", "inspect", "--format", "{{.Id}}", nginx.ref).stdout.strip()
+        assert B.build_one(nginx, B.BASE_REF, base_id) == "cached"
+        (contexts / "nginx" / "index.html").write_text("<p>changed</p>\n")
+        assert B.build_one(nginx, B.BASE_REF, base_id) == "built"
+        second = docker("image", "inspect", "--format", "{{.Id}}", nginx.ref).stdout.strip()
+        assert second != first
+        page = docker("run", "--rm", "--network", "none", "--entrypoint", "cat", nginx.ref,
+                      "/usr/share/nginx/html/index.html").stdout
+        assert page == "<p>changed</p>\n"
+    finally:
+        docker("image", "rm", nginx.ref, check=False)
+        docker("image", "prune", "-f", "--filter", f"label={B.UPSTREAM_LABEL}={nginx.ref}",
+               check=False)
