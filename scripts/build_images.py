@@ -414,6 +414,13 @@ def build_one(image: Image, base_ref: str, base_id: str, *, check_only: bool = F
             raise BuildError(f"building {image.ref} failed (exit {rc}); log: {logfile}\n"
                              + _tail(logfile))
         log(f"built {image.ref} in {time.monotonic() - started:.0f} s")
+        if info is not None:
+            # The stale image we replaced (ours: it had our label) is now untagged; remove
+            # it unless a container still uses it (then docker refuses, and it stays).
+            old = str(info["Id"])
+            left = inspect(old)
+            if left is not None and not left.get("RepoTags"):
+                docker("image", "rm", old, check=False)
         return "built"
 
 

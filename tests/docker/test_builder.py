@@ -139,6 +139,8 @@ def test_changed_inputs_rebuild_and_unchanged_do_not(docker_images: dict[str, st
         assert B.build_one(nginx, B.BASE_REF, base_id) == "built"
         second = docker("image", "inspect", "--format", "{{.Id}}", nginx.ref).stdout.strip()
         assert second != first
+        # The replaced image does not linger untagged.
+        assert docker("image", "inspect", first, check=False).returncode != 0
         page = docker("run", "--rm", "--network", "none", "--entrypoint", "cat", nginx.ref,
                       "/usr/share/nginx/html/index.html").stdout
         assert page == "<p>changed</p>\n"
