@@ -12,9 +12,8 @@
   rendered compose file is up: that file publishes ``127.0.0.1:8008`` and the http port,
   so only one such stack can run on a machine at a time.
 
-Use from a test module or conftest::
-
-    from tests.support.docker import docker_engine, docker_images  # noqa: F401  (fixtures)
+The two fixtures are registered for the whole suite in ``tests/conftest.py``; a test just
+names ``docker_engine`` or ``docker_images``.
 """
 
 from __future__ import annotations
