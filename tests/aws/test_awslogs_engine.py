@@ -38,6 +38,7 @@ from ..stack.conftest import SECRETS
 
 DOCKERD = Path("/usr/sbin/dockerd")
 BASE_IMAGE = "elematrix-local/debian:bookworm-minbase"
+PRIVATE_BRIDGE = "elx-awslogs0"
 
 
 @pytest.fixture
@@ -52,11 +53,19 @@ def private_dockerd() -> Iterator[str]:
     sock = root / "docker.sock"
     env = {"PATH": os.environ["PATH"], "AWS_ACCESS_KEY_ID": "testing",
            "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1"}
+    # A bridge of its own: '--bridge=none' would make this dockerd delete the shared
+    # engine's docker0 on start (moby daemon_unix.go removeDefaultBridgeInterface), which
+    # broke every later 'docker run' on the default network in the same session.
+    subprocess.run(["ip", "link", "del", PRIVATE_BRIDGE], capture_output=True)
+    for cmd in (["ip", "link", "add", "name", PRIVATE_BRIDGE, "type", "bridge"],
+                ["ip", "addr", "add", "10.231.77.1/24", "dev", PRIVATE_BRIDGE],
+                ["ip", "link", "set", PRIVATE_BRIDGE, "up"]):
+        subprocess.run(cmd, check=True, capture_output=True)
     with open(root / "dockerd.log", "wb") as log:  # the child keeps its own descriptor
         proc = subprocess.Popen(
             [str(DOCKERD), "--config-file", str(root / "daemon.json"), "--data-root",
              str(root / "data"), "--exec-root", str(root / "exec"), "-H", f"unix://{sock}",
-             "--pidfile", str(root / "docker.pid"), "--bridge=none", "--iptables=false",
+             "--pidfile", str(root / "docker.pid"), f"--bridge={PRIVATE_BRIDGE}", "--iptables=false",
              "--ip6tables=false", "--ip-masq=false"],
             stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:
@@ -85,6 +94,7 @@ def private_dockerd() -> Iterator[str]:
             if target.startswith(str(root)):
                 subprocess.run(["umount", "-l", target], capture_output=True)
         shutil.rmtree(root, ignore_errors=True)
+        subprocess.run(["ip", "link", "del", PRIVATE_BRIDGE], capture_output=True)
 
 
 def _logging_of_rendered_stack(tmp_path: Path, prefix: str) -> dict[str, dict[str, Any]]:
