@@ -15,6 +15,7 @@ import asyncio
 import hashlib
 import hmac
 import json
+import secrets
 import time
 import urllib.parse
 from dataclasses import dataclass
@@ -298,3 +299,72 @@ async def resolve_alias(http: httpx.AsyncClient, url: str, alias: str) -> str | 
             return None
         raise
     return str(r.json()["room_id"])
+
+
+# Chunk of a streamed body. httpx applies its write timeout to each write, so a body sent
+# in chunks is bounded per chunk (a slow uplink keeps going) and not as a whole: one
+# 50 MiB ``content=`` under a 10 s timeout fails on any uplink under ~42 Mbit/s.
+STREAM_CHUNK = 64 * 1024
+
+
+@dataclass
+class Transfer:
+    """What one upload or download did, wherever it ran (this machine or the host)."""
+
+    status: int          # 0: the server closed the connection before answering
+    body: str            # the response body (uploads; errors), at most a few KiB
+    content_type: str
+    sha256: str          # of the bytes sent (upload) or received (download)
+    size: int
+    seconds: float
+    error: str = ""      # the transport error when status is 0
+
+    def http_error(self, method: str, url: str) -> MatrixHTTPError:
+        return MatrixHTTPError(method, url, self.status, self.body, self.content_type)
+
+
+async def upload_stream(http: httpx.AsyncClient, url: str, token: str, size: int
+                        ) -> Transfer:
+    """POST ``size`` random bytes as a streamed body with a Content-Length.
+
+    Synapse wants the Content-Length (and nginx refuses an over-limit one before reading
+    the body); the body goes in :data:`STREAM_CHUNK` pieces. A connection the server
+    closes early (nginx refusing an over-limit upload) is ``status == 0``, not an error.
+    """
+    digest = hashlib.sha256()
+
+    async def body() -> Any:
+        left = size
+        while left > 0:
+            chunk = secrets.token_bytes(min(STREAM_CHUNK, left))
+            digest.update(chunk)
+            left -= len(chunk)
+            yield chunk
+
+    hdrs = {"Authorization": f"Bearer {token}", "Content-Type": "application/octet-stream",
+            "Content-Length": str(size)}
+    t0 = time.monotonic()
+    try:
+        r = await http.request("POST", url, content=body(), headers=hdrs)
+    except (httpx.WriteError, httpx.RemoteProtocolError, httpx.ReadError) as e:
+        return Transfer(0, "", "", digest.hexdigest(), size, time.monotonic() - t0,
+                        f"{type(e).__name__}: {e}")
+    return Transfer(r.status_code, r.text[:8192], r.headers.get("content-type", ""),
+                    digest.hexdigest(), size, time.monotonic() - t0)
+
+
+async def download_stream(http: httpx.AsyncClient, url: str, token: str) -> Transfer:
+    """GET ``url`` streaming, hashing what arrives (nothing big is held in memory)."""
+    digest = hashlib.sha256()
+    size = 0
+    t0 = time.monotonic()
+    async with http.stream("GET", url, headers={"Authorization": f"Bearer {token}"}) as r:
+        if r.status_code != 200:
+            text = (await r.aread())[:8192].decode(errors="replace")
+            return Transfer(r.status_code, text, r.headers.get("content-type", ""), "", 0,
+                            time.monotonic() - t0)
+        async for chunk in r.aiter_bytes():
+            digest.update(chunk)
+            size += len(chunk)
+    return Transfer(200, "", r.headers.get("content-type", ""), digest.hexdigest(), size,
+                    time.monotonic() - t0)

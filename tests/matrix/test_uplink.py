@@ -1,0 +1,135 @@
+"""The gate from an operator behind a 10 Mbit/s uplink (issue 12: media check).
+
+"The operator" is a network namespace with a veth pair to the root namespace and ``tc
+tbf`` limiting its egress to 10 Mbit/s (tests/support/netns.py). The root namespace is
+the instance: the real PostgreSQL/Synapse/nginx (nginx also listening on the veth
+address, the stack's public address) and the real OpenSSH sshd on the veth address. The
+gate runs in a process inside the namespace (tests/matrix/operator_gate.py) and reaches
+Synapse's admin API through the real ``ssh.forward`` over the shaped link.
+
+Upload limit: the product default, 50 MiB. Before the fix the gate pushed limit - 1 KiB
+as one httpx body under a 10 s timeout (httpx applies the write timeout to the whole
+body): at 10 Mbit/s that needs ~42 s, so the media check failed with a timeout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support import netns
+from tests.support.services import MatrixStack, StackSettings
+from tests.support.sshd import SshServer
+
+from .conftest import require_stack
+
+pytestmark = pytest.mark.services
+
+REPO = Path(__file__).resolve().parents[2]
+LIMIT_MB = 50  # the product's default max_upload_size_mb
+
+
+def _require_netns() -> None:
+    why = netns.unavailable()
+    if why is None:
+        return
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(why)
+    pytest.skip(why)
+
+
+@pytest.fixture(scope="module")
+def operator_ns() -> Iterator[netns.OperatorNetns]:
+    _require_netns()
+    ns = netns.OperatorNetns(rate="10mbit")
+    ns.start()
+    try:
+        yield ns
+    finally:
+        ns.stop()
+
+
+@pytest.fixture(scope="module")
+def shaped_stack(operator_ns: netns.OperatorNetns,
+                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[MatrixStack]:
+    require_stack()
+    settings = StackSettings(public_host=operator_ns.host_addr, max_upload_size_mb=LIMIT_MB)
+    stack = MatrixStack(tmp_path_factory.mktemp("shaped-stack"), settings)
+    stack.start()
+    try:
+        yield stack
+    finally:
+        stack.stop()
+
+
+@pytest.fixture(scope="module")
+def host_sshd(operator_ns: netns.OperatorNetns) -> Iterator[SshServer]:
+    with SshServer(bind=operator_ns.host_addr) as srv:
+        yield srv
+
+
+def run_operator_gate(ns: netns.OperatorNetns, stack: MatrixStack, srv: SshServer,
+                      tmp_path: Path, *, host_ssh: bool, **validate: Any) -> dict[str, Any]:
+    spec = {
+        "ssh": srv.inputs(),
+        "admin_port": stack.ports.synapse,
+        "host_ssh": host_ssh,
+        # nginx as the host itself sees it (the bundled stack: http://127.0.0.1:80).
+        "host_url": f"http://127.0.0.1:{stack.ports.nginx}",
+        "validate": {"base_url": stack.base_url, "server_name": stack.server_name,
+                     "registration_shared_secret": stack.registration_shared_secret,
+                     "timeout": 10, **validate},
+    }
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps(spec))
+    r = subprocess.run(ns.argv(sys.executable, "-m", "tests.matrix.operator_gate", str(path)),
+                       cwd=REPO, capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out: dict[str, Any] = json.loads(r.stdout.strip().splitlines()[-1])
+    return out
+
+
+def test_the_operator_link_is_shaped_to_10_mbit(operator_ns: netns.OperatorNetns) -> None:
+    assert "tbf" in operator_ns.qdisc() and "10Mbit" in operator_ns.qdisc()
+    rate = operator_ns.measure_uplink()
+    print(f"measured operator uplink: {rate:.2f} Mbit/s")
+    assert 7.5 < rate < 11, rate
+
+
+def test_gate_passes_over_a_10_mbit_uplink_within_60_s(
+        tmp_path: Path, operator_ns: netns.OperatorNetns, shaped_stack: MatrixStack,
+        host_sshd: SshServer) -> None:
+    out = run_operator_gate(operator_ns, shaped_stack, host_sshd, tmp_path, host_ssh=True,
+                            max_upload_size_mb=LIMIT_MB, total_timeout=120)
+    print(f"gate over 10 Mbit/s with host access: {out['gate_s']} s")
+    media = out["checks"].get("media", {})
+    assert out["status"] == "ok", (out.get("error"), out.get("diagnosis"),
+                                   media.get("details"))
+    assert out["gate_s"] < 60
+    details = "\n".join(media["details"])
+    # The near- and over-limit uploads ran on the host, through nginx on 127.0.0.1.
+    assert "on the host" in details and str(LIMIT_MB * 1024 * 1024 - 1024) in details
+    assert out["outputs"]["media_refused_by"] in ("nginx", "synapse")
+
+
+def test_gate_without_host_access_streams_the_limit_within_its_budget(
+        tmp_path: Path, operator_ns: netns.OperatorNetns, shaped_stack: MatrixStack,
+        host_sshd: SshServer) -> None:
+    """No SSH target for the gate: the near-limit upload streams from the operator (50 MiB
+    at 10 Mbit/s: ~42 s) under a budget sized from the payload and the measured uplink,
+    and the gate says that is what it did."""
+    out = run_operator_gate(operator_ns, shaped_stack, host_sshd, tmp_path, host_ssh=False,
+                            max_upload_size_mb=LIMIT_MB, total_timeout=240)
+    print(f"gate over 10 Mbit/s without host access: {out['gate_s']} s")
+    media = out["checks"].get("media", {})
+    assert out["status"] == "ok", (out.get("error"), out.get("diagnosis"),
+                                   media.get("details"))
+    details = "\n".join(media["details"])
+    assert "no host access" in details and "Mbit/s" in details
