@@ -27,12 +27,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import importlib
 import ipaddress
 import json
 import logging
 import os
+import re
 import secrets
 import shutil
 import tempfile
@@ -54,6 +54,9 @@ UPLOAD_PATH = "/_matrix/media/v3/upload?filename=elematrix-check.bin"
 # The operator's own media round trip: small enough for any uplink (1 MiB at 1 Mbit/s:
 # ~8 s), big enough to measure it.
 PROBE_BYTES = 1 * MIB
+# m.server in /.well-known/matrix/server: a hostname, IPv4 or [IPv6] literal, optional port.
+WELL_KNOWN_SERVER_RE = re.compile(
+    r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]{0,253}[A-Za-z0-9])?)(?::\d{1,5})?")
 
 CHECKS: tuple[tuple[str, str], ...] = (
     ("discovery", "Client API, well-known files and Element's config through the public address"),
@@ -129,9 +132,13 @@ DIAGNOSES: dict[str, Diagnosis] = {d.cause: d for d in (
         "(`proxy_pass http://synapse:8008;`), then reload nginx."),
     Diagnosis(
         "well_known",
-        "The well-known files are missing, not JSON, or point at another base URL.",
+        "/.well-known/matrix/client is missing, not JSON, or points at another base URL; "
+        "or /.well-known/matrix/server is served but broken (it is optional: not serving "
+        "it is fine).",
         "Serve /.well-known/matrix/client as JSON with `m.homeserver.base_url` equal to the "
-        "public base URL (the bundled nginx config does), and re-render the stack."),
+        "public base URL (the bundled nginx config does), and re-render the stack. Serve "
+        "/.well-known/matrix/server only for federation delegation, as JSON "
+        "`{\"m.server\": \"host:port\"}`, or remove it."),
     Diagnosis(
         "element_config",
         "Element's config.json points at another homeserver or server name, so Element "
@@ -534,29 +541,23 @@ class Gate:
                 out.details.append(f"encoded-URI probe: inconclusive ({e.summary()})")
             else:
                 problems.append(classify(e))
-        for kind in ("client", "server"):
-            try:
-                wk = await self._get_json(f"{self.base}/.well-known/matrix/{kind}", out,
-                                          f"well-known {kind}")
-            except CheckFailed as e:
-                problems.append(CheckFailed("well_known", e.detail))
-                continue
-            except mh.MatrixHTTPError as e:
-                if kind == "server" and e.status == 404:
-                    out.details.append("well-known server: absent (federation off: fine)")
-                    continue
-                problems.append(CheckFailed("well_known", f"well-known {kind}: {e.summary()}"))
-                continue
-            if kind == "client":
-                got = str((wk.get("m.homeserver") or {}).get("base_url", ""))
-                if norm_url(got) != norm_url(self.s.base_url):
-                    problems.append(CheckFailed(
-                        "well_known", f"well-known client base_url {got!r} is not "
-                        f"{self.s.base_url!r}"))
-                else:
-                    out.details.append(f"well-known client: base_url {got}")
+        try:
+            wk = await self._get_json(f"{self.base}/.well-known/matrix/client", out,
+                                      "well-known client")
+            got = str((wk.get("m.homeserver") or {}).get("base_url", ""))
+            if norm_url(got) != norm_url(self.s.base_url):
+                problems.append(CheckFailed(
+                    "well_known", f"well-known client base_url {got!r} is not "
+                    f"{self.s.base_url!r}"))
             else:
-                out.details.append(f"well-known server: m.server {wk.get('m.server')!r}")
+                out.details.append(f"well-known client: base_url {got}")
+        except CheckFailed as e:
+            problems.append(CheckFailed("well_known", e.detail))
+        except mh.MatrixHTTPError as e:
+            problems.append(CheckFailed("well_known", f"well-known client: {e.summary()}"))
+        server_problem = await self._well_known_server(out)
+        if server_problem:
+            problems.append(server_problem)
         try:
             cfg = await self._get_json(self.base + "/config.json", out, "Element config.json")
             hs = (cfg.get("default_server_config") or {}).get("m.homeserver") or {}
@@ -577,6 +578,45 @@ class Gate:
             for p in problems[1:]:
                 out.details.append(f"also: {p.detail} [{p.cause}]")
             raise problems[0]
+
+    async def _well_known_server(self, out: Outcome) -> CheckFailed | None:
+        """``/.well-known/matrix/server`` is optional: missing is fine, broken is not.
+
+        It only delegates federation, which the HTTP-only POC has off (the bundled stack
+        does not serve it). Missing: 404/410, or an HTML page (a catch-all such as a
+        single-page app's index.html). Present: it must be a JSON object whose
+        ``m.server`` is ``host[:port]`` (Matrix spec, server-server API "/.well-known/
+        matrix/server"); anything else a federating server would trip over is a finding.
+        """
+        url = f"{self.base}/.well-known/matrix/server"
+        try:
+            r = await self.http.get(url)
+        except httpx.HTTPError as e:
+            return classify(e)
+        ctype = r.headers.get("content-type", "").lower()
+        text = r.text
+        looks_json = "json" in ctype or text.lstrip().startswith("{")
+        if r.status_code in (404, 410) or (r.status_code == 200 and not looks_json
+                                           and ("html" in ctype or "<html" in
+                                                text[:500].lower())):
+            out.details.append(f"well-known server: not served (HTTP {r.status_code}"
+                               f"{', an HTML page' if r.status_code == 200 else ''}): fine, "
+                               "federation delegation is optional")
+            return None
+        if r.status_code != 200:
+            return CheckFailed("well_known", f"well-known server: HTTP {r.status_code} "
+                               "(serve it correctly or not at all)")
+        try:
+            data = json.loads(text)
+        except ValueError:
+            return CheckFailed("well_known", "well-known server is served but is not JSON: "
+                               f"{text[:80]!r}")
+        m_server = data.get("m.server") if isinstance(data, dict) else None
+        if not isinstance(m_server, str) or not WELL_KNOWN_SERVER_RE.fullmatch(m_server):
+            return CheckFailed("well_known", "well-known server is served but its m.server "
+                               f"is not host[:port]: {m_server!r}")
+        out.details.append(f"well-known server: m.server {m_server!r}")
+        return None
 
     # -------------------------------------------------------------- 2. registration
 
@@ -881,11 +921,11 @@ class Gate:
         if t.status == 0:
             raise CheckFailed("unexpected", f"{t.size} bytes: the connection closed before "
                               f"an answer ({t.error})")
-        e = t.http_error("POST", url)
-        if e.status == 413 and not e.is_html:
+        err = t.http_error("POST", url)
+        if err.status == 413 and not err.is_html:
             raise CheckFailed("media_limit", f"{t.size} bytes refused by Synapse: "
-                              f"{e.summary()}")
-        raise classify(e)
+                              f"{err.summary()}")
+        raise classify(err)
 
     def _judge_over(self, out: Outcome, t: mh.Transfer, url: str, where: str) -> None:
         """An upload over the limit must be refused (by Synapse, or nginx at the same limit)."""

@@ -510,18 +510,29 @@ def test_homeserver(settings: StackSettings, ports: StackPorts, workdir: Path,
 
 def test_nginx_server(settings: StackSettings, ports: StackPorts, web_root: Path,
                       base_url: str, *, matrix_location: str | None = None,
-                      extra: str = "", body_size: str | None = None) -> str:
+                      extra: str = "", body_size: str | None = None,
+                      server_well_known: str | None = "", spa_fallback: bool = False) -> str:
     """Our own HTTP-only nginx ``server {}`` (the correct shape: proxy_pass with no path).
 
     ``matrix_location`` replaces the Matrix proxy locations, ``extra`` is inserted in the
     server block, ``body_size`` replaces ``client_max_body_size`` ("" drops it: nginx's
     1 MB default): the broken variants the validation must diagnose are built from these.
+    ``server_well_known``: the body served as /.well-known/matrix/server ("" the default
+    JSON, None: not served). ``spa_fallback``: ``location /`` answers index.html for any
+    unknown path (how single-page apps are often served).
     """
     upstream = f"http://{LOOPBACK}:{ports.synapse}"
     size = f"{settings.max_upload_size_mb}M" if body_size is None else body_size
     size_line = f"client_max_body_size {size};" if size else ""
     client_wk = json.dumps({"m.homeserver": {"base_url": base_url}})
-    server_wk = json.dumps({"m.server": f"{settings.server_name}:443"})
+    server_wk = (json.dumps({"m.server": f"{settings.server_name}:443"})
+                 if server_well_known == "" else server_well_known)
+    server_loc = "" if server_wk is None else f"""location = /.well-known/matrix/server {{
+        default_type application/json;
+        add_header Access-Control-Allow-Origin *;
+        return 200 '{server_wk}';
+    }}"""
+    fallback = "try_files $uri /index.html;" if spa_fallback else ""
     proxy_headers = """
         proxy_set_header X-Forwarded-For $remote_addr;
         proxy_set_header X-Forwarded-Proto $scheme;
@@ -541,15 +552,12 @@ def test_nginx_server(settings: StackSettings, ports: StackPorts, web_root: Path
         add_header Access-Control-Allow-Origin *;
         return 200 '{client_wk}';
     }}
-    location = /.well-known/matrix/server {{
-        default_type application/json;
-        add_header Access-Control-Allow-Origin *;
-        return 200 '{server_wk}';
-    }}
+    {server_loc}
     {matrix}
     location / {{
         root {web_root};
         index index.html;
+        {fallback}
     }}
 }}
 """
@@ -761,6 +769,7 @@ class MatrixStack:
         web_root.mkdir(parents=True, exist_ok=True)
         (web_root / "config.json").write_text(json.dumps(
             element_config(base_url, self.server_name, self.settings.brand)))
+        (web_root / "index.html").write_text("<!doctype html><title>Element</title>\n")
         conf = self.root / f"nginx-{name}" / "server.conf"
         conf.parent.mkdir(parents=True, exist_ok=True)
         conf.write_text(test_nginx_server(self.settings, ports, web_root, base_url, **kwargs))
