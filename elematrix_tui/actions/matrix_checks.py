@@ -192,6 +192,13 @@ DIAGNOSES: dict[str, Diagnosis] = {d.cause: d for d in (
         "The media downloaded differs from what was uploaded.",
         "Check the media store volume and nginx buffering/proxy settings for /_matrix."),
     Diagnosis(
+        "rate_limited",
+        "Synapse rate-limited the gate (429 M_LIMIT_EXCEEDED) and asked for a longer wait "
+        "than the gate's time budget has left (each wait it could afford was taken).",
+        "Wait for the time Synapse named and re-run, or raise `total_timeout`. A gate run "
+        "registers two users: Synapse's default rc_registration allows 3 at once and one "
+        "more every ~6 s per address."),
+    Diagnosis(
         "slow_uplink",
         "This machine's uplink is too slow to upload a file at the size limit within the "
         "gate's time budget (no host access was given, so the upload had to go from here).",
@@ -247,6 +254,10 @@ def classify(exc: BaseException, via: str = "public") -> CheckFailed:
         return CheckFailed(cause, f"{type(exc).__name__}: {exc or 'connection failed'}")
     if isinstance(exc, httpx.TimeoutException | TimeoutError):
         return CheckFailed("timeout", f"{type(exc).__name__}: {exc or 'timed out'}")
+    if isinstance(exc, mh.RateLimited):
+        return CheckFailed("rate_limited", f"{exc.summary()}: Synapse asks to wait "
+                           f"{exc.wait:.1f} s (retry_after_ms), more than the "
+                           f"{exc.left:.1f} s the gate has left")
     if isinstance(exc, mh.MatrixHTTPError):
         s = exc.summary()
         if 300 <= exc.status < 400:
@@ -402,6 +413,9 @@ class Gate:
         nio_log = logging.getLogger("nio")
         if not any(isinstance(h, logging.NullHandler) for h in nio_log.handlers):
             nio_log.addHandler(logging.NullHandler())
+        # 429s are waited out (retry_after_ms) as long as the gate's deadline allows; the
+        # tasks started below inherit this from the context.
+        mh.RETRY_DEADLINE.set(self._deadline)
         limits = httpx.Timeout(self.s.timeout)
         self.http = httpx.AsyncClient(timeout=limits, follow_redirects=False,
                                       headers={"User-Agent": "elematrix-validate"})
@@ -970,14 +984,24 @@ class Gate:
     async def _upload_here(self, size: int, token: str, budget: float
                            ) -> tuple[str, mh.Transfer]:
         url = self.base + UPLOAD_PATH
-        try:
-            t = await asyncio.wait_for(mh.upload_stream(self.http, url, token, size), budget)
-        except TimeoutError as e:
-            raise CheckFailed("slow_uplink", f"{size} bytes from this machine did not "
-                              f"upload within {budget:.0f} s") from e
-        except Exception as e:
-            raise classify(e) from e
-        return self._judge_under(t, url), t
+        while True:
+            try:
+                t = await asyncio.wait_for(mh.upload_stream(self.http, url, token, size),
+                                           budget)
+            except TimeoutError as e:
+                raise CheckFailed("slow_uplink", f"{size} bytes from this machine did not "
+                                  f"upload within {budget:.0f} s") from e
+            except Exception as e:
+                raise classify(e) from e
+            if t.status != 429:
+                return self._judge_under(t, url), t
+            # rc_media_create: wait as Synapse asks, if the gate's budget allows.
+            err = t.http_error("POST", url)
+            wait = mh.rate_limit_wait(err)
+            left = self.remaining() - mh.RETRY_MARGIN
+            if wait > left:
+                raise classify(mh.RateLimited(err, wait, max(left, 0.0)))
+            await asyncio.sleep(wait)
 
     async def _download_here(self, mxc: str, up: mh.Transfer, token: str,
                              budget: float) -> mh.Transfer:

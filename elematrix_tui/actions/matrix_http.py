@@ -12,6 +12,7 @@ Imported only from inside an action's ``apply``/``check`` (keeps ``elematrix --h
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hashlib
 import hmac
 import json
@@ -81,15 +82,34 @@ def q(part: str) -> str:
     return urllib.parse.quote(part, safe="")
 
 
+# The deadline (time.monotonic()) within which a 429 may still be waited out. The gate
+# sets it for its whole run (tasks inherit it); unset, a fixed cap of ``retry_429`` holds.
+RETRY_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "elematrix_matrix_retry_deadline", default=None)
+# Seconds kept back from the deadline for the request after the wait.
+RETRY_MARGIN = 1.0
+
+
+class RateLimited(MatrixHTTPError):
+    """Synapse's M_LIMIT_EXCEEDED asked for a wait that does not fit the time left."""
+
+    def __init__(self, err: MatrixHTTPError, wait: float, left: float) -> None:
+        super().__init__(err.method, err.url, err.status, err.body, err.content_type,
+                         err.server, err.location)
+        self.wait = wait
+        self.left = left
+
+
 async def call(http: httpx.AsyncClient, method: str, url: str, *, token: str | None = None,
                json_body: Any = None, content: bytes | None = None,
                headers: dict[str, str] | None = None, ok: tuple[int, ...] = (200,),
                retry_429: float = 10.0) -> httpx.Response:
     """One request; raises MatrixHTTPError unless the status is in ``ok``.
 
-    A 429 (rate limit) is retried after the server's ``retry_after_ms`` as long as the
-    total wait stays under ``retry_429`` seconds: re-running a gate within a minute must
-    not fail on Synapse's registration rate limit.
+    A 429 (M_LIMIT_EXCEEDED) is retried after the server's ``retry_after_ms``: within
+    :data:`RETRY_DEADLINE` when one is set (the gate's budget), else as long as the total
+    wait stays under ``retry_429`` seconds. A wait that does not fit raises
+    :class:`RateLimited` (how long Synapse asked for, how long was left).
     """
     hdrs = dict(headers or {})
     if token:
@@ -103,12 +123,30 @@ async def call(http: httpx.AsyncClient, method: str, url: str, *, token: str | N
                               r.headers.get("content-type", ""), r.headers.get("server", ""),
                               r.headers.get("location", ""))
         if r.status_code == 429:
-            wait = max(err.retry_after_ms / 1000, 0.2)
-            if waited + wait <= retry_429:
-                await asyncio.sleep(wait)
-                waited += wait
-                continue
+            wait = rate_limit_wait(err, r.headers.get("retry-after"))
+            deadline = RETRY_DEADLINE.get()
+            if deadline is not None:
+                left = deadline - time.monotonic() - RETRY_MARGIN
+                fits = wait <= left
+            else:
+                left = retry_429 - waited
+                fits = waited + wait <= retry_429
+            if not fits:
+                raise RateLimited(err, wait, max(left, 0.0))
+            await asyncio.sleep(wait)
+            waited += wait
+            continue
         raise err
+
+
+def rate_limit_wait(err: MatrixHTTPError, retry_after_header: str | None = None) -> float:
+    """Seconds to wait after a 429: ``retry_after_ms`` (Matrix), else the HTTP
+    ``Retry-After`` header, else 0.2 s."""
+    if err.retry_after_ms > 0:
+        return err.retry_after_ms / 1000
+    if retry_after_header and retry_after_header.strip().isdigit():
+        return float(retry_after_header.strip())
+    return 0.2
 
 
 def registration_mac(secret: str, nonce: str, user: str, password: str, admin: bool) -> str:
