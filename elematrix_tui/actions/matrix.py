@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..engine.action import Action, ActionFailed, Check, Inputs, Result, StepContext
+from .matrix_proxy import httpx_mounts
 from .ssh import SshInputs
 
 if TYPE_CHECKING:
@@ -222,7 +223,8 @@ class Bootstrap(Action):
         import httpx
 
         async def go() -> Check:
-            async with httpx.AsyncClient(timeout=inputs.timeout) as http:
+            async with httpx.AsyncClient(timeout=inputs.timeout,
+                                         mounts=httpx_mounts([inputs.admin_url])) as http:
                 sv = await self._survey(ctx, inputs, http)
             changes = sv.changes(inputs)
             return Check(in_sync=not changes, changes=changes,
@@ -247,7 +249,8 @@ class Bootstrap(Action):
         url = inputs.admin_url.rstrip("/")
         created: list[str] = []
         try:
-            async with httpx.AsyncClient(timeout=inputs.timeout) as http:
+            async with httpx.AsyncClient(timeout=inputs.timeout,
+                                         mounts=httpx_mounts([inputs.admin_url])) as http:
                 sv = await self._survey(ctx, inputs, http)
                 if sv.password is None:
                     # Stored before the admin exists: a crash between the two steps

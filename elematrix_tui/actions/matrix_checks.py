@@ -47,6 +47,7 @@ import httpx
 
 from ..engine.action import StepContext
 from . import matrix_http as mh
+from .matrix_proxy import httpx_mounts, proxy_for
 
 MEGOLM = "m.megolm.v1.aes-sha2"
 MIB = 1024 * 1024
@@ -417,7 +418,10 @@ class Gate:
         # tasks started below inherit this from the context.
         mh.RETRY_DEADLINE.set(self._deadline)
         limits = httpx.Timeout(self.s.timeout)
+        # Proxies: the public address as the environment says (HTTP(S)_PROXY, NO_PROXY),
+        # the admin tunnel on loopback never (matrix_proxy).
         self.http = httpx.AsyncClient(timeout=limits, follow_redirects=False,
+                                      mounts=httpx_mounts([self.base, self.admin]),
                                       headers={"User-Agent": "elematrix-validate"})
         # The E2EE stores are SQLite files: nio creates a dozen tables, one fsync each
         # (~0.4 s per client on disk). A RAM-backed temporary directory makes that free
@@ -745,8 +749,9 @@ class Gate:
             assert self.st.store_dir is not None
             path = str(self.st.store_dir / sess.user_id.lstrip("@").replace(":", "_"))
             os.makedirs(path, exist_ok=True)
+        # nio ignores the proxy environment: give it the same decision as httpx.
         client = AsyncClient(self.base, sess.user_id, device_id=sess.device_id or None,
-                             store_path=path, config=cfg)
+                             store_path=path, config=cfg, proxy=proxy_for(self.base))
         if store:
             client.restore_login(sess.user_id, sess.device_id, token or sess.access_token)
         else:

@@ -24,6 +24,8 @@ from typing import Any
 
 import pytest
 
+from elematrix_tui.engine.action import Result
+
 from tests.support import netns
 from tests.support.services import MatrixStack, StackSettings
 from tests.support.sshd import SshServer
@@ -133,3 +135,56 @@ def test_gate_without_host_access_streams_the_limit_within_its_budget(
                                    media.get("details"))
     details = "\n".join(media["details"])
     assert "no host access" in details and "Mbit/s" in details
+
+
+# ------------------------------------------------------------------ proxies (issue 12)
+# The stack's public address here is the veth address (not loopback), reached from this
+# (the root) namespace directly; the admin API is Synapse on 127.0.0.1 (the tunnel's end).
+
+
+def _proxy_env(monkeypatch: pytest.MonkeyPatch, proxy: str, no_proxy: str = "") -> None:
+    for k in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "http_proxy",
+              "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", proxy)
+    if no_proxy:
+        monkeypatch.setenv("NO_PROXY", no_proxy)
+
+
+def test_public_traffic_goes_through_the_proxy_loopback_never(
+        tmp_path: Path, shaped_stack: MatrixStack, host_sshd: SshServer,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """HTTP_PROXY set: httpx AND nio reach the public address through it; the admin API
+    on 127.0.0.1 never goes there (a proxy elsewhere could not reach it)."""
+    from tests.support.proxy import RecordingProxy
+
+    from .conftest import checks, run_validate
+
+    with RecordingProxy() as proxy:
+        _proxy_env(monkeypatch, proxy.url)
+        res, ctx = run_validate(tmp_path, shaped_stack, max_upload_size_mb=LIMIT_MB,
+                                host_ssh=host_sshd.inputs(),
+                                host_url=f"http://127.0.0.1:{shaped_stack.ports.nginx}")
+    public = f"{shaped_stack.settings.public_host}:{shaped_stack.ports.nginx}"
+    assert not [s for s in proxy.seen if s.startswith(("127.", "localhost"))], proxy.seen
+    assert isinstance(res, Result), (getattr(res, "diagnosis", res), checks(ctx))
+    assert public in proxy.seen
+    # nio's own requests (CONNECT through aiohttp-socks, or absolute URIs) came too.
+    assert any("/sync" in line or line.startswith("CONNECT") for line in proxy.lines), \
+        proxy.lines
+
+
+def test_no_proxy_keeps_the_public_address_direct(
+        tmp_path: Path, shaped_stack: MatrixStack, host_sshd: SshServer,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.support.proxy import RecordingProxy
+
+    from .conftest import run_validate
+
+    with RecordingProxy() as proxy:
+        _proxy_env(monkeypatch, proxy.url, no_proxy=shaped_stack.settings.public_host)
+        res, _ = run_validate(tmp_path, shaped_stack, max_upload_size_mb=LIMIT_MB,
+                              host_ssh=host_sshd.inputs(),
+                              host_url=f"http://127.0.0.1:{shaped_stack.ports.nginx}")
+    assert isinstance(res, Result), getattr(res, "diagnosis", res)
+    assert proxy.seen == []
