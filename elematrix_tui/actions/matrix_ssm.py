@@ -146,7 +146,7 @@ class SsmForward(Action):
                       message=f"{url} -> {inputs.instance_id}:{inputs.remote_port}")
 
     def _open(self, ctx: StepContext, inputs: Any, plugin: str, api: Any) -> _Tunnel:
-        from .aws_session import explain
+        from .aws_errors import explain
 
         local = inputs.local_port or _free_port()
         request = {"Target": inputs.instance_id, "DocumentName": DOCUMENT,

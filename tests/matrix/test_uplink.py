@@ -25,7 +25,6 @@ from typing import Any
 import pytest
 
 from elematrix_tui.engine.action import Result
-
 from tests.support import netns
 from tests.support.services import MatrixStack, StackSettings
 from tests.support.sshd import SshServer

@@ -24,7 +24,7 @@ class _Handler(socketserver.StreamRequestHandler):
 
     def handle(self) -> None:
         line = self.rfile.readline(8192).decode("latin-1")
-        method, target, _ = (line.split(" ", 2) + ["", ""])[:3]
+        method, target, _ = [*line.split(" ", 2), "", ""][:3]
         headers = b""
         while True:
             h = self.rfile.readline(8192)
