@@ -948,6 +948,7 @@ class Gate:
 
     def _judge_over(self, out: Outcome, t: mh.Transfer, url: str, where: str) -> None:
         """An upload over the limit must be refused (by Synapse, or nginx at the same limit)."""
+        where = f"{where} (answered in {t.seconds:.1f} s)"
         if t.status == 413:
             e = t.http_error("POST", url)
             if e.errcode == "M_TOO_LARGE":
@@ -1072,10 +1073,12 @@ class Gate:
                            f"identical ({mxc})")
         url = self.base + UPLOAD_PATH
         try:
-            # nginx refuses an over-limit Content-Length before reading the body.
-            over = await asyncio.wait_for(
-                mh.upload_stream(self.http, url, token, limit + 1024),
-                max(min(budget, self.remaining() - 1), 1))
+            # nginx refuses an over-limit Content-Length before reading the body: with
+            # Expect: 100-continue nothing is sent (through a proxy: streamed, httpx).
+            send = (mh.upload_stream(self.http, url, token, limit + 1024)
+                    if proxy_for(url) else
+                    mh.upload_expect_continue(url, token, limit + 1024, self.s.timeout))
+            over = await asyncio.wait_for(send, max(min(budget, self.remaining() - 1), 1))
         except TimeoutError as e:
             raise CheckFailed("media_limit", f"{limit + 1024} bytes (over the limit) were "
                               "still being accepted when the budget ran out") from e

@@ -12,6 +12,7 @@ Imported only from inside an action's ``apply``/``check`` (keeps ``elematrix --h
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import hashlib
 import hmac
@@ -406,3 +407,105 @@ async def download_stream(http: httpx.AsyncClient, url: str, token: str) -> Tran
             size += len(chunk)
     return Transfer(200, "", r.headers.get("content-type", ""), digest.hexdigest(), size,
                     time.monotonic() - t0)
+
+
+async def upload_expect_continue(url: str, token: str, size: int, timeout: float
+                                 ) -> Transfer:
+    """POST ``size`` random bytes with ``Expect: 100-continue`` (RFC 9110 10.1.1).
+
+    For the upload just over the limit: nginx checks the Content-Length against
+    ``client_max_body_size`` as soon as it has the headers and answers 413 without
+    asking for the body, so nothing is sent. (Sent blindly, the body keeps flowing
+    through nginx's lingering close, up to 30 s of the operator's uplink.) On ``100
+    Continue`` - or no interim answer within ``timeout``, as from a server that ignores
+    Expect - the body is sent and the final answer read. httpx cannot do this, so it is
+    a plain HTTP/1.1 exchange; direct connections only (the caller uses
+    :func:`upload_stream` when a proxy is in the way).
+    """
+    import ssl
+
+    u = urllib.parse.urlsplit(url)
+    host = u.hostname or ""
+    port = u.port or (443 if u.scheme == "https" else 80)
+    target = u.path + (f"?{u.query}" if u.query else "")
+    t0 = time.monotonic()
+    digest = hashlib.sha256()
+    sslctx = ssl.create_default_context() if u.scheme == "https" else None
+    reader, writer = await asyncio.wait_for(
+        asyncio.open_connection(host, port, ssl=sslctx), timeout)
+    try:
+        netloc = u.netloc.rsplit("@", 1)[-1]
+        head = (f"POST {target} HTTP/1.1\r\nHost: {netloc}\r\n"
+                f"Authorization: Bearer {token}\r\n"
+                "Content-Type: application/octet-stream\r\n"
+                f"Content-Length: {size}\r\nExpect: 100-continue\r\n"
+                "User-Agent: elematrix-validate\r\nConnection: close\r\n\r\n")
+        writer.write(head.encode())
+        await writer.drain()
+        status, body = 0, b""
+        headers: dict[str, str] = {}
+        try:
+            status, headers = await asyncio.wait_for(_read_head(reader), timeout)
+        except TimeoutError:
+            status = 100  # no interim answer: send the body (RFC 9110 10.1.1)
+        if status == 100:
+            left = size
+            try:
+                while left > 0:
+                    chunk = secrets.token_bytes(min(STREAM_CHUNK, left))
+                    digest.update(chunk)
+                    writer.write(chunk)
+                    await asyncio.wait_for(writer.drain(), timeout)
+                    left -= len(chunk)
+                status, headers = await asyncio.wait_for(_read_head(reader), timeout)
+                while status == 100:
+                    status, headers = await asyncio.wait_for(_read_head(reader), timeout)
+            except (ConnectionError, asyncio.IncompleteReadError) as e:
+                return Transfer(0, "", "", digest.hexdigest(), size,
+                                time.monotonic() - t0, f"{type(e).__name__}: {e}")
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError, TimeoutError):
+            if "content-length" in headers:
+                length = min(int(headers["content-length"] or 0), 8192)
+                body = await asyncio.wait_for(reader.readexactly(length), timeout)
+            else:  # chunked or close-delimited ("Connection: close" was asked for)
+                body = await asyncio.wait_for(reader.read(65536), timeout)
+                if "chunked" in headers.get("transfer-encoding", "").lower():
+                    body = _dechunk(body)
+        return Transfer(status, body.decode(errors="replace"),
+                        headers.get("content-type", ""), digest.hexdigest(), size,
+                        time.monotonic() - t0)
+    finally:
+        writer.close()
+        with contextlib.suppress(Exception):
+            await writer.wait_closed()
+
+
+async def _read_head(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]:
+    """One response's status line and headers (lower-case names)."""
+    line = (await reader.readuntil(b"\r\n")).decode("latin-1")
+    parts = line.split(" ", 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
+        raise ConnectionError(f"not an HTTP response: {line.strip()[:80]!r}")
+    headers: dict[str, str] = {}
+    while True:
+        h = (await reader.readuntil(b"\r\n")).decode("latin-1")
+        if h == "\r\n":
+            return int(parts[1]), headers
+        name, _, value = h.partition(":")
+        headers[name.strip().lower()] = value.strip()
+
+
+def _dechunk(data: bytes) -> bytes:
+    """The payload of a (possibly truncated) chunked body."""
+    out, rest = b"", data
+    while rest:
+        size_line, sep, rest = rest.partition(b"\r\n")
+        try:
+            n = int(size_line.split(b";")[0].strip() or b"0", 16)
+        except ValueError:
+            break
+        if not sep or n == 0:
+            break
+        out += rest[:n]
+        rest = rest[n + 2:]
+    return out
