@@ -52,3 +52,13 @@ def test_host_ssh_that_does_not_connect_is_a_clear_finding(
     assert isinstance(res, ActionFailed)
     media = checks(ctx)["media"]
     assert media["cause"] == "host_unreachable" and "SSH to" in "\n".join(media["details"])
+
+
+def test_host_local_runs_the_limit_uploads_on_this_machine(
+        tmp_path: Path, matrix_stack: MatrixStack) -> None:
+    """``host: local`` (practice mode: the instance is this machine) takes the same path."""
+    res, ctx = run_validate(tmp_path, matrix_stack, max_upload_size_mb=4,
+                            host_ssh={"host": "local"},
+                            host_url=f"http://127.0.0.1:{matrix_stack.ports.nginx}")
+    assert isinstance(res, Result), getattr(res, "diagnosis", res)
+    assert "on the host (this machine (local)" in "\n".join(checks(ctx)["media"]["details"])

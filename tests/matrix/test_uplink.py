@@ -192,3 +192,44 @@ def test_no_proxy_keeps_the_public_address_direct(
                               host_url=f"http://127.0.0.1:{shaped_stack.ports.nginx}")
     assert isinstance(res, Result), getattr(res, "diagnosis", res)
     assert proxy.seen == []
+
+
+def test_one_body_under_a_10_s_timeout_fails_over_this_link(
+        tmp_path: Path, operator_ns: netns.OperatorNetns, shaped_stack: MatrixStack) -> None:
+    """What the gate used to do (limit - 1 KiB as one body from an httpx.AsyncClient with
+    Timeout(10)) fails on this link with WriteTimeout: the link reproduces the fault the
+    fix is for. (The async transport bounds the whole write by the timeout; FACTS.md.)"""
+    code = ("import asyncio, httpx, sys\n"
+            f"url = '{shaped_stack.base_url}/_matrix/media/v3/upload'\n"
+            f"body = bytes({LIMIT_MB * 1024 * 1024 - 1024})\n"
+            "async def go():\n"
+            "    async with httpx.AsyncClient(timeout=httpx.Timeout(10)) as c:\n"
+            "        await c.post(url, content=body)\n"
+            "try:\n"
+            "    asyncio.run(go())\n"
+            "except httpx.WriteTimeout:\n"
+            "    print('WriteTimeout'); sys.exit(0)\n"
+            "print('no timeout'); sys.exit(1)\n")
+    r = subprocess.run(operator_ns.argv(sys.executable, "-c", code), capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0 and "WriteTimeout" in r.stdout, (r.stdout, r.stderr[-2000:])
+
+
+def test_stale_namespaces_of_dead_runs_are_swept() -> None:
+    """A namespace whose creating process is gone is removed; a live run's is kept."""
+    _require_netns()
+    dead_pid = 2 ** 22 + 12345  # above pid_max's default: no such process
+    assert not Path(f"/proc/{dead_pid}").exists()
+    stale = f"{netns.PREFIX}{dead_pid}-abcdef"
+    live = f"{netns.PREFIX}{os.getpid()}-fedcba"
+    for name in (stale, live):
+        subprocess.run([netns.IP, "netns", "add", name], check=True)
+    try:
+        gone = netns.sweep_stale()
+        names = subprocess.run([netns.IP, "netns", "list"], capture_output=True,
+                               text=True).stdout
+        assert stale in gone and stale not in names
+        assert live not in gone and live in names
+    finally:
+        for name in (stale, live):
+            subprocess.run([netns.IP, "netns", "del", name], capture_output=True)
