@@ -1025,7 +1025,10 @@ class Gate:
     async def _limit_on_host(self, out: Outcome, limit: int, token: str) -> None:
         from .matrix_media import CURL_COULDNT_CONNECT, HostError, HostSide
 
-        host = HostSide(self.ctx, self.s.host_ssh, self.s.host_url)
+        try:
+            host = HostSide(self.ctx, self.s.host_ssh, self.s.host_url)
+        except Exception as e:  # an ssh config the target cannot be resolved from
+            raise CheckFailed("host_unreachable", f"host_ssh: {e}") from e
         url = host.url + UPLOAD_PATH
         try:
             up = await host.upload(UPLOAD_PATH, token, limit - 1024,
