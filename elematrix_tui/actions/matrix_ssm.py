@@ -145,6 +145,31 @@ class SsmForward(Action):
         return Result(status="changed" if created else "ok", outputs=outputs,
                       message=f"{url} -> {inputs.instance_id}:{inputs.remote_port}")
 
+    @staticmethod
+    def _instance_running(api: Any, instance_id: str) -> None:
+        """A clear message for the common mistakes before Session Manager's generic one."""
+        from botocore.exceptions import ClientError
+
+        try:
+            resp = api.call("ec2", "describe_instances", InstanceIds=[instance_id])
+        except ClientError as e:
+            if "InvalidInstanceID" in str(e):
+                raise ActionFailed(
+                    f"instance {instance_id} does not exist in {api.region}",
+                    diagnosis="The instance id is wrong, or it lives in another region.",
+                    fix="Pass the deployment's instance id (`elematrix report` shows it) "
+                        "and the region it runs in (AWS_REGION / --set aws_region).") from e
+            raise
+        states = [i["State"]["Name"] for r in resp.get("Reservations", [])
+                  for i in r.get("Instances", [])]
+        if states and states[0] != "running":
+            raise ActionFailed(
+                f"instance {instance_id} is {states[0]}, not running",
+                diagnosis="Session Manager reaches only a running instance with its SSM "
+                          "agent online.",
+                fix=f"Start it (`aws ec2 start-instances --instance-ids {instance_id}`), "
+                    "wait for it, then re-run.")
+
     def _open(self, ctx: StepContext, inputs: Any, plugin: str, api: Any) -> _Tunnel:
         from .aws_errors import explain
 
@@ -152,6 +177,7 @@ class SsmForward(Action):
         request = {"Target": inputs.instance_id, "DocumentName": DOCUMENT,
                    "Parameters": {"portNumber": [str(inputs.remote_port)],
                                   "localPortNumber": [str(local)]}}
+        self._instance_running(api, inputs.instance_id)
         client = api.client("ssm")
         t0 = time.monotonic()
         try:

@@ -122,13 +122,23 @@ def test_verify_reaches_the_admin_api_through_session_manager(
         ctx.close()
 
 
-def test_an_unknown_instance_is_refused_by_the_api(tmp_path: Path,
-                                                   moto_instance: str) -> None:
+def test_an_unknown_or_stopped_instance_is_refused_clearly(tmp_path: Path,
+                                                           moto_instance: str) -> None:
+    import boto3
+
     ctx = StandaloneContext(deployment_dir=tmp_path)
     with pytest.raises(ActionFailed) as e:
         ctx.run(SsmForward(), {"instance_id": "i-0123456789abcdef0"})
-    ctx.close()
-    assert "TargetNotConnected" in str(e.value) + str(e.value.diagnosis)
+    assert "does not exist" in str(e.value)
+    ec2 = boto3.client("ec2", region_name=REGION)
+    ec2.stop_instances(InstanceIds=[moto_instance])
+    try:
+        with pytest.raises(ActionFailed) as e:
+            ctx.run(SsmForward(), {"instance_id": moto_instance})
+        assert "not running" in str(e.value) and "start-instances" in (e.value.fix or "")
+    finally:
+        ec2.start_instances(InstanceIds=[moto_instance])
+        ctx.close()
 
 
 def test_missing_plugin_says_how_to_install_it(tmp_path: Path, moto_instance: str) -> None:
