@@ -118,8 +118,27 @@ def test_verify_reaches_the_admin_api_through_session_manager(
         again = ctx.run(SsmForward(), {"instance_id": moto_instance,
                                        "remote_port": matrix_stack.ports.synapse})
         assert again.status == "ok" and again.outputs["url"] == fwd.outputs["url"]
+        _assert_operator_policy_allows(ctx.notes)
     finally:
         ctx.close()
+
+
+def _assert_operator_policy_allows(notes: list[tuple[str, dict[str, Any]]]) -> None:
+    """assets/aws/operator-policy.json must allow every call ssm.forward made, and the
+    terminate_session of its close."""
+    from elematrix_tui.actions.aws_errors import iam_action
+
+    policy = json.loads((Path(__file__).resolve().parents[2] / "elematrix_tui" / "assets"
+                         / "aws" / "operator-policy.json").read_text())
+    allowed = {a for st in policy["Statement"] for a in
+               ([st["Action"]] if isinstance(st["Action"], str) else st["Action"])}
+    ops = {(d["service"], d["operation"]) for kind, d in notes if kind == "aws.call"}
+    assert ("ssm", "start_session") in ops
+    ops.add(("ssm", "terminate_session"))
+    for service, op in ops:
+        api = "".join(p.capitalize() for p in op.split("_"))
+        for perm in iam_action(service, api).split(" / "):
+            assert perm in allowed, perm
 
 
 def test_an_unknown_or_stopped_instance_is_refused_clearly(tmp_path: Path,
