@@ -127,9 +127,11 @@ class SsmForward(Action):
                 fix=INSTALL_HINT + " While SSH is still open, ssh.forward works too.")
         key = f"ssm.forward:{inputs.instance_id}:{inputs.remote_port}:{inputs.local_port}"
         created: list[bool] = []
+        # Outside the factory: the runner's resource lock is not reentrant, and aws_for
+        # takes a resource of its own (the shared AWS session).
+        api = aws_for(ctx)
 
         def factory() -> _Tunnel:
-            api = aws_for(ctx)
             tunnel = self._open(ctx, inputs, plugin, api)
             created.append(True)
             return tunnel
@@ -144,6 +146,16 @@ class SsmForward(Action):
                    "remote": f"{inputs.instance_id}:{inputs.remote_port}"}
         return Result(status="changed" if created else "ok", outputs=outputs,
                       message=f"{url} -> {inputs.instance_id}:{inputs.remote_port}")
+
+    @staticmethod
+    def _closer(api: Any) -> Any:
+        """An SSM client for terminate_session at the end of the run: two attempts, short
+        timeouts (the run is ending; the agent drops an idle session by itself anyway)."""
+        from botocore.config import Config
+
+        cfg = Config(retries={"mode": "standard", "total_max_attempts": 2},
+                     connect_timeout=5, read_timeout=10)
+        return api.shared.session.client("ssm", region_name=api.region, config=cfg)
 
     @staticmethod
     def _instance_running(api: Any, instance_id: str) -> None:
@@ -209,7 +221,7 @@ class SsmForward(Action):
                  client.meta.endpoint_url],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
                 start_new_session=True)
-        tunnel = _Tunnel(proc, session_id, client, local, log_path)
+        tunnel = _Tunnel(proc, session_id, self._closer(api), local, log_path)
         deadline = time.monotonic() + min(inputs.ready_timeout, max(
             (ctx.deadline or float("inf")) - time.monotonic(), 1))
         while time.monotonic() < deadline:

@@ -62,3 +62,26 @@ def test_host_local_runs_the_limit_uploads_on_this_machine(
                             host_url=f"http://127.0.0.1:{matrix_stack.ports.nginx}")
     assert isinstance(res, Result), getattr(res, "diagnosis", res)
     assert "on the host (this machine (local)" in "\n".join(checks(ctx)["media"]["details"])
+
+
+def test_host_ssh_through_the_real_runner_from_an_anchor(
+        elematrix: str, matrix_stack: MatrixStack, sshd: SshServer) -> None:
+    """The CLI and runner render host_ssh from an x-ssh anchor (as poc-ec2's gate does)
+    and the shared SSH connection resource works under the runner's resource lock."""
+    import subprocess
+
+    runbook = Path(__file__).parent / "data" / "gate-with-host-ssh.yaml"
+    r = subprocess.run(
+        [elematrix, "run", str(runbook), "--yes", "--deployment", "host-ssh-t",
+         "--set", f"base_url={matrix_stack.base_url}",
+         "--set", f"server_name={matrix_stack.server_name}",
+         "--set", f"admin_url={matrix_stack.admin_url}",
+         "--set", f"registration_shared_secret={matrix_stack.registration_shared_secret}",
+         "--set", f"ssh_host={sshd.host}", "--set", f"ssh_port={sshd.port}",
+         "--set", f"ssh_user={sshd.user}", "--set", f"ssh_key={sshd.key_path}",
+         "--set", f"ssh_fingerprints={','.join(sshd.fingerprints)}",
+         "--set", f"http_port={matrix_stack.ports.nginx}"],
+        capture_output=True, text=True, timeout=180)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-4000:]
+    assert f"on the host ({sshd.user}@{sshd.host}:{sshd.port}" in out

@@ -167,3 +167,72 @@ def test_missing_plugin_says_how_to_install_it(tmp_path: Path, moto_instance: st
                                "plugin": "no-such-session-manager-plugin"})
     assert "not installed" in str(e.value)
     assert "session-manager-working-with-install-plugin" in (e.value.fix or "")
+
+
+def test_verify_runbook_with_admin_tunnel_ssm_from_the_command_line(
+        elematrix: str, matrix_stack: MatrixStack, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real CLI runs runbooks/verify.yaml with ``admin_tunnel=ssm`` against a moto
+    server on 127.0.0.1. Only moto's missing ``start_session`` is added to the server
+    (same strictness as above: the instance must exist and run); the plugin stand-in maps
+    the instance's port 8008 to the test Synapse's port."""
+    import subprocess
+
+    import boto3
+    from moto.core.responses import ActionResult
+    from moto.ec2.models import ec2_backends
+    from moto.server import ThreadedMotoServer
+    from moto.ssm.responses import SimpleSystemManagerResponse
+
+    def start_session(self: Any) -> Any:
+        target = self._get_param("Target")
+        backend = ec2_backends[self.current_account][self.region]
+        inst = backend.get_instance(target)  # InvalidInstanceID.NotFound like AWS
+        if inst.state != "running":
+            raise AssertionError(f"{target} is {inst.state}: AWS says TargetNotConnected")
+        assert self._get_param("DocumentName") == "AWS-StartPortForwardingSession"
+        assert set(self._get_param("Parameters")) == {"portNumber", "localPortNumber"}
+        sid = f"elematrix-test-{secrets.token_hex(8)}"
+        return ActionResult({
+            "SessionId": sid, "TokenValue": "tok-" + secrets.token_hex(40),
+            "StreamUrl": f"wss://ssmmessages.{self.region}.amazonaws.com/v1/data-channel/"
+                         f"{sid}?role=publish_subscribe"})
+
+    monkeypatch.setattr(SimpleSystemManagerResponse, "start_session", start_session,
+                        raising=False)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        env = {**os.environ, "AWS_ENDPOINT_URL": f"http://{host}:{port}",
+               "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+               "AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION,
+               "AWS_CONFIG_FILE": str(tmp_path / "none"),
+               "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+               "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+               "ELEMATRIX_TEST_PYTHON": sys.executable,
+               "ELEMATRIX_FAKE_SSM_PORTS": f"8008={matrix_stack.ports.synapse}"}
+        env.pop("AWS_PROFILE", None)
+        ec2 = boto3.client("ec2", endpoint_url=env["AWS_ENDPOINT_URL"], region_name=REGION,
+                           aws_access_key_id="testing", aws_secret_access_key="testing")
+        ami = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+        iid = ec2.run_instances(ImageId=ami, MinCount=1, MaxCount=1)["Instances"][0][
+            "InstanceId"]
+        runbook = Path(__file__).resolve().parents[2] / "elematrix_tui" / "runbooks" / \
+            "verify.yaml"
+        r = subprocess.run(
+            [elematrix, "run", str(runbook), "--yes", "--deployment", "verify-ssm",
+             "--set", f"base_url={matrix_stack.base_url}",
+             "--set", f"server_name={matrix_stack.server_name}",
+             "--set", "admin_tunnel=ssm", "--set", f"instance_id={iid}",
+             "--set", f"registration_shared_secret={matrix_stack.registration_shared_secret}",
+             "--set", "max_upload_size_mb=4", "--set", "timeout=10"],
+            capture_output=True, text=True, timeout=120, env=env)
+    except subprocess.TimeoutExpired as e:
+        raise AssertionError(f"timed out: {e.stdout!r} {e.stderr!r}") from e
+    finally:
+        server.stop()
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-4000:]
+    assert "ssm.start_session -> SessionId=elematrix-test-" in out
+    assert "[PASS] cleanup" in out and "tok-" not in out

@@ -7,7 +7,9 @@ the start_session response JSON or, for plugins newer than 1.2.497.0, the name o
 environment variable holding it; ``--version`` prints the bare version. It then opens a
 websocket to StreamUrl and, for ``AWS-StartPortForwardingSession``, listens on
 127.0.0.1:localPortNumber, relaying each connection to localhost:portNumber ON THE
-INSTANCE. Here this machine is the instance: connections go to 127.0.0.1:portNumber.
+INSTANCE. Here this machine is the instance: connections go to 127.0.0.1:portNumber, or
+to the port ``ELEMATRIX_FAKE_SSM_PORTS`` maps it to ("8008=41234,...": the instance's
+8008 is the test Synapse's port; never another engineer's service on 127.0.0.1:8008).
 
 At least as strict as the real one about its input: every argument is checked (exit 1
 with a message like the plugin's otherwise), the response must carry SessionId,
@@ -79,6 +81,9 @@ def main(argv: list[str]) -> None:
     except (KeyError, IndexError, ValueError):
         fail("Parameters need portNumber and localPortNumber as lists of one string")
         return
+    ports = dict(item.split("=", 1) for item in
+                 os.environ.get("ELEMATRIX_FAKE_SSM_PORTS", "").split(",") if "=" in item)
+    remote = int(ports.get(str(remote), remote))
     print(f"\nStarting session with SessionId: {response['SessionId']}", flush=True)
     srv = socket.socket()
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
