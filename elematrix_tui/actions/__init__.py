@@ -20,6 +20,7 @@ BUILTIN: dict[str, str] = {
     "ssh.run": "elematrix_tui.actions.ssh:Run",
     "ssh.upload": "elematrix_tui.actions.ssh:Upload",
     "ssh.forward": "elematrix_tui.actions.ssh:Forward",
+    "ssm.forward": "elematrix_tui.actions.matrix_ssm:SsmForward",
     "http.check": "elematrix_tui.actions.http:HttpCheck",
     "matrix.bootstrap": "elematrix_tui.actions.matrix:Bootstrap",
     "matrix.validate": "elematrix_tui.actions.matrix:Validate",

@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..engine.action import Action, ActionFailed, Check, Inputs, Result, StepContext
+from .matrix_proxy import httpx_mounts
+from .ssh import SshInputs
 
 if TYPE_CHECKING:
     import httpx
@@ -221,7 +223,8 @@ class Bootstrap(Action):
         import httpx
 
         async def go() -> Check:
-            async with httpx.AsyncClient(timeout=inputs.timeout) as http:
+            async with httpx.AsyncClient(timeout=inputs.timeout,
+                                         mounts=httpx_mounts([inputs.admin_url])) as http:
                 sv = await self._survey(ctx, inputs, http)
             changes = sv.changes(inputs)
             return Check(in_sync=not changes, changes=changes,
@@ -246,7 +249,8 @@ class Bootstrap(Action):
         url = inputs.admin_url.rstrip("/")
         created: list[str] = []
         try:
-            async with httpx.AsyncClient(timeout=inputs.timeout) as http:
+            async with httpx.AsyncClient(timeout=inputs.timeout,
+                                         mounts=httpx_mounts([inputs.admin_url])) as http:
                 sv = await self._survey(ctx, inputs, http)
                 if sv.password is None:
                     # Stored before the admin exists: a crash between the two steps
@@ -363,9 +367,15 @@ class ValidateInputs(Inputs):
     # (it then sends plaintext into the encrypted room) and the gate must fail with the
     # "client without E2EE store" diagnosis. Never false in a real runbook.
     e2ee_store: bool = True
+    # The host over SSH (the ssh.* inputs, e.g. the runbook's x-ssh anchor): the media
+    # check's near- and over-limit uploads then run there, to nginx at host_url, instead
+    # of through the operator's uplink. None: they stream from here under a budget.
+    host_ssh: SshInputs | None = None
+    host_url: str = Field(default="http://127.0.0.1", pattern=r"^https?://[^/\s]+/?$",
+                          description="nginx as seen on the host (its loopback)")
 
     _blank = field_validator("registration_shared_secret", "admin_token",
-                             "max_upload_size_mb", mode="before")(_blank_to_none)
+                             "max_upload_size_mb", "host_ssh", mode="before")(_blank_to_none)
 
 
 class Validate(Action):
@@ -409,7 +419,8 @@ class Validate(Action):
             admin_url=inputs.admin_url, registration_shared_secret=shared,
             admin_token=admin_token, max_upload_size_mb=inputs.max_upload_size_mb,
             timeout=inputs.timeout, total_timeout=inputs.total_timeout,
-            e2ee_store=inputs.e2ee_store)
+            e2ee_store=inputs.e2ee_store, host_ssh=inputs.host_ssh,
+            host_url=inputs.host_url)
         t0 = time.monotonic()
         gate = mc.Gate(ctx, settings)
         outcomes = run_async(ctx, gate.run())

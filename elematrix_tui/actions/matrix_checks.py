@@ -27,12 +27,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import importlib
 import ipaddress
 import json
 import logging
 import os
+import re
 import secrets
 import shutil
 import tempfile
@@ -47,9 +47,17 @@ import httpx
 
 from ..engine.action import StepContext
 from . import matrix_http as mh
+from .matrix_proxy import httpx_mounts, proxy_for
 
 MEGOLM = "m.megolm.v1.aes-sha2"
 MIB = 1024 * 1024
+UPLOAD_PATH = "/_matrix/media/v3/upload?filename=elematrix-check.bin"
+# The operator's own media round trip: small enough for any uplink (1 MiB at 1 Mbit/s:
+# ~8 s), big enough to measure it.
+PROBE_BYTES = 1 * MIB
+# m.server in /.well-known/matrix/server: a hostname, IPv4 or [IPv6] literal, optional port.
+WELL_KNOWN_SERVER_RE = re.compile(
+    r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]{0,253}[A-Za-z0-9])?)(?::\d{1,5})?")
 
 CHECKS: tuple[tuple[str, str], ...] = (
     ("discovery", "Client API, well-known files and Element's config through the public address"),
@@ -125,9 +133,13 @@ DIAGNOSES: dict[str, Diagnosis] = {d.cause: d for d in (
         "(`proxy_pass http://synapse:8008;`), then reload nginx."),
     Diagnosis(
         "well_known",
-        "The well-known files are missing, not JSON, or point at another base URL.",
+        "/.well-known/matrix/client is missing, not JSON, or points at another base URL; "
+        "or /.well-known/matrix/server is served but broken (it is optional: not serving "
+        "it is fine).",
         "Serve /.well-known/matrix/client as JSON with `m.homeserver.base_url` equal to the "
-        "public base URL (the bundled nginx config does), and re-render the stack."),
+        "public base URL (the bundled nginx config does), and re-render the stack. Serve "
+        "/.well-known/matrix/server only for federation delegation, as JSON "
+        "`{\"m.server\": \"host:port\"}`, or remove it."),
     Diagnosis(
         "element_config",
         "Element's config.json points at another homeserver or server name, so Element "
@@ -181,6 +193,26 @@ DIAGNOSES: dict[str, Diagnosis] = {d.cause: d for d in (
         "The media downloaded differs from what was uploaded.",
         "Check the media store volume and nginx buffering/proxy settings for /_matrix."),
     Diagnosis(
+        "rate_limited",
+        "Synapse rate-limited the gate (429 M_LIMIT_EXCEEDED) and asked for a longer wait "
+        "than the gate's time budget has left (each wait it could afford was taken).",
+        "Wait for the time Synapse named and re-run, or raise `total_timeout`. A gate run "
+        "registers two users: Synapse's default rc_registration allows 3 at once and one "
+        "more every ~6 s per address."),
+    Diagnosis(
+        "slow_uplink",
+        "This machine's uplink is too slow to upload a file at the size limit within the "
+        "gate's time budget (no host access was given, so the upload had to go from here).",
+        "Give the gate SSH access to the host (`host_ssh`, the deploy runbook does): the "
+        "near-limit uploads then run on the host. Or raise `total_timeout`."),
+    Diagnosis(
+        "host_unreachable",
+        "The host-side media check could not run over SSH (connection, host key, or a "
+        "missing curl on the host).",
+        "Check the SSH target given as host_ssh (`ssh ec2-user@HOST curl --version`); "
+        "without SSH (after close_ssh) leave host_ssh out: the upload then streams from "
+        "here."),
+    Diagnosis(
         "cleanup",
         "Some throwaway data of the check could not be removed.",
         "Remove it with Synapse's admin API (the log names the users, room and token)."),
@@ -223,6 +255,10 @@ def classify(exc: BaseException, via: str = "public") -> CheckFailed:
         return CheckFailed(cause, f"{type(exc).__name__}: {exc or 'connection failed'}")
     if isinstance(exc, httpx.TimeoutException | TimeoutError):
         return CheckFailed("timeout", f"{type(exc).__name__}: {exc or 'timed out'}")
+    if isinstance(exc, mh.RateLimited):
+        return CheckFailed("rate_limited", f"{exc.summary()}: Synapse asks to wait "
+                           f"{exc.wait:.1f} s (retry_after_ms), more than the "
+                           f"{exc.left:.1f} s the gate has left")
     if isinstance(exc, mh.MatrixHTTPError):
         s = exc.summary()
         if 300 <= exc.status < 400:
@@ -321,6 +357,9 @@ class Settings:
     timeout: float = 10.0
     total_timeout: float = 300.0
     e2ee_store: bool = True
+    # Validated ssh.* inputs of the host (None: no host access) and nginx as seen there.
+    host_ssh: Any = None
+    host_url: str = "http://127.0.0.1"
 
 
 @dataclass
@@ -375,8 +414,14 @@ class Gate:
         nio_log = logging.getLogger("nio")
         if not any(isinstance(h, logging.NullHandler) for h in nio_log.handlers):
             nio_log.addHandler(logging.NullHandler())
+        # 429s are waited out (retry_after_ms) as long as the gate's deadline allows; the
+        # tasks started below inherit this from the context.
+        mh.RETRY_DEADLINE.set(self._deadline)
         limits = httpx.Timeout(self.s.timeout)
+        # Proxies: the public address as the environment says (HTTP(S)_PROXY, NO_PROXY),
+        # the admin tunnel on loopback never (matrix_proxy).
         self.http = httpx.AsyncClient(timeout=limits, follow_redirects=False,
+                                      mounts=httpx_mounts([self.base, self.admin]),
                                       headers={"User-Agent": "elematrix-validate"})
         # The E2EE stores are SQLite files: nio creates a dozen tables, one fsync each
         # (~0.4 s per client on disk). A RAM-backed temporary directory makes that free
@@ -514,29 +559,23 @@ class Gate:
                 out.details.append(f"encoded-URI probe: inconclusive ({e.summary()})")
             else:
                 problems.append(classify(e))
-        for kind in ("client", "server"):
-            try:
-                wk = await self._get_json(f"{self.base}/.well-known/matrix/{kind}", out,
-                                          f"well-known {kind}")
-            except CheckFailed as e:
-                problems.append(CheckFailed("well_known", e.detail))
-                continue
-            except mh.MatrixHTTPError as e:
-                if kind == "server" and e.status == 404:
-                    out.details.append("well-known server: absent (federation off: fine)")
-                    continue
-                problems.append(CheckFailed("well_known", f"well-known {kind}: {e.summary()}"))
-                continue
-            if kind == "client":
-                got = str((wk.get("m.homeserver") or {}).get("base_url", ""))
-                if norm_url(got) != norm_url(self.s.base_url):
-                    problems.append(CheckFailed(
-                        "well_known", f"well-known client base_url {got!r} is not "
-                        f"{self.s.base_url!r}"))
-                else:
-                    out.details.append(f"well-known client: base_url {got}")
+        try:
+            wk = await self._get_json(f"{self.base}/.well-known/matrix/client", out,
+                                      "well-known client")
+            got = str((wk.get("m.homeserver") or {}).get("base_url", ""))
+            if norm_url(got) != norm_url(self.s.base_url):
+                problems.append(CheckFailed(
+                    "well_known", f"well-known client base_url {got!r} is not "
+                    f"{self.s.base_url!r}"))
             else:
-                out.details.append(f"well-known server: m.server {wk.get('m.server')!r}")
+                out.details.append(f"well-known client: base_url {got}")
+        except CheckFailed as e:
+            problems.append(CheckFailed("well_known", e.detail))
+        except mh.MatrixHTTPError as e:
+            problems.append(CheckFailed("well_known", f"well-known client: {e.summary()}"))
+        server_problem = await self._well_known_server(out)
+        if server_problem:
+            problems.append(server_problem)
         try:
             cfg = await self._get_json(self.base + "/config.json", out, "Element config.json")
             hs = (cfg.get("default_server_config") or {}).get("m.homeserver") or {}
@@ -557,6 +596,45 @@ class Gate:
             for p in problems[1:]:
                 out.details.append(f"also: {p.detail} [{p.cause}]")
             raise problems[0]
+
+    async def _well_known_server(self, out: Outcome) -> CheckFailed | None:
+        """``/.well-known/matrix/server`` is optional: missing is fine, broken is not.
+
+        It only delegates federation, which the HTTP-only POC has off (the bundled stack
+        does not serve it). Missing: 404/410, or an HTML page (a catch-all such as a
+        single-page app's index.html). Present: it must be a JSON object whose
+        ``m.server`` is ``host[:port]`` (Matrix spec, server-server API "/.well-known/
+        matrix/server"); anything else a federating server would trip over is a finding.
+        """
+        url = f"{self.base}/.well-known/matrix/server"
+        try:
+            r = await self.http.get(url)
+        except httpx.HTTPError as e:
+            return classify(e)
+        ctype = r.headers.get("content-type", "").lower()
+        text = r.text
+        looks_json = "json" in ctype or text.lstrip().startswith("{")
+        if r.status_code in (404, 410) or (r.status_code == 200 and not looks_json
+                                           and ("html" in ctype or "<html" in
+                                                text[:500].lower())):
+            out.details.append(f"well-known server: not served (HTTP {r.status_code}"
+                               f"{', an HTML page' if r.status_code == 200 else ''}): fine, "
+                               "federation delegation is optional")
+            return None
+        if r.status_code != 200:
+            return CheckFailed("well_known", f"well-known server: HTTP {r.status_code} "
+                               "(serve it correctly or not at all)")
+        try:
+            data = json.loads(text)
+        except ValueError:
+            return CheckFailed("well_known", "well-known server is served but is not JSON: "
+                               f"{text[:80]!r}")
+        m_server = data.get("m.server") if isinstance(data, dict) else None
+        if not isinstance(m_server, str) or not WELL_KNOWN_SERVER_RE.fullmatch(m_server):
+            return CheckFailed("well_known", "well-known server is served but its m.server "
+                               f"is not host[:port]: {m_server!r}")
+        out.details.append(f"well-known server: m.server {m_server!r}")
+        return None
 
     # -------------------------------------------------------------- 2. registration
 
@@ -671,8 +749,9 @@ class Gate:
             assert self.st.store_dir is not None
             path = str(self.st.store_dir / sess.user_id.lstrip("@").replace(":", "_"))
             os.makedirs(path, exist_ok=True)
+        # nio ignores the proxy environment: give it the same decision as httpx.
         client = AsyncClient(self.base, sess.user_id, device_id=sess.device_id or None,
-                             store_path=path, config=cfg)
+                             store_path=path, config=cfg, proxy=proxy_for(self.base))
         if store:
             client.restore_login(sess.user_id, sess.device_id, token or sess.access_token)
         else:
@@ -808,6 +887,16 @@ class Gate:
     # -------------------------------------------------------------- 5. media
 
     async def media(self, out: Outcome) -> None:
+        """The upload limit, proven without pushing it through the operator's uplink.
+
+        1. The limit (``/media/config`` against ``max_upload_size_mb``).
+        2. From this machine: a small upload and download, byte-identical (the operator's
+           own path works) - which also measures the uplink.
+        3. Limit - 1 KiB must go through and come back identical, limit + 1 KiB must be
+           refused: on the host over SSH (``host_ssh``) to nginx on its loopback, or,
+           without host access, streamed from here under a budget sized from the
+           payload and the measured uplink.
+        """
         sess = self.st.users[0]
         try:
             cfg = await self._get_json(self.base + "/_matrix/client/v1/media/config", out,
@@ -824,58 +913,181 @@ class Gate:
         if limit <= 4096:
             raise CheckFailed("media_limit", f"upload limit {limit} bytes is too small")
         out.details.append(f"upload limit {limit} bytes ({limit / MIB:g} MiB)")
-        upload = self.base + "/_matrix/media/v3/upload?filename=elematrix-check.bin"
-        hdrs = {"Content-Type": "application/octet-stream"}
-        under = os.urandom(limit - 1024)
-        try:
-            r = await mh.call(self.http, "POST", upload, token=sess.access_token,
-                              content=under, headers=hdrs, retry_429=0)
-        except mh.MatrixHTTPError as e:
-            if e.status == 413 and not e.is_html:
-                raise CheckFailed("media_limit", f"{len(under)} bytes refused by Synapse: "
-                                  f"{e.summary()}") from e
-            raise classify(e) from e
-        except Exception as e:
-            raise classify(e) from e
-        mxc = str(r.json()["content_uri"])
-        self.st.media.append(mxc)
-        server, media_id = mxc.removeprefix("mxc://").split("/", 1)
-        dl = f"{self.base}/_matrix/client/v1/media/download/{mh.q(server)}/{mh.q(media_id)}"
-        try:
-            got = (await mh.call(self.http, "GET", dl, token=sess.access_token)).content
-        except Exception as e:
-            raise classify(e) from e
-        if hashlib.sha256(got).digest() != hashlib.sha256(under).digest():
-            raise CheckFailed("media_corrupt", f"uploaded {len(under)} bytes, downloaded "
-                              f"{len(got)} different bytes")
-        out.details.append(f"{len(under)} bytes uploaded and downloaded identical ({mxc})")
-        over = os.urandom(limit + 1024)
-        try:
-            r = await mh.call(self.http, "POST", upload, token=sess.access_token,
-                              content=over, headers=hdrs, ok=(200,), retry_429=0)
-        except mh.MatrixHTTPError as e:
-            if e.status == 413 and e.errcode == "M_TOO_LARGE":
+        token = sess.access_token
+        # 2. The operator's own round trip, small.
+        probe = min(PROBE_BYTES, limit // 2)
+        mxc, up = await self._upload_here(probe, token, self.s.timeout * 3 + 5)
+        await self._download_here(mxc, up, token, max(self.remaining() - 1, 1))
+        rate = up.size * 8 / max(up.seconds, 1e-3) / 1e6
+        out.details.append(f"from this machine: {probe} bytes uploaded in {up.seconds:.2f} s "
+                           f"(~{rate:.1f} Mbit/s uplink) and downloaded identical ({mxc})")
+        # 3. At the limit.
+        if self.s.host_ssh is not None:
+            await self._limit_on_host(out, limit, token)
+        else:
+            await self._limit_from_here(out, limit, token, rate)
+
+    def _judge_under(self, t: mh.Transfer, url: str) -> str:
+        """The mxc URI of an upload that must have been accepted (or the finding)."""
+        if t.status == 200:
+            try:
+                mxc = str(json.loads(t.body)["content_uri"])
+            except (ValueError, KeyError, TypeError) as e:
+                raise CheckFailed("unexpected", f"upload answered 200 without a "
+                                  f"content_uri: {t.body[:200]!r}") from e
+            self.st.media.append(mxc)
+            return mxc
+        if t.status == 0:
+            raise CheckFailed("unexpected", f"{t.size} bytes: the connection closed before "
+                              f"an answer ({t.error})")
+        err = t.http_error("POST", url)
+        if err.status == 413 and not err.is_html:
+            raise CheckFailed("media_limit", f"{t.size} bytes refused by Synapse: "
+                              f"{err.summary()}")
+        raise classify(err)
+
+    def _judge_over(self, out: Outcome, t: mh.Transfer, url: str, where: str) -> None:
+        """An upload over the limit must be refused (by Synapse, or nginx at the same limit)."""
+        where = f"{where} (answered in {t.seconds:.1f} s)"
+        if t.status == 413:
+            e = t.http_error("POST", url)
+            if e.errcode == "M_TOO_LARGE":
                 self.st.refused_by = "synapse"
-                out.details.append(f"{len(over)} bytes refused by Synapse (M_TOO_LARGE)")
+                out.details.append(f"{t.size} bytes {where} refused by Synapse (M_TOO_LARGE)")
                 return
-            if e.status == 413 and e.is_html:
+            if e.is_html:
                 # nginx at the same limit as Synapse (the bundled stack sets them equal):
                 # the limit is right, only the error is nginx's HTML instead of JSON.
                 self.st.refused_by = "nginx"
-                out.details.append(f"{len(over)} bytes refused by nginx's 413 at the same "
-                                   "limit (client_max_body_size = max_upload_size): clients "
-                                   "get an HTML error rather than M_TOO_LARGE")
+                out.details.append(f"{t.size} bytes {where} refused by nginx's 413 at the "
+                                   "same limit (client_max_body_size = max_upload_size): "
+                                   "clients get an HTML error rather than M_TOO_LARGE")
                 return
-            raise classify(e) from e
-        except httpx.HTTPError as e:
+        if t.status == 0:
             # nginx may answer 413 and close before the body is sent.
             self.st.refused_by = "connection closed"
-            out.details.append(f"{len(over)} bytes: connection closed by the server "
-                               f"({type(e).__name__}), treated as refused")
+            out.details.append(f"{t.size} bytes {where}: connection closed by the server "
+                               f"({t.error}), treated as refused")
             return
-        self.st.media.append(str(r.json().get("content_uri", "")))
-        raise CheckFailed("media_limit", f"{len(over)} bytes (over the {limit}-byte limit) "
-                          "were accepted")
+        if t.status == 200:
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                self.st.media.append(str(json.loads(t.body)["content_uri"]))
+            raise CheckFailed("media_limit", f"{t.size} bytes (over the limit) were accepted")
+        raise classify(t.http_error("POST", url))
+
+    def _download_path(self, mxc: str) -> str:
+        server, media_id = mxc.removeprefix("mxc://").split("/", 1)
+        return f"/_matrix/client/v1/media/download/{mh.q(server)}/{mh.q(media_id)}"
+
+    @staticmethod
+    def _judge_download(t: mh.Transfer, up: mh.Transfer, url: str) -> None:
+        if t.status != 200:
+            raise classify(t.http_error("GET", url))
+        if t.sha256 != up.sha256 or t.size != up.size:
+            raise CheckFailed("media_corrupt", f"uploaded {up.size} bytes, downloaded "
+                              f"{t.size} different bytes")
+
+    async def _upload_here(self, size: int, token: str, budget: float
+                           ) -> tuple[str, mh.Transfer]:
+        url = self.base + UPLOAD_PATH
+        while True:
+            try:
+                t = await asyncio.wait_for(mh.upload_stream(self.http, url, token, size),
+                                           budget)
+            except TimeoutError as e:
+                raise CheckFailed("slow_uplink", f"{size} bytes from this machine did not "
+                                  f"upload within {budget:.0f} s") from e
+            except Exception as e:
+                raise classify(e) from e
+            if t.status != 429:
+                return self._judge_under(t, url), t
+            # rc_media_create: wait as Synapse asks, if the gate's budget allows.
+            err = t.http_error("POST", url)
+            wait = mh.rate_limit_wait(err)
+            left = self.remaining() - mh.RETRY_MARGIN
+            if wait > left:
+                raise classify(mh.RateLimited(err, wait, max(left, 0.0)))
+            await asyncio.sleep(wait)
+
+    async def _download_here(self, mxc: str, up: mh.Transfer, token: str,
+                             budget: float) -> mh.Transfer:
+        url = self.base + self._download_path(mxc)
+        try:
+            t = await asyncio.wait_for(mh.download_stream(self.http, url, token), budget)
+        except TimeoutError as e:
+            raise CheckFailed("timeout", f"download of {up.size} bytes did not finish "
+                              f"within {budget:.0f} s") from e
+        except Exception as e:
+            raise classify(e) from e
+        self._judge_download(t, up, url)
+        return t
+
+    async def _limit_on_host(self, out: Outcome, limit: int, token: str) -> None:
+        from .matrix_media import CURL_COULDNT_CONNECT, HostError, HostSide
+
+        try:
+            host = HostSide(self.ctx, self.s.host_ssh, self.s.host_url)
+        except Exception as e:  # an ssh config the target cannot be resolved from
+            raise CheckFailed("host_unreachable", f"host_ssh: {e}") from e
+        url = host.url + UPLOAD_PATH
+        try:
+            up = await host.upload(UPLOAD_PATH, token, limit - 1024,
+                                   max(self.remaining() - 1, 1))
+            refused = up.error.startswith(f"curl exit {CURL_COULDNT_CONNECT}:")
+            if up.status == 0 and refused and host.url != self.base:
+                # Nothing listens at host_url on the host (nginx published on one address
+                # only): the public address, from the host, still goes through nginx.
+                out.details.append(f"nothing listens at {host.url} on the host: using the "
+                                   f"public address {self.base} from the host")
+                host.url = self.base
+                url = host.url + UPLOAD_PATH
+                up = await host.upload(UPLOAD_PATH, token, limit - 1024,
+                                       max(self.remaining() - 1, 1))
+            if up.status == 0:
+                raise HostError(f"nothing answered at {host.url} on the host ({up.error})")
+            mxc = self._judge_under(up, url)
+            down = await host.download(self._download_path(mxc), token,
+                                       max(self.remaining() - 1, 1))
+            self._judge_download(down, up, host.url + self._download_path(mxc))
+            out.details.append(f"on the host ({host}): {up.size} bytes uploaded in "
+                               f"{up.seconds:.2f} s and downloaded identical ({mxc})")
+            over = await host.upload(UPLOAD_PATH, token, limit + 1024,
+                                     max(self.remaining() - 1, 1))
+        except HostError as e:
+            raise CheckFailed("host_unreachable", str(e)) from e
+        self._judge_over(out, over, url, "on the host")
+
+    async def _limit_from_here(self, out: Outcome, limit: int, token: str,
+                               rate_mbit: float) -> None:
+        """No host access: stream the limit from here, with a budget from the uplink."""
+        size = limit - 1024
+        estimate = size * 8 / (max(rate_mbit, 0.01) * 1e6)
+        budget = estimate * 1.5 + 2 * self.s.timeout
+        left = self.remaining() - 2
+        out.details.append(f"no host access (host_ssh not given): streaming {size} bytes "
+                           f"from this machine, ~{estimate:.0f} s at the measured "
+                           f"{rate_mbit:.1f} Mbit/s (budget {min(budget, left):.0f} s)")
+        if estimate > left:
+            raise CheckFailed("slow_uplink", f"{size} bytes at ~{rate_mbit:.1f} Mbit/s need "
+                              f"~{estimate:.0f} s; the gate has {max(left, 0):.0f} s left")
+        mxc, up = await self._upload_here(size, token, min(budget, left))
+        await self._download_here(mxc, up, token, max(self.remaining() - 1, 1))
+        out.details.append(f"{up.size} bytes uploaded in {up.seconds:.1f} s and downloaded "
+                           f"identical ({mxc})")
+        url = self.base + UPLOAD_PATH
+        try:
+            # nginx refuses an over-limit Content-Length before reading the body: with
+            # Expect: 100-continue nothing is sent (through a proxy: streamed, httpx).
+            send = (mh.upload_stream(self.http, url, token, limit + 1024)
+                    if proxy_for(url) else
+                    mh.upload_expect_continue(url, token, limit + 1024, self.s.timeout))
+            over = await asyncio.wait_for(send, max(min(budget, self.remaining() - 1), 1))
+        except TimeoutError as e:
+            raise CheckFailed("media_limit", f"{limit + 1024} bytes (over the limit) were "
+                              "still being accepted when the budget ran out") from e
+        except Exception as e:
+            raise classify(e) from e
+        self._judge_over(out, over, url, "from this machine")
 
     # -------------------------------------------------------------- 6. cleanup
 

@@ -12,9 +12,12 @@ Imported only from inside an action's ``apply``/``check`` (keeps ``elematrix --h
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import hashlib
 import hmac
 import json
+import secrets
 import time
 import urllib.parse
 from dataclasses import dataclass
@@ -80,15 +83,34 @@ def q(part: str) -> str:
     return urllib.parse.quote(part, safe="")
 
 
+# The deadline (time.monotonic()) within which a 429 may still be waited out. The gate
+# sets it for its whole run (tasks inherit it); unset, a fixed cap of ``retry_429`` holds.
+RETRY_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "elematrix_matrix_retry_deadline", default=None)
+# Seconds kept back from the deadline for the request after the wait.
+RETRY_MARGIN = 1.0
+
+
+class RateLimited(MatrixHTTPError):
+    """Synapse's M_LIMIT_EXCEEDED asked for a wait that does not fit the time left."""
+
+    def __init__(self, err: MatrixHTTPError, wait: float, left: float) -> None:
+        super().__init__(err.method, err.url, err.status, err.body, err.content_type,
+                         err.server, err.location)
+        self.wait = wait
+        self.left = left
+
+
 async def call(http: httpx.AsyncClient, method: str, url: str, *, token: str | None = None,
                json_body: Any = None, content: bytes | None = None,
                headers: dict[str, str] | None = None, ok: tuple[int, ...] = (200,),
                retry_429: float = 10.0) -> httpx.Response:
     """One request; raises MatrixHTTPError unless the status is in ``ok``.
 
-    A 429 (rate limit) is retried after the server's ``retry_after_ms`` as long as the
-    total wait stays under ``retry_429`` seconds: re-running a gate within a minute must
-    not fail on Synapse's registration rate limit.
+    A 429 (M_LIMIT_EXCEEDED) is retried after the server's ``retry_after_ms``: within
+    :data:`RETRY_DEADLINE` when one is set (the gate's budget), else as long as the total
+    wait stays under ``retry_429`` seconds. A wait that does not fit raises
+    :class:`RateLimited` (how long Synapse asked for, how long was left).
     """
     hdrs = dict(headers or {})
     if token:
@@ -102,12 +124,30 @@ async def call(http: httpx.AsyncClient, method: str, url: str, *, token: str | N
                               r.headers.get("content-type", ""), r.headers.get("server", ""),
                               r.headers.get("location", ""))
         if r.status_code == 429:
-            wait = max(err.retry_after_ms / 1000, 0.2)
-            if waited + wait <= retry_429:
-                await asyncio.sleep(wait)
-                waited += wait
-                continue
+            wait = rate_limit_wait(err, r.headers.get("retry-after"))
+            deadline = RETRY_DEADLINE.get()
+            if deadline is not None:
+                left = deadline - time.monotonic() - RETRY_MARGIN
+                fits = wait <= left
+            else:
+                left = retry_429 - waited
+                fits = waited + wait <= retry_429
+            if not fits:
+                raise RateLimited(err, wait, max(left, 0.0))
+            await asyncio.sleep(wait)
+            waited += wait
+            continue
         raise err
+
+
+def rate_limit_wait(err: MatrixHTTPError, retry_after_header: str | None = None) -> float:
+    """Seconds to wait after a 429: ``retry_after_ms`` (Matrix), else the HTTP
+    ``Retry-After`` header, else 0.2 s."""
+    if err.retry_after_ms > 0:
+        return err.retry_after_ms / 1000
+    if retry_after_header and retry_after_header.strip().isdigit():
+        return float(retry_after_header.strip())
+    return 0.2
 
 
 def registration_mac(secret: str, nonce: str, user: str, password: str, admin: bool) -> str:
@@ -298,3 +338,174 @@ async def resolve_alias(http: httpx.AsyncClient, url: str, alias: str) -> str | 
             return None
         raise
     return str(r.json()["room_id"])
+
+
+# Chunk of a streamed body. httpx applies its write timeout to each write, so a body sent
+# in chunks is bounded per chunk (a slow uplink keeps going) and not as a whole: one
+# 50 MiB ``content=`` under a 10 s timeout fails on any uplink under ~42 Mbit/s.
+STREAM_CHUNK = 64 * 1024
+
+
+@dataclass
+class Transfer:
+    """What one upload or download did, wherever it ran (this machine or the host)."""
+
+    status: int          # 0: the server closed the connection before answering
+    body: str            # the response body (uploads; errors), at most a few KiB
+    content_type: str
+    sha256: str          # of the bytes sent (upload) or received (download)
+    size: int
+    seconds: float
+    error: str = ""      # the transport error when status is 0
+
+    def http_error(self, method: str, url: str) -> MatrixHTTPError:
+        return MatrixHTTPError(method, url, self.status, self.body, self.content_type)
+
+
+async def upload_stream(http: httpx.AsyncClient, url: str, token: str, size: int
+                        ) -> Transfer:
+    """POST ``size`` random bytes as a streamed body with a Content-Length.
+
+    Synapse wants the Content-Length (and nginx refuses an over-limit one before reading
+    the body); the body goes in :data:`STREAM_CHUNK` pieces. A connection the server
+    closes early (nginx refusing an over-limit upload) is ``status == 0``, not an error.
+    """
+    digest = hashlib.sha256()
+
+    async def body() -> Any:
+        left = size
+        while left > 0:
+            chunk = secrets.token_bytes(min(STREAM_CHUNK, left))
+            digest.update(chunk)
+            left -= len(chunk)
+            yield chunk
+
+    hdrs = {"Authorization": f"Bearer {token}", "Content-Type": "application/octet-stream",
+            "Content-Length": str(size)}
+    t0 = time.monotonic()
+    try:
+        r = await http.request("POST", url, content=body(), headers=hdrs)
+    except (httpx.WriteError, httpx.RemoteProtocolError, httpx.ReadError) as e:
+        return Transfer(0, "", "", digest.hexdigest(), size, time.monotonic() - t0,
+                        f"{type(e).__name__}: {e}")
+    return Transfer(r.status_code, r.text[:8192], r.headers.get("content-type", ""),
+                    digest.hexdigest(), size, time.monotonic() - t0)
+
+
+async def download_stream(http: httpx.AsyncClient, url: str, token: str) -> Transfer:
+    """GET ``url`` streaming, hashing what arrives (nothing big is held in memory)."""
+    digest = hashlib.sha256()
+    size = 0
+    t0 = time.monotonic()
+    async with http.stream("GET", url, headers={"Authorization": f"Bearer {token}"}) as r:
+        if r.status_code != 200:
+            text = (await r.aread())[:8192].decode(errors="replace")
+            return Transfer(r.status_code, text, r.headers.get("content-type", ""), "", 0,
+                            time.monotonic() - t0)
+        async for chunk in r.aiter_bytes():
+            digest.update(chunk)
+            size += len(chunk)
+    return Transfer(200, "", r.headers.get("content-type", ""), digest.hexdigest(), size,
+                    time.monotonic() - t0)
+
+
+async def upload_expect_continue(url: str, token: str, size: int, timeout: float
+                                 ) -> Transfer:
+    """POST ``size`` random bytes with ``Expect: 100-continue`` (RFC 9110 10.1.1).
+
+    For the upload just over the limit: nginx checks the Content-Length against
+    ``client_max_body_size`` as soon as it has the headers and answers 413 without
+    asking for the body, so nothing is sent. (Sent blindly, the body keeps flowing
+    through nginx's lingering close, up to 30 s of the operator's uplink.) On ``100
+    Continue`` - or no interim answer within ``timeout``, as from a server that ignores
+    Expect - the body is sent and the final answer read. httpx cannot do this, so it is
+    a plain HTTP/1.1 exchange; direct connections only (the caller uses
+    :func:`upload_stream` when a proxy is in the way).
+    """
+    import ssl
+
+    u = urllib.parse.urlsplit(url)
+    host = u.hostname or ""
+    port = u.port or (443 if u.scheme == "https" else 80)
+    target = u.path + (f"?{u.query}" if u.query else "")
+    t0 = time.monotonic()
+    digest = hashlib.sha256()
+    sslctx = ssl.create_default_context() if u.scheme == "https" else None
+    reader, writer = await asyncio.wait_for(
+        asyncio.open_connection(host, port, ssl=sslctx), timeout)
+    try:
+        netloc = u.netloc.rsplit("@", 1)[-1]
+        head = (f"POST {target} HTTP/1.1\r\nHost: {netloc}\r\n"
+                f"Authorization: Bearer {token}\r\n"
+                "Content-Type: application/octet-stream\r\n"
+                f"Content-Length: {size}\r\nExpect: 100-continue\r\n"
+                "User-Agent: elematrix-validate\r\nConnection: close\r\n\r\n")
+        writer.write(head.encode())
+        await writer.drain()
+        status, body = 0, b""
+        headers: dict[str, str] = {}
+        try:
+            status, headers = await asyncio.wait_for(_read_head(reader), timeout)
+        except TimeoutError:
+            status = 100  # no interim answer: send the body (RFC 9110 10.1.1)
+        if status == 100:
+            left = size
+            try:
+                while left > 0:
+                    chunk = secrets.token_bytes(min(STREAM_CHUNK, left))
+                    digest.update(chunk)
+                    writer.write(chunk)
+                    await asyncio.wait_for(writer.drain(), timeout)
+                    left -= len(chunk)
+                status, headers = await asyncio.wait_for(_read_head(reader), timeout)
+                while status == 100:
+                    status, headers = await asyncio.wait_for(_read_head(reader), timeout)
+            except (ConnectionError, asyncio.IncompleteReadError) as e:
+                return Transfer(0, "", "", digest.hexdigest(), size,
+                                time.monotonic() - t0, f"{type(e).__name__}: {e}")
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError, TimeoutError):
+            if "content-length" in headers:
+                length = min(int(headers["content-length"] or 0), 8192)
+                body = await asyncio.wait_for(reader.readexactly(length), timeout)
+            else:  # chunked or close-delimited ("Connection: close" was asked for)
+                body = await asyncio.wait_for(reader.read(65536), timeout)
+                if "chunked" in headers.get("transfer-encoding", "").lower():
+                    body = _dechunk(body)
+        return Transfer(status, body.decode(errors="replace"),
+                        headers.get("content-type", ""), digest.hexdigest(), size,
+                        time.monotonic() - t0)
+    finally:
+        writer.close()
+        with contextlib.suppress(Exception):
+            await writer.wait_closed()
+
+
+async def _read_head(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]:
+    """One response's status line and headers (lower-case names)."""
+    line = (await reader.readuntil(b"\r\n")).decode("latin-1")
+    parts = line.split(" ", 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
+        raise ConnectionError(f"not an HTTP response: {line.strip()[:80]!r}")
+    headers: dict[str, str] = {}
+    while True:
+        h = (await reader.readuntil(b"\r\n")).decode("latin-1")
+        if h == "\r\n":
+            return int(parts[1]), headers
+        name, _, value = h.partition(":")
+        headers[name.strip().lower()] = value.strip()
+
+
+def _dechunk(data: bytes) -> bytes:
+    """The payload of a (possibly truncated) chunked body."""
+    out, rest = b"", data
+    while rest:
+        size_line, sep, rest = rest.partition(b"\r\n")
+        try:
+            n = int(size_line.split(b";")[0].strip() or b"0", 16)
+        except ValueError:
+            break
+        if not sep or n == 0:
+            break
+        out += rest[:n]
+        rest = rest[n + 2:]
+    return out

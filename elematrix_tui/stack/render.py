@@ -133,13 +133,10 @@ def element_config(v: StackValues) -> dict[str, Any]:
 
 
 def _context(v: StackValues, secrets: Mapping[str, str]) -> dict[str, Any]:
-    host, _, port = v.public_address.partition(":")
     return {
         "v": v,
         "s": dict(secrets),
         "element_config": element_config(v),
-        # Federation is off by default; this only says where a client-server would be.
-        "well_known_server": f"{host}:{port or v.http_port}",
     }
 
 

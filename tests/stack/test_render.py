@@ -24,7 +24,7 @@ from .conftest import PARAM_SETS, SECRETS
 DEFAULT = PARAM_SETS["default"]
 EXPECTED_FILES = [
     "backup.sh", "docker-compose.yml", "element/config.json", "nginx/default.conf",
-    "nginx/well-known/matrix/client", "nginx/well-known/matrix/server", "postgres.env",
+    "nginx/well-known/matrix/client", "postgres.env",
     "synapse/homeserver.yaml", "synapse/log.config", "systemd/elematrix-backup.service",
     "systemd/elematrix-backup.timer", "systemd/elematrix-stack.service",
 ]

@@ -434,6 +434,11 @@ class StackSettings:
     enable_registration: bool = True
     registration_requires_token: bool = True
     brand: str = "Elematrix Test"
+    # The address of the public base URL. nginx always listens on 127.0.0.1 and also on
+    # this one (an address of a network namespace's veth, for the shaped-link tests).
+    public_host: str = LOOPBACK
+    # True: Synapse's own rate limits (no rc_* overrides), as on a real deployment.
+    synapse_default_rate_limits: bool = False
 
 
 # Settings that make a test homeserver fast and self-contained, merged over whatever the
@@ -443,7 +448,10 @@ FAST_TEST_OVERRIDES: dict[str, Any] = {
     "trusted_key_servers": [],
     "suppress_key_server_warning": True,
     "report_stats": False,
-    # Tests register and log in many users from 127.0.0.1 within seconds.
+}
+# Tests register and log in many users from 127.0.0.1 within seconds. Not applied with
+# StackSettings(synapse_default_rate_limits=True): then Synapse's defaults hold.
+GENEROUS_RATE_LIMITS: dict[str, Any] = {
     "rc_registration": {"per_second": 1000, "burst_count": 1000},
     "rc_login": {"address": {"per_second": 1000, "burst_count": 1000},
                  "account": {"per_second": 1000, "burst_count": 1000},
@@ -496,23 +504,35 @@ def test_homeserver(settings: StackSettings, ports: StackPorts, workdir: Path,
         "max_upload_size": f"{settings.max_upload_size_mb}M",
         "federation_domain_whitelist": [],
         **FAST_TEST_OVERRIDES,
+        **({} if settings.synapse_default_rate_limits else GENEROUS_RATE_LIMITS),
     }
 
 
 def test_nginx_server(settings: StackSettings, ports: StackPorts, web_root: Path,
                       base_url: str, *, matrix_location: str | None = None,
-                      extra: str = "", body_size: str | None = None) -> str:
+                      extra: str = "", body_size: str | None = None,
+                      server_well_known: str | None = "", spa_fallback: bool = False) -> str:
     """Our own HTTP-only nginx ``server {}`` (the correct shape: proxy_pass with no path).
 
     ``matrix_location`` replaces the Matrix proxy locations, ``extra`` is inserted in the
     server block, ``body_size`` replaces ``client_max_body_size`` ("" drops it: nginx's
     1 MB default): the broken variants the validation must diagnose are built from these.
+    ``server_well_known``: the body served as /.well-known/matrix/server ("" the default
+    JSON, None: not served). ``spa_fallback``: ``location /`` answers index.html for any
+    unknown path (how single-page apps are often served).
     """
     upstream = f"http://{LOOPBACK}:{ports.synapse}"
     size = f"{settings.max_upload_size_mb}M" if body_size is None else body_size
     size_line = f"client_max_body_size {size};" if size else ""
     client_wk = json.dumps({"m.homeserver": {"base_url": base_url}})
-    server_wk = json.dumps({"m.server": f"{settings.server_name}:443"})
+    server_wk = (json.dumps({"m.server": f"{settings.server_name}:443"})
+                 if server_well_known == "" else server_well_known)
+    server_loc = "" if server_wk is None else f"""location = /.well-known/matrix/server {{
+        default_type application/json;
+        add_header Access-Control-Allow-Origin *;
+        return 200 '{server_wk}';
+    }}"""
+    fallback = "try_files $uri /index.html;" if spa_fallback else ""
     proxy_headers = """
         proxy_set_header X-Forwarded-For $remote_addr;
         proxy_set_header X-Forwarded-Proto $scheme;
@@ -532,15 +552,12 @@ def test_nginx_server(settings: StackSettings, ports: StackPorts, web_root: Path
         add_header Access-Control-Allow-Origin *;
         return 200 '{client_wk}';
     }}
-    location = /.well-known/matrix/server {{
-        default_type application/json;
-        add_header Access-Control-Allow-Origin *;
-        return 200 '{server_wk}';
-    }}
+    {server_loc}
     {matrix}
     location / {{
         root {web_root};
         index index.html;
+        {fallback}
     }}
 }}
 """
@@ -570,7 +587,7 @@ def adapt_stack(settings: StackSettings, ports: StackPorts, root: Path,
       rate limits that allow a test suite's worth of logins from one address).
     Without the templates, :func:`test_homeserver` and :func:`test_nginx_server` are used.
     """
-    base_url = f"http://{LOOPBACK}:{ports.nginx}"
+    base_url = f"http://{settings.public_host}:{ports.nginx}"
     synapse_dir = root / "synapse"
     web_root = root / "www"
     for d in (synapse_dir, synapse_dir / "media", web_root):
@@ -608,7 +625,7 @@ def _adapt_project(renderer: Callable[..., Any], settings: StackSettings, ports:
 
     out = root / "rendered"
     values = StackValues(server_name=settings.server_name,
-                         public_address=f"{LOOPBACK}:{ports.nginx}",
+                         public_address=f"{settings.public_host}:{ports.nginx}",
                          max_upload_size_mb=settings.max_upload_size_mb, brand=settings.brand)
     secret_values = {
         "registration_shared_secret": settings.registration_shared_secret,
@@ -636,13 +653,18 @@ def _adapt_project(renderer: Callable[..., Any], settings: StackSettings, ports:
     # which the Synapse launcher collects anyway.
     hs.pop("log_config", None)
     hs.update(FAST_TEST_OVERRIDES)
+    if not settings.synapse_default_rate_limits:
+        hs.update(GENEROUS_RATE_LIMITS)
     # Test knobs (the registration-disabled variant); the template's values by default.
     hs["enable_registration"] = settings.enable_registration
     hs["registration_requires_token"] = settings.registration_requires_token
     # nginx: port 80 (v4 and v6) -> one loopback port; service names -> loopback.
     conf = (out / "nginx" / "default.conf").read_text()
     conf = re.sub(r"^\s*listen\s+\[::\]:80\b[^;]*;\s*$", "", conf, flags=re.M)
-    conf = re.sub(r"listen\s+80\b[^;]*;", f"listen {LOOPBACK}:{ports.nginx};", conf)
+    listen = f"listen {LOOPBACK}:{ports.nginx};"
+    if settings.public_host != LOOPBACK:
+        listen += f" listen {settings.public_host}:{ports.nginx};"
+    conf = re.sub(r"listen\s+80\b[^;]*;", listen, conf)
     conf = re.sub(r"\bsynapse:8008\b", f"{LOOPBACK}:{ports.synapse}", conf)
     conf = conf.replace("/var/www/well-known", str(out / "nginx" / "well-known"))
     # The element container is a static web server on :80 of the compose network: here
@@ -685,7 +707,7 @@ class MatrixStack:
 
     @property
     def base_url(self) -> str:
-        return f"http://{LOOPBACK}:{self.ports.nginx}"
+        return f"http://{self.settings.public_host}:{self.ports.nginx}"
 
     @property
     def admin_url(self) -> str:
@@ -747,6 +769,7 @@ class MatrixStack:
         web_root.mkdir(parents=True, exist_ok=True)
         (web_root / "config.json").write_text(json.dumps(
             element_config(base_url, self.server_name, self.settings.brand)))
+        (web_root / "index.html").write_text("<!doctype html><title>Element</title>\n")
         conf = self.root / f"nginx-{name}" / "server.conf"
         conf.parent.mkdir(parents=True, exist_ok=True)
         conf.write_text(test_nginx_server(self.settings, ports, web_root, base_url, **kwargs))
