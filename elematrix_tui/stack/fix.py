@@ -25,8 +25,8 @@ import yaml
 
 from . import nginxconf
 from .findings import Finding
-from .model import NginxFile, Service, Stack, load_stack, service_env
-from .rules import compose_rules, nginx_rules, synapse_rules
+from .model import NginxFile, Service, Stack, load_stack, service_env, volumes
+from .rules import compose_rules, nginx_rules, proxy_rules, synapse_rules
 
 INITDB_ARGS = "--encoding=UTF8 --lc-collate=C --lc-ctype=C"
 
@@ -282,7 +282,7 @@ def _fix_service(plan: FixPlan, stack: Stack, svc: Service) -> None:
         last = doc.end_line("services", svc.name) or first
         e.delete(first, last)
         return
-    for src, tgt, _kind, idx in compose_rules.volumes(svc):
+    for src, tgt, _kind, idx in volumes(svc):
         if idx < 1000 and (compose_rules._CERT_PATH.search(src)
                            or compose_rules._CERT_PATH.search(tgt)):
             e.delete(doc.line("services", svc.name, "volumes", idx),
@@ -371,9 +371,17 @@ def _manual_findings(stack: Stack) -> list[Finding]:
     out: list[Finding] = []
     for check in (synapse_rules.check, compose_rules.check):
         for f in check(stack):
-            if f.rule in ("EM009", "EM010", "EM011", "EM015", "EM016", "EM017"):
+            if f.rule in _MANUAL_RULES:
                 out.append(f)
+    # Traefik labels and Caddyfiles are not edited: what they expose is listed as manual.
+    out.extend(f for f in proxy_rules.check(stack) if f.rule in ("EM001", "EM013"))
+    out.extend(f for nf in stack.nginx for f in nginx_rules._context_errors(stack, nf))
     return out
+
+
+# Rules --fix cannot decide mechanically: listed after the diff as manual work.
+_MANUAL_RULES = frozenset({"EM009", "EM010", "EM011", "EM015", "EM016", "EM017", "EM021",
+                           "EM022", "EM023", "EM024"})
 
 
 def _fix_element(plan: FixPlan, stack: Stack, host: str | None) -> None:

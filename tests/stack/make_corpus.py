@@ -108,11 +108,50 @@ CASES: dict[str, tuple[list[tuple[str, str, str]], list[tuple[str, str, str]]]] 
     "em014-body-size-low": (
         [(NGINX, "client_max_body_size 100M;", "client_max_body_size 10m;")],
         [("EM014", NGINX, "client_max_body_size 10m")]),
+    # Synapse exits when PostgreSQL is not ready at start: a list form waits for the
+    # container only. (nginx with `depends_on: [synapse, element]` is fine: the names
+    # resolve once the containers are started.)
     "em015-depends-on": (
+        [(COMPOSE, "    depends_on:\n      db:\n        condition: service_healthy\n",
+          "    depends_on:\n      - db\n")],
+        [("EM015", COMPOSE, "      - db")]),
+    # nginx with no depends_on at all: its static upstream names may not resolve yet.
+    "em015-nginx-no-depends": (
         [(COMPOSE, "    depends_on:\n      synapse:\n        condition: service_healthy\n"
-                   "      element:\n        condition: service_healthy\n",
-          "    depends_on:\n      - synapse\n      - element\n")],
-        [("EM015", COMPOSE, "      - synapse"), ("EM015", COMPOSE, "      - element")]),
+                   "      element:\n        condition: service_healthy\n", "")],
+        [("EM015", NGINX, "server synapse:8008"), ("EM015", NGINX, "proxy_pass http://element")]),
+    "em019-tls-intent": (
+        [(NGINX, "upstream synapse_backend {",
+          "server {\n    listen 443 ssl;\n    server_name chat.acme-corp.example;\n"
+          "    ssl_certificate /etc/ssl/chat/fullchain.pem;\n"
+          "    ssl_certificate_key /etc/ssl/chat/privkey.pem;\n"
+          "    location / {\n        proxy_pass http://element;\n    }\n}\n\n"
+          "upstream synapse_backend {")],
+        [("EM019", NGINX, "listen 443 ssl")]),
+    "em020-nginx-context": (
+        [(NGINX, "upstream synapse_backend {", "set $brand acme;\n\nupstream synapse_backend {")],
+        [("EM020", NGINX, "set $brand")]),
+    "em021-upstream-unknown": (
+        [(NGINX, "    location / {\n",
+          "    location /portfolio {\n        proxy_pass http://portfolio:80;\n    }\n\n"
+          "    location / {\n")],
+        [("EM021", NGINX, "proxy_pass http://portfolio")]),
+    "em022-loopback-upstream": (
+        [(NGINX, "    location / {\n",
+          "    location /admin-ui {\n        proxy_pass http://127.0.0.1:8080;\n    }\n\n"
+          "    location / {\n")],
+        [("EM022", NGINX, "proxy_pass http://127.0.0.1")]),
+    "em023-undefined-network": (
+        [(COMPOSE, "      - ./element/config.json:/app/config.json:ro\n",
+          "      - ./element/config.json:/app/config.json:ro\n    networks:\n      - frontend\n")],
+        [("EM023", COMPOSE, "      - frontend")]),
+    "em024-external-network": (
+        [(COMPOSE, "      - ./nginx/conf.d:/etc/nginx/conf.d:ro\n",
+          "      - ./nginx/conf.d:/etc/nginx/conf.d:ro\n    networks:\n      - default\n"
+          "      - shared\n"),
+         (COMPOSE, "volumes:\n  pgdata:\n", "networks:\n  shared:\n    external: true\n\n"
+          "volumes:\n  pgdata:\n")],
+        [("EM024", COMPOSE, "    external: true")]),
     "em016-media": (
         [(HS, "media_store_path: /data/media_store", "media_store_path: /media")],
         [("EM016", HS, "media_store_path")]),
