@@ -17,6 +17,32 @@ BASE = DATA / "good-http"
 NGINX = "nginx/conf.d/element.conf"
 COMPOSE = "docker-compose.yml"
 HS = "synapse/homeserver.yaml"
+CADDY = "caddy/Caddyfile"
+_NGINX_SERVICE = (
+    "  nginx:\n    image: nginx:1.27-alpine\n    ports:\n      - \"80:80\"\n    volumes:\n"
+    "      - ./nginx/conf.d:/etc/nginx/conf.d:ro\n")
+_TRAEFIK_SERVICE = (
+    "  traefik:\n    image: traefik:v3.1\n    command:\n      - --providers.docker=true\n"
+    "      - --entrypoints.web.address=:80\n    ports:\n      - \"80:80\"\n    volumes:\n"
+    "      - /var/run/docker.sock:/var/run/docker.sock:ro\n")
+_SYNAPSE_LABELS = (
+    "    labels:\n      - traefik.enable=true\n"
+    "      - traefik.http.routers.synapse.rule={rule}\n"
+    "      - traefik.http.routers.synapse.entrypoints=web\n{extra}"
+    "      - traefik.http.services.synapse.loadbalancer.server.port=8008\n"
+    "    depends_on:\n      db:\n")
+_CADDY_SERVICE = (
+    "  caddy:\n    image: caddy:2.8.4\n    ports:\n      - \"80:80\"\n    volumes:\n"
+    "      - ./caddy/Caddyfile:/etc/caddy/Caddyfile:ro\n")
+_CADDYFILE = """http://chat.acme-corp.example {
+\trequest_body {
+\t\tmax_size 100MB
+\t}
+\treverse_proxy /_matrix/* synapse:8008
+\treverse_proxy /_synapse/* synapse:8008
+\treverse_proxy element:80
+}
+"""
 ELEMENT = "element/config.json"
 
 # case: (edits [(file, old, new)], expected [(rule, file, marker)])
@@ -152,6 +178,24 @@ CASES: dict[str, tuple[list[tuple[str, str, str]], list[tuple[str, str, str]]]] 
          (COMPOSE, "volumes:\n  pgdata:\n", "networks:\n  shared:\n    external: true\n\n"
           "volumes:\n  pgdata:\n")],
         [("EM024", COMPOSE, "    external: true")]),
+    # Traefik: a router with a Host rule only takes every path, the admin API included.
+    "em013-traefik-admin": (
+        [(COMPOSE, _NGINX_SERVICE, _TRAEFIK_SERVICE),
+         (COMPOSE, "    depends_on:\n      db:\n", _SYNAPSE_LABELS.format(
+             rule="Host(`chat.acme-corp.example`)", extra=""))],
+        [("EM013", COMPOSE, "routers.synapse.rule")]),
+    # Traefik redirecting to https on a stack meant for HTTP.
+    "em001-traefik-redirect": (
+        [(COMPOSE, _NGINX_SERVICE, _TRAEFIK_SERVICE),
+         (COMPOSE, "    depends_on:\n      db:\n", _SYNAPSE_LABELS.format(
+             rule="Host(`chat.acme-corp.example`) && PathPrefix(`/_matrix`)",
+             extra="      - traefik.http.routers.synapse.middlewares=to-https\n"
+                   "      - traefik.http.middlewares.to-https.redirectscheme.scheme=https\n"))],
+        [("EM001", COMPOSE, "to-https.redirectscheme")]),
+    # Caddy: `/_synapse/*` reaches the admin API.
+    "em013-caddy-admin": (
+        [(COMPOSE, _NGINX_SERVICE, _CADDY_SERVICE), (CADDY, "", _CADDYFILE)],
+        [("EM013", CADDY, "reverse_proxy /_synapse/*")]),
     "em016-media": (
         [(HS, "media_store_path: /data/media_store", "media_store_path: /media")],
         [("EM016", HS, "media_store_path")]),
@@ -178,6 +222,10 @@ def main() -> None:
         shutil.copytree(BASE, dest)
         for file, old, new in edits:
             p = dest / file
+            if old == "" and not p.exists():  # a new file of the case
+                p.parent.mkdir(parents=True, exist_ok=True)
+                p.write_text(new)
+                continue
             text = p.read_text()
             if old not in text:
                 raise SystemExit(f"{case}: {old!r} not in {file}")
