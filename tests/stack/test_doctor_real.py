@@ -204,6 +204,11 @@ def test_nginx_with_resolver_and_variable_upstream_needs_no_depends_on(tmp_path:
         "        proxy_pass http://$syn:8008;").replace(
         "proxy_pass http://element;", "set $el element;\n        proxy_pass http://$el;"))
     assert _got(root) == set()
+    # The variable still names Synapse: an admin location through it is found.
+    conf.write_text(conf.read_text().replace("    location / {\n", (
+        "    location /_synapse {\n        set $hs synapse;\n"
+        "        proxy_pass http://$hs;\n    }\n\n    location / {\n"), 1))
+    assert {g[0] for g in _got(root)} == {"EM013"}
 
 
 def test_synapse_without_any_depends_on_postgres(tmp_path: Path) -> None:

@@ -45,8 +45,15 @@ def proxies_to_synapse(loc: Directive, upstreams: dict[str, list[str]],
     for pp in loc.children("proxy_pass"):
         if not pp.args:
             continue
-        m = _PROXY_URL.match(pp.args[0])
-        host = m.group(2) if m else pp.args[0]
+        url = pp.args[0]
+        if url.startswith("$"):  # `set $u http://synapse:8008; proxy_pass $u;`
+            url = _set_value(loc, url.split("/", 1)[0]) or url
+        m = _PROXY_URL.match(url)
+        host = m.group(2) if m else url
+        if host.startswith("$"):  # `proxy_pass http://$syn:8008;` with `set $syn synapse;`
+            var, _, port = host.partition(":")
+            value = _set_value(loc, var)
+            host = f"{value}:{port}" if value and port else value or host
         targets = [host, *upstreams.get(host, [])]
         for t in targets:
             name = t.rsplit(":", 1)[0] if t.count(":") == 1 else t
@@ -54,6 +61,17 @@ def proxies_to_synapse(loc: Directive, upstreams: dict[str, list[str]],
                 return pp
             if not synapse_names and ("synapse" in t.lower() or "matrix" in t.lower()):
                 return pp
+    return None
+
+
+def _set_value(loc: Directive, var: str) -> str | None:
+    """The value a ``set $var value;`` gives ``var`` where ``loc`` is (or above it)."""
+    d: Directive | None = loc
+    while d is not None:
+        for s in d.children("set"):
+            if len(s.args) >= 2 and s.args[0] == var:
+                return s.args[1]
+        d = d.parent
     return None
 
 
