@@ -316,8 +316,7 @@ def load_stack(root: Path) -> Stack:
         _select_by_mounts(stack, nginx_candidates, include_only)
     else:
         for nf in nginx_candidates:
-            nf.context = "main" if any(d.name in ("http", "events")
-                                       for d in nf.root.block or []) else "http"
+            nf.context = _file_context(nf)
         stack.nginx = nginx_candidates
         if nginx_candidates or stack.homeservers or stack.elements:
             stack.notes.append("no compose file: every config found is checked as loaded")
@@ -398,6 +397,12 @@ def _select_by_mounts(stack: Stack, nginx_candidates: list[NginxFile],
                     view["/etc/nginx/conf.d/" + posixpath.basename(cp)[:-9]] = nf
         main = view.get("/etc/nginx/nginx.conf")
         queue: list[tuple[NginxFile, str, str]] = []
+        ctx_dir = _build_context(svc)
+        if not view and ctx_dir is not None:
+            # Built from a Dockerfile and nothing mounted: the configs in the build context
+            # are what the image copies in (the Dockerfile itself is not read).
+            queue += [(nf, _file_context(nf), "(copied by its build)") for nf in
+                      nginx_candidates if ctx_dir == nf.path.parent or ctx_dir in nf.path.parents]
         if main is not None:
             queue.append((main, "main", "/etc/nginx/nginx.conf"))
         else:  # the image's own nginx.conf includes conf.d/*.conf inside http {}
@@ -412,7 +417,8 @@ def _select_by_mounts(stack: Stack, nginx_candidates: list[NginxFile],
             nf.context = context
             nf.service = svc.name
             loaded[nf.path] = nf
-            _cover(stack, nf.path, "nginx", "loaded", f"read by nginx in `{svc.name}` as {cp}")
+            _cover(stack, nf.path, "nginx", "loaded", f"read by nginx in `{svc.name}` as {cp}"
+                   if cp.startswith("/") else f"read by nginx in `{svc.name}` {cp}")
             for d in nf.root.walk():
                 if d.name != "include" or not d.args:
                     continue
@@ -474,6 +480,18 @@ def _pick(stack: Stack, found: list[_F], kind: str, targets: list[tuple[Service,
             stack.notes.append(f"{kind}: {stack.rel(hp)} ({why}) is not in the stack "
                                "(generated at first start, or missing): its rules did not run")
     return out
+
+
+def _build_context(svc: Service) -> Path | None:
+    build = svc.data.get("build")
+    ctx = build.get("context") if isinstance(build, dict) else build
+    if not isinstance(ctx, str) or "://" in ctx:
+        return None
+    return Path(os.path.normpath(svc.compose.path.parent / ctx))
+
+
+def _file_context(nf: NginxFile) -> str:
+    return "main" if any(d.name in ("http", "events") for d in nf.root.block or []) else "http"
 
 
 def _synapse_config_path(svc: Service) -> str:

@@ -255,3 +255,18 @@ def test_caddy_that_the_stack_does_not_carry_is_said_plainly(tmp_path: Path) -> 
     groups = {g["group"]: g for g in diagnose(root).coverage["groups"]}
     assert groups["caddy"]["ran"] is False
     assert "were not read" in groups["caddy"]["reason"]
+
+
+def test_nginx_built_from_a_dockerfile_reads_its_build_context(tmp_path: Path) -> None:
+    root = _stack(tmp_path, {"docker-compose.yml": (
+        "    image: nginx:1.27-alpine\n", "    build: ./nginx\n")})
+    text = (root / "docker-compose.yml").read_text().replace(
+        "      - ./nginx/conf.d:/etc/nginx/conf.d:ro\n", "").replace(
+        "  nginx:\n    build: ./nginx\n    ports:\n      - \"80:80\"\n    volumes:\n",
+        "  nginx:\n    build: ./nginx\n    ports:\n      - \"80:80\"\n")
+    (root / "docker-compose.yml").write_text(text)
+    conf = root / "nginx/conf.d/element.conf"
+    conf.write_text(conf.read_text().replace("    client_max_body_size 100M;\n", ""))
+    got = diagnose(root)
+    assert {f.rule for f in got} == {"EM014"}
+    assert any("copied by its build" in f["reason"] for f in got.coverage["files"])
