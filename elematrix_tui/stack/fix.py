@@ -132,6 +132,13 @@ def plan_fix(path: Path, public_address: str | None = None) -> FixPlan:
     _fix_well_known_files(plan, stack, host)
     for f in stack.problems:
         plan.manual.append(f"{f.location}: {f.title} (fix the syntax first, then re-run)")
+    # TLS served by Traefik or Caddy is not rewritten: say so rather than leave it silently.
+    from .intent import evidence
+
+    for ev in evidence(stack):
+        if not ev.what.startswith("an nginx"):
+            plan.manual.append(f"{ev.file}:{ev.line}: EM019 {ev.what}: not adapted by --fix "
+                               "(serve it on :80 without TLS by hand)")
     return plan
 
 
@@ -229,7 +236,8 @@ def _fix_nginx(plan: FixPlan, stack: Stack, nf: NginxFile, host: str | None) -> 
         close_indent = _indent(e.lines[srv.end_line - 1])
         inner = close_indent + "    "
         loc = nginxconf.location_match(srv, nginx_rules.UPLOAD_PROBE)
-        if loc is not None and nginx_rules.proxies_to_synapse(loc, upstreams):
+        if loc is not None and nginx_rules.proxies_to_synapse(loc, upstreams,
+                                                              nginx_rules.synapse_names(stack)):
             cmbs = (nginxconf.effective(loc, "client_max_body_size")
                     or nginx_rules.http_level(stack, "client_max_body_size"))
             if cmbs is None:
@@ -241,7 +249,14 @@ def _fix_nginx(plan: FixPlan, stack: Stack, nf: NginxFile, host: str | None) -> 
                     ce.replace(cmbs.line, ce.line(cmbs.line).replace(cmbs.args[0], size, 1))
         loc = nginxconf.location_match(srv, nginx_rules.ADMIN_PROBE)
         if loc is not None and not nginx_rules._denied(loc) and \
-                nginx_rules.proxies_to_synapse(loc, upstreams):
+                nginx_rules.proxies_to_synapse(loc, upstreams, nginx_rules.synapse_names(stack)):
+            if loc.args and loc.args[-1].rstrip("/") == "/_synapse/admin" \
+                    and loc.args[0] not in ("~", "~*"):
+                # The admin location itself: a second one would be nginx's "duplicate
+                # location" error. `return` runs before proxy_pass: the API is closed.
+                e.insert_after(loc.line, f"{inner}    return 404;  # reach it through an SSH "
+                                         "port forward")
+                continue
             e.insert_after(srv.end_line - 1,
                            f"\n{inner}# The admin API is reached through an SSH port forward.\n"
                            f"{inner}location ^~ /_synapse/admin {{\n{inner}    return 404;\n"

@@ -270,3 +270,22 @@ def test_nginx_built_from_a_dockerfile_reads_its_build_context(tmp_path: Path) -
     got = diagnose(root)
     assert {f.rule for f in got} == {"EM014"}
     assert any("copied by its build" in f["reason"] for f in got.coverage["files"])
+
+
+def test_fix_closes_an_admin_location_in_place(tmp_path: Path) -> None:
+    """A stack that proxies `location ^~ /_synapse/admin` (vhonchar's): --fix used to add
+    a second identical location, which nginx refuses ('duplicate location')."""
+    from elematrix_tui.stack.fix import apply_plan, plan_fix
+
+    from .conftest import nginx_test
+
+    root = _stack(tmp_path, {"nginx/conf.d/element.conf": ("    location / {\n", (
+        "    location ^~ /_synapse/admin {\n        proxy_pass http://synapse_backend;\n"
+        "    }\n\n    location / {\n"))})
+    assert {f.rule for f in diagnose(root)} == {"EM013"}
+    apply_plan(plan_fix(root))
+    conf = (root / "nginx/conf.d/element.conf").read_text()
+    assert conf.count("location ^~ /_synapse/admin") == 1
+    assert diagnose(root) == []
+    r = nginx_test(conf, tmp_path / "ngx")
+    assert r.returncode == 0, r.stderr
