@@ -131,9 +131,18 @@ def _coverage(stack: Any, target: str) -> dict[str, Any]:
                 group(f"proxy:{svc.name}", False,
                       f"`{svc.name}` ({img}) is a proxy whose config the doctor does not read: "
                       "admin API exposure and redirects there were not checked")
+    notes = list(stack.notes)
+    for tf in stack.traefik:
+        providers = tf.doc.data.get("providers") if isinstance(tf.doc.data, dict) else None
+        if isinstance(providers, dict) and "file" in providers:
+            notes.append(f"{stack.rel(tf.path)}: Traefik's file provider is not read: routes "
+                         "defined there were not checked")
+    if stack.deploy_time:
+        notes.append("secrets supplied at deploy time, not checked: "
+                     + ", ".join(sorted(stack.deploy_time)))
     return {"intent": "tls" if stack.tls_intent else "http", "target": target,
             "files": [fc.to_dict() for fc in sorted(stack.files, key=lambda f: f.file)],
-            "groups": groups, "notes": list(stack.notes)}
+            "groups": groups, "notes": notes}
 
 
 def format_coverage(cov: dict[str, Any]) -> list[str]:

@@ -117,6 +117,8 @@ class Stack:
     notes: list[str] = field(default_factory=list)
     # Set by the doctor once the transport intent is decided (intent.decide).
     tls_intent: bool = False
+    # Secrets whose value is supplied at deploy time: named in the coverage, not checked.
+    deploy_time: set[str] = field(default_factory=set)
 
     def rel(self, path: Path) -> str:
         return rel(path, self.root)

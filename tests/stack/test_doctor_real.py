@@ -289,3 +289,34 @@ def test_fix_closes_an_admin_location_in_place(tmp_path: Path) -> None:
     assert diagnose(root) == []
     r = nginx_test(conf, tmp_path / "ngx")
     assert r.returncode == 0, r.stderr
+
+
+def test_cli_target_tls_and_json_coverage(tmp_path: Path) -> None:
+    import io
+    import json
+
+    from elematrix_tui.stack.doctor import main
+
+    tls = Path(__file__).resolve().parent.parent / "data" / "stacks" / "tls-research"
+    for target, advisory in (("http", True), ("tls", False)):
+        out = io.StringIO()
+        code = main(["--format", "json", "--target", target, str(tls)], stdout=out,
+                    stderr=io.StringIO(), stdin=io.StringIO(""))
+        doc = json.loads(out.getvalue())
+        assert code == 1 and doc["errors"] == 2
+        assert any(f["rule"] == "EM019" for f in doc["findings"]) is advisory
+        assert doc["coverage"]["intent"] == "tls" and doc["coverage"]["target"] == target
+        assert {"file", "kind", "status", "reason"} == set(doc["coverage"]["files"][0])
+    err = io.StringIO()
+    assert main(["--target", "ftp", str(tls)], stdout=io.StringIO(), stderr=err,
+                stdin=io.StringIO("")) == 2
+
+
+def test_deploy_time_secrets_are_named_not_checked(tmp_path: Path) -> None:
+    root = _secret_stack(tmp_path, "${PG_PASSWORD}", None)
+    hs = root / "synapse/homeserver.yaml"
+    hs.write_text(hs.read_text().replace('"pL9xK3mW7qR2vT6yB1nZ5cH8jD4fS0gA"', '"${MACAROON}"'))
+    got = diagnose(root)
+    assert not [f for f in got if f.rule == "EM010"]
+    assert "secrets supplied at deploy time, not checked: MACAROON, PG_PASSWORD" in got.coverage[
+        "notes"]

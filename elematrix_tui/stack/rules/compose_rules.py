@@ -188,8 +188,11 @@ def _env_secrets(stack: Stack, cf: ComposeFile) -> list[Finding]:
             if not is_secret_name(str(key)):
                 continue
             ev = service_env(svc, str(key))
-            if ev is None or not ev.checked:
-                continue  # supplied at deploy time: not checked
+            if ev is None:
+                continue
+            if not ev.checked:  # supplied at deploy time: named in the coverage
+                stack.deploy_time.update(ev.deploy_time)
+                continue
             why = weak_secret(ev.value)
             if why:
                 name = str(key)

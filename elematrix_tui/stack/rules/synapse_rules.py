@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from ..findings import Finding
 from ..model import JsonFile, Stack, YamlFile, service_env
-from .secrets import weak_secret
+from .secrets import is_reference, weak_secret
 
 _EC2_HOST = re.compile(
     r"^(ec2-\d{1,3}-\d{1,3}-\d{1,3}-\d{1,3}\.([a-z0-9-]+\.)?compute(-1)?\.amazonaws\.com(\.cn)?"
@@ -141,6 +141,9 @@ def _homeserver(stack: Stack, hs: YamlFile) -> list[Finding]:
     args: dict[str, Any] = args_raw if isinstance(args_raw, dict) else {}
     is_pg = str(db.get("name", "")) in ("psycopg2", "psycopg")
     for path, value in _secrets(d, is_pg):
+        if is_reference(value):
+            stack.deploy_time.add(str(value).strip().lstrip("${").split("}")[0].split(":")[0])
+            continue
         why = weak_secret(value)
         if why:
             name = ".".join(str(p) for p in path)
