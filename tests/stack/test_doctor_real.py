@@ -320,3 +320,14 @@ def test_deploy_time_secrets_are_named_not_checked(tmp_path: Path) -> None:
     assert not [f for f in got if f.rule == "EM010"]
     assert "secrets supplied at deploy time, not checked: MACAROON, PG_PASSWORD" in got.coverage[
         "notes"]
+
+
+def test_upstream_named_in_extra_hosts_resolves(tmp_path: Path) -> None:
+    root = _stack(tmp_path, {"nginx/conf.d/element.conf": ("    location / {\n", (
+        "    location /portfolio {\n        proxy_pass http://portfolio:80;\n    }\n\n"
+        "    location / {\n"))})
+    assert {f.rule for f in diagnose(root)} == {"EM021"}
+    p = root / "docker-compose.yml"
+    p.write_text(p.read_text().replace("  nginx:\n", "  nginx:\n    extra_hosts:\n"
+                                       "      - \"portfolio:10.0.0.5\"\n"))
+    assert diagnose(root) == []

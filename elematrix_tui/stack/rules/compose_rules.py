@@ -18,12 +18,6 @@ _PRIVATE_PORTS = {5432: "PostgreSQL", 8008: "Synapse", 9000: "Synapse metrics"}
 _LOOPBACK = ("127.", "::1", "[::1]", "localhost")
 
 
-def _as_list(v: Any) -> list[Any]:
-    if v is None:
-        return []
-    return v if isinstance(v, list) else [v]
-
-
 def published(svc: Service) -> list[tuple[int, str, int]]:
     """(container port, host ip, index) of every TCP port a service publishes.
 

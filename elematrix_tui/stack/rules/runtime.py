@@ -206,6 +206,10 @@ def _nginx_upstreams(stack: Stack) -> list[Finding]:
         if ngx.data.get("network_mode") == "host":
             continue
         names = compose_names(cf)
+        extra = ngx.data.get("extra_hosts")  # host:ip pairs nginx's container resolves
+        extra_names = ({str(k) for k in extra} if isinstance(extra, dict) else
+                       {str(e).split(":", 1)[0] for e in extra} if isinstance(extra, list)
+                       else set())
         deps = _depends(ngx)
         subnets = _subnets(cf)
         file = stack.rel(nf.path)
@@ -229,6 +233,8 @@ def _nginx_upstreams(stack: Stack) -> list[Finding]:
                         "it is a machine of the network the stack was written on; on the "
                         "target host nothing answers there (timeouts, 502)",
                         "proxy to the service's compose name instead of an address"))
+                continue
+            if up.host in extra_names:
                 continue
             if up.host not in names:
                 out.append(Finding(
