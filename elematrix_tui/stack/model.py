@@ -314,6 +314,7 @@ def load_stack(root: Path) -> Stack:
                 except nginxconf.NginxSyntaxError:
                     pass
     _drop_templates(stack, nginx_candidates)
+    _env_files_used(stack)
     if stack.compose:
         _select_by_mounts(stack, nginx_candidates, include_only)
     else:
@@ -323,6 +324,26 @@ def load_stack(root: Path) -> Stack:
         if nginx_candidates or stack.homeservers or stack.elements:
             stack.notes.append("no compose file: every config found is checked as loaded")
     return stack
+
+
+def _env_files_used(stack: Stack) -> None:
+    """An env file is read only as the ``.env`` beside a compose file or as an env_file."""
+    used: dict[str, str] = {}
+    for cf in stack.compose:
+        used.setdefault(stack.rel(cf.path.parent / ".env"), "variables for compose interpolation")
+        for svc in cf.services:
+            efs = svc.data.get("env_file")
+            for ef in efs if isinstance(efs, list) else [efs] if efs else []:
+                p = ef.get("path") if isinstance(ef, dict) else ef
+                if isinstance(p, str):
+                    rel_p = stack.rel(Path(os.path.normpath(cf.path.parent / p)))
+                    used.setdefault(rel_p, f"env_file of `{svc.name}`")
+    for fc in stack.files:
+        if fc.kind == "env":
+            if fc.file in used:
+                fc.status, fc.reason = "loaded", used[fc.file]
+            elif stack.compose:
+                fc.status, fc.reason = "skipped", "neither beside a compose file nor an env_file"
 
 
 def _drop_templates(stack: Stack, nginx_candidates: list[NginxFile]) -> None:
