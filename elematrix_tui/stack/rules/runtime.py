@@ -8,10 +8,10 @@ Start order is a warning only where a process really dies without its dependency
   and exits 1. ``depends_on`` without ``condition: service_healthy`` (or ``links``) only
   waits until the postgres container is *started*, not ready.
 - nginx resolves every static upstream host name when it loads its config: an unknown
-  name is ``[emerg] host not found in upstream "x:80"`` and nginx exits 1 (checked with
-  nginx 1.22 ``nginx -t``). Docker's DNS knows a container's name once the container is
-  started, so ``depends_on`` in any form (``service_started`` is enough) keeps nginx alive;
-  no dependency at all is a race. ``proxy_pass`` with a variable and a ``resolver`` is
+  name is ``[emerg] host not found in upstream "x:80"`` and nginx exits 1. Docker's DNS
+  knows a container's name once the container is started (not healthy), so ``depends_on``
+  in any form (``service_started`` is enough) keeps nginx alive; no dependency at all is a
+  race. Both checked against the real programs in ``tests/stack/test_doctor_facts.py``. ``proxy_pass`` with a variable and a ``resolver`` is
   resolved per request and never kills nginx at start.
 """
 
