@@ -11,8 +11,9 @@ Start order is a warning only where a process really dies without its dependency
   name is ``[emerg] host not found in upstream "x:80"`` and nginx exits 1. Docker's DNS
   knows a container's name once the container is started (not healthy), so ``depends_on``
   in any form (``service_started`` is enough) keeps nginx alive; no dependency at all is a
-  race. Both checked against the real programs in ``tests/stack/test_doctor_facts.py``. ``proxy_pass`` with a variable and a ``resolver`` is
-  resolved per request and never kills nginx at start.
+  race. ``proxy_pass`` with a variable and a ``resolver`` is resolved per request and
+  never kills nginx at start. The facts are checked against the real programs in
+  ``tests/stack/test_doctor_facts.py``.
 """
 
 from __future__ import annotations
