@@ -29,7 +29,8 @@ FUZZ = settings(max_examples=150, deadline=None,
 _GRAMMAR = st.sampled_from([
     *"{};#'\"\\$:=-_/.* \n\t", "server", "location", "listen 443 ssl",
     "proxy_pass http://synapse:8008", "include", "upstream", "${", "}", "${A:-", "${B:?",
-    "$$", "__X__", "http://", "reverse_proxy", "handle /_synapse/admin*", "respond 404", "services:", "image: nginx", "\r\n",
+    "$$", "__X__", "http://", "reverse_proxy", "handle /_synapse/admin*", "respond 404",
+    "services:", "image: nginx", "\r\n",
 ])
 TEXT = st.one_of(st.text(max_size=400),
                  st.lists(st.one_of(_GRAMMAR, st.text(max_size=5)), max_size=80).map("".join))
