@@ -10,6 +10,8 @@ they are for stacks that *mean* to be HTTP-only and still carry TLS leftovers.
 
 from __future__ import annotations
 
+import fnmatch
+import posixpath
 from dataclasses import dataclass
 from typing import Literal
 
@@ -33,7 +35,18 @@ def _nginx_cert(stack: Stack, srv: nginxconf.Directive) -> bool:
         return True
     from .rules.nginx_rules import http_level
 
-    return http_level(stack, "ssl_certificate") is not None
+    if http_level(stack, "ssl_certificate") is not None:
+        return True
+    # A certificate in a snippet the server includes (`include ssl.d/site.conf;`).
+    for inc in srv.walk():
+        if inc.name != "include" or not inc.args:
+            continue
+        pattern = posixpath.basename(inc.args[0])
+        for nf in stack.nginx:
+            if fnmatch.fnmatch(nf.path.name, pattern) and any(
+                    d.name == "ssl_certificate" for d in nf.root.block or []):
+                return True
+    return False
 
 
 def evidence(stack: Stack) -> list[Evidence]:

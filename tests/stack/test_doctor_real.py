@@ -331,3 +331,15 @@ def test_upstream_named_in_extra_hosts_resolves(tmp_path: Path) -> None:
     p.write_text(p.read_text().replace("  nginx:\n", "  nginx:\n    extra_hosts:\n"
                                        "      - \"portfolio:10.0.0.5\"\n"))
     assert diagnose(root) == []
+
+
+def test_certificate_in_an_included_snippet_is_tls_on_purpose(tmp_path: Path) -> None:
+    root = _stack(tmp_path, {
+        "docker-compose.yml": ("      - ./nginx/conf.d:/etc/nginx/conf.d:ro\n",
+                               "      - ./nginx/conf.d:/etc/nginx/conf.d:ro\n"
+                               "      - ./nginx/tls:/etc/nginx/tls:ro\n"),
+        "nginx/conf.d/element.conf": ("    listen 80;\n",
+                                      "    listen 443 ssl;\n    include tls/site.conf;\n")},
+        {"nginx/tls/site.conf": "ssl_certificate /etc/ssl/a.pem;\n"
+                                "ssl_certificate_key /etc/ssl/a.key;\n"})
+    assert _got(root) == {("EM019", "nginx/conf.d/element.conf", 6)}
