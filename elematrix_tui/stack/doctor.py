@@ -50,7 +50,7 @@ class Diagnosis(list[Finding]):
 
 # Proxies whose own configuration the doctor does not read: said plainly, never guessed.
 _UNREAD_PROXIES = {"haproxy", "envoy", "nginx-proxy", "swag", "httpd", "apache",
-                   "nginx-proxy-manager", "lighttpd"}
+                   "nginx-proxy-manager", "lighttpd", "caddy-docker-proxy"}
 
 
 def diagnose(path: Path, target: str = "http") -> Diagnosis:
@@ -90,6 +90,7 @@ def diagnose(path: Path, target: str = "http") -> Diagnosis:
 
 
 def _coverage(stack: Any, target: str) -> dict[str, Any]:
+    from . import proxies
     from .model import image_repo
 
     groups: list[dict[str, Any]] = []
@@ -132,6 +133,10 @@ def _coverage(stack: Any, target: str) -> dict[str, Any]:
                       f"`{svc.name}` ({img}) is a proxy whose config the doctor does not read: "
                       "admin API exposure and redirects there were not checked")
     notes = list(stack.notes)
+    for svc in stack.services("traefik"):
+        if any(f.key.startswith("providers.file") for f in proxies.traefik_flags(svc)):
+            notes.append(f"`{svc.name}`: Traefik's file provider is not read: routes defined "
+                         "there were not checked")
     for tf in stack.traefik:
         providers = tf.doc.data.get("providers") if isinstance(tf.doc.data, dict) else None
         if isinstance(providers, dict) and "file" in providers:

@@ -64,6 +64,11 @@ def evidence(stack: Stack) -> list[Evidence]:
         for ep in tls_eps:
             out.append(Evidence(stack.rel(tf.path), tf.doc.line("entryPoints", ep),
                                 f"Traefik entry point `{ep}` serving TLS"))
+    for svc in stack.services("traefik"):
+        tls_flags, _redirects = proxies.flags_tls(proxies.traefik_flags(svc))
+        for fl in tls_flags[:1]:
+            out.append(Evidence(stack.rel(svc.compose.path), fl.line,
+                                f"Traefik flag --{fl.key} serving TLS"))
     for r in proxies.routers(stack):
         if r.tls is not None:
             out.append(Evidence(stack.rel(r.owner.compose.path), r.tls.line,

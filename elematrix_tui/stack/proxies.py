@@ -130,6 +130,39 @@ def rule_takes(rule: str, path: str) -> bool:
     return any(path.startswith(p) for p in pos)
 
 
+@dataclass
+class Flag:
+    key: str
+    value: str
+    line: int
+
+
+def traefik_flags(svc: Service) -> list[Flag]:
+    """Traefik static configuration given as ``command`` flags (``--a.b.c=value``), keys
+    lowercased (Traefik's flags are case-insensitive)."""
+    cmd = svc.data.get("command")
+    items = cmd if isinstance(cmd, list) else str(cmd or "").split()
+    out: list[Flag] = []
+    for i, item in enumerate(items):
+        s = str(item)
+        if not s.startswith("--"):
+            continue
+        key, _, value = s[2:].partition("=")
+        line = svc.line("command", i) if isinstance(cmd, list) else svc.line("command")
+        out.append(Flag(key.lower(), value or "true", line))
+    return out
+
+
+def flags_tls(flags: list[Flag]) -> tuple[list[Flag], list[Flag]]:
+    """(flags making an entry point serve TLS, flags redirecting an entry point to https)."""
+    tls = [f for f in flags if re.fullmatch(r"entrypoints\.[^.]+\.http\.tls(\..*)?", f.key)
+           and f.value.lower() != "false"]
+    red = [f for f in flags if re.fullmatch(
+        r"entrypoints\.[^.]+\.http\.redirections\.entrypoint\.(scheme|to)", f.key)
+        and (f.key.endswith(".to") or f.value.lower() == "https")]
+    return tls, red
+
+
 def static_tls(doc_data: Any) -> tuple[list[str], list[str]]:
     """(entry points serving TLS, entry points redirecting to https) of a static config."""
     tls, redirect = [], []

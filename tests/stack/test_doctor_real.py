@@ -343,3 +343,26 @@ def test_certificate_in_an_included_snippet_is_tls_on_purpose(tmp_path: Path) ->
         {"nginx/tls/site.conf": "ssl_certificate /etc/ssl/a.pem;\n"
                                 "ssl_certificate_key /etc/ssl/a.key;\n"})
     assert _got(root) == {("EM019", "nginx/conf.d/element.conf", 6)}
+
+
+def test_traefik_static_flags_are_read(tmp_path: Path) -> None:
+    src = Path(__file__).resolve().parent.parent / "data" / "stacks" / "em013-traefik-admin"
+    root = tmp_path / "t"
+    shutil.copytree(src, root)
+    p = root / "docker-compose.yml"
+    p.write_text(p.read_text().replace(
+        "rule=Host(`chat.acme-corp.example`)",
+        "rule=Host(`chat.acme-corp.example`) && PathPrefix(`/_matrix`)").replace(
+        "      - --entrypoints.web.address=:80\n",
+        "      - --entrypoints.web.address=:80\n"
+        "      - --entrypoints.web.http.redirections.entrypoint.scheme=https\n"))
+    assert {g[0] for g in _got(root)} == {"EM001"}
+    p.write_text(p.read_text().replace(
+        "      - --entrypoints.web.http.redirections.entrypoint.scheme=https\n",
+        "      - --entrypoints.web.http.redirections.entrypoint.scheme=https\n"
+        "      - --entrypoints.websecure.address=:443\n"
+        "      - --entrypoints.websecure.http.tls.certresolver=le\n"
+        "      - --providers.file.directory=/dynamic\n"))
+    got = diagnose(root)
+    assert {f.rule for f in got} == {"EM019"}  # TLS on purpose: the redirect belongs to it
+    assert any("file provider is not read" in n for n in got.coverage["notes"])

@@ -39,6 +39,14 @@ def check(stack: Stack) -> list[Finding]:
                     f"Traefik redirects router `{r.name}` to https on an HTTP-only host",
                     "nothing serves TLS here: clients follow the redirect and fail to connect",
                     "remove the redirectscheme middleware"))
+        for svc in stack.services("traefik"):
+            _t, red = proxies.flags_tls(proxies.traefik_flags(svc))
+            for fl in red[:1]:
+                out.append(Finding(
+                    "EM001", "error", stack.rel(svc.compose.path), fl.line,
+                    f"Traefik flag --{fl.key} redirects to https on an HTTP-only host",
+                    "nothing serves TLS here: clients follow the redirect and fail to connect",
+                    "remove the entry point redirection flags"))
         for tf in stack.traefik:
             _tls, redirects = proxies.static_tls(tf.doc.data)
             for ep in redirects:
