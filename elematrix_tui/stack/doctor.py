@@ -47,6 +47,11 @@ class Diagnosis(list[Finding]):
     def warnings(self) -> int:
         return len(self) - self.errors
 
+    def to_dict(self) -> dict[str, Any]:
+        """``{errors, warnings, findings, coverage}``: what ``--format json`` prints."""
+        return {"errors": self.errors, "warnings": self.warnings,
+                "findings": [f.to_dict() for f in self], "coverage": self.coverage}
+
 
 # Proxies whose own configuration the doctor does not read: said plainly, never guessed.
 _UNREAD_PROXIES = {"haproxy", "envoy", "nginx-proxy", "swag", "httpd", "apache",
@@ -219,9 +224,7 @@ def main(argv: list[str], *, stdin: TextIO | None = None, stdout: TextIO | None 
             warnings = len(findings) - errors
 
     if args.format == "json":
-        doc: dict[str, object] = {"path": str(path), "errors": errors, "warnings": warnings,
-                                  "findings": [f.to_dict() for f in findings],
-                                  "coverage": findings.coverage}
+        doc: dict[str, object] = {"path": str(path), **findings.to_dict()}
         if fix_report is not None:
             doc["fix"] = fix_report
         out.write(json.dumps(doc, indent=2) + "\n")
