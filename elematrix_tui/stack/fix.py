@@ -25,8 +25,8 @@ import yaml
 
 from . import nginxconf
 from .findings import Finding
-from .model import NginxFile, Service, Stack, load_stack, service_env
-from .rules import compose_rules, nginx_rules, synapse_rules
+from .model import NginxFile, Service, Stack, load_stack, service_env, volumes
+from .rules import compose_rules, nginx_rules, proxy_rules, synapse_rules
 
 INITDB_ARGS = "--encoding=UTF8 --lc-collate=C --lc-ctype=C"
 
@@ -132,6 +132,13 @@ def plan_fix(path: Path, public_address: str | None = None) -> FixPlan:
     _fix_well_known_files(plan, stack, host)
     for f in stack.problems:
         plan.manual.append(f"{f.location}: {f.title} (fix the syntax first, then re-run)")
+    # TLS served by Traefik or Caddy is not rewritten: say so rather than leave it silently.
+    from .intent import evidence
+
+    for ev in evidence(stack):
+        if not ev.what.startswith("an nginx"):
+            plan.manual.append(f"{ev.file}:{ev.line}: EM019 {ev.what}: not adapted by --fix "
+                               "(serve it on :80 without TLS by hand)")
     return plan
 
 
@@ -237,7 +244,8 @@ def _fix_nginx(plan: FixPlan, stack: Stack, nf: NginxFile, host: str | None) -> 
         close_indent = _indent(e.lines[srv.end_line - 1])
         inner = close_indent + "    "
         loc = nginxconf.location_match(srv, nginx_rules.UPLOAD_PROBE)
-        if loc is not None and nginx_rules.proxies_to_synapse(loc, upstreams):
+        if loc is not None and nginx_rules.proxies_to_synapse(loc, upstreams,
+                                                              nginx_rules.synapse_names(stack)):
             cmbs = (nginxconf.effective(loc, "client_max_body_size")
                     or nginx_rules.http_level(stack, "client_max_body_size"))
             if cmbs is None:
@@ -254,7 +262,14 @@ def _fix_nginx(plan: FixPlan, stack: Stack, nf: NginxFile, host: str | None) -> 
                                         f"{inner}resolver 127.0.0.11 valid=10s;")
         loc = nginxconf.location_match(srv, nginx_rules.ADMIN_PROBE)
         if loc is not None and not nginx_rules._denied(loc) and \
-                nginx_rules.proxies_to_synapse(loc, upstreams):
+                nginx_rules.proxies_to_synapse(loc, upstreams, nginx_rules.synapse_names(stack)):
+            if loc.args and loc.args[-1].rstrip("/") == "/_synapse/admin" \
+                    and loc.args[0] not in ("~", "~*"):
+                # The admin location itself: a second one would be nginx's "duplicate
+                # location" error. `return` runs before proxy_pass: the API is closed.
+                e.insert_after(loc.line, f"{inner}    return 404;  # reach it through an SSH "
+                                         "port forward")
+                continue
             e.insert_after(srv.end_line - 1,
                            f"\n{inner}# The admin API is reached through an SSH port forward.\n"
                            f"{inner}location ^~ /_synapse/admin {{\n{inner}    return 404;\n"
@@ -295,7 +310,7 @@ def _fix_service(plan: FixPlan, stack: Stack, svc: Service) -> None:
         last = doc.end_line("services", svc.name) or first
         e.delete(first, last)
         return
-    for src, tgt, _kind, idx in compose_rules.volumes(svc):
+    for src, tgt, _kind, idx in volumes(svc):
         if idx < 1000 and (compose_rules._CERT_PATH.search(src)
                            or compose_rules._CERT_PATH.search(tgt)):
             e.delete(doc.line("services", svc.name, "volumes", idx),
@@ -384,9 +399,17 @@ def _manual_findings(stack: Stack) -> list[Finding]:
     out: list[Finding] = []
     for check in (synapse_rules.check, compose_rules.check):
         for f in check(stack):
-            if f.rule in ("EM009", "EM010", "EM011", "EM015", "EM016", "EM017"):
+            if f.rule in _MANUAL_RULES:
                 out.append(f)
+    # Traefik labels and Caddyfiles are not edited: what they expose is listed as manual.
+    out.extend(f for f in proxy_rules.check(stack) if f.rule in ("EM001", "EM013"))
+    out.extend(f for nf in stack.nginx for f in nginx_rules._context_errors(stack, nf))
     return out
+
+
+# Rules --fix cannot decide mechanically: listed after the diff as manual work.
+_MANUAL_RULES = frozenset({"EM009", "EM010", "EM011", "EM015", "EM016", "EM017", "EM021",
+                           "EM022", "EM023", "EM024"})
 
 
 def _fix_element(plan: FixPlan, stack: Stack, host: str | None) -> None:

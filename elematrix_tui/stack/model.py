@@ -8,17 +8,20 @@ file has ``server {``/``location {``/``proxy_pass``.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
+import posixpath
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
 from . import nginxconf, yamlpos
 from .findings import Finding, rel
+from .interp import Resolved, interpolate, read_dotenv
 
 COMPOSE_NAMES = {"docker-compose.yml", "docker-compose.yaml", "compose.yml", "compose.yaml"}
 _SKIP_DIRS = {".git", "node_modules", ".venv", "venv", "__pycache__", ".mypy_cache"}
@@ -32,7 +35,8 @@ class Service:
     name: str
     data: dict[str, Any]
     compose: ComposeFile
-    role: str  # postgres | synapse | nginx | element | certbot | other
+    role: str  # postgres | synapse | synapse-worker | nginx | element | certbot | traefik
+    #            | caddy | other
 
     def line(self, *path: str | int) -> int:
         return self.compose.doc.line("services", self.name, *path,
@@ -75,6 +79,28 @@ class JsonFile:
 class NginxFile:
     path: Path
     root: nginxconf.Directive
+    context: str = "http"  # where nginx reads it: main (nginx.conf), http, server, ...
+    service: str = ""      # the compose service whose nginx reads it ("" without compose)
+
+
+@dataclass
+class CaddyFile:
+    path: Path
+    text: str
+
+
+@dataclass
+class FileCover:
+    """One stack file the doctor found: loaded (its rules ran) or skipped, and why."""
+
+    file: str
+    kind: str    # compose | nginx | homeserver | element | env | traefik | caddy | template
+    status: str  # loaded | skipped
+    reason: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"file": self.file, "kind": self.kind, "status": self.status,
+                "reason": self.reason}
 
 
 @dataclass
@@ -84,7 +110,15 @@ class Stack:
     homeservers: list[YamlFile] = field(default_factory=list)
     elements: list[JsonFile] = field(default_factory=list)
     nginx: list[NginxFile] = field(default_factory=list)
+    traefik: list[YamlFile] = field(default_factory=list)
+    caddy: list[CaddyFile] = field(default_factory=list)
     problems: list[Finding] = field(default_factory=list)
+    files: list[FileCover] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    # Set by the doctor once the transport intent is decided (intent.decide).
+    tls_intent: bool = False
+    # Secrets whose value is supplied at deploy time: named in the coverage, not checked.
+    deploy_time: set[str] = field(default_factory=set)
 
     def rel(self, path: Path) -> str:
         return rel(path, self.root)
@@ -97,27 +131,54 @@ class Stack:
         return self.homeservers[0] if self.homeservers else None
 
 
+# Images by repository (the part after the last '/', before ':' or '@'): a service is
+# what it runs, never what it is called (`synapse-admin` is a web UI, not Synapse).
+_IMAGE_ROLES: dict[str, str] = {
+    "synapse": "synapse",
+    "postgres": "postgres", "postgis": "postgres", "postgresql": "postgres",
+    "nginx": "nginx", "openresty": "nginx", "nginx-unprivileged": "nginx",
+    "element-web": "element",
+    "certbot": "certbot", "acme.sh": "certbot", "dns-cloudflare": "certbot",
+    "traefik": "traefik",
+    "caddy": "caddy",
+}
+# Without an image (``build:``), only an exact, conventional name says what it is.
+_NAME_ROLES: dict[str, str] = {
+    "synapse": "synapse", "homeserver": "synapse",
+    "postgres": "postgres", "postgresql": "postgres", "db": "postgres", "database": "postgres",
+    "nginx": "nginx", "element": "element", "element-web": "element", "certbot": "certbot",
+    "traefik": "traefik", "caddy": "caddy",
+}
+
+
+def image_repo(image: str) -> str:
+    """``ghcr.io/element-hq/synapse:v1`` -> ``synapse``."""
+    ref = image.strip().lower().split("@", 1)[0]
+    last = ref.rsplit("/", 1)[-1]
+    return last.split(":", 1)[0]
+
+
 def _role(name: str, data: dict[str, Any]) -> str:
-    image = str(data.get("image", "")).lower()
-    n = name.lower()
-    for role, words in (
-        ("certbot", ("certbot", "letsencrypt", "acme")),
-        ("postgres", ("postgres", "postgis")),
-        ("synapse", ("synapse",)),
-        ("element", ("element-web", "element")),
-        ("nginx", ("nginx", "openresty")),
-    ):
-        if any(w in image for w in words):
-            return role
-    for role, names in (
-        ("certbot", ("certbot",)),
-        ("postgres", ("postgres", "db", "database", "postgresql")),
-        ("synapse", ("synapse", "homeserver", "matrix")),
-        ("element", ("element", "element-web", "web")),
-        ("nginx", ("nginx", "proxy", "web-proxy", "reverse-proxy")),
-    ):
-        if n in names:
-            return role
+    image = data.get("image")
+    command = data.get("command")
+    cmd = " ".join(str(c) for c in command) if isinstance(command, list) else str(command or "")
+    env = data.get("environment")
+    env_keys = set(env) if isinstance(env, dict) else {
+        str(e).split("=", 1)[0] for e in env} if isinstance(env, list) else set()
+    role = _IMAGE_ROLES.get(image_repo(str(image))) if isinstance(image, str) else None
+    if role == "synapse" or "synapse.app." in cmd:
+        # Workers run the same image with their own config: not the main process.
+        if "SYNAPSE_WORKER" in env_keys or "worker" in cmd:
+            return "synapse-worker"
+        return "synapse"
+    if role:
+        return role
+    if image is None:
+        if env_keys & {"SYNAPSE_CONFIG_PATH", "SYNAPSE_SERVER_NAME"}:
+            return "synapse"
+        if env_keys & {"POSTGRES_PASSWORD", "POSTGRES_INITDB_ARGS"}:
+            return "postgres"
+        return _NAME_ROLES.get(name.lower(), "other")
     return "other"
 
 
@@ -126,6 +187,34 @@ def _parse_problem(stack: Stack, path: Path, line: int, what: str, err: str) -> 
         "EM000", "error", stack.rel(path), line, f"{what} cannot be parsed",
         f"{err}; the service reading it will refuse to start, and the doctor cannot check it",
         "fix the syntax error at this line"))
+
+
+def volumes(svc: Service) -> list[tuple[str, str, str, int]]:
+    """(source, target, type, index) of a service's volumes, both syntaxes.
+
+    type is ``volume`` (named), ``bind`` (host path), ``tmpfs`` or ``anonymous``.
+    """
+    out: list[tuple[str, str, str, int]] = []
+    vols = svc.data.get("volumes")
+    for i, v in enumerate(vols if isinstance(vols, list) else []):
+        if isinstance(v, str):
+            parts = v.split(":")
+            if len(parts) == 1:
+                out.append(("", parts[0], "anonymous", i))
+                continue
+            src, tgt = parts[0], parts[1]
+            kind = "bind" if src.startswith((".", "/", "~", "$")) else "volume"
+            out.append((src, tgt, kind, i))
+        elif isinstance(v, dict):
+            kind = str(v.get("type", "volume"))
+            src = str(v.get("source", ""))
+            if kind == "volume" and not src:
+                kind = "anonymous"
+            out.append((src, str(v.get("target", "")), kind, i))
+    tmpfs = svc.data.get("tmpfs")
+    for i, t in enumerate(tmpfs if isinstance(tmpfs, list) else [tmpfs] if tmpfs else []):
+        out.append(("", str(t).split(":")[0], "tmpfs", 1000 + i))
+    return out
 
 
 class TooManyFiles(ValueError):
@@ -157,39 +246,296 @@ def _walk(root: Path) -> list[Path]:
     return out
 
 
+_TEMPLATE_MARK = re.compile(r"__[A-Z][A-Z0-9_]*__")
+# Files every nginx image ships: an include of them needs nothing from the stack.
+_IMAGE_NGINX_FILES = ("mime.types", "fastcgi_params", "fastcgi.conf", "scgi_params",
+                      "uwsgi_params", "koi-utf", "koi-win", "win-utf", "modules/")
+_NGINX_PREFIX = "/etc/nginx/"
+_SYNAPSE_DEFAULT_CONFIG = "/data/homeserver.yaml"
+
+
+def unrendered_markers(text: str) -> list[str]:
+    """``__VAR__`` markers a setup script substitutes: two or more distinct ones mean the
+    file is a template that is not rendered yet (its values are not the deployed ones)."""
+    marks = sorted(set(_TEMPLATE_MARK.findall(text)))
+    return marks if len(marks) >= 2 else []
+
+
+def _cover(stack: Stack, path: Path, kind: str, status: str, reason: str) -> None:
+    rel_path = stack.rel(path)
+    for fc in stack.files:
+        if fc.file == rel_path and fc.kind == kind:
+            fc.status, fc.reason = status, reason
+            return
+    stack.files.append(FileCover(rel_path, kind, status, reason))
+
+
 def load_stack(root: Path) -> Stack:
-    """Find and parse every relevant file under root (a directory, or a single file)."""
+    """Find and parse every relevant file under root (a directory, or a single file), then
+    keep what the stack really loads (compose mounts, nginx includes, SYNAPSE_CONFIG_PATH)
+    and record in ``stack.files`` what was loaded or skipped, and why."""
     stack = Stack(root if root.is_dir() else root.parent)
     files = _walk(root) if root.is_dir() else [root]
+    nginx_candidates: list[NginxFile] = []
+    include_only: list[NginxFile] = []
     for p in files:
         try:
             text = p.read_text(encoding="utf-8")
-        except (UnicodeDecodeError, OSError):
+        except (UnicodeDecodeError, OSError, ValueError):
             continue
         name = p.name.lower()
         if name.endswith(_TEMPLATE_SUFFIXES):
-            continue  # Jinja templates are not configs yet (render them first)
-        if name.endswith((".yml", ".yaml")):
+            _cover(stack, p, "template", "skipped", "a Jinja template: not a config until rendered")
+            continue
+        if name == ".env" or name.endswith(".env"):
+            _cover(stack, p, "env", "loaded", "variables for compose interpolation")
+        elif name.endswith((".yml", ".yaml")):
             _load_yaml(stack, p, text)
         elif name.endswith(".json"):
             _load_json(stack, p, text)
-        elif (name.endswith((".conf", ".conf.template", ".nginx"))
+        elif name == "caddyfile" or name.endswith((".caddyfile", ".caddy")):
+            stack.caddy.append(CaddyFile(p, text))
+            _cover(stack, p, "caddy", "loaded", "a Caddyfile")
+        elif (name.endswith((".conf", ".conf.template", ".nginx", ".template"))
               or "nginx" in [x.lower() for x in p.parts]
               or "sites-enabled" in p.parts or "sites-available" in p.parts):
             if nginxconf.looks_like_nginx(text):
                 try:
-                    stack.nginx.append(NginxFile(p, nginxconf.parse(text, p)))
+                    nginx_candidates.append(NginxFile(p, nginxconf.parse(text, p)))
+                    _cover(stack, p, "nginx", "loaded", "an nginx config")
                 except nginxconf.NginxSyntaxError as e:
                     _parse_problem(stack, p, e.line, "nginx config", str(e))
+                    _cover(stack, p, "nginx", "loaded", f"cannot be parsed: {e}")
+            else:
+                # No server/location of its own (ssl params, snippets): nginx reads it
+                # only where an include names it, so it is kept for includes alone.
+                try:
+                    include_only.append(NginxFile(p, nginxconf.parse(text, p)))
+                except nginxconf.NginxSyntaxError:
+                    pass
+    _drop_templates(stack, nginx_candidates)
+    _env_files_used(stack)
+    if stack.compose:
+        _select_by_mounts(stack, nginx_candidates, include_only)
+    else:
+        for nf in nginx_candidates:
+            nf.context = _file_context(nf)
+        stack.nginx = nginx_candidates
+        if nginx_candidates or stack.homeservers or stack.elements:
+            stack.notes.append("no compose file: every config found is checked as loaded")
     return stack
+
+
+def _env_files_used(stack: Stack) -> None:
+    """An env file is read only as the ``.env`` beside a compose file or as an env_file."""
+    used: dict[str, str] = {}
+    for cf in stack.compose:
+        used.setdefault(stack.rel(cf.path.parent / ".env"), "variables for compose interpolation")
+        for svc in cf.services:
+            efs = svc.data.get("env_file")
+            for ef in efs if isinstance(efs, list) else [efs] if efs else []:
+                p = ef.get("path") if isinstance(ef, dict) else ef
+                if isinstance(p, str):
+                    rel_p = stack.rel(Path(os.path.normpath(cf.path.parent / p)))
+                    used.setdefault(rel_p, f"env_file of `{svc.name}`")
+    for fc in stack.files:
+        if fc.kind == "env":
+            if fc.file in used:
+                fc.status, fc.reason = "loaded", used[fc.file]
+            elif stack.compose:
+                fc.status, fc.reason = "skipped", "neither beside a compose file nor an env_file"
+
+
+def _drop_templates(stack: Stack, nginx_candidates: list[NginxFile]) -> None:
+    def keep(path: Path, text: str, kind: str) -> bool:
+        marks = unrendered_markers(text)
+        if marks:
+            _cover(stack, path, kind, "skipped",
+                   f"a template not rendered yet (holds {', '.join(marks[:3])}"
+                   + (", ..." if len(marks) > 3 else "") + ")")
+        return not marks
+
+    stack.homeservers = [h for h in stack.homeservers if keep(h.path, h.doc.text, "homeserver")]
+    stack.elements = [e for e in stack.elements if keep(e.path, e.text, "element")]
+    kept = []
+    for nf in nginx_candidates:
+        try:
+            text = nf.path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            text = ""
+        if keep(nf.path, text, "nginx"):
+            kept.append(nf)
+    nginx_candidates[:] = kept
+
+
+def bind_mounts(svc: Service) -> list[tuple[Path, str]]:
+    """(host path, container path) of a service's bind mounts, ``${VAR}`` resolved."""
+    out: list[tuple[Path, str]] = []
+    for src, tgt, kind, _i in volumes(svc):
+        if kind != "bind" or not tgt.startswith("/"):
+            continue
+        r = resolve(svc.compose, src)
+        if r.value is None or r.value.startswith("~"):
+            continue
+        host = Path(os.path.normpath(svc.compose.path.parent / r.value))
+        out.append((host, posixpath.normpath(tgt)))
+    return out
+
+
+def host_path(svc: Service, container: str) -> Path | None:
+    """The host file behind a container path, through the longest matching bind mount."""
+    best: tuple[str, Path] | None = None
+    for host, tgt in bind_mounts(svc):
+        if container == tgt or container.startswith(tgt.rstrip("/") + "/"):
+            if best is None or len(tgt) > len(best[0]):
+                best = (tgt, host)
+    if best is None:
+        return None
+    rest = container[len(best[0]):].lstrip("/")
+    return best[1] / rest if rest else best[1]
+
+
+def container_paths(svc: Service, host: Path) -> list[str]:
+    """Where a host file appears inside a service's container (may be several places)."""
+    out = []
+    for h, tgt in bind_mounts(svc):
+        if host == h:
+            out.append(tgt)
+        elif h in host.parents:
+            out.append(posixpath.join(tgt, host.relative_to(h).as_posix()))
+    return out
+
+
+def _select_by_mounts(stack: Stack, nginx_candidates: list[NginxFile],
+                      include_only: list[NginxFile]) -> None:
+    # nginx: what each nginx-running service reads, following includes from nginx.conf.
+    loaded: dict[Path, NginxFile] = {}
+    for svc in stack.services("nginx") + stack.services("element"):
+        view: dict[str, NginxFile] = {}
+        for nf in nginx_candidates + include_only:
+            for cp in container_paths(svc, nf.path):
+                view[cp] = nf
+                # The nginx images render /etc/nginx/templates/*.template into conf.d.
+                if cp.startswith("/etc/nginx/templates/") and cp.endswith(".template"):
+                    view["/etc/nginx/conf.d/" + posixpath.basename(cp)[:-9]] = nf
+        main = view.get("/etc/nginx/nginx.conf")
+        queue: list[tuple[NginxFile, str, str]] = []
+        ctx_dir = _build_context(svc)
+        if not view and ctx_dir is not None:
+            # Built from a Dockerfile and nothing mounted: the configs in the build context
+            # are what the image copies in (the Dockerfile itself is not read).
+            queue += [(nf, _file_context(nf), "(copied by its build)") for nf in
+                      nginx_candidates if ctx_dir == nf.path.parent or ctx_dir in nf.path.parents]
+        if main is not None:
+            queue.append((main, "main", "/etc/nginx/nginx.conf"))
+        else:  # the image's own nginx.conf includes conf.d/*.conf inside http {}
+            queue += [(nf, "http", cp) for cp, nf in sorted(view.items(), key=lambda kv: kv[0])
+                      if fnmatch.fnmatch(cp, "/etc/nginx/conf.d/*.conf")]
+        seen: set[Path] = set()
+        while queue:
+            nf, context, cp = queue.pop(0)
+            if nf.path in seen:
+                continue
+            seen.add(nf.path)
+            nf.context = context
+            nf.service = svc.name
+            loaded[nf.path] = nf
+            _cover(stack, nf.path, "nginx", "loaded", f"read by nginx in `{svc.name}` as {cp}"
+                   if cp.startswith("/") else f"read by nginx in `{svc.name}` {cp}")
+            for d in nf.root.walk():
+                if d.name != "include" or not d.args:
+                    continue
+                pattern = d.args[0]
+                pattern = pattern if pattern.startswith("/") else _NGINX_PREFIX + pattern
+                hits = [(c, f) for c, f in view.items() if fnmatch.fnmatch(c, pattern)]
+                for c, f in hits:
+                    queue.append((f, nginxconf.context_of(d) or context, c))
+                if not hits and not any(x in pattern for x in _IMAGE_NGINX_FILES) \
+                        and "*" not in pattern:
+                    stack.notes.append(
+                        f"{stack.rel(nf.path)}:{d.line}: include {d.args[0]} is not in the "
+                        "stack (mounted from elsewhere, or missing): not checked")
+    for nf in nginx_candidates:
+        if nf.path not in loaded:
+            _cover(stack, nf.path, "nginx", "skipped",
+                   "no service's nginx reads it (not mounted, or no include matches it)")
+    stack.nginx = [nf for nf in nginx_candidates + include_only if nf.path in loaded]
+    # Synapse reads one config: SYNAPSE_CONFIG_PATH or --config-path, through a mount.
+    stack.homeservers = _pick(stack, stack.homeservers, "homeserver", [
+        (svc, _synapse_config_path(svc)) for svc in stack.services("synapse")])
+    stack.elements = _pick(stack, stack.elements, "element", [
+        (svc, "/app/config.json") for svc in stack.services("element")])
+    traefik_targets = [(svc, p) for svc in stack.services("traefik")
+                       for p in ("/etc/traefik/traefik.yml", "/etc/traefik/traefik.yaml")]
+    stack.traefik = _pick(stack, stack.traefik, "traefik", traefik_targets, strict=True)
+    caddy_targets = [(svc, "/etc/caddy/Caddyfile") for svc in stack.services("caddy")]
+    stack.caddy = _pick(stack, stack.caddy, "caddy", caddy_targets, strict=True)
+
+
+_F = TypeVar("_F", YamlFile, JsonFile, CaddyFile)
+
+
+def _pick(stack: Stack, found: list[_F], kind: str, targets: list[tuple[Service, str]],
+          strict: bool = False) -> list[_F]:
+    """The files of ``found`` that a service reads at one of ``targets``; the others are
+    skipped. With no service to tell (and not ``strict``), every file found is kept."""
+    wanted: dict[Path, str] = {}
+    for svc, cpath in targets:
+        hp = host_path(svc, cpath)
+        if hp is not None:
+            wanted.setdefault(hp, f"read by `{svc.name}` as {cpath}")
+    if not wanted and not strict:
+        if targets and found:
+            stack.notes.append(f"{kind}: no mount tells which file is read: all checked")
+        return found
+    out = []
+    for f in found:
+        if f.path in wanted:
+            _cover(stack, f.path, kind, "loaded", wanted[f.path])
+            out.append(f)
+        else:
+            _cover(stack, f.path, kind, "skipped",
+                   "no service mounts it where it is read" + (
+                       f" (read instead: {', '.join(stack.rel(p) for p in wanted)})"
+                       if wanted else ""))
+    for hp, why in wanted.items():
+        if not hp.is_file() and kind in ("homeserver", "element"):
+            stack.notes.append(f"{kind}: {stack.rel(hp)} ({why}) is not in the stack "
+                               "(generated at first start, or missing): its rules did not run")
+    return out
+
+
+def _build_context(svc: Service) -> Path | None:
+    build = svc.data.get("build")
+    ctx = build.get("context") if isinstance(build, dict) else build
+    if not isinstance(ctx, str) or "://" in ctx:
+        return None
+    return Path(os.path.normpath(svc.compose.path.parent / ctx))
+
+
+def _file_context(nf: NginxFile) -> str:
+    return "main" if any(d.name in ("http", "events") for d in nf.root.block or []) else "http"
+
+
+def _synapse_config_path(svc: Service) -> str:
+    cmd = svc.data.get("command")
+    text = " ".join(str(c) for c in cmd) if isinstance(cmd, list) else str(cmd or "")
+    m = re.search(r"(?:--config-path[= ]|-c\s+)(\S+)", text)
+    if m:
+        return m.group(1)
+    ev = service_env(svc, "SYNAPSE_CONFIG_PATH")
+    if ev is not None and ev.checked and ev.value.startswith("/"):
+        return ev.value
+    return _SYNAPSE_DEFAULT_CONFIG
 
 
 def _load_yaml(stack: Stack, p: Path, text: str) -> None:
     try:
         doc = yamlpos.load(text)
-    except yaml.YAMLError as e:
+    except (yaml.YAMLError, RecursionError, ValueError) as e:
         mark = getattr(e, "problem_mark", None)
         if p.name.lower() in COMPOSE_NAMES or re.search(r"^(services|server_name):", text, re.M):
+            _cover(stack, p, "yaml", "loaded", "cannot be parsed")
             _parse_problem(stack, p, mark.line + 1 if mark else 1, "YAML file", str(e))
         return
     data = doc.data
@@ -201,15 +547,23 @@ def _load_yaml(stack: Stack, p: Path, text: str) -> None:
             if isinstance(sdata, dict):
                 cf.services.append(Service(str(name), sdata, cf, _role(str(name), sdata)))
         stack.compose.append(cf)
+        _cover(stack, p, "compose", "loaded", "a compose file")
     elif "server_name" in data and ("listeners" in data or "database" in data
                                     or p.name.startswith("homeserver")):
         stack.homeservers.append(YamlFile(p, doc))
+        _cover(stack, p, "homeserver", "loaded", "a Synapse config")
+    elif ("entryPoints" in data or "certificatesResolvers" in data) and (
+            "providers" in data or "entryPoints" in data):
+        stack.traefik.append(YamlFile(p, doc))
+        _cover(stack, p, "traefik", "loaded", "a Traefik static config")
 
 
 def _load_json(stack: Stack, p: Path, text: str) -> None:
     try:
         data = json.loads(text)
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, RecursionError) as e:
+        if isinstance(e, RecursionError):
+            return
         if "default_server_config" in text or "default_hs_url" in text:
             _parse_problem(stack, p, e.lineno, "Element config.json", e.msg)
         return
@@ -221,70 +575,89 @@ def _load_json(stack: Stack, p: Path, text: str) -> None:
     except yaml.YAMLError:
         doc = None
     stack.elements.append(JsonFile(p, data, text, doc))
-
-
-def env_file_values(path: Path) -> dict[str, tuple[str, int]]:
-    """KEY=VALUE lines of an env file: {key: (value, line)}."""
-    out: dict[str, tuple[str, int]] = {}
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError):
-        return out
-    for i, ln in enumerate(lines, 1):
-        s = ln.strip()
-        if not s or s.startswith("#") or "=" not in s:
-            continue
-        k, v = s.split("=", 1)
-        k = k.strip().removeprefix("export ").strip()
-        v = v.strip()
-        if len(v) >= 2 and v[0] == v[-1] and v[0] in "\"'":
-            v = v[1:-1]
-        out[k] = (v, i)
-    return out
+    _cover(stack, p, "element", "loaded", "an Element config")
 
 
 @dataclass
 class EnvValue:
-    """A service's environment variable, resolved, with where it is written."""
+    """A service's environment variable, resolved, with where it is written.
+
+    ``deploy_time`` names the variables compose takes from the deploy-time environment
+    (not in ``.env``): then ``value`` is the text as written and nothing can be checked.
+    """
 
     value: str
     file: Path
     line: int
+    deploy_time: list[str] = field(default_factory=list)
+    raw: str = ""
+
+    @property
+    def checked(self) -> bool:
+        return not self.deploy_time
+
+
+def env_file_values(path: Path) -> dict[str, tuple[str, int]]:
+    """KEY=VALUE lines of an env file: {key: (value, line)}."""
+    return {k: (e.value, e.line) for k, e in read_dotenv(path).items()}
+
+
+def compose_env(cf: ComposeFile) -> dict[str, str]:
+    """The variables compose interpolates with: the ``.env`` beside the compose file."""
+    return {k: e.value for k, e in read_dotenv(cf.path.parent / ".env").items()}
+
+
+def resolve(cf: ComposeFile, text: str) -> Resolved:
+    """A compose value with every ``${...}`` form resolved against ``.env``."""
+    return interpolate(text, compose_env(cf))
 
 
 def service_env(svc: Service, key: str) -> EnvValue | None:
     """Resolve ``key`` of a service: ``environment`` (mapping or list), then ``env_file``.
 
-    A ``${VAR}`` value is looked up in the ``.env`` beside the compose file, as compose does.
+    Values are interpolated against the ``.env`` beside the compose file, as compose does;
+    a ``${VAR}`` whose VAR is an ``.env`` line is located at that line. A pass-through
+    item (``- KEY`` with no ``=``) takes KEY from ``.env``, else from the deploy-time shell.
     """
     cf = svc.compose
+    dotenv = read_dotenv(cf.path.parent / ".env")
+    env_vals = {k: e.value for k, e in dotenv.items()}
     env = svc.data.get("environment")
-    found: EnvValue | None = None
+    raw: str | None = None
+    line = 0
+    passthrough = False
     if isinstance(env, dict) and key in env:
-        found = EnvValue("" if env[key] is None else str(env[key]), cf.path,
-                         svc.line("environment", key))
+        raw, line = ("" if env[key] is None else str(env[key])), svc.line("environment", key)
+        passthrough = env[key] is None
     elif isinstance(env, list):
         for i, item in enumerate(env):
-            if isinstance(item, str) and item.split("=", 1)[0] == key:
-                found = EnvValue(item.split("=", 1)[1] if "=" in item else "", cf.path,
-                                 svc.line("environment", i))
-    if found is None:
-        env_files = svc.data.get("env_file")
-        if isinstance(env_files, str):
-            env_files = [env_files]
-        for ef in env_files or []:
-            ef_path = ef.get("path") if isinstance(ef, dict) else ef
-            if not isinstance(ef_path, str):
-                continue
-            p = (cf.path.parent / ef_path)
-            vals = env_file_values(p)
-            if key in vals:
-                found = EnvValue(vals[key][0], p, vals[key][1])
-    if found is not None:
-        m = re.fullmatch(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)(?::?-[^}]*)?\}?", found.value)
-        if m:
-            dotenv = env_file_values(cf.path.parent / ".env")
-            if m.group(1) in dotenv:
-                v, ln = dotenv[m.group(1)]
-                return EnvValue(v, cf.path.parent / ".env", ln)
+            if isinstance(item, str) and item.split("=", 1)[0].strip() == key:
+                passthrough = "=" not in item
+                raw = item.split("=", 1)[1] if "=" in item else ""
+                line = svc.line("environment", i)
+    if raw is not None:
+        if passthrough:
+            if key in dotenv:
+                e = dotenv[key]
+                return EnvValue(e.value, cf.path.parent / ".env", e.line, [], key)
+            return EnvValue("", cf.path, line, [key], "")
+        r = interpolate(raw, env_vals)
+        # `${VAR}` alone: the value is written at VAR's .env line; point there.
+        m = re.fullmatch(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)(?:[:?+-][^}]*)?\}?", raw.strip())
+        if m and m.group(1) in dotenv and r.value is not None:
+            return EnvValue(r.value, cf.path.parent / ".env", dotenv[m.group(1)].line, [], raw)
+        return EnvValue(r.value if r.value is not None else raw, cf.path, line,
+                        r.deploy_time, raw)
+    env_files = svc.data.get("env_file")
+    if isinstance(env_files, str):
+        env_files = [env_files]
+    found: EnvValue | None = None
+    for ef in env_files if isinstance(env_files, list) else []:
+        ef_path = ef.get("path") if isinstance(ef, dict) else ef
+        if not isinstance(ef_path, str):
+            continue
+        p = cf.path.parent / ef_path
+        vals = read_dotenv(p)
+        if key in vals:
+            found = EnvValue(vals[key].value, p, vals[key].line, [], vals[key].value)
     return found

@@ -3,7 +3,7 @@
 Enough of nginx's grammar for linting: directives (words, quoted strings, variables)
 ended by ``;`` or followed by a ``{ ... }`` block, ``#`` comments. No dependency on an
 external parser, and never executes anything. ``include`` is not expanded: each file is
-parsed on its own, and the doctor looks at every nginx file of the stack.
+parsed on its own; the stack model follows includes to know which files nginx reads.
 """
 
 from __future__ import annotations
@@ -130,6 +130,13 @@ def parse(text: str, file: Path) -> Directive:
         raise NginxSyntaxError("unexpected end of file: a '{' is not closed", stack[-1].line)
     root.end_line = text.count("\n") + 1
     return root
+
+
+def context_of(d: Directive) -> str:
+    """The block a directive is written in (``http``, ``server``, ``location``...), or ""
+    at the top level of its file (whose context is where nginx includes the file)."""
+    p = d.parent
+    return p.name if p is not None and p.name != "__root__" else ""
 
 
 def looks_like_nginx(text: str) -> bool:

@@ -17,6 +17,32 @@ BASE = DATA / "good-http"
 NGINX = "nginx/conf.d/element.conf"
 COMPOSE = "docker-compose.yml"
 HS = "synapse/homeserver.yaml"
+CADDY = "caddy/Caddyfile"
+_NGINX_SERVICE = (
+    "  nginx:\n    image: nginx:1.27-alpine\n    ports:\n      - \"80:80\"\n    volumes:\n"
+    "      - ./nginx/conf.d:/etc/nginx/conf.d:ro\n")
+_TRAEFIK_SERVICE = (
+    "  traefik:\n    image: traefik:v3.1\n    command:\n      - --providers.docker=true\n"
+    "      - --entrypoints.web.address=:80\n    ports:\n      - \"80:80\"\n    volumes:\n"
+    "      - /var/run/docker.sock:/var/run/docker.sock:ro\n")
+_SYNAPSE_LABELS = (
+    "    labels:\n      - traefik.enable=true\n"
+    "      - traefik.http.routers.synapse.rule={rule}\n"
+    "      - traefik.http.routers.synapse.entrypoints=web\n{extra}"
+    "      - traefik.http.services.synapse.loadbalancer.server.port=8008\n"
+    "    depends_on:\n      db:\n")
+_CADDY_SERVICE = (
+    "  caddy:\n    image: caddy:2.8.4\n    ports:\n      - \"80:80\"\n    volumes:\n"
+    "      - ./caddy/Caddyfile:/etc/caddy/Caddyfile:ro\n")
+_CADDYFILE = """http://chat.acme-corp.example {
+\trequest_body {
+\t\tmax_size 100MB
+\t}
+\treverse_proxy /_matrix/* synapse:8008
+\treverse_proxy /_synapse/* synapse:8008
+\treverse_proxy element:80
+}
+"""
 ELEMENT = "element/config.json"
 
 # case: (edits [(file, old, new)], expected [(rule, file, marker)])
@@ -108,11 +134,68 @@ CASES: dict[str, tuple[list[tuple[str, str, str]], list[tuple[str, str, str]]]] 
     "em014-body-size-low": (
         [(NGINX, "client_max_body_size 100M;", "client_max_body_size 10m;")],
         [("EM014", NGINX, "client_max_body_size 10m")]),
+    # Synapse exits when PostgreSQL is not ready at start: a list form waits for the
+    # container only. (nginx with `depends_on: [synapse, element]` is fine: the names
+    # resolve once the containers are started.)
     "em015-depends-on": (
+        [(COMPOSE, "    depends_on:\n      db:\n        condition: service_healthy\n",
+          "    depends_on:\n      - db\n")],
+        [("EM015", COMPOSE, "      - db")]),
+    # nginx with no depends_on at all: its static upstream names may not resolve yet.
+    "em015-nginx-no-depends": (
         [(COMPOSE, "    depends_on:\n      synapse:\n        condition: service_healthy\n"
-                   "      element:\n        condition: service_healthy\n",
-          "    depends_on:\n      - synapse\n      - element\n")],
-        [("EM015", COMPOSE, "      - synapse"), ("EM015", COMPOSE, "      - element")]),
+                   "      element:\n        condition: service_healthy\n", "")],
+        [("EM015", NGINX, "server synapse:8008"), ("EM015", NGINX, "proxy_pass http://element")]),
+    "em019-tls-intent": (
+        [(NGINX, "upstream synapse_backend {",
+          "server {\n    listen 443 ssl;\n    server_name chat.acme-corp.example;\n"
+          "    ssl_certificate /etc/ssl/chat/fullchain.pem;\n"
+          "    ssl_certificate_key /etc/ssl/chat/privkey.pem;\n"
+          "    location / {\n        proxy_pass http://element;\n    }\n}\n\n"
+          "upstream synapse_backend {")],
+        [("EM019", NGINX, "listen 443 ssl")]),
+    "em020-nginx-context": (
+        [(NGINX, "upstream synapse_backend {", "set $brand acme;\n\nupstream synapse_backend {")],
+        [("EM020", NGINX, "set $brand")]),
+    "em021-upstream-unknown": (
+        [(NGINX, "    location / {\n",
+          "    location /portfolio {\n        proxy_pass http://portfolio:80;\n    }\n\n"
+          "    location / {\n")],
+        [("EM021", NGINX, "proxy_pass http://portfolio")]),
+    "em022-loopback-upstream": (
+        [(NGINX, "    location / {\n",
+          "    location /admin-ui {\n        proxy_pass http://127.0.0.1:8080;\n    }\n\n"
+          "    location / {\n")],
+        [("EM022", NGINX, "proxy_pass http://127.0.0.1")]),
+    "em023-undefined-network": (
+        [(COMPOSE, "      - ./element/config.json:/app/config.json:ro\n",
+          "      - ./element/config.json:/app/config.json:ro\n    networks:\n      - frontend\n")],
+        [("EM023", COMPOSE, "      - frontend")]),
+    "em024-external-network": (
+        [(COMPOSE, "      - ./nginx/conf.d:/etc/nginx/conf.d:ro\n",
+          "      - ./nginx/conf.d:/etc/nginx/conf.d:ro\n    networks:\n      - default\n"
+          "      - shared\n"),
+         (COMPOSE, "volumes:\n  pgdata:\n", "networks:\n  shared:\n    external: true\n\n"
+          "volumes:\n  pgdata:\n")],
+        [("EM024", COMPOSE, "    external: true")]),
+    # Traefik: a router with a Host rule only takes every path, the admin API included.
+    "em013-traefik-admin": (
+        [(COMPOSE, _NGINX_SERVICE, _TRAEFIK_SERVICE),
+         (COMPOSE, "    depends_on:\n      db:\n", _SYNAPSE_LABELS.format(
+             rule="Host(`chat.acme-corp.example`)", extra=""))],
+        [("EM013", COMPOSE, "routers.synapse.rule")]),
+    # Traefik redirecting to https on a stack meant for HTTP.
+    "em001-traefik-redirect": (
+        [(COMPOSE, _NGINX_SERVICE, _TRAEFIK_SERVICE),
+         (COMPOSE, "    depends_on:\n      db:\n", _SYNAPSE_LABELS.format(
+             rule="Host(`chat.acme-corp.example`) && PathPrefix(`/_matrix`)",
+             extra="      - traefik.http.routers.synapse.middlewares=to-https\n"
+                   "      - traefik.http.middlewares.to-https.redirectscheme.scheme=https\n"))],
+        [("EM001", COMPOSE, "to-https.redirectscheme")]),
+    # Caddy: `/_synapse/*` reaches the admin API.
+    "em013-caddy-admin": (
+        [(COMPOSE, _NGINX_SERVICE, _CADDY_SERVICE), (CADDY, "", _CADDYFILE)],
+        [("EM013", CADDY, "reverse_proxy /_synapse/*")]),
     "em016-media": (
         [(HS, "media_store_path: /data/media_store", "media_store_path: /media")],
         [("EM016", HS, "media_store_path")]),
@@ -128,10 +211,10 @@ CASES: dict[str, tuple[list[tuple[str, str, str]], list[tuple[str, str, str]]]] 
          (NGINX, "        proxy_pass http://synapse_backend;\n",
           "        set $synapse http://synapse:8008/;\n        proxy_pass $synapse;\n")],
         [("EM005", NGINX, "proxy_pass $synapse;")]),
-    "em019-no-resolver": (
+    "em025-no-resolver": (
         [(NGINX, "        proxy_pass http://synapse_backend;\n",
           "        set $synapse http://synapse:8008;\n        proxy_pass $synapse;\n")],
-        [("EM019", NGINX, "proxy_pass $synapse;")]),
+        [("EM025", NGINX, "proxy_pass $synapse;")]),
 }
 
 
@@ -149,6 +232,10 @@ def main() -> None:
         shutil.copytree(BASE, dest)
         for file, old, new in edits:
             p = dest / file
+            if old == "" and not p.exists():  # a new file of the case
+                p.parent.mkdir(parents=True, exist_ok=True)
+                p.write_text(new)
+                continue
             text = p.read_text()
             if old not in text:
                 raise SystemExit(f"{case}: {old!r} not in {file}")

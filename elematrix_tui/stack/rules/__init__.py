@@ -9,11 +9,12 @@ from collections.abc import Callable
 
 from ..findings import Finding
 from ..model import Stack
-from . import compose_rules, nginx_rules, synapse_rules
+from . import compose_rules, nginx_rules, proxy_rules, synapse_rules
 
 RuleCheck = Callable[[Stack], list[Finding]]
 
-CHECKS: tuple[RuleCheck, ...] = (nginx_rules.check, compose_rules.check, synapse_rules.check)
+CHECKS: tuple[RuleCheck, ...] = (nginx_rules.check, compose_rules.check, synapse_rules.check,
+                                 proxy_rules.check)
 
 # id: (severity, short title) -- the catalogue printed by docs and `--format json`.
 RULES: dict[str, tuple[str, str]] = {
@@ -32,9 +33,15 @@ RULES: dict[str, tuple[str, str]] = {
     "EM012": ("error", "PostgreSQL or Synapse port published"),
     "EM013": ("error", "/_synapse/admin proxied publicly"),
     "EM014": ("error", "client_max_body_size missing or below max_upload_size"),
-    "EM015": ("warning", "depends_on without a health condition"),
+    "EM015": ("warning", "a process starts before what it dies without"),
     "EM016": ("warning", "media store not on a persisted volume"),
     "EM017": ("error", "database password differs between Synapse and PostgreSQL"),
     "EM018": ("warning", "Synapse listener behind nginx without x_forwarded"),
-    "EM019": ("error", "proxy_pass through a variable without a resolver"),
+    "EM019": ("warning", "the stack is built for TLS; the target is HTTP-only (advisory)"),
+    "EM020": ("error", "nginx directive in a context nginx refuses"),
+    "EM021": ("error", "nginx upstream host that nothing in the compose project provides"),
+    "EM022": ("error", "nginx upstream address the nginx container cannot reach"),
+    "EM023": ("error", "compose service refers to an undeclared network or volume"),
+    "EM024": ("warning", "external network or volume must exist before the stack starts"),
+    "EM025": ("error", "proxy_pass through a variable without a resolver"),
 }

@@ -1,4 +1,8 @@
-"""Rules over the nginx configuration: EM001, EM002, EM004, EM005, EM013, EM014, EM019."""
+"""Rules over the nginx configuration: EM001, EM002, EM004, EM005, EM013, EM014, EM020, EM025.
+
+EM001/EM002/EM004 are for stacks meant to be HTTP-only: on a stack that serves TLS on
+purpose (``stack.tls_intent``, see ``intent.py``) they stay silent and EM019 speaks once.
+"""
 
 from __future__ import annotations
 
@@ -60,18 +64,96 @@ def proxy_target(pp: Directive) -> str:
     return arg
 
 
-def proxies_to_synapse(loc: Directive, upstreams: dict[str, list[str]]) -> Directive | None:
-    """The proxy_pass of this location if it goes to Synapse (by name or port 8008)."""
+def proxies_to_synapse(loc: Directive, upstreams: dict[str, list[str]],
+                       synapse_names: frozenset[str] = frozenset()) -> Directive | None:
+    """The proxy_pass of this location if it goes to Synapse: a name the compose project
+    gives a Synapse container, port 8008, or (without compose) a name saying so."""
     for pp in loc.children("proxy_pass"):
         if not pp.args:
             continue
-        m = _PROXY_URL.match(proxy_target(pp))
-        host = m.group(2) if m else pp.args[0]
+        url = pp.args[0]
+        if url.startswith("$"):  # `set $u http://synapse:8008; proxy_pass $u;`
+            url = _set_value(loc, url.split("/", 1)[0]) or url
+        m = _PROXY_URL.match(url)
+        host = m.group(2) if m else url
+        if host.startswith("$"):  # `proxy_pass http://$syn:8008;` with `set $syn synapse;`
+            var, _, port = host.partition(":")
+            value = _set_value(loc, var)
+            host = f"{value}:{port}" if value and port else value or host
         targets = [host, *upstreams.get(host, [])]
-        if any("synapse" in t.lower() or t.endswith(":8008") or "matrix" in t.lower()
-               for t in targets):
-            return pp
+        for t in targets:
+            name = t.rsplit(":", 1)[0] if t.count(":") == 1 else t
+            if name in synapse_names or t.endswith(":8008"):
+                return pp
+            if not synapse_names and ("synapse" in t.lower() or "matrix" in t.lower()):
+                return pp
     return None
+
+
+def _set_value(loc: Directive, var: str) -> str | None:
+    """The value a ``set $var value;`` gives ``var`` where ``loc`` is (or above it)."""
+    d: Directive | None = loc
+    while d is not None:
+        for s in d.children("set"):
+            if len(s.args) >= 2 and s.args[0] == var:
+                return s.args[1]
+        d = d.parent
+    return None
+
+
+def synapse_names(stack: Stack) -> frozenset[str]:
+    """Every name a Synapse container (main or worker) answers to in the compose project."""
+    from .runtime import compose_names
+
+    out: set[str] = set()
+    for cf in stack.compose:
+        for name, svc in compose_names(cf).items():
+            if svc.role in ("synapse", "synapse-worker"):
+                out.add(name)
+    return frozenset(out)
+
+
+# Where nginx accepts a directive (nginx.org/en/docs, each directive's "Context:" line);
+# only directives people misplace. Elsewhere nginx stops: '"x" directive is not allowed
+# here' (checked with nginx 1.22 `nginx -t`).
+_CONTEXTS: dict[str, frozenset[str]] = {
+    "set": frozenset({"server", "location", "if"}),
+    "proxy_pass": frozenset({"location", "if", "limit_except"}),
+    "location": frozenset({"server", "location"}),
+    "listen": frozenset({"server"}),
+    "server_name": frozenset({"server"}),
+    "upstream": frozenset({"http"}),
+    "return": frozenset({"server", "location", "if"}),
+    "rewrite": frozenset({"server", "location", "if"}),
+    "http": frozenset({"main"}),
+    "events": frozenset({"main"}),
+    "add_header": frozenset({"http", "server", "location", "if"}),
+    "client_max_body_size": frozenset({"http", "server", "location"}),
+    "ssl_certificate": frozenset({"http", "server"}),
+}
+
+
+def _context_errors(stack: Stack, nf: NginxFile) -> list[Finding]:
+    out: list[Finding] = []
+    if nf.context in ("stream", "mail"):
+        return out
+
+    def visit(d: Directive, ctx: str) -> None:
+        for c in d.block or []:
+            allowed = _CONTEXTS.get(c.name)
+            if c.name == "server" and ctx == "upstream":
+                pass
+            elif allowed is not None and ctx not in allowed and ctx not in ("stream", "mail"):
+                out.append(_f(stack, nf, "EM020", "error", c.line,
+                              f"`{c.name}` is not allowed in the {ctx} context",
+                              f"nginx refuses the whole configuration ('\"{c.name}\" "
+                              "directive is not allowed here') and does not start",
+                              f"move `{c.name}` into a {' or '.join(sorted(allowed))} block"))
+            if c.block is not None:
+                visit(c, c.name)
+
+    visit(nf.root, nf.context)
+    return out
 
 
 def _denied(loc: Directive) -> bool:
@@ -96,10 +178,14 @@ def check(stack: Stack) -> list[Finding]:
     upstreams = _upstreams(stack)
     hs = stack.homeserver
     max_upload = synapse_rules.max_upload_bytes(hs)
+    syn_names = synapse_names(stack)
     for nf in stack.nginx:
+        out.extend(_context_errors(stack, nf))
         srvs = servers(nf.root)
         for srv in srvs:
             tls = is_tls_server(srv)
+            if stack.tls_intent:
+                continue  # built for TLS on purpose: EM019 says it once
             if tls:
                 lst = next((d for _p, ssl, d in listen_ports(srv) if d is not None
                             and (ssl or _p == 443)), srv)
@@ -123,7 +209,7 @@ def check(stack: Stack) -> list[Finding]:
                                   "nothing listens on 443: every rewritten request fails",
                                   "remove the rewrite"))
         for d in nf.root.walk():
-            in_tls = _inside_tls_server(d)
+            in_tls = _inside_tls_server(d) or stack.tls_intent
             if not in_tls and (d.name.startswith("ssl_") or (d.name == "ssl" and d.args)):
                 out.append(_f(stack, nf, "EM002", "error", d.line,
                               f"TLS directive `{d.name}` on an HTTP-only host",
@@ -137,7 +223,7 @@ def check(stack: Stack) -> list[Finding]:
                               "the included file (certbot's options-ssl-nginx.conf or TLS "
                               "params) is absent on the instance: nginx fails to start",
                               "delete the include"))
-            if (d.name in ("add_header", "more_set_headers") and d.args
+            if (not stack.tls_intent and d.name in ("add_header", "more_set_headers") and d.args
                     and "strict-transport-security" in " ".join(d.args).lower()):
                 out.append(_f(stack, nf, "EM004", "error", d.line,
                               "HSTS header (Strict-Transport-Security)",
@@ -163,13 +249,13 @@ def check(stack: Stack) -> list[Finding]:
                                       f"use `proxy_pass {m.group(1)}://{m.group(2)};` with "
                                       "no path at all"))
         for srv in srvs:
-            out.extend(_admin_and_body(stack, nf, srv, upstreams, max_upload))
+            out.extend(_admin_and_body(stack, nf, srv, upstreams, max_upload, syn_names))
     return out
 
 
 def _needs_resolver(stack: Stack, nf: NginxFile, pp: Directive,
                     upstreams: dict[str, list[str]]) -> list[Finding]:
-    """EM019: a proxy_pass with variables resolves its host per request, through
+    """EM025: a proxy_pass with variables resolves its host per request, through
     ``resolver`` only (nginx: "no resolver defined to resolve <name>", a 502 each time)."""
     if "$" not in pp.args[0]:
         return []
@@ -182,7 +268,7 @@ def _needs_resolver(stack: Stack, nf: NginxFile, pp: Directive,
         return []
     if http_level(stack, "resolver") is not None:
         return []
-    return [_f(stack, nf, "EM019", "error", pp.line,
+    return [_f(stack, nf, "EM025", "error", pp.line,
                f"proxy_pass through a variable to {host} without a resolver",
                "with a variable nginx looks the name up at request time, only through "
                "`resolver`: without one every request gets a 502 (\"no resolver defined\")",
@@ -191,10 +277,11 @@ def _needs_resolver(stack: Stack, nf: NginxFile, pp: Directive,
 
 
 def _admin_and_body(stack: Stack, nf: NginxFile, srv: Directive,
-                    upstreams: dict[str, list[str]], max_upload: int) -> list[Finding]:
+                    upstreams: dict[str, list[str]], max_upload: int,
+                    syn_names: frozenset[str] = frozenset()) -> list[Finding]:
     out: list[Finding] = []
     loc = location_match(srv, ADMIN_PROBE)
-    if loc is not None and not _denied(loc) and proxies_to_synapse(loc, upstreams):
+    if loc is not None and not _denied(loc) and proxies_to_synapse(loc, upstreams, syn_names):
         out.append(_f(stack, nf, "EM013", "error", loc.line,
                       f"/_synapse/admin is reachable through `location {' '.join(loc.args)}`",
                       "the admin API (users, tokens, room deletion) is then open to the "
@@ -203,7 +290,7 @@ def _admin_and_body(stack: Stack, nf: NginxFile, srv: Directive,
                       "/_synapse/admin { return 404; }` and reach the admin API through an "
                       "SSH port forward"))
     loc = location_match(srv, UPLOAD_PROBE)
-    if loc is not None and proxies_to_synapse(loc, upstreams):
+    if loc is not None and proxies_to_synapse(loc, upstreams, syn_names):
         cmbs = effective(loc, "client_max_body_size") or http_level(stack, "client_max_body_size")
         if cmbs is None:
             out.append(_f(stack, nf, "EM014", "error", loc.line,

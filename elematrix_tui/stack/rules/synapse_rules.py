@@ -13,12 +13,43 @@ from urllib.parse import urlsplit
 
 from ..findings import Finding
 from ..model import JsonFile, Stack, YamlFile, service_env
-from .secrets import weak_secret
+from .secrets import is_reference, weak_secret
 
 _EC2_HOST = re.compile(
     r"^(ec2-\d{1,3}-\d{1,3}-\d{1,3}-\d{1,3}\.([a-z0-9-]+\.)?compute(-1)?\.amazonaws\.com(\.cn)?"
     r"|ip-\d{1,3}-\d{1,3}-\d{1,3}-\d{1,3}\.([a-z0-9-]+\.compute|ec2)\.internal)(:\d+)?$", re.I)
 _SYNAPSE_SECRETS = ("registration_shared_secret", "macaroon_secret_key", "form_secret")
+# Other secrets a homeserver.yaml carries: (path to the key, applies only with postgres).
+_OTHER_SECRETS: tuple[tuple[str, ...], ...] = (
+    ("redis", "password"), ("email", "smtp_pass"), ("turn_shared_secret",),
+    ("worker_replication_secret",), ("recaptcha_private_key",))
+
+
+def _secrets(d: dict[str, Any], is_pg: bool) -> list[tuple[tuple[str | int, ...], Any]]:
+    """(key path, value) of every secret set in a homeserver config."""
+    out: list[tuple[tuple[str | int, ...], Any]] = []
+    for key in _SYNAPSE_SECRETS:
+        if key in d:
+            out.append(((key,), d.get(key)))
+    db = d.get("database")
+    args = db.get("args") if isinstance(db, dict) else None
+    if is_pg and isinstance(args, dict) and "password" in args:
+        out.append((("database", "args", "password"), args.get("password")))
+    for path in _OTHER_SECRETS:
+        node: Any = d
+        for k in path:
+            node = node.get(k) if isinstance(node, dict) else None
+        parent_enabled = True
+        if path[0] in ("redis", "email"):
+            sect = d.get(path[0])
+            parent_enabled = isinstance(sect, dict) and sect.get("enabled", True) is not False
+        if node is not None and parent_enabled and str(node).strip():
+            out.append((path, node))
+    providers = d.get("oidc_providers")
+    for i, prov in enumerate(providers if isinstance(providers, list) else []):
+        if isinstance(prov, dict) and "client_secret" in prov:
+            out.append((("oidc_providers", i, "client_secret"), prov.get("client_secret")))
+    return out
 DEFAULT_MAX_UPLOAD = 50 * 1024 * 1024  # Synapse's default max_upload_size (50M)
 _SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 
@@ -102,35 +133,39 @@ def _homeserver(stack: Stack, hs: YamlFile) -> list[Finding]:
             "choose a stable name (a domain you control, or the Elastic IP) before the "
             "first start"))
 
-    # EM010: secrets in the homeserver config.
-    for key in _SYNAPSE_SECRETS:
-        if key in d:
-            why = weak_secret(d.get(key))
-            if why:
-                out.append(Finding(
-                    "EM010", "error", file, line(key), f"{key} is {why}",
-                    "anyone who knows it can mint access tokens or register admins",
-                    f"generate a random value for {key} (e.g. `openssl rand -hex 32`)"))
+    # EM010: every secret the homeserver config carries (deploy-time references are not
+    # checked: envsubst or the deploy script fills them in).
     db_raw = d.get("database")
     db: dict[str, Any] = db_raw if isinstance(db_raw, dict) else {}
     args_raw = db.get("args")
     args: dict[str, Any] = args_raw if isinstance(args_raw, dict) else {}
     is_pg = str(db.get("name", "")) in ("psycopg2", "psycopg")
-    if is_pg and "password" in args:
-        why = weak_secret(args.get("password"))
+    for path, value in _secrets(d, is_pg):
+        if is_reference(value):
+            stack.deploy_time.add(str(value).strip().lstrip("${").split("}")[0].split(":")[0])
+            continue
+        why = weak_secret(value)
         if why:
+            name = ".".join(str(p) for p in path)
             out.append(Finding(
-                "EM010", "error", file, line("database", "args", "password"),
-                f"database.args.password is {why}",
-                "a guessable database password is one published port or one leaked "
-                "backup away from the whole database",
-                "generate a random value and set it here and as POSTGRES_PASSWORD"))
+                "EM010", "error", file, line(*path), f"{name} is {why}",
+                "anyone who knows it can mint access tokens, register admins, or read what "
+                "it guards" if path[0] in _SYNAPSE_SECRETS else
+                "a guessable or placeholder secret is one leaked backup or one read of the "
+                "repository away from what it guards",
+                f"generate a random value for {name} (e.g. `openssl rand -hex 32`)"))
 
-    # EM017: Synapse and the postgres container must agree on the password.
-    if is_pg and "password" in args:
+    # EM017: Synapse and the postgres container must agree on the password -- when Synapse
+    # logs in as the user the container creates (POSTGRES_USER, default postgres).
+    pw = args.get("password")
+    if is_pg and "password" in args and not weak_secret(pw):
         for pg in stack.services("postgres"):
             ev = service_env(pg, "POSTGRES_PASSWORD")
-            if ev is not None and "$" not in ev.value and ev.value != str(args["password"]):
+            user_ev = service_env(pg, "POSTGRES_USER")
+            pg_user = user_ev.value if user_ev is not None and user_ev.checked else (
+                None if user_ev is not None else "postgres")
+            if (ev is not None and ev.checked and not weak_secret(ev.value)
+                    and pg_user == str(args.get("user", "")) and ev.value != str(pw)):
                 out.append(Finding(
                     "EM017", "error", file, line("database", "args", "password"),
                     f"database.args.password differs from POSTGRES_PASSWORD "
@@ -155,7 +190,7 @@ def _homeserver(stack: Stack, hs: YamlFile) -> list[Finding]:
 
 
 def _volumes(stack: Stack, hs: YamlFile, server_name: str) -> list[Finding]:
-    from .compose_rules import volumes
+    from ..model import volumes
 
     out: list[Finding] = []
     syn = stack.services("synapse")
@@ -163,9 +198,9 @@ def _volumes(stack: Stack, hs: YamlFile, server_name: str) -> list[Finding]:
         return out
     svc = syn[0]
     d = hs.doc.data
-    cfg_path = svc.data.get("environment", {}) if isinstance(svc.data.get("environment"),
-                                                              dict) else {}
-    cfg_dir = posixpath.dirname(str(cfg_path.get("SYNAPSE_CONFIG_PATH", "/data/homeserver.yaml")))
+    cfg_env = service_env(svc, "SYNAPSE_CONFIG_PATH")
+    cfg_dir = posixpath.dirname(cfg_env.value if cfg_env is not None and cfg_env.checked
+                                and cfg_env.value.startswith("/") else "/data/homeserver.yaml")
     mounts = [(tgt.rstrip("/") or "/", kind) for _s, tgt, kind, _i in volumes(svc)]
 
     def persisted(path: str) -> bool:
@@ -201,7 +236,39 @@ def _volumes(stack: Stack, hs: YamlFile, server_name: str) -> list[Finding]:
     return out
 
 
+def _base_urls_tls(stack: Stack) -> list[Finding]:
+    """A TLS-built stack: https is right; Element must still talk to this homeserver."""
+    out: list[Finding] = []
+    hs = stack.homeserver
+    if hs is None or not isinstance(hs.doc.data, dict):
+        return out
+    d = hs.doc.data
+    explicit = "public_baseurl" in d
+    pub = str(d["public_baseurl"]) if explicit else f"https://{d.get('server_name', '')}/"
+    po = _origin(pub)
+    if po is None or "$" in pub:
+        return out
+    for ef in stack.elements:
+        bu = element_base_url(ef)
+        if bu is None or "$" in bu[0]:
+            continue
+        eo = _origin(bu[0])
+        if eo is not None and eo != po:
+            pub_line = hs.doc.line("public_baseurl")
+            where = (f"public_baseurl {pub!r} ({stack.rel(hs.path)}:{pub_line})"
+                     if explicit else f"Synapse's default public_baseurl {pub!r} "
+                     f"(from server_name, {stack.rel(hs.path)}:{hs.doc.line('server_name')})")
+            out.append(Finding(
+                "EM008", "error", stack.rel(ef.path), bu[1],
+                f"Element's base_url {bu[0]!r} is not this homeserver ({where})",
+                "Element logs users in to another server than the one this stack runs",
+                "set Element's base_url to the homeserver's public_baseurl"))
+    return out
+
+
 def _base_urls(stack: Stack) -> list[Finding]:
+    if stack.tls_intent:
+        return _base_urls_tls(stack)
     out: list[Finding] = []
     hs = stack.homeserver
     pub: tuple[str, int] | None = None
