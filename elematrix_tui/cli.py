@@ -259,11 +259,24 @@ def _print_local_effects(rb: Runbook) -> None:
     from .engine.text import clean
     from .engine.trust import local_effects
 
+    import textwrap
+
     effects = local_effects(rb, _registry())
-    if effects:
-        print(f"  acts on THIS machine ({len(effects)}; read them before running it):")
-        for e in effects:
-            print(clean(f"    {e}"))
+    if not effects:
+        return
+    print(f"  acts on THIS machine ({len(effects)}; read them before running it):")
+    # Steps that share one effect are listed together: sixteen identical lines would hide
+    # the one line that differs, which is the one an operator must not miss.
+    groups: dict[tuple[str, str], list[str]] = {}
+    for e in effects:
+        groups.setdefault((e.action, e.text), []).append(f"{e.phase_id}/{e.step_id}")
+    for (action, text), steps in groups.items():
+        if len(steps) == 1:
+            print(clean(f"    {steps[0]} ({action}): {text}"))
+            continue
+        print(clean(f"    {len(steps)} steps ({action}): {text}:"))
+        for line in textwrap.wrap(", ".join(steps), width=88):
+            print(clean(f"      {line}"))
 
 
 def _run(args: argparse.Namespace) -> int:
