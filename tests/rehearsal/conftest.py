@@ -1,8 +1,9 @@
-"""Fixtures for the rehearsal tests: a FakeInstance and a plain SSH client to drive it.
+"""Fixtures for the rehearsal tests: a FakeInstance (real sshd, real Docker engine) and a
+plain SSH client to drive it.
 
 The client here is deliberately minimal paramiko (the project's ssh actions are tested
-elsewhere): these tests are about the Docker test double, reached exactly like the runbook
-reaches it, over a real SSH connection to a real sshd, through sudo.
+elsewhere): it reaches the instance exactly like the runbook does, over a real SSH
+connection to a real sshd, through sudo.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import pytest
 
 from tests.conftest import require
 from tests.rehearsal.instance import FakeInstance, missing_binaries, moto_points_at
+from tests.support.docker import engine, ensure_images
 
 
 @dataclass
@@ -101,13 +103,13 @@ class Remote:
 
 
 def pick_address() -> str:
-    """A 127.x address for the instance, like moto's EIPs (not the services' 127.0.1x.y),
-    where nothing listens on 22 or 80 (another engineer's instance may be running)."""
+    """A 127.x address for the instance, like moto's EIPs, where nothing listens on 22
+    (another engineer's sshd may be running)."""
     from tests.rehearsal.instance import port_free
 
     while True:
         addr = f"127.0.{random.randint(20, 250)}.{random.randint(2, 250)}"
-        if port_free(addr, 22) and port_free(addr, 80):
+        if port_free(addr, 22):
             return addr
 
 
@@ -128,12 +130,11 @@ def moto_env() -> Iterator[dict[str, str]]:
 
 @pytest.fixture
 def fake_instance(tmp_path: Path, moto_env: dict[str, str]) -> Iterator[FakeInstance]:
-    """A started FakeInstance (stopped, and every machine edit undone, at teardown)."""
+    """A started FakeInstance (stack down, and every machine edit undone, at teardown)."""
     missing = missing_binaries()
     require(not missing, f"the fake instance's prerequisites ({', '.join(missing)})")
-    # ELEMATRIX_FAKEHOST_ISOLATION=hosts runs the suite on the /etc/hosts fallback.
-    inst = FakeInstance(pick_address(), tmp_path / "instance", aws_env=moto_env,
-                        isolation=os.environ.get("ELEMATRIX_FAKEHOST_ISOLATION", "auto"))
+    engine()
+    inst = FakeInstance(pick_address(), tmp_path / "instance", aws_env=moto_env)
     inst.start()
     try:
         yield inst
@@ -226,6 +227,7 @@ def instance(tmp_path: Path, aws_env: dict[str, str]) -> Iterator[FakeInstance]:
     missing = missing_binaries()
     require(not missing, f"rehearsal prerequisites ({', '.join(missing)})")
     require(os.geteuid() == 0, "root (the rehearsal binds sshd on a 127.x address)")
+    ensure_images()
     inst = FakeInstance("127.0.0.77", tmp_path / "instance", aws_env=aws_env,
                         unit_dir=tmp_path / "systemd")
     with inst, moto_points_at(inst):
