@@ -6,16 +6,23 @@ app. Its state is kept in the practice deployment: every request is recorded to
 fresh server seeded the same way, so the resources come back with the same ids and a
 practice run can be resumed like a real one.
 
-The deploy phase needs an instance. In practice the "instance" is this machine through the
-``local`` host transport; that only works where a Docker engine answers. Where none does,
-practice stops before deploy and says so (the engine and the runbook are the same either
-way; only the host differs).
+The deploy and harden phases need an instance. In practice the "instance" is this machine,
+through the ``local`` host transport: the stack runs on this machine's Docker engine, as
+compose project ``elematrix-<deployment>``, from files under the deployment's state
+directory. What practice does NOT do on this machine (the runbook skips these steps when
+``host_transport`` is ``local``, and the banner says so): wait for cloud-init, install the
+boot unit and the backup timer into systemd, or wait for an SSM agent and install the
+CloudWatch agent (on AWS those go to the instance; here the SSM calls would go to the
+emulator and nothing would run). Where no engine answers, or the host steps could not run
+as root, practice stops before deploy and says exactly why.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import socket
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,12 +30,34 @@ from typing import Any
 
 PRACTICE_REGION = "us-east-1"  # moto resolves the AL2023 AMI for it
 SEED = 20261127
+STAGING_HINT = ("or against a staging AWS account with "
+                "'elematrix run poc-ec2 --deployment staging --set expected_account=<staging id> "
+                "...'.")
 NO_DOCKER = (
     "No Docker engine answers on this machine, so practice stops before the deploy phase: "
     "in practice the 'instance' is this machine itself. The infra and configure phases run "
     "for real against the emulator. To practise deploy: run 'elematrix practice' where "
-    "'docker info' works, or against a staging AWS account with "
-    "'elematrix run poc-ec2 --deployment staging --set expected_account=<staging id> ...'.")
+    "'docker info' works, " + STAGING_HINT)
+NOT_ROOT = (
+    "Practice stops before the deploy phase: its host steps run on this machine as root "
+    "(they give Synapse's 0600 configuration to the container's uid 991, as on the "
+    "instance, where ec2-user has passwordless sudo), and this session is not root. The "
+    "infra and configure phases run for real against the emulator. To practise deploy: "
+    "'sudo elematrix practice', " + STAGING_HINT)
+NO_AWS_CLI = (
+    "Practice stops before the deploy phase: the stack's backup.sh copies the first backup "
+    "into the (emulated) bucket with the aws CLI, and there is no 'aws' on PATH. Install "
+    "AWS CLI v2 (scripts/setup.sh --test puts one in .tools/awscli), " + STAGING_HINT)
+# What practice leaves out on this machine (the poc-ec2 steps with `when:` on host_transport).
+LOCAL_NOTICE = (
+    "Practice deploys onto THIS machine: the stack runs on your Docker engine as compose "
+    "project '{project}' (files in {remote_dir}; nginx on port {http_port}, Synapse's admin "
+    "API on 127.0.0.1:8008). Skipped here, because they would take over your machine or "
+    "need an EC2 instance: cloud-init, the boot unit and the backup timer (systemd), the SSM "
+    "agent check and the CloudWatch agent. Remove it with: docker compose -p {project} "
+    "down -v")
+# scripts/setup.sh --test installs the aws CLI here (a source checkout).
+REPO_AWS_CLI = Path(__file__).resolve().parents[1] / ".tools" / "awscli" / "bin" / "aws"
 
 
 class PracticeUnavailable(RuntimeError):
@@ -114,11 +143,69 @@ def docker_answers() -> bool:
     return res.returncode == 0 and bool(res.stdout.strip())
 
 
-def practice_params(deployment_dir: Path) -> dict[str, Any]:
-    """Parameter values that make poc-ec2 fit the emulator and this machine."""
+def aws_cli() -> str | None:
+    """The aws CLI backup.sh will find: on PATH, or the checkout's .tools copy."""
+    found = shutil.which("aws")
+    if found:
+        return found
+    return str(REPO_AWS_CLI) if REPO_AWS_CLI.exists() else None
+
+
+def host_problem() -> str | None:
+    """Why the deploy phase cannot run on this machine (None: it can)."""
+    if not docker_answers():
+        return NO_DOCKER
+    if os.geteuid() != 0:
+        return NOT_ROOT
+    if aws_cli() is None:
+        return NO_AWS_CLI
+    return None
+
+
+def compose_project(deployment: str) -> str:
+    """The practice stack's compose project (COMPOSE_PROJECT_NAME, unless already set)."""
+    return os.environ.get("COMPOSE_PROJECT_NAME") or f"elematrix-{deployment}"
+
+
+def prepare_host(deployment: str, deployment_dir: Path) -> dict[str, str]:
+    """Environment for the local host steps: the compose project name, and the aws CLI's
+    directory first on PATH (backup.sh calls `aws`)."""
+    env = {"COMPOSE_PROJECT_NAME": compose_project(deployment)}
+    cli = aws_cli()
+    if cli is not None:
+        env["PATH"] = f"{Path(cli).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    return env
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+    return True
+
+
+def practice_http_port(deployment_dir: Path) -> int:
+    """nginx's published port: 80 when free, else the first free of 8080-8099; remembered
+    in the deployment (the running practice stack holds it on the next start)."""
+    memo = deployment_dir / "practice-http-port"
+    if memo.exists():
+        with contextlib.suppress(ValueError):
+            return int(memo.read_text().strip())
+    port = next((p for p in (80, *range(8080, 8100)) if _port_free(p)), 80)
+    deployment_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    memo.write_text(f"{port}\n")
+    return port
+
+
+def practice_params(deployment_dir: Path, *, local_host: bool = False) -> dict[str, Any]:
+    """Parameter values that make poc-ec2 fit the emulator and this machine. ``local_host``:
+    the deploy phase will run here, so the stack's directory and port are this machine's."""
     key = deployment_dir / "keys" / "operator_ed25519"
     _ensure_key(key)
-    return {
+    params: dict[str, Any] = {
         "operator_cidr": "127.0.0.1/32",
         "server_name": "practice.localhost",
         "alert_email": "operator@example.org",
@@ -127,6 +214,10 @@ def practice_params(deployment_dir: Path) -> dict[str, Any]:
         "status_wait": 60,
         "host_key_wait": 0,
     }
+    if local_host:
+        params["remote_dir"] = str(deployment_dir / "host" / "stack")
+        params["http_port"] = practice_http_port(deployment_dir)
+    return params
 
 
 def _ensure_key(path: Path) -> None:
