@@ -2,8 +2,10 @@
 and the share spent in the engine itself versus waiting on AWS, SSH and services.
 
 Same environment as tests/rehearsal/test_rehearsal.py: moto on 127.0.0.1 in this process,
-a real sshd on a 127.x address as the instance, the Docker test double starting PostgreSQL,
-Synapse and nginx natively. Needs root and what `scripts/setup.sh --test` installs.
+a real sshd on a 127.x address as the instance, the REAL Docker engine running the stack's
+images (e2e.phase.<id>_s are the phases on the real engine). Needs root, a Docker engine
+with the stack's images, and what `scripts/setup.sh --test` installs. Holds the machine's
+stack lock while the stack is up (the FakeInstance does).
 The engine's share is the run's wall time minus the time spent inside actions (from the
 journal's step attempts), over the wall time.
 """
@@ -27,13 +29,19 @@ def run() -> list[tuple[str, float, str]]:
     sys.path.insert(0, str(ROOT))
     import pytest
 
+    from elematrix_tui.stack.values import IMAGES
     from tests.rehearsal import conftest as fixtures
     from tests.rehearsal import test_rehearsal as rehearsal
     from tests.rehearsal.instance import FakeInstance, missing_binaries, moto_points_at
+    from tests.support.docker import engine_answers, missing_images
 
     missing = missing_binaries()
     if missing or os.geteuid() != 0:
         raise RuntimeError(f"needs root and {', '.join(missing) or 'nothing else'}")
+    if not engine_answers():
+        raise RuntimeError("needs a Docker engine ('docker info' does not answer)")
+    if absent := missing_images(sorted(IMAGES.values())):
+        raise RuntimeError(f"needs the stack's images in the engine: {', '.join(absent)}")
     mp = pytest.MonkeyPatch()
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)

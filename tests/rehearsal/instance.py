@@ -116,8 +116,12 @@ def remove_project(project: str) -> None:
 
 
 class _VolumeEvents:
-    """``docker events`` for volume creation, from start() on: how many times a volume was
-    created is how many times the postgres entrypoint found an empty data directory."""
+    """``docker events`` for volumes, from start() on: how many times a volume came into
+    existence is how many times the postgres entrypoint found an empty data directory.
+
+    The engine logs a ``create`` event for every create call, also for a volume that
+    already exists (compose calls it on each ``up``: moby volume/service/service.go Create
+    logs unconditionally), so only a create with no live volume of that name counts."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -128,14 +132,20 @@ class _VolumeEvents:
         self._out = self.path.open("wb")
         self.proc = subprocess.Popen(
             [DOCKER, "events", "--filter", "type=volume", "--filter", "event=create",
-             "--format", "{{json .}}"], stdout=self._out, stderr=subprocess.DEVNULL)
+             "--filter", "event=destroy", "--format", "{{json .}}"], stdout=self._out,
+            stderr=subprocess.DEVNULL)
 
     def created(self, name: str) -> int:
-        n = 0
+        n, exists = 0, False
         for line in self.path.read_text().splitlines():
             with contextlib.suppress(ValueError):
                 ev = json.loads(line)
-                n += ev.get("Actor", {}).get("ID") == name
+                if ev.get("Actor", {}).get("ID") != name:
+                    continue
+                if ev.get("Action") == "create" and not exists:
+                    n, exists = n + 1, True
+                elif ev.get("Action") == "destroy":
+                    exists = False
         return n
 
     def stop(self) -> None:

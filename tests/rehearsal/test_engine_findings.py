@@ -1,0 +1,28 @@
+"""What the real engine found (issue 11), each pinned on the rendered stack so a template
+change cannot quietly undo it; the rehearsal on the engine is the end-to-end proof."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from elematrix_tui.stack.render import render_stack
+from tests.stack.conftest import PARAM_SETS, SECRETS
+
+
+def _compose(tmp_path: Path) -> dict:  # type: ignore[type-arg]
+    res = render_stack(PARAM_SETS["default"], SECRETS, tmp_path / "stack")
+    return yaml.safe_load((res.path / "docker-compose.yml").read_text())  # type: ignore[no-any-return]
+
+
+def test_synapse_data_volume_is_chowned_before_start_py(tmp_path: Path) -> None:
+    """Named volumes start root-owned and matrixdotorg/synapse's start.py does not chown in
+    run mode (docker/start.py: only `generate` and `migrate_config` do), so Synapse (uid 991)
+    could not write its signing key to /data: the entrypoint must chown it first."""
+    svc = _compose(tmp_path)["services"]["synapse"]
+    volumes = {v.split(":")[1]: v.split(":")[0] for v in svc["volumes"]}
+    assert volumes["/data"] == "synapse-data" and volumes["/media_store"] == "synapse-media"
+    entry = svc["entrypoint"]
+    assert entry[:2] == ["/bin/sh", "-c"]
+    assert entry[2] == "chown 991:991 /data /media_store && exec /start.py"
