@@ -130,6 +130,7 @@ def test_rehearsal_headless_every_phase(elematrix: str, instance: FakeInstance,
 def test_rehearsal_chaos_kill_9_and_resume(elematrix: str, instance: FakeInstance,
                                            aws_env: dict[str, str], tmp_path: Path) -> None:
     env = _env(aws_env)
+    started = time.monotonic()
     args = [elematrix, "run", str(RUNBOOK), "--deployment", "chaos", "--yes", "--quiet",
             *_params(instance, tmp_path)]
     rng = random.Random(8)
@@ -160,6 +161,7 @@ def test_rehearsal_chaos_kill_9_and_resume(elematrix: str, instance: FakeInstanc
                                                "eips": 1, "buckets": 1}
     assert instance.initdb_count() == 1
     assert instance.postgres_init_logged() <= 1
+    print(f"chaos: {kills} kills, {time.monotonic() - started:.1f} s")
 
 
 def _no_run(env: dict[str, str], elematrix: str) -> bool:

@@ -1,5 +1,5 @@
 """The whole rehearsal driven through the TUI with Pilot: the same moto server, fake
-instance and runbook as test_rehearsal.py; every confirmation answered in its modal (the
+instance (real sshd, real Docker engine) and runbook as test_rehearsal.py; every confirmation answered in its modal (the
 destructive ones by typing the deployment name), as an operator would."""
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ async def test_rehearsal_in_the_tui(state_dir: Path, instance: FakeInstance,
     app = ElematrixApp(state_dir, runbook=RUNBOOK, deployment="tui-rehearsal",
                        params=_params(instance, tmp_path))
     confirmed: list[str] = []
+    started = time.monotonic()
     async with app.run_test(size=(140, 45)) as pilot:
         screen = app.screen
         assert isinstance(screen, RunScreen)
@@ -91,3 +92,5 @@ async def test_rehearsal_in_the_tui(state_dir: Path, instance: FakeInstance,
     assert any(k.endswith("synapse.sql.gz") for k in _backup_objects(aws_env, "tui-rehearsal"))
     assert _count_tagged(aws_env, "tui-rehearsal") == {"instances": 1, "security_groups": 1,
                                                        "eips": 1, "buckets": 1}
+    assert instance.initdb_count() == 1
+    print(f"tui rehearsal: {time.monotonic() - started:.1f} s")
