@@ -64,6 +64,55 @@ class PracticeUnavailable(RuntimeError):
     pass
 
 
+# What AWS knows of a request from the instance's aws CLI, which speaks HTTPS (the emulator
+# is plain HTTP on loopback). Only these condition keys are decided here.
+_REQUEST_CONTEXT = {"aws:securetransport": "true"}
+
+
+def _condition_holds(condition: dict[str, dict[str, Any]]) -> bool | None:
+    """True/False for the Bool/StringEquals conditions on the keys above; None: undecided."""
+    for operator, pairs in condition.items():
+        for key, wanted in pairs.items():
+            actual = _REQUEST_CONTEXT.get(key.lower())
+            if operator not in ("Bool", "StringEquals") or actual is None:
+                return None  # cannot tell: leave the statement to moto
+            values = [wanted] if isinstance(wanted, str) else wanted
+            if actual.lower() not in [str(v).lower() for v in values]:
+                return False
+    return True
+
+
+def bucket_policy_permission(self: Any, action: str, resource: str) -> Any:
+    """moto's ``FakeBucket.get_permission``, with statement conditions evaluated as AWS does.
+
+    moto 5.2 answers DENIED for any statement whose condition does not hold, whatever its
+    Effect (moto/s3/models.py FakeBucket.get_permission -> moto/iam/access_control.py
+    IAMPolicyStatement), so the backup bucket's "deny unless aws:SecureTransport" statement
+    refused every request, also the HTTPS ones AWS allows. Here a statement whose condition
+    does not hold does not apply (IAM policy evaluation logic); one whose condition holds
+    applies without it; an undecided one is left to moto. Never kinder than AWS: only
+    statements that AWS would also skip are dropped."""
+    import json
+
+    from moto.iam.access_control import IAMPolicy, PermissionResult
+
+    if self.policy is None:
+        return PermissionResult.NEUTRAL
+    policy = json.loads(self.policy.decode())
+    statements = policy["Statement"] if isinstance(policy["Statement"], list) \
+        else [policy["Statement"]]
+    kept = []
+    for st in statements:
+        verdict = _condition_holds(st["Condition"]) if "Condition" in st else True
+        if verdict is False:
+            continue  # its condition does not hold: the statement does not apply
+        kept.append({k: v for k, v in st.items() if k != "Condition"} if verdict else st)
+    if not kept:
+        return PermissionResult.NEUTRAL
+    return IAMPolicy(json.dumps({**policy, "Statement": kept})).is_action_permitted(
+        action, resource)
+
+
 @dataclass
 class Emulator:
     """A moto server on 127.0.0.1 whose state is recorded into ``directory``."""
@@ -89,6 +138,10 @@ class Emulator:
         # The server logs every request to stderr: that would scribble over the TUI.
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # The deploy phase's backup.sh writes to the bucket through its TLS-only policy.
+        from moto.s3.models import FakeBucket
+
+        FakeBucket.get_permission = bucket_policy_permission  # type: ignore[method-assign]
         # The recorder reads these when moto is imported: set before the server starts.
         os.environ["MOTO_RECORDER_FILEPATH"] = str(self.recording)
         os.environ.setdefault("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")

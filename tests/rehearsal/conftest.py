@@ -8,7 +8,6 @@ connection to a real sshd, through sudo.
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import shlex
@@ -169,43 +168,12 @@ def moto_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     monkeypatch.setattr(SimpleSystemManagerResponse, "describe_instance_information",
                         describe_instance_information, raising=False)
 
-    from moto.iam.access_control import IAMPolicy
     from moto.s3.models import FakeBucket
 
-    # What AWS knows of the instance's request: the aws CLI speaks HTTPS.
-    context = {"aws:securetransport": "true"}
+    from elematrix_tui.practice import bucket_policy_permission
 
-    def applies(condition: dict[str, dict[str, Any]]) -> bool | None:
-        for operator, pairs in condition.items():
-            for key, wanted in pairs.items():
-                actual = context.get(key.lower())
-                if operator not in ("Bool", "StringEquals") or actual is None:
-                    return None  # cannot tell: leave the statement to moto
-                values = [wanted] if isinstance(wanted, str) else wanted
-                if actual.lower() not in [str(v).lower() for v in values]:
-                    return False
-        return True
-
-    def get_permission(self: Any, action: str, resource: str) -> Any:
-        from moto.iam.access_control import PermissionResult
-
-        if self.policy is None:
-            return PermissionResult.NEUTRAL
-        policy = json.loads(self.policy.decode())
-        statements = policy["Statement"] if isinstance(policy["Statement"], list) \
-            else [policy["Statement"]]
-        kept = []
-        for st in statements:
-            verdict = applies(st["Condition"]) if "Condition" in st else True
-            if verdict is False:
-                continue  # its condition does not hold: the statement does not apply
-            kept.append({k: v for k, v in st.items() if k != "Condition"} if verdict else st)
-        if not kept:
-            return PermissionResult.NEUTRAL
-        return IAMPolicy(json.dumps({**policy, "Statement": kept})).is_action_permitted(
-            action, resource)
-
-    monkeypatch.setattr(FakeBucket, "get_permission", get_permission)
+    # moto denies on any unmet condition; the instance's aws CLI speaks HTTPS on AWS.
+    monkeypatch.setattr(FakeBucket, "get_permission", bucket_policy_permission)
     monkeypatch.setenv("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
