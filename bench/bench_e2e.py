@@ -42,6 +42,9 @@ def run() -> list[tuple[str, float, str]]:
         raise RuntimeError("needs a Docker engine ('docker info' does not answer)")
     if absent := missing_images(sorted(IMAGES.values())):
         raise RuntimeError(f"needs the stack's images in the engine: {', '.join(absent)}")
+    import logging
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's request log
     mp = pytest.MonkeyPatch()
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
@@ -56,18 +59,29 @@ def run() -> list[tuple[str, float, str]]:
             aws_env = fixtures.aws_env.__wrapped__(url)  # type: ignore[attr-defined]
             inst = FakeInstance("127.0.0.78", tmp / "instance", aws_env=aws_env,
                                 unit_dir=tmp / "systemd")
-            with inst, moto_points_at(inst):
-                elematrix = str(ROOT / ".venv" / "bin" / "elematrix")
-                t0 = time.perf_counter()
-                res = subprocess.run(
-                    [elematrix, "run", str(rehearsal.RUNBOOK), "--deployment", "bench", "--yes",
-                     "--quiet", *rehearsal._params(inst, tmp)],
-                    env={**os.environ, **aws_env}, capture_output=True, text=True, timeout=900)
-                total = time.perf_counter() - t0
-                if res.returncode != 0:
-                    raise RuntimeError(f"rehearsal failed: {res.stdout[-1500:]}")
-                figures = _figures(tmp / "state" / "deployments" / "bench" / "journal.sqlite",
-                                   total)
+            t_up = time.perf_counter()
+            inst.start()
+            up_s = time.perf_counter() - t_up
+            try:
+                with moto_points_at(inst):
+                    elematrix = str(ROOT / ".venv" / "bin" / "elematrix")
+                    t0 = time.perf_counter()
+                    res = subprocess.run(
+                        [elematrix, "run", str(rehearsal.RUNBOOK), "--deployment", "bench", "--yes",
+                         "--quiet", *rehearsal._params(inst, tmp)],
+                        env={**os.environ, **aws_env}, capture_output=True, text=True, timeout=900)
+                    total = time.perf_counter() - t0
+                    if res.returncode != 0:
+                        raise RuntimeError(f"rehearsal failed: {res.stdout[-1500:]}")
+                    figures = _figures(tmp / "state" / "deployments" / "bench" / "journal.sqlite",
+                                       total)
+                t_down = time.perf_counter()
+                inst.stop()  # docker compose down -v, the project's volumes removed
+                figures += [("e2e.instance_up_s", up_s, "s"),
+                            ("e2e.stack_down_s", time.perf_counter() - t_down, "s")]
+            finally:
+                if inst.started:  # the rehearsal failed: still bring the stack down
+                    inst.stop()
         finally:
             next(server_gen, None)
             mp.undo()
