@@ -429,7 +429,6 @@ def _practice(args: argparse.Namespace) -> int:
             params = practice_params(ddir, local_host=True)
             os.environ.update(prepare_host(args.deployment, ddir))
             notices.append(LOCAL_NOTICE.format(project=compose_project(args.deployment),
-                                               remote_dir=params["remote_dir"],
                                                http_port=params["http_port"]))
         path = resolve_runbook_path("poc-ec2")
         if args.headless:

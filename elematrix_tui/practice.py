@@ -49,13 +49,11 @@ NO_AWS_CLI = (
     "into the (emulated) bucket with the aws CLI, and there is no 'aws' on PATH. Install "
     "AWS CLI v2 (scripts/setup.sh --test puts one in .tools/awscli), " + STAGING_HINT)
 # What practice leaves out on this machine (the poc-ec2 steps with `when:` on host_transport).
+# Short enough for the banner (at most 4 rows, with the practice line): docs say the rest.
 LOCAL_NOTICE = (
-    "Practice deploys onto THIS machine: the stack runs on your Docker engine as compose "
-    "project '{project}' (files in {remote_dir}; nginx on port {http_port}, Synapse's admin "
-    "API on 127.0.0.1:8008). Skipped here, because they would take over your machine or "
-    "need an EC2 instance: cloud-init, the boot unit and the backup timer (systemd), the SSM "
-    "agent check and the CloudWatch agent. Remove it with: docker compose -p {project} "
-    "down -v")
+    "Practice deploys onto THIS machine: compose project '{project}' on your Docker (nginx "
+    ":{http_port}, 127.0.0.1:8008). Skipped here: cloud-init, systemd units, SSM/CloudWatch "
+    "agents. Remove: docker compose -p {project} down -v")
 # scripts/setup.sh --test installs the aws CLI here (a source checkout).
 REPO_AWS_CLI = Path(__file__).resolve().parents[1] / ".tools" / "awscli" / "bin" / "aws"
 

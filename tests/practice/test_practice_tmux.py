@@ -117,6 +117,8 @@ def test_practice_every_phase_in_tmux(state_dir: Path, tmp_path: Path, elematrix
     try:
         screen = t.wait_for("Practice deploys onto THIS machine", timeout=60)
         assert "emulator on 127.0.0.1" in screen
+        # The whole notice fits the banner: what is skipped and how to remove the stack.
+        assert f"{practice_project} down -v" in screen, screen
         t.wait_for("r Run phase", timeout=30)
         times = {}
         for phase, limit in (("infra", 180), ("configure", 120), ("deploy", 600),
