@@ -191,6 +191,7 @@ class FakeInstance:
         self._lock: contextlib.ExitStack | None = None
         self._events = _VolumeEvents(self.state_root / "volume-events.jsonl")
         self.started = False
+        self.lock_wait_s = 0.0
 
     # -- what a runbook learns from AWS ----------------------------------------------------
     @property
@@ -287,7 +288,9 @@ class FakeInstance:
 
     def _start(self) -> None:
         lock = contextlib.ExitStack()
+        t0 = time.monotonic()
         lock.enter_context(stack_lock())
+        self.lock_wait_s = time.monotonic() - t0  # another stack on the machine (bench)
         self._lock = lock
         remove_project(self.project)  # a killed earlier run of the same test
         self.state_root.mkdir(parents=True, exist_ok=True)

@@ -29,6 +29,19 @@ def _params(inst: FakeInstance, tmp_path: Path) -> dict[str, Any]:
             "systemd_dir": str(inst.unit_dir), "host_key_wait": 0}
 
 
+def _failures(state_dir: Path) -> list[dict[str, Any]]:
+    """The failed steps of every run, with their messages (for the assertion text)."""
+    from elematrix_tui.engine.journal import Journal
+    from elematrix_tui.engine.report import report_data
+
+    journal = Journal.open(state_dir, "tui-rehearsal")
+    try:
+        return [s for run in journal.runs() for s in report_data(journal, run.id)["steps"]
+                if s["status"] == "failed"]
+    finally:
+        journal.close()
+
+
 async def test_rehearsal_in_the_tui(state_dir: Path, instance: FakeInstance,
                                     aws_env: dict[str, str], tmp_path: Path,
                                     monkeypatch: pytest.MonkeyPatch) -> None:
@@ -76,7 +89,8 @@ async def test_rehearsal_in_the_tui(state_dir: Path, instance: FakeInstance,
                         confirmed.append(modal.step_id)
                     yes.press()
             await pilot.pause()
-            assert screen.last_exit == 0, (phase, screen.last_exit, screen.model.message)
+            assert screen.last_exit == 0, (phase, screen.last_exit, screen.model.message,
+                                           _failures(state_dir))
         for phase in ("infra", "configure", "deploy", "harden"):
             ph = screen.model.phase(phase)
             assert ph is not None and ph.state == "passed", (phase, ph and ph.state)
