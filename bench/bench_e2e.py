@@ -29,18 +29,20 @@ def run() -> list[tuple[str, float, str]]:
     sys.path.insert(0, str(ROOT))
     import pytest
 
+    from elematrix_tui.practice import docker_answers
     from elematrix_tui.stack.values import IMAGES
     from tests.rehearsal import conftest as fixtures
     from tests.rehearsal import test_rehearsal as rehearsal
     from tests.rehearsal.instance import FakeInstance, missing_binaries, moto_points_at
-    from tests.support.docker import engine_answers, missing_images
 
     missing = missing_binaries()
     if missing or os.geteuid() != 0:
         raise RuntimeError(f"needs root and {', '.join(missing) or 'nothing else'}")
-    if not engine_answers():
+    if not docker_answers():
         raise RuntimeError("needs a Docker engine ('docker info' does not answer)")
-    if absent := missing_images(sorted(IMAGES.values())):
+    absent = [i for i in sorted(IMAGES.values()) if subprocess.run(
+        ["docker", "image", "inspect", i], capture_output=True).returncode != 0]
+    if absent:
         raise RuntimeError(f"needs the stack's images in the engine: {', '.join(absent)}")
     import logging
 

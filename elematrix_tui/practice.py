@@ -136,13 +136,13 @@ class Emulator:
         # The server logs every request to stderr: that would scribble over the TUI.
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # The recorder reads these when moto is imported: set before anything imports moto.
+        os.environ["MOTO_RECORDER_FILEPATH"] = str(self.recording)
+        os.environ.setdefault("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
         # The deploy phase's backup.sh writes to the bucket through its TLS-only policy.
         from moto.s3.models import FakeBucket
 
         FakeBucket.get_permission = bucket_policy_permission  # type: ignore[method-assign]
-        # The recorder reads these when moto is imported: set before the server starts.
-        os.environ["MOTO_RECORDER_FILEPATH"] = str(self.recording)
-        os.environ.setdefault("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
         self._server.start()
         host, port = self._server.get_host_and_port()
