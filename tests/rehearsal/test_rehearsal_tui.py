@@ -82,7 +82,10 @@ async def test_rehearsal_in_the_tui(state_dir: Path, instance: FakeInstance,
                         # Destructive: type the deployment name; "Go ahead" enables after.
                         typed.first().value = "tui-rehearsal"
                         continue
-                    yes = modal.query_one("#yes", Button)
+                    found = modal.query("#yes")
+                    if not found:
+                        continue  # pushed but not composed yet: look again next tick
+                    yes = found.first(Button)
                     if yes.disabled:
                         continue
                     if modal.step_id not in confirmed:
