@@ -2,8 +2,10 @@
 and the share spent in the engine itself versus waiting on AWS, SSH and services.
 
 Same environment as tests/rehearsal/test_rehearsal.py: moto on 127.0.0.1 in this process,
-a real sshd on a 127.x address as the instance, the Docker test double starting PostgreSQL,
-Synapse and nginx natively. Needs root and what `scripts/setup.sh --test` installs.
+a real sshd on a 127.x address as the instance, the REAL Docker engine running the stack's
+images (e2e.phase.<id>_s are the phases on the real engine). Needs root, a Docker engine
+with the stack's images, and what `scripts/setup.sh --test` installs. Holds the machine's
+stack lock while the stack is up (the FakeInstance does).
 The engine's share is the run's wall time minus the time spent inside actions (from the
 journal's step attempts), over the wall time.
 """
@@ -27,6 +29,8 @@ def run() -> list[tuple[str, float, str]]:
     sys.path.insert(0, str(ROOT))
     import pytest
 
+    from elematrix_tui.practice import docker_answers
+    from elematrix_tui.stack.values import IMAGES
     from tests.rehearsal import conftest as fixtures
     from tests.rehearsal import test_rehearsal as rehearsal
     from tests.rehearsal.instance import FakeInstance, missing_binaries, moto_points_at
@@ -34,6 +38,15 @@ def run() -> list[tuple[str, float, str]]:
     missing = missing_binaries()
     if missing or os.geteuid() != 0:
         raise RuntimeError(f"needs root and {', '.join(missing) or 'nothing else'}")
+    if not docker_answers():
+        raise RuntimeError("needs a Docker engine ('docker info' does not answer)")
+    absent = [i for i in sorted(IMAGES.values()) if subprocess.run(
+        ["docker", "image", "inspect", i], capture_output=True).returncode != 0]
+    if absent:
+        raise RuntimeError(f"needs the stack's images in the engine: {', '.join(absent)}")
+    import logging
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's request log
     mp = pytest.MonkeyPatch()
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
@@ -48,18 +61,30 @@ def run() -> list[tuple[str, float, str]]:
             aws_env = fixtures.aws_env.__wrapped__(url)  # type: ignore[attr-defined]
             inst = FakeInstance("127.0.0.78", tmp / "instance", aws_env=aws_env,
                                 unit_dir=tmp / "systemd")
-            with inst, moto_points_at(inst):
-                elematrix = str(ROOT / ".venv" / "bin" / "elematrix")
-                t0 = time.perf_counter()
-                res = subprocess.run(
-                    [elematrix, "run", str(rehearsal.RUNBOOK), "--deployment", "bench", "--yes",
-                     "--quiet", *rehearsal._params(inst, tmp)],
-                    env={**os.environ, **aws_env}, capture_output=True, text=True, timeout=900)
-                total = time.perf_counter() - t0
-                if res.returncode != 0:
-                    raise RuntimeError(f"rehearsal failed: {res.stdout[-1500:]}")
-                figures = _figures(tmp / "state" / "deployments" / "bench" / "journal.sqlite",
-                                   total)
+            t_up = time.perf_counter()
+            inst.start()
+            up_s = time.perf_counter() - t_up
+            try:
+                with moto_points_at(inst):
+                    elematrix = str(ROOT / ".venv" / "bin" / "elematrix")
+                    t0 = time.perf_counter()
+                    res = subprocess.run(
+                        [elematrix, "run", str(rehearsal.RUNBOOK), "--deployment", "bench", "--yes",
+                         "--quiet", *rehearsal._params(inst, tmp)],
+                        env={**os.environ, **aws_env}, capture_output=True, text=True, timeout=900)
+                    total = time.perf_counter() - t0
+                    if res.returncode != 0:
+                        raise RuntimeError(f"rehearsal failed: {res.stdout[-1500:]}")
+                    figures = _figures(tmp / "state" / "deployments" / "bench" / "journal.sqlite",
+                                       total)
+                t_down = time.perf_counter()
+                inst.stop()  # docker compose down -v, the project's volumes removed
+                figures += [("e2e.stack_lock_wait_s", inst.lock_wait_s, "s"),
+                            ("e2e.instance_up_s", up_s - inst.lock_wait_s, "s"),
+                            ("e2e.stack_down_s", time.perf_counter() - t_down, "s")]
+            finally:
+                if inst.started:  # the rehearsal failed: still bring the stack down
+                    inst.stop()
         finally:
             next(server_gen, None)
             mp.undo()

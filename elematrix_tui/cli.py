@@ -516,7 +516,15 @@ def _tui(args: argparse.Namespace, *, runbook: Path | None = None, deployment: s
 def _practice(args: argparse.Namespace) -> int:
     from .engine.errors import InputError
     from .engine.paths import DEPLOYMENT_RE, deployment_dir
-    from .practice import NO_DOCKER, Emulator, PracticeUnavailable, docker_answers, practice_params
+    from .practice import (
+        LOCAL_NOTICE,
+        Emulator,
+        PracticeUnavailable,
+        compose_project,
+        host_problem,
+        practice_params,
+        prepare_host,
+    )
 
     if not DEPLOYMENT_RE.fullmatch(args.deployment):
         raise InputError(f"deployment name {args.deployment!r}: a lower-case letter, then "
@@ -546,10 +554,17 @@ def _practice(args: argparse.Namespace) -> int:
                            f"the emulator, never elsewhere.")
         os.environ.update(emulator.environ())
         phases = None
-        if not docker_answers():
+        problem = host_problem()
+        if problem is not None:
             phases = ["infra", "configure"]
-            notices.append(NO_DOCKER)
-        params = practice_params(ddir)
+            params = practice_params(ddir)
+            notices.append(problem)
+        else:
+            # The deploy phase runs on this machine (the local host transport).
+            params = practice_params(ddir, local_host=True)
+            os.environ.update(prepare_host(args.deployment, ddir))
+            notices.append(LOCAL_NOTICE.format(project=compose_project(args.deployment),
+                                               http_port=params["http_port"]))
         path = resolve_runbook_path("poc-ec2")
         if args.headless:
             return _practice_headless(args, path, params, phases, notices)

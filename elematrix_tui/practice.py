@@ -6,16 +6,23 @@ app. Its state is kept in the practice deployment: every request is recorded to
 fresh server seeded the same way, so the resources come back with the same ids and a
 practice run can be resumed like a real one.
 
-The deploy phase needs an instance. In practice the "instance" is this machine through the
-``local`` host transport; that only works where a Docker engine answers. Where none does,
-practice stops before deploy and says so (the engine and the runbook are the same either
-way; only the host differs).
+The deploy and harden phases need an instance. In practice the "instance" is this machine,
+through the ``local`` host transport: the stack runs on this machine's Docker engine, as
+compose project ``elematrix-<deployment>``, from files under the deployment's state
+directory. What practice does NOT do on this machine (the runbook skips these steps when
+``host_transport`` is ``local``, and the banner says so): wait for cloud-init, install the
+boot unit and the backup timer into systemd, or wait for an SSM agent and install the
+CloudWatch agent (on AWS those go to the instance; here the SSM calls would go to the
+emulator and nothing would run). Where no engine answers, or the host steps could not run
+as root, practice stops before deploy and says exactly why.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import socket
 import subprocess
 from collections.abc import MutableMapping
 from dataclasses import dataclass
@@ -24,16 +31,85 @@ from typing import Any
 
 PRACTICE_REGION = "us-east-1"  # moto resolves the AL2023 AMI for it
 SEED = 20261127
+STAGING_HINT = ("or against a staging AWS account with "
+                "'elematrix run poc-ec2 --deployment staging --set expected_account=<staging id> "
+                "...'.")
 NO_DOCKER = (
     "No Docker engine answers on this machine, so practice stops before the deploy phase: "
     "in practice the 'instance' is this machine itself. The infra and configure phases run "
     "for real against the emulator. To practise deploy: run 'elematrix practice' where "
-    "'docker info' works, or against a staging AWS account with "
-    "'elematrix run poc-ec2 --deployment staging --set expected_account=<staging id> ...'.")
+    "'docker info' works, " + STAGING_HINT)
+NOT_ROOT = (
+    "Practice stops before the deploy phase: its host steps run on this machine as root "
+    "(they give Synapse's 0600 configuration to the container's uid 991, as on the "
+    "instance, where ec2-user has passwordless sudo), and this session is not root. The "
+    "infra and configure phases run for real against the emulator. To practise deploy: "
+    "'sudo elematrix practice', " + STAGING_HINT)
+NO_AWS_CLI = (
+    "Practice stops before the deploy phase: the stack's backup.sh copies the first backup "
+    "into the (emulated) bucket with the aws CLI, and there is no 'aws' on PATH. Install "
+    "AWS CLI v2 (scripts/setup.sh --test puts one in .tools/awscli), " + STAGING_HINT)
+# What practice leaves out on this machine (the poc-ec2 steps with `when:` on host_transport).
+# Short enough for the banner (at most 4 rows, with the practice line): docs say the rest.
+LOCAL_NOTICE = (
+    "Practice deploys onto THIS machine: compose project '{project}' on your Docker (nginx "
+    ":{http_port}, 127.0.0.1:8008). Skipped here: cloud-init, systemd units, SSM/CloudWatch "
+    "agents. Remove: docker compose -p {project} down -v")
+# scripts/setup.sh --test installs the aws CLI here (a source checkout).
+REPO_AWS_CLI = Path(__file__).resolve().parents[1] / ".tools" / "awscli" / "bin" / "aws"
 
 
 class PracticeUnavailable(RuntimeError):
     pass
+
+
+# What AWS knows of a request from the instance's aws CLI, which speaks HTTPS (the emulator
+# is plain HTTP on loopback). Only these condition keys are decided here.
+_REQUEST_CONTEXT = {"aws:securetransport": "true"}
+
+
+def _condition_holds(condition: dict[str, dict[str, Any]]) -> bool | None:
+    """True/False for the Bool/StringEquals conditions on the keys above; None: undecided."""
+    for operator, pairs in condition.items():
+        for key, wanted in pairs.items():
+            actual = _REQUEST_CONTEXT.get(key.lower())
+            if operator not in ("Bool", "StringEquals") or actual is None:
+                return None  # cannot tell: leave the statement to moto
+            values = [wanted] if isinstance(wanted, str) else wanted
+            if actual.lower() not in [str(v).lower() for v in values]:
+                return False
+    return True
+
+
+def bucket_policy_permission(self: Any, action: str, resource: str) -> Any:
+    """moto's ``FakeBucket.get_permission``, with statement conditions evaluated as AWS does.
+
+    moto 5.2 answers DENIED for any statement whose condition does not hold, whatever its
+    Effect (moto/s3/models.py FakeBucket.get_permission -> moto/iam/access_control.py
+    IAMPolicyStatement), so the backup bucket's "deny unless aws:SecureTransport" statement
+    refused every request, also the HTTPS ones AWS allows. Here a statement whose condition
+    does not hold does not apply (IAM policy evaluation logic); one whose condition holds
+    applies without it; an undecided one is left to moto. Never kinder than AWS: only
+    statements that AWS would also skip are dropped."""
+    import json
+
+    from moto.iam.access_control import IAMPolicy, PermissionResult
+
+    if self.policy is None:
+        return PermissionResult.NEUTRAL
+    policy = json.loads(self.policy.decode())
+    statements = policy["Statement"] if isinstance(policy["Statement"], list) \
+        else [policy["Statement"]]
+    kept = []
+    for st in statements:
+        verdict = _condition_holds(st["Condition"]) if "Condition" in st else True
+        if verdict is False:
+            continue  # its condition does not hold: the statement does not apply
+        kept.append({k: v for k, v in st.items() if k != "Condition"} if verdict else st)
+    if not kept:
+        return PermissionResult.NEUTRAL
+    return IAMPolicy(json.dumps({**policy, "Statement": kept})).is_action_permitted(
+        action, resource)
 
 
 @dataclass
@@ -61,9 +137,13 @@ class Emulator:
         # The server logs every request to stderr: that would scribble over the TUI.
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        # The recorder reads these when moto is imported: set before the server starts.
+        # The recorder reads these when moto is imported: set before anything imports moto.
         os.environ["MOTO_RECORDER_FILEPATH"] = str(self.recording)
         os.environ.setdefault("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
+        # The deploy phase's backup.sh writes to the bucket through its TLS-only policy.
+        from moto.s3.models import FakeBucket
+
+        FakeBucket.get_permission = bucket_policy_permission  # type: ignore[method-assign]
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
         self._server.start()
         host, port = self._server.get_host_and_port()
@@ -142,11 +222,69 @@ def docker_answers() -> bool:
     return res.returncode == 0 and bool(res.stdout.strip())
 
 
-def practice_params(deployment_dir: Path) -> dict[str, Any]:
-    """Parameter values that make poc-ec2 fit the emulator and this machine."""
+def aws_cli() -> str | None:
+    """The aws CLI backup.sh will find: on PATH, or the checkout's .tools copy."""
+    found = shutil.which("aws")
+    if found:
+        return found
+    return str(REPO_AWS_CLI) if REPO_AWS_CLI.exists() else None
+
+
+def host_problem() -> str | None:
+    """Why the deploy phase cannot run on this machine (None: it can)."""
+    if not docker_answers():
+        return NO_DOCKER
+    if os.geteuid() != 0:
+        return NOT_ROOT
+    if aws_cli() is None:
+        return NO_AWS_CLI
+    return None
+
+
+def compose_project(deployment: str) -> str:
+    """The practice stack's compose project (COMPOSE_PROJECT_NAME, unless already set)."""
+    return os.environ.get("COMPOSE_PROJECT_NAME") or f"elematrix-{deployment}"
+
+
+def prepare_host(deployment: str, deployment_dir: Path) -> dict[str, str]:
+    """Environment for the local host steps: the compose project name, and the aws CLI's
+    directory first on PATH (backup.sh calls `aws`)."""
+    env = {"COMPOSE_PROJECT_NAME": compose_project(deployment)}
+    cli = aws_cli()
+    if cli is not None:
+        env["PATH"] = f"{Path(cli).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    return env
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+    return True
+
+
+def practice_http_port(deployment_dir: Path) -> int:
+    """nginx's published port: 80 when free, else the first free of 8080-8099; remembered
+    in the deployment (the running practice stack holds it on the next start)."""
+    memo = deployment_dir / "practice-http-port"
+    if memo.exists():
+        with contextlib.suppress(ValueError):
+            return int(memo.read_text().strip())
+    port = next((p for p in (80, *range(8080, 8100)) if _port_free(p)), 80)
+    deployment_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    memo.write_text(f"{port}\n")
+    return port
+
+
+def practice_params(deployment_dir: Path, *, local_host: bool = False) -> dict[str, Any]:
+    """Parameter values that make poc-ec2 fit the emulator and this machine. ``local_host``:
+    the deploy phase will run here, so the stack's directory and port are this machine's."""
     key = deployment_dir / "keys" / "operator_ed25519"
     _ensure_key(key)
-    return {
+    params: dict[str, Any] = {
         "operator_cidr": "127.0.0.1/32",
         "server_name": "practice.localhost",
         "alert_email": "operator@example.org",
@@ -158,6 +296,10 @@ def practice_params(deployment_dir: Path) -> dict[str, Any]:
         "status_wait": 60,
         "host_key_wait": 0,
     }
+    if local_host:
+        params["remote_dir"] = str(deployment_dir / "host" / "stack")
+        params["http_port"] = practice_http_port(deployment_dir)
+    return params
 
 
 def _ensure_key(path: Path) -> None:

@@ -37,7 +37,7 @@ print(json.dumps({"groups": groups, "instances": instances, "eips": eips}))
 
 def _run(directory: Path, mode: str) -> dict[str, list[str]]:
     res = subprocess.run([sys.executable, "-c", SCRIPT, str(directory), mode],
-                         capture_output=True, text=True, timeout=120)
+                         capture_output=True, text=True, timeout=120, cwd=directory.parent)
     assert res.returncode == 0, res.stderr[-3000:]
     return json.loads(res.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
@@ -45,6 +45,10 @@ def _run(directory: Path, mode: str) -> dict[str, list[str]]:
 def test_state_survives_a_restart_with_the_same_ids(tmp_path: Path) -> None:
     first = _run(tmp_path / "emulator", "create")
     assert len(first["groups"]) == 1 and len(first["instances"]) == 1
+    # Recorded into the deployment, not into moto's default ./moto_recording (moto reads
+    # MOTO_RECORDER_FILEPATH when first imported).
+    assert (tmp_path / "emulator" / "recording.jsonl").stat().st_size > 0
+    assert not (tmp_path / "moto_recording").exists()
     again = _run(tmp_path / "emulator", "read")
     assert again == first
     third = _run(tmp_path / "emulator", "read")

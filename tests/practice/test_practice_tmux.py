@@ -1,5 +1,12 @@
-"""`elematrix practice` in a real terminal (tmux) on a machine without a Docker engine:
-the banner says so before anything runs, infra and configure run for real against the
+"""`elematrix practice` in a real terminal (tmux).
+
+With the machine's Docker engine: the banner says what practice does on this machine and
+what it leaves out, and an operator pressing `r` (answering every confirmation, typing the
+deployment name for the destructive one) takes all four phases to "passed", the deploy
+phase on the real engine through the local host transport.
+
+Without an engine (DOCKER_HOST at a socket nothing listens on, as on a machine without
+one): the banner says so before anything runs, infra and configure run for real against the
 embedded emulator, and the deploy phase is refused with the explanation."""
 
 from __future__ import annotations
@@ -12,7 +19,9 @@ import time
 import uuid
 from pathlib import Path
 
-from tests.conftest import require, require_binary
+from tests.conftest import require_binary
+from tests.practice.conftest import NO_ENGINE
+from tests.support.docker import engine
 from tests.ui.test_tmux import Tmux
 
 
@@ -40,7 +49,11 @@ def _run_phase(phase: str, state_dir: Path, t: Tmux, timeout: float = 120) -> No
         if phase in _passed_gates(state_dir):
             return
         screen = t.capture()
-        if "Go ahead" in screen:  # a confirmation: move to "Go ahead" and press it
+        if "Type practice to confirm" in screen:  # destructive: type the deployment name
+            t.keys("practice")
+            time.sleep(0.3)
+            t.keys("Enter")
+        elif "Go ahead" in screen:  # a confirmation: move to "Go ahead" and press it
             t.keys("BTab", "Enter")
         elif " running " not in screen and time.monotonic() - last_press > 5:
             t.keys("r")
@@ -49,22 +62,33 @@ def _run_phase(phase: str, state_dir: Path, t: Tmux, timeout: float = 120) -> No
     raise AssertionError(f"{phase} did not pass; screen:\n{t.capture()}")
 
 
-def test_practice_without_docker_in_tmux(state_dir: Path, tmp_path: Path, elematrix: str) -> None:
-    from elematrix_tui.practice import docker_answers
-
-    require(not docker_answers(), "a machine without a Docker engine (this one has one)")
-    tmux = require_binary("tmux")
-    t = Tmux(tmux, f"elematrix-practice-{uuid.uuid4().hex[:8]}")
+def _start(t: Tmux, elematrix: str, state_dir: Path, tmp_path: Path,
+           extra: dict[str, str]) -> Path:
     exit_file = tmp_path / "exit-code"
     env = {"ELEMATRIX_STATE_DIR": str(state_dir),
            "ELEMATRIX_CONFIG_DIR": os.environ["ELEMATRIX_CONFIG_DIR"],
            "HOME": str(tmp_path / "home"), "TERM": "xterm-256color",
-           "PATH": os.environ["PATH"]}
+           "PATH": os.environ["PATH"], **extra}
     exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
     cmd = (f"env -i {exports} {shlex.quote(elematrix)} practice; "
            f"echo $? > {shlex.quote(str(exit_file))}; sleep 30")
     subprocess.run([*t.base, "new-session", "-d", "-s", t.name, "-x", "160", "-y", "48", cmd],
                    check=True)
+    return exit_file
+
+
+def _quit(t: Tmux, exit_file: Path) -> None:
+    t.keys("q")
+    end = time.monotonic() + 15
+    while not exit_file.exists() and time.monotonic() < end:
+        time.sleep(0.1)
+    assert exit_file.read_text().strip() == "0", t.capture()
+
+
+def test_practice_without_docker_in_tmux(state_dir: Path, tmp_path: Path, elematrix: str) -> None:
+    tmux = require_binary("tmux")
+    t = Tmux(tmux, f"elematrix-practice-{uuid.uuid4().hex[:8]}")
+    exit_file = _start(t, elematrix, state_dir, tmp_path, {"DOCKER_HOST": NO_ENGINE})
     try:
         screen = t.wait_for("No Docker engine answers", timeout=60)
         assert "emulator on 127.0.0.1" in screen
@@ -77,10 +101,35 @@ def test_practice_without_docker_in_tmux(state_dir: Path, tmp_path: Path, elemat
         screen = t.wait_for("cannot run", timeout=20)
         assert "Deploy" in screen or "deploy" in screen
         assert "deploy" not in _passed_gates(state_dir)
-        t.keys("q")
-        end = time.monotonic() + 15
-        while not exit_file.exists() and time.monotonic() < end:
-            time.sleep(0.1)
-        assert exit_file.read_text().strip() == "0", t.capture()
+        _quit(t, exit_file)
     finally:
         t.run("kill-server")
+
+
+def test_practice_every_phase_in_tmux(state_dir: Path, tmp_path: Path, elematrix: str,
+                                      practice_project: str) -> None:
+    engine()
+    tmux = require_binary("tmux")
+    t = Tmux(tmux, f"elematrix-practice-{uuid.uuid4().hex[:8]}")
+    started = time.monotonic()
+    exit_file = _start(t, elematrix, state_dir, tmp_path,
+                       {"COMPOSE_PROJECT_NAME": practice_project})
+    try:
+        screen = t.wait_for("Practice deploys onto THIS machine", timeout=60)
+        assert "emulator on 127.0.0.1" in screen
+        # The whole notice fits the banner: what is skipped and how to remove the stack.
+        assert f"{practice_project} down -v" in screen, screen
+        t.wait_for("r Run phase", timeout=30)
+        times = {}
+        for phase, limit in (("infra", 180), ("configure", 120), ("deploy", 600),
+                             ("harden", 180)):
+            t0 = time.monotonic()
+            _run_phase(phase, state_dir, t, timeout=limit)
+            times[phase] = time.monotonic() - t0
+        assert {"infra", "configure", "deploy", "harden"} <= _passed_gates(state_dir)
+        t.wait_for("passed · run", timeout=20)
+        _quit(t, exit_file)
+    finally:
+        t.run("kill-server")
+    print(f"practice tmux: {time.monotonic() - started:.1f} s "
+          + " ".join(f"{k}={v:.1f}s" for k, v in times.items()))

@@ -1,13 +1,13 @@
-"""Fixtures for the rehearsal tests: a FakeInstance and a plain SSH client to drive it.
+"""Fixtures for the rehearsal tests: a FakeInstance (real sshd, real Docker engine) and a
+plain SSH client to drive it.
 
 The client here is deliberately minimal paramiko (the project's ssh actions are tested
-elsewhere): these tests are about the Docker test double, reached exactly like the runbook
-reaches it, over a real SSH connection to a real sshd, through sudo.
+elsewhere): it reaches the instance exactly like the runbook does, over a real SSH
+connection to a real sshd, through sudo.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import shlex
@@ -22,6 +22,7 @@ import pytest
 
 from tests.conftest import require
 from tests.rehearsal.instance import FakeInstance, missing_binaries, moto_points_at
+from tests.support.docker import engine, ensure_images
 
 
 @dataclass
@@ -101,13 +102,13 @@ class Remote:
 
 
 def pick_address() -> str:
-    """A 127.x address for the instance, like moto's EIPs (not the services' 127.0.1x.y),
-    where nothing listens on 22 or 80 (another engineer's instance may be running)."""
+    """A 127.x address for the instance, like moto's EIPs, where nothing listens on 22
+    (another engineer's sshd may be running)."""
     from tests.rehearsal.instance import port_free
 
     while True:
         addr = f"127.0.{random.randint(20, 250)}.{random.randint(2, 250)}"
-        if port_free(addr, 22) and port_free(addr, 80):
+        if port_free(addr, 22):
             return addr
 
 
@@ -128,12 +129,11 @@ def moto_env() -> Iterator[dict[str, str]]:
 
 @pytest.fixture
 def fake_instance(tmp_path: Path, moto_env: dict[str, str]) -> Iterator[FakeInstance]:
-    """A started FakeInstance (stopped, and every machine edit undone, at teardown)."""
+    """A started FakeInstance (stack down, and every machine edit undone, at teardown)."""
     missing = missing_binaries()
     require(not missing, f"the fake instance's prerequisites ({', '.join(missing)})")
-    # ELEMATRIX_FAKEHOST_ISOLATION=hosts runs the suite on the /etc/hosts fallback.
-    inst = FakeInstance(pick_address(), tmp_path / "instance", aws_env=moto_env,
-                        isolation=os.environ.get("ELEMATRIX_FAKEHOST_ISOLATION", "auto"))
+    engine()
+    inst = FakeInstance(pick_address(), tmp_path / "instance", aws_env=moto_env)
     inst.start()
     try:
         yield inst
@@ -168,43 +168,12 @@ def moto_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     monkeypatch.setattr(SimpleSystemManagerResponse, "describe_instance_information",
                         describe_instance_information, raising=False)
 
-    from moto.iam.access_control import IAMPolicy
     from moto.s3.models import FakeBucket
 
-    # What AWS knows of the instance's request: the aws CLI speaks HTTPS.
-    context = {"aws:securetransport": "true"}
+    from elematrix_tui.practice import bucket_policy_permission
 
-    def applies(condition: dict[str, dict[str, Any]]) -> bool | None:
-        for operator, pairs in condition.items():
-            for key, wanted in pairs.items():
-                actual = context.get(key.lower())
-                if operator not in ("Bool", "StringEquals") or actual is None:
-                    return None  # cannot tell: leave the statement to moto
-                values = [wanted] if isinstance(wanted, str) else wanted
-                if actual.lower() not in [str(v).lower() for v in values]:
-                    return False
-        return True
-
-    def get_permission(self: Any, action: str, resource: str) -> Any:
-        from moto.iam.access_control import PermissionResult
-
-        if self.policy is None:
-            return PermissionResult.NEUTRAL
-        policy = json.loads(self.policy.decode())
-        statements = policy["Statement"] if isinstance(policy["Statement"], list) \
-            else [policy["Statement"]]
-        kept = []
-        for st in statements:
-            verdict = applies(st["Condition"]) if "Condition" in st else True
-            if verdict is False:
-                continue  # its condition does not hold: the statement does not apply
-            kept.append({k: v for k, v in st.items() if k != "Condition"} if verdict else st)
-        if not kept:
-            return PermissionResult.NEUTRAL
-        return IAMPolicy(json.dumps({**policy, "Statement": kept})).is_action_permitted(
-            action, resource)
-
-    monkeypatch.setattr(FakeBucket, "get_permission", get_permission)
+    # moto denies on any unmet condition; the instance's aws CLI speaks HTTPS on AWS.
+    monkeypatch.setattr(FakeBucket, "get_permission", bucket_policy_permission)
     monkeypatch.setenv("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
@@ -226,6 +195,7 @@ def instance(tmp_path: Path, aws_env: dict[str, str]) -> Iterator[FakeInstance]:
     missing = missing_binaries()
     require(not missing, f"rehearsal prerequisites ({', '.join(missing)})")
     require(os.geteuid() == 0, "root (the rehearsal binds sshd on a 127.x address)")
+    ensure_images()
     inst = FakeInstance("127.0.0.77", tmp_path / "instance", aws_env=aws_env,
                         unit_dir=tmp_path / "systemd")
     with inst, moto_points_at(inst):

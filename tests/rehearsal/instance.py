@@ -1,76 +1,69 @@
 """``FakeInstance``: the rehearsal's EC2 instance, on this machine (docs/testing-rehearsal.md).
 
-Everything about it is real except the Docker engine: a real OpenSSH sshd on the instance's
-loopback address (moto hands out Elastic IPs in 127.x), real sudo, real files, real
-PostgreSQL/Synapse/nginx processes. Only ``docker``, ``cloud-init`` and ``systemctl`` are
-the test double of ``tests/rehearsal/fakehost`` (first on the SSH session's PATH and on
-sudo's ``secure_path``), which starts the stack's services natively from the files the
-runbook uploaded.
+- SSH: a real OpenSSH sshd on the instance's address (moto hands out Elastic IPs in 127.x),
+  port 22 when free; login ``ec2-user``, key only, passwordless sudo, like AL2023.
+- Docker: the REAL client (``/usr/bin/docker``, ``docker compose``) talking to the machine's
+  real engine. The compose file, bind mounts (from the uploaded directory on this machine's
+  disk), named volumes, healthchecks and published ports all run for real. ec2-user gets
+  docker access the way our user-data gives it on AL2023 (``usermod -aG docker ec2-user``).
+- ``cloud-init`` and ``systemctl`` are small shims (``fakehost/shims.py``: no systemd here);
+  the systemctl shim runs the units' ``ExecStart`` lines with the real docker.
 
-Machine-wide side effects, all undone by :meth:`FakeInstance.stop` (needs root):
-- a marked block in /etc/hosts mapping the compose service names (postgres, synapse,
-  element, nginx) to their loopback addresses, as a compose network's DNS would;
-- a sudoers drop-in so ``sudo`` keeps the double on PATH and its state variable;
-- the services the double started (stopped through its pid files).
-So only one FakeInstance may run on a machine at a time (the service names are global).
-
-Usage::
-
-    with FakeInstance("127.0.0.77", tmp_path / "instance") as inst:
-        inst.host, inst.port, inst.user, inst.key_path, inst.console_output()
+Sharing the one engine (machine-wide side effects, undone by :meth:`FakeInstance.stop`):
+- every session and sudo get ``COMPOSE_PROJECT_NAME=<PROJECT_PREFIX>-<hash>``, so the stack's
+  containers and volumes carry this branch's prefix instead of the compose file's
+  ``name: elematrix`` (compose's documented precedence: -p, then COMPOSE_PROJECT_NAME, then
+  ``name:``); the rendered file is unchanged;
+- ``stack_lock()`` is held from start to stop: the stack publishes 127.0.0.1:8008 and the
+  http port on every interface, so one stack at a time on the machine;
+- stop() runs ``docker compose down -v`` for the project and removes whatever containers,
+  volumes and networks still carry its label;
+- a sudoers drop-in (``secure_path`` with the two shims first, ``env_keep`` for the AWS
+  variables, the project name and the shims' state), removed at stop();
+- /var/lib/elematrix markers user-data leaves behind (only the files it created are removed).
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
-from tests.rehearsal.fakehost import fakedocker
+from tests.rehearsal.fakehost import shims
+from tests.support.docker import stack_lock
 from tests.support.sshd import SshServer
 
 REPO = Path(__file__).resolve().parents[2]
 SHIM_DIR = Path(__file__).resolve().parent / "fakehost" / "bin"
-PG_BIN = Path(os.environ.get("ELEMATRIX_PG_BIN", "/usr/lib/postgresql/15/bin"))
-NGINX_BIN = Path(os.environ.get("ELEMATRIX_NGINX_BIN", "/usr/sbin/nginx"))
-SYNAPSE_VENV = Path(os.environ.get("ELEMATRIX_SYNAPSE_VENV", str(REPO / ".venv-synapse")))
 AWS_CLI = REPO / ".tools" / "awscli" / "bin" / "aws"
-HOSTS = Path("/etc/hosts")
 SUDOERS_DIR = Path("/etc/sudoers.d")
-SERVICES = ("postgres", "synapse", "element", "nginx")
 # Passed through SSH sessions and sudo so `aws s3 cp` in backup.sh reaches the moto server.
 AWS_VARS = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID",
             "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_REGION")
-_MARK = "elematrix-fakehost"
-# What the user-data script leaves behind on a real instance (the runbook may check them);
-# the double's cloud-init never runs user-data, so the instance writes them.
+# This branch's prefix for compose projects on the shared engine (BRIEF: name them so).
+PROJECT_PREFIX = "rer"
+# What the user-data script leaves behind on a real instance (the runbook reads install-path).
 CLOUD_INIT_STATE = Path("/var/lib/elematrix")
-# One record per live FakeInstance: the next start cleans up after a test process that died
-# without stop() (services still bound to the service addresses would break the next run).
-REGISTRY = Path(tempfile.gettempdir()) / "elematrix-fakehost-instances"
 # The instance's extra programs (the aws CLI): one shared directory, so that the sudoers
 # drop-ins of concurrent instances (keyed by login user) say exactly the same thing.
-BIN_DIR = Path(tempfile.gettempdir()) / "elematrix-fakehost-bin"
+BIN_DIR = Path("/tmp/elematrix-fakehost-bin")
+DOCKER = "/usr/bin/docker"  # what the units' ExecStart name; AL2023's docker package too
 
 
 def missing_binaries() -> list[str]:
     """What this machine lacks for a FakeInstance (empty when everything is there)."""
     out = []
     if os.geteuid() != 0:
-        out.append("root (the fake instance edits /etc/hosts and sudoers, runs sshd and "
-                   "initdb as postgres)")
-    for p in (Path("/usr/sbin/sshd"), PG_BIN / "initdb", PG_BIN / "postgres", NGINX_BIN,
-              SYNAPSE_VENV / "bin" / "python", Path("/usr/bin/sudo"), Path("/usr/bin/curl"),
-              Path("/usr/bin/wget")):
+        out.append("root (the fake instance runs sshd on a 127.x address, edits sudoers)")
+    for p in (Path("/usr/sbin/sshd"), Path("/usr/bin/sudo"), Path(DOCKER)):
         if not p.exists():
             out.append(str(p))
     return out
@@ -85,100 +78,6 @@ def port_free(host: str, port: int) -> bool:
         except OSError:
             return False
     return True
-
-
-def _owner_alive(pid: int, starttime: str) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[19] == starttime
-
-
-def _self_starttime() -> str:
-    return Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19]
-
-
-def cleanup_stale() -> list[str]:
-    """Undo what FakeInstances of dead test processes left behind; returns their roots."""
-    cleaned = []
-    REGISTRY.mkdir(mode=0o755, exist_ok=True)
-    for rec_path in REGISTRY.glob("*.json"):
-        try:
-            rec = json.loads(rec_path.read_text())
-        except (OSError, ValueError):
-            continue
-        if _owner_alive(int(rec["pid"]), str(rec["starttime"])):
-            continue
-        root = Path(rec["state_root"])
-        if root.exists():
-            with contextlib.suppress(OSError):
-                fakedocker.stop_all(root)
-        with contextlib.suppress(OSError):
-            _edit_hosts(str(root), None)
-        Path(rec["sudoers"]).unlink(missing_ok=True)
-        shutil.rmtree(rec["runtime"], ignore_errors=True)
-        rec_path.unlink(missing_ok=True)
-        cleaned.append(str(root))
-    return cleaned
-
-
-def namespaces_work() -> bool:
-    """Can we give sshd a private /etc/hosts (root, CAP_SYS_ADMIN, util-linux unshare)?"""
-    if os.geteuid() != 0 or shutil.which("unshare") is None:
-        return False
-    r = subprocess.run(["unshare", "-m", "--propagation", "private", "--", "sh", "-c",
-                        "mount --bind /etc/hosts /etc/hosts"], capture_output=True)
-    return r.returncode == 0
-
-
-def _live_nets() -> set[str]:
-    nets = set()
-    for rec_path in REGISTRY.glob("*.json"):
-        with contextlib.suppress(OSError, ValueError, KeyError):
-            nets.add(json.loads(rec_path.read_text())["service_net"])
-    return nets
-
-
-def _strip_blocks(text: str) -> str:
-    out, skip = [], False
-    for line in text.splitlines(keepends=True):
-        if line.startswith(f"# BEGIN {_MARK} "):
-            skip = True
-        elif skip and line.startswith(f"# END {_MARK} "):
-            skip = False
-        elif not skip:
-            out.append(line)
-    joined = "".join(out)
-    return joined if joined.endswith("\n") or not joined else joined + "\n"
-
-
-def _edit_hosts(remove_marker: str | None, add: str | None) -> None:
-    """Rewrite /etc/hosts in place (same inode: it may be a bind mount), under a lock."""
-    with open(HOSTS, "r+") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        lines = f.read().splitlines(keepends=True)
-        out: list[str] = []
-        skip = False
-        for line in lines:
-            if line.startswith(f"# BEGIN {_MARK} "):
-                owner = line.split(" ", 3)[3].strip()
-                # Our block, or a stale one whose instance dir is gone (a crashed test).
-                if owner == remove_marker or not Path(owner).exists():
-                    skip = True
-                    continue
-            if skip:
-                if line.startswith(f"# END {_MARK} "):
-                    skip = False
-                continue
-            out.append(line)
-        if out and not out[-1].endswith("\n"):
-            out[-1] += "\n"
-        if add:
-            out.append(add)
-        f.seek(0)
-        f.write("".join(out))
-        f.truncate()
 
 
 @contextlib.contextmanager
@@ -197,52 +96,102 @@ def moto_points_at(inst: FakeInstance) -> Iterator[None]:
         yield
 
 
+def docker(*args: str, timeout: float = 300, check: bool = False,
+           env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The real docker client, as root on this machine."""
+    return subprocess.run([DOCKER, *args], capture_output=True, text=True, timeout=timeout,
+                          check=check, env=env)
+
+
+def remove_project(project: str) -> None:
+    """``down -v`` for a compose project, then whatever still carries its label."""
+    label = f"label=com.docker.compose.project={project}"
+    docker("compose", "-p", project, "down", "-v", "--remove-orphans", "-t", "5")
+    for kind in ("container", "volume", "network"):
+        flag = ["-a"] if kind == "container" else []
+        ids = docker(kind, "ls", *flag, "-q", "--filter", label).stdout.split()
+        if ids:
+            rm = ["rm", "-f"] if kind in ("container", "volume") else ["rm"]
+            docker(kind, *rm, *ids)
+
+
+class _VolumeEvents:
+    """``docker events`` for volumes, from start() on: how many times a volume came into
+    existence is how many times the postgres entrypoint found an empty data directory.
+
+    The engine logs a ``create`` event for every create call, also for a volume that
+    already exists (compose calls it on each ``up``: moby volume/service/service.go Create
+    logs unconditionally), so only a create with no live volume of that name counts."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._out: IO[bytes] | None = None
+
+    def start(self) -> None:
+        self._out = self.path.open("wb")
+        self.proc = subprocess.Popen(
+            [DOCKER, "events", "--filter", "type=volume", "--filter", "event=create",
+             "--filter", "event=destroy", "--format", "{{json .}}"], stdout=self._out,
+            stderr=subprocess.DEVNULL)
+
+    def created(self, name: str) -> int:
+        n, exists = 0, False
+        for line in self.path.read_text().splitlines():
+            with contextlib.suppress(ValueError):
+                ev = json.loads(line)
+                if ev.get("Actor", {}).get("ID") != name:
+                    continue
+                if ev.get("Action") == "create" and not exists:
+                    n, exists = n + 1, True
+                elif ev.get("Action") == "destroy":
+                    exists = False
+        return n
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(5)
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+            self.proc = None
+        if self._out is not None:
+            self._out.close()
+            self._out = None
+
+
 class FakeInstance:
-    """A rehearsal instance: real sshd on ``address``, the Docker test double on PATH."""
+    """A rehearsal instance: real sshd on ``address``, the real Docker engine behind it."""
 
     def __init__(self, address: str, state_root: Path, *, port: int | None = None,
-                 user: str | None = None, service_net: str | None = None,
-                 aws_env: dict[str, str] | None = None, unit_dir: Path | None = None,
-                 keep_runtime: bool = False, cloud_init_markers: bool = True,
-                 isolation: str = "auto") -> None:
+                 user: str | None = None, aws_env: dict[str, str] | None = None,
+                 unit_dir: Path | None = None, cloud_init_markers: bool = True,
+                 project: str | None = None) -> None:
         """``port=None``: 22 when free on ``address``, else a free port (see :attr:`port`).
-        ``service_net``: the services get ``<net>.2`` (postgres) to ``<net>.5`` (nginx);
-        None: the first of 127.0.10, 127.0.11, ... no live FakeInstance uses.
-        ``isolation``: how the service names resolve. "namespace": sshd (so every session,
-        and every service the double starts from one) runs in a private mount namespace
-        whose /etc/hosts has the names: concurrent instances do not see each other's.
-        "hosts": a marked block in the machine's /etc/hosts (one instance at a time).
-        "auto": namespace when ``unshare -m`` works here, else hosts.
         ``aws_env``: AWS_* variables for the session (a moto server); missing ones are taken
         from this process's environment. ``unit_dir``: where the runbook installs its
-        systemd units (default ``<state_root>/systemd``). ``keep_runtime``: keep the
-        volumes (in ``/tmp/elematrix-fakehost-<hash of state_root>``) after stop().
-        ``cloud_init_markers``: write what user-data leaves in /var/lib/elematrix
-        (cloud-init.done, install-path, compose-version); removed by stop()."""
+        systemd units (default ``<state_root>/systemd``). ``project``: the compose project
+        name (default ``rer-<hash of state_root>``)."""
         self.address = address
         self.state_root = Path(state_root).resolve()
         self.requested_port = port
-        self.service_net = service_net
-        self.service_addresses: dict[str, str] = {}
-        if isolation not in ("auto", "namespace", "hosts"):
-            raise ValueError(f"isolation {isolation!r}: auto, namespace or hosts")
-        self.isolation = isolation
         env = {k: os.environ[k] for k in AWS_VARS if k in os.environ}
         env.update(aws_env or {})
         self.aws_env = env
         self.unit_dir = Path(unit_dir) if unit_dir else self.state_root / "systemd"
         self.sshd = SshServer(bind=address, port=None, user=user)
         self._sudoers = SUDOERS_DIR / f"elematrix-fakehost-{os.getpid()}-{id(self):x}"
-        # Derived from state_root: a new FakeInstance on the same state root (a restarted
-        # fixture) finds the same volumes when keep_runtime=True.
-        digest = hashlib.sha256(str(self.state_root).encode()).hexdigest()[:12]
-        self.runtime = Path(tempfile.gettempdir()) / f"elematrix-fakehost-{digest}"
-        self.keep_runtime = keep_runtime
-        self._registry_entry = REGISTRY / f"{digest}.json"
+        digest = hashlib.sha256(str(self.state_root).encode()).hexdigest()[:10]
+        self.project = project or f"{PROJECT_PREFIX}-{digest}"
         self.bin_dir = BIN_DIR
         self.cloud_init_markers = cloud_init_markers
         self._created: list[Path] = []
+        self._lock: contextlib.ExitStack | None = None
+        self._events = _VolumeEvents(self.state_root / "volume-events.jsonl")
         self.started = False
+        self.lock_wait_s = 0.0
 
     # -- what a runbook learns from AWS ----------------------------------------------------
     @property
@@ -271,7 +220,7 @@ class FakeInstance:
         keys = [Path(f"{p}.pub").read_text().split()[:2] for p in self.sshd.host_key_paths]
         return "\n".join([
             "[    0.000000] Linux version 6.1.0 (elematrix rehearsal instance)",
-            "[    1.234567] cloud-init[1]: Cloud-init v. 24.1 running 'init' (test double)",
+            "[    1.234567] cloud-init[1]: Cloud-init v. 24.1 running 'init'",
             f"ci-info: | lo | True | {self.address} | 255.0.0.0 | host | . |",
             "#############################################################",
             self.sshd.console_block,
@@ -279,7 +228,7 @@ class FakeInstance:
             *[" ".join(k) for k in keys],
             "-----END SSH HOST KEY KEYS-----",
             "#############################################################",
-            "cloud-init[1]: Cloud-init v. 24.1 finished (test double). Datasource DataSourceEc2.",
+            "cloud-init[1]: Cloud-init v. 24.1 finished. Datasource DataSourceEc2.",
             "",
         ])
 
@@ -291,54 +240,45 @@ class FakeInstance:
         with open(self.sshd.dir / "authorized_keys", "a") as f:
             f.write(line + "\n")
 
-    def authorize_private_key(self, private_key_path: Path) -> None:
-        """Authorize the public half of a private key file (e.g. the key pair moto made)."""
-        pub = subprocess.run(["ssh-keygen", "-y", "-f", str(private_key_path)], check=True,
-                             capture_output=True, text=True).stdout
-        self.authorize_key(pub)
-
-    def run_local(self, command: str, timeout: float = 300,
-                  input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-        """Run a shell command as root *on the instance* without SSH (debugging, fixtures):
-        same PATH and variables as a session, and in namespace mode the instance's
-        /etc/hosts (entered with nsenter through the sshd's mount namespace)."""
-        argv = ["sh", "-c", command]
-        if self.isolation == "namespace":
-            argv = ["nsenter", f"--mount=/proc/{self.sshd.pid}/ns/mnt", "--", *argv]
-        env = {**self.session_env(), "HOME": "/root", "LANG": "C.UTF-8"}
-        return subprocess.run(argv, env=env, capture_output=True, timeout=timeout,
-                              input=input, cwd="/")
-
     def ssh_inputs(self, **extra: object) -> dict[str, object]:
         """The ssh.* action inputs for this instance (host key pinned)."""
         return self.sshd.inputs(**extra)
 
-    # -- the double's state ----------------------------------------------------------------
+    # -- the engine's view -----------------------------------------------------------------
+    def volume(self, volume: str) -> str:
+        """The engine's name of one of the stack's named volumes (``postgres-data``)."""
+        return f"{self.project}_{volume}"
+
     def initdb_count(self) -> int:
-        """How many times the double ran initdb (lines of ``initdb.log``)."""
-        p = self.state_root / "initdb.log"
-        return len(p.read_text().splitlines()) if p.exists() else 0
+        """How many times the postgres data volume was created since start(): the postgres
+        entrypoint runs initdb only on an empty data directory, i.e. a new volume."""
+        return self._events.created(self.volume("postgres-data"))
 
-    def volume_dir(self, volume: str, project: str = "elematrix") -> Path:
-        """Where the double keeps a named volume (e.g. ``postgres-data``)."""
-        return self.runtime / "volumes" / f"{project}_{volume}"
+    def postgres_init_logged(self) -> int:
+        """How often the postgres container's log shows the entrypoint's initdb."""
+        out = docker("compose", "-p", self.project, "logs", "--no-log-prefix", "postgres")
+        return (out.stdout + out.stderr).count("PostgreSQL init process complete")
 
-    def log(self, service: str, project: str = "elematrix") -> str:
-        p = self.state_root / "logs" / project / f"{service}.log"
-        return p.read_text(errors="replace") if p.exists() else ""
+    def compose(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        """``docker compose -p <project> ARGS`` as root on the instance (no SSH)."""
+        return docker("compose", "-p", self.project, *args, timeout=timeout)
+
+    def log(self, service: str) -> str:
+        r = self.compose("logs", "--no-log-prefix", service)
+        return r.stdout + r.stderr
 
     def session_path(self) -> str:
-        return f"{SHIM_DIR}:{self.bin_dir}:{fakedocker.SYSTEM_PATH}"
+        return f"{SHIM_DIR}:{self.bin_dir}:{shims.SYSTEM_PATH}"
 
     def session_env(self) -> dict[str, str]:
-        """Environment every SSH session (and sudo) gets on this instance."""
-        return {"PATH": self.session_path(), fakedocker.STATE_ENV: str(self.state_root),
-                **self.aws_env}
+        """Environment every SSH session (and sudo, and the units) get on this instance."""
+        return {"PATH": self.session_path(), shims.STATE_ENV: str(self.state_root),
+                "COMPOSE_PROJECT_NAME": self.project, **self.aws_env}
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> FakeInstance:
         if os.geteuid() != 0:
-            raise RuntimeError("FakeInstance needs root (/etc/hosts, sudoers, initdb as postgres)")
+            raise RuntimeError("FakeInstance needs root (sshd on 127.x, sudoers, usermod)")
         try:
             self._start()
         except BaseException:
@@ -347,24 +287,13 @@ class FakeInstance:
         return self
 
     def _start(self) -> None:
-        cleanup_stale()
-        if self.isolation == "auto":
-            self.isolation = "namespace" if namespaces_work() else "hosts"
-        if self.service_net is None:
-            used = _live_nets()
-            self.service_net = next(f"127.0.{k}" for k in range(10, 250)
-                                    if f"127.0.{k}" not in used
-                                    and not self.address.startswith(f"127.0.{k}."))
-        self.service_addresses = {name: f"{self.service_net}.{i}"
-                                  for i, name in enumerate(SERVICES, start=2)}
-        if self.address in self.service_addresses.values():
-            raise ValueError(f"instance address {self.address} collides with a service address")
+        lock = contextlib.ExitStack()
+        t0 = time.monotonic()
+        lock.enter_context(stack_lock())
+        self.lock_wait_s = time.monotonic() - t0  # another stack on the machine (bench)
+        self._lock = lock
+        remove_project(self.project)  # a killed earlier run of the same test
         self.state_root.mkdir(parents=True, exist_ok=True)
-        REGISTRY.mkdir(mode=0o755, exist_ok=True)
-        self._registry_entry.write_text(json.dumps({
-            "state_root": str(self.state_root), "pid": os.getpid(),
-            "starttime": _self_starttime(), "sudoers": str(self._sudoers),
-            "runtime": str(self.runtime), "service_net": self.service_net}))
         os.chmod(self.state_root, 0o755)
         self.unit_dir.mkdir(parents=True, exist_ok=True)
         self.bin_dir.mkdir(mode=0o755, exist_ok=True)
@@ -374,38 +303,16 @@ class FakeInstance:
             tmp.unlink(missing_ok=True)
             tmp.symlink_to(AWS_CLI)
             tmp.replace(aws)
-        # Volumes and sockets live outside pytest's tmp dirs: a concurrent pytest session
-        # resets /tmp/pytest-of-root to 0700 and PostgreSQL (user postgres) loses its data
-        # dir mid-test. Short, too: a unix socket path must fit in 107 bytes.
-        self.runtime.mkdir(mode=0o755, exist_ok=True)
-        os.chmod(self.runtime, 0o755)
-        (self.runtime / "pgsock").mkdir(mode=0o755, exist_ok=True)
-        cfg = {"address": self.address, "services": self.service_addresses,
-               "pg_bin": str(PG_BIN), "nginx_bin": str(NGINX_BIN),
-               "synapse_python": str(SYNAPSE_VENV / "bin" / "python"),
-               "python": sys.executable, "runtime": str(self.runtime),
-               "unit_dirs": [str(self.unit_dir), "/etc/systemd/system"],
-               "env": self.aws_env, "shim_dir": str(SHIM_DIR),
-               "bin_dir": str(self.bin_dir)}
+        env = {k: v for k, v in self.session_env().items() if k != "PATH"}
+        cfg = {"unit_dirs": [str(self.unit_dir), "/etc/systemd/system"],
+               "env": {k: v for k, v in env.items() if k != shims.STATE_ENV},
+               "bin_dir": str(self.bin_dir), "python": sys.executable}
         (self.state_root / "fakehost.json").write_text(json.dumps(cfg, indent=1))
-        block = "".join([f"# BEGIN {_MARK} {self.state_root}\n",
-                         *[f"{a}\t{n}\n" for n, a in self.service_addresses.items()],
-                         f"# END {_MARK} {self.state_root}\n"])
-        if self.isolation == "namespace":
-            # The machine's hosts file without other instances' blocks, plus ours, mounted
-            # over /etc/hosts for sshd and everything started from its sessions.
-            hosts = self.runtime / "hosts"
-            hosts.write_text(_strip_blocks(HOSTS.read_text()) + block)
-            hosts.chmod(0o644)
-            self.sshd.command_prefix = (
-                "unshare", "-m", "--propagation", "private", "--", "sh", "-c",
-                'mount --bind "$0" /etc/hosts && exec "$@"', str(hosts))
-        else:
-            _edit_hosts(str(self.state_root), block)
+        self._events.start()
         self._write_sudoers()
         if self.cloud_init_markers:
             self._write_markers()
-        # SetEnv (OpenSSH >= 8.7) applies after sshd's default PATH: the double comes first.
+        # SetEnv (OpenSSH >= 8.7) applies after sshd's default PATH: the shims come first.
         setenv = " ".join(f'"{k}={v}"' for k, v in self.session_env().items())
         self.sshd.extra_config = f"SetEnv {setenv}"
         if self.requested_port is not None:
@@ -413,12 +320,18 @@ class FakeInstance:
         elif port_free(self.address, 22):
             self.sshd.port = 22
         self.sshd.start()
+        # What user-data does on AL2023: `usermod -aG docker ec2-user` (the login user may
+        # then run docker without sudo, through the socket's group).
+        if self.sshd.user != "root":
+            subprocess.run(["usermod", "-aG", "docker", self.sshd.user], check=True,
+                           capture_output=True)
         self.started = True
 
     def _write_sudoers(self) -> None:
-        # sudo resets PATH to secure_path and drops the environment: keep the double first
-        # and its state variable (plus the AWS ones for backup.sh) for the login user.
-        keep = " ".join([f"{fakedocker.STATE_ENV}", "ELEMATRIX_FAKEHOST_*", *AWS_VARS])
+        # sudo resets PATH to secure_path and drops the environment: keep the shims first,
+        # the AWS variables (backup.sh) and the project name for the login user.
+        keep = " ".join([shims.STATE_ENV, "ELEMATRIX_FAKEHOST_*", "COMPOSE_PROJECT_NAME",
+                         *AWS_VARS])
         text = (f"# Written by tests/rehearsal/instance.py for {self.state_root}; removed at "
                 "teardown.\n"
                 f'Defaults:{self.sshd.user} secure_path="{self.session_path()}"\n'
@@ -432,30 +345,29 @@ class FakeInstance:
         if not CLOUD_INIT_STATE.exists():
             CLOUD_INIT_STATE.mkdir(parents=True)
             self._created.append(CLOUD_INIT_STATE)
-        for name, text in (("install-path", "test-double"),
-                           ("compose-version", fakedocker.COMPOSE_VERSION_LINE),
-                           ("cloud-init.done", "1970-01-01T00:00:00Z (test double)")):
+        version = docker("compose", "version").stdout.strip()
+        for name, text in (("install-path", "preinstalled"), ("compose-version", version),
+                           ("cloud-init.done", time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                             time.gmtime()))):
             p = CLOUD_INIT_STATE / name
             if not p.exists():
                 p.write_text(text + "\n")
                 self._created.insert(0, p)
 
     def stop(self) -> None:
-        """Stop every service the double started, the sshd, and undo the machine edits."""
-        with contextlib.suppress(OSError):
-            fakedocker.stop_all(self.state_root)
+        """Bring the stack down (``down -v``), stop the sshd, undo the machine edits."""
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            remove_project(self.project)
+        self._events.stop()
         self.sshd.close()
-        if self.isolation == "hosts":
-            with contextlib.suppress(OSError):
-                _edit_hosts(str(self.state_root), None)
         self._sudoers.unlink(missing_ok=True)
         for p in self._created:  # files first, then the directory if we made it
             with contextlib.suppress(OSError):
                 p.rmdir() if p.is_dir() else p.unlink()
         self._created.clear()
-        if not self.keep_runtime:
-            shutil.rmtree(self.runtime, ignore_errors=True)
-        self._registry_entry.unlink(missing_ok=True)
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
         self.started = False
 
     def __enter__(self) -> FakeInstance:
@@ -463,3 +375,4 @@ class FakeInstance:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+

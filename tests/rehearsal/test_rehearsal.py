@@ -1,4 +1,4 @@
-"""The whole poc-ec2 runbook, first step to last, for real except the Docker engine.
+"""The whole poc-ec2 runbook, first step to last, on the real Docker engine.
 
 - AWS: a moto server on 127.0.0.1 in this process, reached by the real `elematrix` command
   through AWS_ENDPOINT_URL. moto is patched only where it has no answer: the Elastic IP it
@@ -10,11 +10,13 @@
   StringEquals operator, so the backup bucket's conditional deny-non-TLS statement refused
   every request. On AWS the instance's aws CLI speaks HTTPS and passes it.
 - The instance: a real OpenSSH sshd on that address (tests/rehearsal/instance.py).
-- Docker: the documented test double (docs/testing-rehearsal.md) starts PostgreSQL, Synapse
-  and nginx natively from the files the runbook uploaded. No runbook step or template is
-  changed for the test.
+- Docker: the real client and the real engine with the stack's images (built locally where
+  no registry answers: tests/support/docker.py ensure_images). Only cloud-init and
+  systemctl are shims (docs/testing-rehearsal.md). No runbook step or template is changed
+  for the test; the compose project name is (COMPOSE_PROJECT_NAME), to share the engine.
 - The final gate is the real two-user E2EE validation through the rendered nginx; the
-  backup lands in moto's S3.
+  backup lands in moto's S3. One initdb: the postgres volume was created once (engine
+  events), and the postgres container's log shows the entrypoint's initdb at most once.
 """
 
 from __future__ import annotations
@@ -124,12 +126,14 @@ def test_rehearsal_headless_every_phase(elematrix: str, instance: FakeInstance,
     assert _count_tagged(aws_env, "rehearsal") == {"instances": 1, "security_groups": 1,
                                                    "eips": 1, "buckets": 1}
     assert instance.initdb_count() == 1
+    assert instance.postgres_init_logged() == 1
     print(f"rehearsal: {elapsed:.1f} s")
 
 
 def test_rehearsal_chaos_kill_9_and_resume(elematrix: str, instance: FakeInstance,
                                            aws_env: dict[str, str], tmp_path: Path) -> None:
     env = _env(aws_env)
+    started = time.monotonic()
     args = [elematrix, "run", str(RUNBOOK), "--deployment", "chaos", "--yes", "--quiet",
             *_params(instance, tmp_path)]
     rng = random.Random(8)
@@ -159,6 +163,8 @@ def test_rehearsal_chaos_kill_9_and_resume(elematrix: str, instance: FakeInstanc
     assert _count_tagged(aws_env, "chaos") == {"instances": 1, "security_groups": 1,
                                                "eips": 1, "buckets": 1}
     assert instance.initdb_count() == 1
+    assert instance.postgres_init_logged() <= 1
+    print(f"chaos: {kills} kills, {time.monotonic() - started:.1f} s")
 
 
 def _no_run(env: dict[str, str], elematrix: str) -> bool:

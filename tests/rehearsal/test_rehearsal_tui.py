@@ -1,5 +1,5 @@
 """The whole rehearsal driven through the TUI with Pilot: the same moto server, fake
-instance and runbook as test_rehearsal.py; every confirmation answered in its modal (the
+instance (real sshd, real Docker engine) and runbook as test_rehearsal.py; every confirmation answered in its modal (the
 destructive ones by typing the deployment name), as an operator would."""
 
 from __future__ import annotations
@@ -31,6 +31,19 @@ def _params(inst: FakeInstance, tmp_path: Path) -> dict[str, Any]:
             "container_logs": "local"}
 
 
+def _failures(state_dir: Path) -> list[dict[str, Any]]:
+    """The failed steps of every run, with their messages (for the assertion text)."""
+    from elematrix_tui.engine.journal import Journal
+    from elematrix_tui.engine.report import report_data
+
+    journal = Journal.open(state_dir, "tui-rehearsal")
+    try:
+        return [s for run in journal.runs() for s in report_data(journal, run.id)["steps"]
+                if s["status"] == "failed"]
+    finally:
+        journal.close()
+
+
 async def test_rehearsal_in_the_tui(state_dir: Path, instance: FakeInstance,
                                     aws_env: dict[str, str], tmp_path: Path,
                                     monkeypatch: pytest.MonkeyPatch) -> None:
@@ -47,6 +60,7 @@ async def test_rehearsal_in_the_tui(state_dir: Path, instance: FakeInstance,
     app = ElematrixApp(state_dir, runbook=RUNBOOK, deployment="tui-rehearsal",
                        params=_params(instance, tmp_path))
     confirmed: list[str] = []
+    started = time.monotonic()
     async with app.run_test(size=(140, 45)) as pilot:
         screen = app.screen
         assert isinstance(screen, RunScreen)
@@ -70,14 +84,18 @@ async def test_rehearsal_in_the_tui(state_dir: Path, instance: FakeInstance,
                         # Destructive: type the deployment name; "Go ahead" enables after.
                         typed.first().value = "tui-rehearsal"
                         continue
-                    yes = modal.query_one("#yes", Button)
+                    found = modal.query("#yes")
+                    if not found:
+                        continue  # pushed but not composed yet: look again next tick
+                    yes = found.first(Button)
                     if yes.disabled:
                         continue
                     if modal.step_id not in confirmed:
                         confirmed.append(modal.step_id)
                     yes.press()
             await pilot.pause()
-            assert screen.last_exit == 0, (phase, screen.last_exit, screen.model.message)
+            assert screen.last_exit == 0, (phase, screen.last_exit, screen.model.message,
+                                           _failures(state_dir))
         for phase in ("infra", "configure", "deploy", "harden"):
             ph = screen.model.phase(phase)
             assert ph is not None and ph.state == "passed", (phase, ph and ph.state)
@@ -93,3 +111,5 @@ async def test_rehearsal_in_the_tui(state_dir: Path, instance: FakeInstance,
     assert any(k.endswith("synapse.sql.gz") for k in _backup_objects(aws_env, "tui-rehearsal"))
     assert _count_tagged(aws_env, "tui-rehearsal") == {"instances": 1, "security_groups": 1,
                                                        "eips": 1, "buckets": 1}
+    assert instance.initdb_count() == 1
+    print(f"tui rehearsal: {time.monotonic() - started:.1f} s")
