@@ -265,7 +265,7 @@ class Run(Action):
 # --------------------------------------------------------------------------------------
 # ssh.upload
 # --------------------------------------------------------------------------------------
-MODE_RE = re.compile(r"^0?[0-7]{3}$")
+MODE_RE = re.compile(r"0?[0-7]{3}")  # fullmatch: "644\n" is not a mode
 
 
 class UploadInputs(SshInputs):
@@ -285,7 +285,7 @@ class UploadInputs(SshInputs):
     @model_validator(mode="after")
     def _modes(self) -> UploadInputs:
         for m in [*self.modes.values(), *([self.default_mode] if self.default_mode else [])]:
-            if not MODE_RE.match(m):
+            if not MODE_RE.fullmatch(m):
                 raise ValueError(f"mode {m!r} must be octal like '0600' or '644'")
         if not self.dest or self.dest.strip() in {"/", "~"}:
             raise ValueError("dest must be a directory below / (not / itself)")

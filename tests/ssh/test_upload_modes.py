@@ -70,3 +70,14 @@ def test_default_mode_never_widens_a_private_source(
     assert _mode(dest / "private.txt") == 0o640  # 0644 & ~other-bits of a 0640 source
     assert _mode(dest / "run.sh") == 0o700  # a mode named for the file is the author's
     assert any("kept private" in line for _, line in ctx.logs), ctx.logs
+
+
+@pytest.mark.parametrize("mode", ["644\n", "0644 ", "6440", "0o644", ""])
+def test_a_mode_is_the_whole_value(mode: str) -> None:
+    """Issue 20 #6, full-match patterns everywhere: a trailing newline passed '$'."""
+    from pydantic import ValidationError
+
+    from elematrix_tui.actions.ssh import UploadInputs
+
+    with pytest.raises(ValidationError, match="must be octal"):
+        UploadInputs(host="h", source="s", dest="/opt/x", default_mode=mode or "x")
