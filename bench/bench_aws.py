@@ -128,6 +128,9 @@ def run() -> list[tuple[str, float, str]]:
 
     from moto.server import ThreadedMotoServer
 
+    from elematrix_tui.practice import default_vpc_like_aws
+
+    default_vpc_like_aws()  # AWS's default VPC (an internet gateway), as in the tests
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no access log on stderr
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()

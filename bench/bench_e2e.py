@@ -47,6 +47,9 @@ def run() -> list[tuple[str, float, str]]:
     import logging
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's request log
+    from elematrix_tui.practice import default_vpc_like_aws
+
+    default_vpc_like_aws()  # AWS's default VPC (an internet gateway), as in the tests
     mp = pytest.MonkeyPatch()
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)

@@ -81,6 +81,36 @@ def _condition_holds(condition: dict[str, dict[str, Any]]) -> bool | None:
     return True
 
 
+def default_vpc_like_aws() -> None:
+    """Make moto create its default VPCs as AWS does: with an internet gateway and a
+    0.0.0.0/0 route to it in the main route table.
+
+    AWS gives every default VPC an attached internet gateway and that route (Amazon VPC
+    User Guide, "Default VPCs": default VPC components). moto 5.2.5 creates the VPC and its
+    default subnets only (moto/ec2/models/vpcs.py ``VPCBackend.create_default_vpc``), so an
+    instance there could reach nothing, and the infra phase rightly refuses a subnet with
+    no internet route. This adds exactly what AWS adds, nothing else: a default VPC whose
+    gateway the operator deleted is still refused. Idempotent; affects only default VPCs
+    created after it is installed (moto makes them when a region's EC2 backend starts)."""
+    from moto.ec2.models.vpcs import VPCBackend
+
+    if getattr(VPCBackend.create_default_vpc, "elematrix_like_aws", False):
+        return
+    original = VPCBackend.create_default_vpc
+
+    def create_default_vpc(self: Any) -> Any:
+        vpc = original(self)
+        igw = self.create_internet_gateway()
+        self.attach_internet_gateway(igw.id, vpc.id)
+        main = next(rt for rt in self.route_tables.values()
+                    if rt.vpc_id == vpc.id and rt.main_association_id is not None)
+        self.create_route(main.id, "0.0.0.0/0", gateway_id=igw.id)
+        return vpc
+
+    create_default_vpc.elematrix_like_aws = True  # type: ignore[attr-defined]
+    VPCBackend.create_default_vpc = create_default_vpc  # type: ignore[method-assign]
+
+
 def bucket_policy_permission(self: Any, action: str, resource: str) -> Any:
     """moto's ``FakeBucket.get_permission``, with statement conditions evaluated as AWS does.
 
@@ -144,6 +174,7 @@ class Emulator:
         from moto.s3.models import FakeBucket
 
         FakeBucket.get_permission = bucket_policy_permission  # type: ignore[method-assign]
+        default_vpc_like_aws()
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
         self._server.start()
         host, port = self._server.get_host_and_port()

@@ -21,6 +21,13 @@ from tests.support.docker import docker_engine, docker_images  # noqa: F401
 # (infra attaches the CloudWatch agent and SSM core managed policies).
 os.environ.setdefault("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
 
+# moto's default VPCs lack the internet gateway AWS gives them; the infra phase refuses a
+# subnet without an internet route, so every in-process moto (mock_aws and the servers the
+# fixtures start) gets AWS's default VPC. One home: elematrix_tui/practice.py.
+from elematrix_tui.practice import default_vpc_like_aws  # noqa: E402
+
+default_vpc_like_aws()
+
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = ROOT / ".venv" / "bin"
 

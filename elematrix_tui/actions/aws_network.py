@@ -134,13 +134,10 @@ def choose_subnet(api: AwsApi, vpc_id: str, subnet_id: str, azs: list[str],
     table = route_table_of(api, s)
     if internet_gateway_route(table) is None:
         # AWS creates every default VPC with an internet gateway and a 0.0.0.0/0 route in
-        # its main table (VPC user guide, "Default VPCs": components). moto 5.2.5's default
-        # VPC has neither (measured), so a refusal here would refuse every emulator run;
-        # the operator is warned instead. An operator-chosen subnet is refused above.
-        log(f"warning: default subnet {s['SubnetId']} has no 0.0.0.0/0 route to an internet "
-            f"gateway (route table {table['RouteTableId'] if table else 'none'}): on AWS "
-            "the instance would be unreachable; name a public subnet with subnet_id",
-            "stderr")
+        # its main table (VPC user guide, "Default VPCs": components): one without them had
+        # its gateway removed, and an instance there is as unreachable as in any private
+        # subnet. (The emulator's default VPC is AWS's too: practice.default_vpc_like_aws.)
+        raise _no_route(s, table, "subnet_id (not set: the default VPC's default subnet)")
     return dict(s)
 
 

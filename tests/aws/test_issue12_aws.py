@@ -298,6 +298,35 @@ def test_a_subnet_without_a_route_to_an_internet_gateway_is_refused(ctx: Any) ->
     assert [x["GroupId"] for x in i["NetworkInterfaces"][0]["Groups"]] == [inst["group_id"]]
 
 
+def test_the_default_vpc_is_used_as_aws_makes_it_and_refused_without_its_gateway(
+        ctx: Any) -> None:
+    """The emulator's default VPC has AWS's internet gateway and route
+    (practice.default_vpc_like_aws, installed for every test in tests/conftest.py); a
+    default VPC whose route someone removed is refused like any private subnet (it only
+    warned before, because moto's default VPC lacked the gateway)."""
+    ec2 = boto3.client("ec2")
+    vpc = ec2.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"][0]
+    main = ec2.describe_route_tables(Filters=[
+        {"Name": "vpc-id", "Values": [vpc["VpcId"]]},
+        {"Name": "association.main", "Values": ["true"]}])["RouteTables"][0]
+    assert any(r.get("DestinationCidrBlock") == "0.0.0.0/0"
+               and r.get("GatewayId", "").startswith("igw-") for r in main["Routes"])
+    pf = _preflight(ctx)
+    assert pf["vpc_id"] == vpc["VpcId"]
+    igw = next(r["GatewayId"] for r in main["Routes"]
+               if r.get("DestinationCidrBlock") == "0.0.0.0/0")
+    ec2.delete_route(RouteTableId=main["RouteTableId"], DestinationCidrBlock="0.0.0.0/0")
+    try:
+        with pytest.raises(ActionFailed) as e:
+            _preflight(ctx)
+        assert e.value.message.startswith(
+            "parameter subnet_id (not set: the default VPC's default subnet): subnet ")
+        assert main["RouteTableId"] in e.value.message
+    finally:  # the module's later tests share this emulator's default VPC
+        ec2.create_route(RouteTableId=main["RouteTableId"], DestinationCidrBlock="0.0.0.0/0",
+                         GatewayId=igw)
+
+
 def test_vpc_and_subnet_ids_of_another_vpc_or_nowhere_are_located(ctx: Any) -> None:
     pf = _preflight(ctx)
     with pytest.raises(ActionFailed) as e:
