@@ -256,10 +256,10 @@ def _validate(args: argparse.Namespace) -> int:
 
 def _print_local_effects(rb: Runbook) -> None:
     """validate: name every step that acts on this machine (a runbook is trusted code)."""
+    import textwrap
+
     from .engine.text import clean
     from .engine.trust import local_effects
-
-    import textwrap
 
     effects = local_effects(rb, _registry())
     if not effects:

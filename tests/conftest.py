@@ -24,7 +24,7 @@ os.environ.setdefault("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
 # moto's default VPCs lack the internet gateway AWS gives them; the infra phase refuses a
 # subnet without an internet route, so every in-process moto (mock_aws and the servers the
 # fixtures start) gets AWS's default VPC. One home: elematrix_tui/practice.py.
-from elematrix_tui.practice import default_vpc_like_aws  # noqa: E402
+from elematrix_tui.practice import default_vpc_like_aws
 
 default_vpc_like_aws()
 
