@@ -540,18 +540,20 @@ def _practice(args: argparse.Namespace) -> int:
             os.environ["ELEMATRIX_SECRET_STORE"] = "file"
             notices.append("No OS keyring here: practice secrets go to the opt-in 0600 file "
                            "(ELEMATRIX_SECRET_STORE=file).")
+    from .practice import isolate_aws_environment
+
+    # Before the emulator starts: importing moto builds a boto3 session, which reads the
+    # operator's AWS_PROFILE (a profile this machine lacks stopped practice right there).
+    cleared = isolate_aws_environment(os.environ, ddir / "emulator")
+    if cleared:
+        notices.append(f"Cleared {', '.join(cleared)} for practice: every AWS call goes to "
+                       f"the emulator, never elsewhere.")
     try:
         emulator = Emulator(ddir / "emulator").start()
     except PracticeUnavailable as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     try:
-        from .practice import isolate_aws_environment
-
-        cleared = isolate_aws_environment(os.environ, ddir / "emulator")
-        if cleared:
-            notices.append(f"Cleared {', '.join(cleared)} for practice: every AWS call goes to "
-                           f"the emulator, never elsewhere.")
         os.environ.update(emulator.environ())
         phases = None
         problem = host_problem()
