@@ -675,6 +675,11 @@ class Runner:
 
     def _confirm(self, step: Step, title: str, changes: list[str]) -> bool:
         destructive = step.destructive
+        if destructive and not self._seen_before and self.journal is not None \
+                and self.journal.has_changes():
+            # This run itself changed something for the deployment (practice's infra, then
+            # its harden): the state dir has seen it now.
+            self._seen_before = True
         if destructive and not self._seen_before:
             # Nothing here ties the tag to this operator's deployment: someone else's may
             # carry the same name. The typed name is required, and --yes does not give it.
