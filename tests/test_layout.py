@@ -115,6 +115,10 @@ def test_the_built_wheel_runs_from_outside_the_checkout(tmp_path: Path) -> None:
         in_wheel = set(z.namelist())
     assert {f"{PKG}/{p}" for p in tracked} <= in_wheel, {f"{PKG}/{p}" for p in tracked} - in_wheel
     assert not any(n.split("/")[0] in DATA for n in in_wheel)  # no top-level data packages
+    # And the package itself, whole: every module (the hand-kept package list) and its data
+    # (the .tcss stylesheets, py.typed), as tracked.
+    code = {p for p in _tracked() if p.startswith(f"{PKG}/")}
+    assert code <= in_wheel, code - in_wheel
 
     venv = tmp_path / "venv"
     _run([sys.executable, "-m", "venv", str(venv)], timeout=120)
