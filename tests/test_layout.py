@@ -155,3 +155,24 @@ def test_the_built_wheel_runs_from_outside_the_checkout(tmp_path: Path) -> None:
     # The stack was rendered from the wheel's templates (the images come from the compose).
     assert "image synapse: matrixdotorg/synapse:" in res.stdout
     assert str(ROOT) not in res.stdout + res.stderr
+
+
+def test_a_stale_folder_in_the_package_never_shadows_the_checkout(tmp_path: Path) -> None:
+    """An untracked runbooks folder left inside the package of a working tree (an editor's
+    backup kept the old folder alive through a checkout) is ignored: the tracked top-level
+    one wins. ``_PACKAGE_DIR`` is the one thing the lookup reads from this module's location."""
+    root = tmp_path / "repo"
+    for d in ("runbooks", "assets", f"{PKG}/runbooks", f"{PKG}/assets"):
+        (root / d).mkdir(parents=True)
+    (root / "pyproject.toml").write_text("")
+    saved = bundled._PACKAGE_DIR
+    bundled._data_dir.cache_clear()
+    try:
+        bundled._PACKAGE_DIR = root / PKG
+        assert bundled.checkout_root() == root
+        assert bundled.runbooks_dir() == root / "runbooks"
+        assert bundled.assets_dir() == root / "assets"
+    finally:
+        bundled._PACKAGE_DIR = saved
+        bundled._data_dir.cache_clear()
+    assert bundled.runbooks_dir() == ROOT / "runbooks"
