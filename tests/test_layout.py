@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tarfile
 import tomllib
+import types
 import zipfile
 from pathlib import Path
 
@@ -160,19 +161,26 @@ def test_the_built_wheel_runs_from_outside_the_checkout(tmp_path: Path) -> None:
 def test_a_stale_folder_in_the_package_never_shadows_the_checkout(tmp_path: Path) -> None:
     """An untracked runbooks folder left inside the package of a working tree (an editor's
     backup kept the old folder alive through a checkout) is ignored: the tracked top-level
-    one wins. ``_PACKAGE_DIR`` is the one thing the lookup reads from this module's location."""
+    one wins. The lookup reads the package's location twice: ``_PACKAGE_DIR`` (for the
+    checkout) and importlib.resources (for the package data); both point at the fake."""
     root = tmp_path / "repo"
     for d in ("runbooks", "assets", f"{PKG}/runbooks", f"{PKG}/assets"):
         (root / d).mkdir(parents=True)
     (root / "pyproject.toml").write_text("")
-    saved = bundled._PACKAGE_DIR
+    saved = bundled._PACKAGE_DIR, bundled.resources
     bundled._data_dir.cache_clear()
     try:
         bundled._PACKAGE_DIR = root / PKG
+        bundled.resources = types.SimpleNamespace(files=lambda _: root / PKG)  # type: ignore[assignment]
         assert bundled.checkout_root() == root
         assert bundled.runbooks_dir() == root / "runbooks"
         assert bundled.assets_dir() == root / "assets"
+        # Not a checkout (no pyproject.toml beside the package): the package data.
+        (root / "pyproject.toml").unlink()
+        bundled._data_dir.cache_clear()
+        assert bundled.checkout_root() is None
+        assert bundled.runbooks_dir() == root / PKG / "runbooks"
     finally:
-        bundled._PACKAGE_DIR = saved
+        bundled._PACKAGE_DIR, bundled.resources = saved
         bundled._data_dir.cache_clear()
     assert bundled.runbooks_dir() == ROOT / "runbooks"
