@@ -4,6 +4,7 @@ in a checkout and in an installed wheel alike."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -103,6 +104,8 @@ def test_the_built_wheel_runs_from_outside_the_checkout(tmp_path: Path) -> None:
     """Build the sdist and, from it, the wheel (``python -m build``, as a release does);
     install the wheel into a fresh virtual environment; run the bundled runbooks by name
     from a directory outside the checkout, with nothing of the checkout on the path."""
+    require(importlib.util.find_spec("build") is not None,
+            "the 'build' package (in the dev extra: pip install -e '.[dev]')")
     dist = tmp_path / "dist"
     _run([sys.executable, "-m", "build", "--outdir", str(dist), str(ROOT)], timeout=600)
     [sdist] = dist.glob("*.tar.gz")
