@@ -150,6 +150,7 @@ def _registry() -> Registry:
 
 def resolve_runbook_path(name: str) -> Path:
     """A path, or the name of a bundled runbook (``poc-ec2``) or one in the user's folder."""
+    from .bundled import runbooks_dir
     from .engine.errors import InputError
     from .engine.paths import user_runbook_dir
 
@@ -158,8 +159,7 @@ def resolve_runbook_path(name: str) -> Path:
         if not p.exists():
             raise InputError(f"{name}: no such runbook file")
         return p
-    user, bundled = user_runbook_dir() / f"{name}.yaml", Path(__file__).parent / "runbooks" / \
-        f"{name}.yaml"
+    user, bundled = user_runbook_dir() / f"{name}.yaml", runbooks_dir() / f"{name}.yaml"
     if user.exists() and bundled.exists():
         # Never silently: a copied runbook of the same name would run in place of ours.
         raise InputError(f"{name}: is both a bundled runbook and {user}; refusing to guess. "
@@ -172,8 +172,10 @@ def resolve_runbook_path(name: str) -> Path:
 
 
 def bundled_runbooks() -> list[str]:
-    folder = Path(__file__).parent / "runbooks"
-    return sorted(p.stem for p in folder.glob("*.yaml"))
+    """The names of the bundled runbooks (``bundled.py`` finds them)."""
+    from .bundled import bundled_runbook_names
+
+    return bundled_runbook_names()
 
 
 def _load(path: Path) -> Runbook:

@@ -16,6 +16,7 @@ from typing import Any
 
 from textual.pilot import Pilot
 
+from elematrix_tui.bundled import runbooks_dir
 from elematrix_tui.engine import events as ev
 from elematrix_tui.ui import catalog
 from elematrix_tui.ui.app import ElematrixApp
@@ -87,7 +88,7 @@ def main(out: Path) -> None:
     os.environ.update(ELEMATRIX_STATE_DIR=str(tmp / "state"),
                       ELEMATRIX_CONFIG_DIR=str(tmp / "config"), ELEMATRIX_SECRET_STORE="file")
     catalog.write_settings(tmp / "state", "staging", {
-        "runbook_path": str(ROOT / "elematrix_tui" / "runbooks" / "poc-ec2.yaml"),
+        "runbook_path": str(runbooks_dir() / "poc-ec2.yaml"),
         "params": {}})
     app = ElematrixApp(tmp / "state", deployment="staging", runner_factory=FakeFactory(script))
     svg = take_svg_screenshot(app=app, terminal_size=(120, 36), run_before=_ready,
