@@ -39,7 +39,9 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-RUNBOOK = REPO / "elematrix_tui" / "runbooks" / "poc-ec2.yaml"
+from elematrix_tui.bundled import runbooks_dir  # noqa: E402  (after the path above)
+
+RUNBOOK = runbooks_dir() / "poc-ec2.yaml"
 FAKE_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
             "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1"}
 CLI_SERVICE = {"s3": "s3api"}

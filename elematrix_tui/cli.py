@@ -150,6 +150,7 @@ def _registry() -> Registry:
 
 def resolve_runbook_path(name: str) -> Path:
     """A path, or the name of a bundled runbook (``poc-ec2``) or one in the user's folder."""
+    from .bundled import runbooks_dir
     from .engine.errors import InputError
     from .engine.paths import user_runbook_dir
 
@@ -158,8 +159,7 @@ def resolve_runbook_path(name: str) -> Path:
         if not p.exists():
             raise InputError(f"{name}: no such runbook file")
         return p
-    user, bundled = user_runbook_dir() / f"{name}.yaml", Path(__file__).parent / "runbooks" / \
-        f"{name}.yaml"
+    user, bundled = user_runbook_dir() / f"{name}.yaml", runbooks_dir() / f"{name}.yaml"
     if user.exists() and bundled.exists():
         # Never silently: a copied runbook of the same name would run in place of ours.
         raise InputError(f"{name}: is both a bundled runbook and {user}; refusing to guess. "
@@ -172,8 +172,10 @@ def resolve_runbook_path(name: str) -> Path:
 
 
 def bundled_runbooks() -> list[str]:
-    folder = Path(__file__).parent / "runbooks"
-    return sorted(p.stem for p in folder.glob("*.yaml"))
+    """The names of the bundled runbooks (``bundled.py`` finds them)."""
+    from .bundled import bundled_runbook_names
+
+    return bundled_runbook_names()
 
 
 def _load(path: Path) -> Runbook:
@@ -516,64 +518,23 @@ def _tui(args: argparse.Namespace, *, runbook: Path | None = None, deployment: s
 def _practice(args: argparse.Namespace) -> int:
     from .engine.errors import InputError
     from .engine.paths import DEPLOYMENT_RE, deployment_dir
-    from .practice import (
-        LOCAL_NOTICE,
-        Emulator,
-        PracticeUnavailable,
-        compose_project,
-        host_problem,
-        practice_params,
-        prepare_host,
-    )
+    from .practice import PRACTICE_RUNBOOK, PracticeUnavailable, practice_session
 
     if not DEPLOYMENT_RE.fullmatch(args.deployment):
         raise InputError(f"deployment name {args.deployment!r}: a lower-case letter, then "
                          f"lower-case letters, digits or '-' (2-31 characters)")
-    root = _state_dir(args)
-    ddir = deployment_dir(root, args.deployment)
-    notices = ["Practice: AWS is an emulator on 127.0.0.1 (moto); nothing real is touched."]
-    if not os.environ.get("ELEMATRIX_SECRET_STORE"):
-        from .engine.secrets import _usable_keyring
-
-        if _usable_keyring() is None:
-            # Practice secrets are throwaway; a headless machine should still practise.
-            os.environ["ELEMATRIX_SECRET_STORE"] = "file"
-            notices.append("No OS keyring here: practice secrets go to the opt-in 0600 file "
-                           "(ELEMATRIX_SECRET_STORE=file).")
-    from .practice import isolate_aws_environment
-
-    # Before the emulator starts: importing moto builds a boto3 session, which reads the
-    # operator's AWS_PROFILE (a profile this machine lacks stopped practice right there).
-    cleared = isolate_aws_environment(os.environ, ddir / "emulator")
-    if cleared:
-        notices.append(f"Cleared {', '.join(cleared)} for practice: every AWS call goes to "
-                       f"the emulator, never elsewhere.")
+    ddir = deployment_dir(_state_dir(args), args.deployment)
     try:
-        emulator = Emulator(ddir / "emulator").start()
+        # Only the emulator's start raises PracticeUnavailable.
+        with practice_session(args.deployment, ddir) as s:
+            path = resolve_runbook_path(PRACTICE_RUNBOOK)
+            if args.headless:
+                return _practice_headless(args, path, s.params, s.phases, s.notices)
+            return _tui(args, runbook=path, deployment=args.deployment, practice=True,
+                        params=s.params, phases=s.phases, notices=s.notices)
     except PracticeUnavailable as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    try:
-        os.environ.update(emulator.environ())
-        phases = None
-        problem = host_problem()
-        if problem is not None:
-            phases = ["infra", "configure"]
-            params = practice_params(ddir)
-            notices.append(problem)
-        else:
-            # The deploy phase runs on this machine (the local host transport).
-            params = practice_params(ddir, local_host=True)
-            os.environ.update(prepare_host(args.deployment, ddir))
-            notices.append(LOCAL_NOTICE.format(project=compose_project(args.deployment),
-                                               http_port=params["http_port"]))
-        path = resolve_runbook_path("poc-ec2")
-        if args.headless:
-            return _practice_headless(args, path, params, phases, notices)
-        return _tui(args, runbook=path, deployment=args.deployment, practice=True,
-                    params=params, phases=phases, notices=notices)
-    finally:
-        emulator.stop()
 
 
 def _practice_headless(args: argparse.Namespace, path: Path, params: dict[str, Any],

@@ -24,11 +24,12 @@ import os
 import shutil
 import socket
 import subprocess
-from collections.abc import MutableMapping
+from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+PRACTICE_RUNBOOK = "poc-ec2"  # the bundled runbook practice runs
 PRACTICE_REGION = "us-east-1"  # moto resolves the AL2023 AMI for it
 SEED = 20261127
 STAGING_HINT = ("or against a staging AWS account with "
@@ -350,3 +351,55 @@ def _ensure_key(path: Path) -> None:
     with os.fdopen(fd, "wb") as f:
         f.write(pem)
     path.with_suffix(".pub").write_bytes(pub + b" elematrix-practice\n")
+
+
+@dataclass
+class PracticeSession:
+    """What a practice session runs with: the parameter values, the phases it may run
+    (None: every phase) and the notices the banner shows."""
+
+    params: dict[str, Any]
+    phases: list[str] | None
+    notices: list[str]
+
+
+@contextlib.contextmanager
+def practice_session(deployment: str, deployment_dir: Path) -> Iterator[PracticeSession]:
+    """Start the emulator for ``deployment`` and point this process's environment at it
+    (AWS variables, secret store, compose project); stop the emulator on exit.
+
+    The one set-up `elematrix practice` and scripts/readme_picture.py share. Raises
+    :class:`PracticeUnavailable` when the emulator cannot start."""
+    notices = ["Practice: AWS is an emulator on 127.0.0.1 (moto); nothing real is touched."]
+    if not os.environ.get("ELEMATRIX_SECRET_STORE"):
+        from .engine.secrets import _usable_keyring
+
+        if _usable_keyring() is None:
+            # Practice secrets are throwaway; a headless machine should still practise.
+            os.environ["ELEMATRIX_SECRET_STORE"] = "file"
+            notices.append("No OS keyring here: practice secrets go to the opt-in 0600 file "
+                           "(ELEMATRIX_SECRET_STORE=file).")
+    # Before the emulator starts: importing moto builds a boto3 session, which reads the
+    # operator's AWS_PROFILE (a profile this machine lacks stopped practice right there).
+    cleared = isolate_aws_environment(os.environ, deployment_dir / "emulator")
+    if cleared:
+        notices.append(f"Cleared {', '.join(cleared)} for practice: every AWS call goes to "
+                       f"the emulator, never elsewhere.")
+    emulator = Emulator(deployment_dir / "emulator").start()
+    try:
+        os.environ.update(emulator.environ())
+        phases = None
+        problem = host_problem()
+        if problem is not None:
+            phases = ["infra", "configure"]
+            params = practice_params(deployment_dir)
+            notices.append(problem)
+        else:
+            # The deploy phase runs on this machine (the local host transport).
+            params = practice_params(deployment_dir, local_host=True)
+            os.environ.update(prepare_host(deployment, deployment_dir))
+            notices.append(LOCAL_NOTICE.format(project=compose_project(deployment),
+                                               http_port=params["http_port"]))
+        yield PracticeSession(params=params, phases=phases, notices=notices)
+    finally:
+        emulator.stop()

@@ -6,10 +6,11 @@ moto does not implement it. The table says when its figures were taken and where
 
 from __future__ import annotations
 
-from importlib import resources
 from typing import Any
 
 import yaml
+
+from ..bundled import assets_dir
 
 HOURS_PER_MONTH = 730
 # CPU credit modes of burstable (T) instances; the runbook's default is the first.
@@ -18,7 +19,7 @@ CPU_CREDIT_MODES = ("standard", "unlimited")
 
 def load_prices() -> dict[str, Any]:
     """The parsed price table."""
-    text = resources.files("elematrix_tui").joinpath("assets/prices.yaml").read_text("utf-8")
+    text = (assets_dir() / "prices.yaml").read_text("utf-8")
     data: dict[str, Any] = yaml.safe_load(text)
     return data
 

@@ -23,10 +23,12 @@ from typing import Annotated
 
 from pydantic import AfterValidator
 
+from ..bundled import assets_dir
 from .action import ActionFailed
 
-# The bundled assets: shipped inside the package (and the wheel), beside engine/.
-ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
+# The bundled assets: assets/ of the checkout, or the package data of an installed wheel
+# (elematrix_tui/bundled.py is the one place that decides which).
+ASSETS_DIR = assets_dir()
 
 
 class PathEscape(ActionFailed):

@@ -1,7 +1,7 @@
 """Render the bundled Matrix/Element stack for one deployment.
 
-The templates live in ``elematrix_tui/assets/stack`` (``*.j2``, found through
-importlib.resources so an installed wheel works). They are rendered in a Jinja2 sandbox
+The templates live in ``assets/stack`` (``*.j2``; ``elematrix_tui/bundled.py`` finds the
+folder in a checkout and in an installed wheel). They are rendered in a Jinja2 sandbox
 with undefined names as errors, into a fresh directory that then replaces the previous
 rendering; the previous one is kept beside it (``<out_dir>.previous``) and a unified diff
 against it is returned, with every secret value masked, so an operator can review what
@@ -25,7 +25,6 @@ import stat
 import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ from typing import Any
 from jinja2 import StrictUndefined
 from jinja2.sandbox import SandboxedEnvironment
 
+from ..bundled import assets_dir
 from .values import SECRET_NAMES, StackValues
 
 # Rendered files that hold a secret (mode 0600); everything else is 0644, scripts 0755.
@@ -72,7 +72,7 @@ class RenderResult:
 
 def template_root() -> Traversable:
     """The bundled templates, from the source tree or an installed wheel."""
-    return resources.files("elematrix_tui").joinpath("assets", "stack")
+    return assets_dir() / "stack"
 
 
 def _walk(root: Traversable, prefix: str = "") -> Iterator[tuple[str, Traversable]]:

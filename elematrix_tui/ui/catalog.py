@@ -11,9 +11,10 @@ import json
 import os
 import re
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from ..bundled import runbooks_dir
 
 if TYPE_CHECKING:
     from ..engine.model import Runbook
@@ -105,13 +106,12 @@ def list_runbooks(user_dir: Path | None = None) -> list[RunbookEntry]:
     """Bundled runbooks first, then the operator's, each sorted by file name."""
     out: list[RunbookEntry] = []
     try:
-        bundled = resources.files("elematrix_tui.runbooks")
-        for item in sorted(bundled.iterdir(), key=lambda p: p.name):
-            if item.name.endswith((".yaml", ".yml")):
-                path = Path(str(item))
-                name, title = _title_of(path)
-                out.append(RunbookEntry(name, title, path, "bundled"))
-    except (ModuleNotFoundError, FileNotFoundError):
+        bundled = runbooks_dir()
+        for path in sorted([*bundled.glob("*.yaml"), *bundled.glob("*.yml")],
+                           key=lambda p: p.name):
+            name, title = _title_of(path)
+            out.append(RunbookEntry(name, title, path, "bundled"))
+    except FileNotFoundError:
         pass
     udir = user_dir if user_dir is not None else user_runbook_dir()
     if udir.is_dir():

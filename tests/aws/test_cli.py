@@ -17,11 +17,13 @@ from typing import Any
 import boto3
 import pytest
 
+from elematrix_tui.bundled import runbooks_dir
+
 from .conftest import FAKE_ENV
 from .helpers import INFRA_SET, count_all, count_tagged
 
 ELEMATRIX = str(Path(sys.executable).parent / "elematrix")
-RUNBOOKS = Path(__file__).resolve().parents[2] / "elematrix_tui" / "runbooks"
+RUNBOOKS = runbooks_dir()
 CIDR = "203.0.113.5/32"
 # The log line every AWS call prints (actions/aws_session.py): "aws ec2.run_instances -> ...".
 AWS_CALL_LINE = re.compile(r"\baws [a-z0-9-]+\.[a-z_]+ -> ")

@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-USER_DATA = (Path(__file__).resolve().parents[2] / "elematrix_tui" / "assets" / "cloud-init"
-             / "user-data.yaml")
+from elematrix_tui.bundled import assets_dir
+
+USER_DATA = assets_dir() / "cloud-init" / "user-data.yaml"
 ROOT = Path(os.environ.get("ELEMATRIX_CLOUD_INIT_ROOT", "/opt/cloud-init"))
 PYTHON = os.environ.get("ELEMATRIX_CLOUD_INIT_PYTHON", "/usr/bin/python3")
 INSTALL = ("apt-get download cloud-init && dpkg -x cloud-init_*.deb /opt/cloud-init && "

@@ -40,11 +40,12 @@ import boto3
 import pytest
 
 from elematrix_tui.actions.ssh import Run
+from elematrix_tui.bundled import runbooks_dir
 from elematrix_tui.engine.action import Result
 
 from .helpers import count_tagged
 
-RUNBOOKS = Path(__file__).resolve().parents[2] / "elematrix_tui" / "runbooks"
+RUNBOOKS = runbooks_dir()
 CIDR = "203.0.113.5/32"
 
 

@@ -16,6 +16,7 @@ import boto3
 import pytest
 
 from elematrix_tui.actions.aws import Ensure, Preflight, Teardown
+from elematrix_tui.bundled import assets_dir, runbooks_dir
 from elematrix_tui.engine.action import ActionFailed
 
 pytestmark = pytest.mark.usefixtures("moto")
@@ -133,7 +134,7 @@ def test_the_runbook_alarms_on_a_silent_agent() -> None:
     status check treat missing data as breaching; CPU (basic monitoring) as missing."""
     import yaml
 
-    rb = yaml.safe_load((PKG / "runbooks" / "poc-ec2.yaml").read_text())
+    rb = yaml.safe_load((runbooks_dir() / "poc-ec2.yaml").read_text())
     harden = next(p for p in rb["phases"] if p["id"] == "harden")
     alarms = next(s for s in harden["steps"] if s["id"] == "alarms")["with"]["spec"]["alarms"]
     assert {a["id"]: a.get("treat_missing_data") for a in alarms} == {
@@ -454,8 +455,8 @@ def test_partition_comes_from_the_caller_identity_and_reaches_every_arn(
 
 def test_no_arn_in_the_runbooks_or_assets_hard_codes_the_aws_partition() -> None:
     hits = []
-    for p in sorted((PKG / "runbooks").glob("*.yaml")) + sorted(
-            (PKG / "assets" / "aws").glob("*.json")) + sorted(
+    for p in sorted(runbooks_dir().glob("*.yaml")) + sorted(
+            (assets_dir() / "aws").glob("*.json")) + sorted(
             (PKG / "actions").glob("aws*.py")):
         for n, line in enumerate(p.read_text().splitlines(), 1):
             if "arn:aws:" in line:

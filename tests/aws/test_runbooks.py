@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from elematrix_tui.actions import default_registry
+from elematrix_tui.bundled import runbooks_dir
 from elematrix_tui.engine.loader import load_runbook
 
-RUNBOOKS = Path(__file__).resolve().parents[2] / "elematrix_tui" / "runbooks"
+RUNBOOKS = runbooks_dir()
 
 
 def test_poc_ec2_params_and_phase_order() -> None:

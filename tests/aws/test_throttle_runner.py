@@ -10,9 +10,11 @@ from typing import Any
 import boto3
 import pytest
 
+from elematrix_tui.bundled import runbooks_dir
+
 from .helpers import INFRA_SET, count_tagged, hook_sessions, inject
 
-RUNBOOKS = Path(__file__).resolve().parents[2] / "elematrix_tui" / "runbooks"
+RUNBOOKS = runbooks_dir()
 CIDR = "203.0.113.5/32"
 
 

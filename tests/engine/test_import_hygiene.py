@@ -27,8 +27,8 @@ def test_engine_never_loads_textual_or_sdks() -> None:
 def test_validating_the_bundled_runbooks_loads_no_sdk() -> None:
     code = ("from pathlib import Path\nfrom elematrix_tui.actions import default_registry\n"
             "from elematrix_tui.engine.loader import load_runbook\n"
-            "import elematrix_tui\n"
-            "for p in (Path(elematrix_tui.__file__).parent / 'runbooks').glob('*.yaml'):\n"
+            "from elematrix_tui.bundled import runbooks_dir\n"
+            "for p in runbooks_dir().glob('*.yaml'):\n"
             "    load_runbook(p, default_registry())\n")
     assert _loaded_after(code) == set()
 

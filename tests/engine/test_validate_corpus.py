@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from elematrix_tui.bundled import runbooks_dir
+
 DATA = Path(__file__).resolve().parent.parent / "data"
 BAD = sorted((DATA / "bad").glob("*.yaml"))
 BAD_PARAMS = sorted((DATA / "badparams").glob("*.yaml"))
@@ -77,7 +79,7 @@ def test_cli_bad_params_file_exit_2(elematrix: str) -> None:
 
 
 def test_bundled_runbooks_validate(elematrix: str) -> None:
-    folder = Path(__file__).resolve().parents[2] / "elematrix_tui" / "runbooks"
+    folder = runbooks_dir()
     paths = sorted(folder.glob("*.yaml"))
     if not paths:
         pytest.skip("no bundled runbooks yet")

@@ -29,6 +29,7 @@ import pytest
 
 from elematrix_tui.actions.matrix import Validate
 from elematrix_tui.actions.matrix_ssm import SsmForward
+from elematrix_tui.bundled import assets_dir, runbooks_dir
 from elematrix_tui.engine.action import ActionFailed, Result
 from elematrix_tui.engine.standalone import StandaloneContext
 from tests.support.services import MatrixStack
@@ -128,8 +129,7 @@ def _assert_operator_policy_allows(notes: list[tuple[str, dict[str, Any]]]) -> N
     terminate_session of its close."""
     from elematrix_tui.actions.aws_errors import iam_action
 
-    policy = json.loads((Path(__file__).resolve().parents[2] / "elematrix_tui" / "assets"
-                         / "aws" / "operator-policy.json").read_text())
+    policy = json.loads((assets_dir() / "aws" / "operator-policy.json").read_text())
     allowed = {a for st in policy["Statement"] for a in
                ([st["Action"]] if isinstance(st["Action"], str) else st["Action"])}
     ops = {(d["service"], d["operation"]) for kind, d in notes if kind == "aws.call"}
@@ -218,8 +218,7 @@ def test_verify_runbook_with_admin_tunnel_ssm_from_the_command_line(
         ami = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
         iid = ec2.run_instances(ImageId=ami, MinCount=1, MaxCount=1)["Instances"][0][
             "InstanceId"]
-        runbook = Path(__file__).resolve().parents[2] / "elematrix_tui" / "runbooks" / \
-            "verify.yaml"
+        runbook = runbooks_dir() / "verify.yaml"
         r = subprocess.run(
             [elematrix, "run", str(runbook), "--yes", "--deployment", "verify-ssm",
              "--set", f"base_url={matrix_stack.base_url}",

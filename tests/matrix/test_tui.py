@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 
 from elematrix_tui.actions.matrix_checks import CHECK_NAMES
+from elematrix_tui.bundled import runbooks_dir
 from tests.support.services import MatrixStack
 
 pytestmark = [pytest.mark.anyio, pytest.mark.services]
 
-RUNBOOK = Path(__file__).resolve().parents[2] / "elematrix_tui" / "runbooks" / "verify.yaml"
+RUNBOOK = runbooks_dir() / "verify.yaml"
 
 
 @pytest.fixture

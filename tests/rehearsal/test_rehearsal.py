@@ -30,9 +30,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from elematrix_tui.bundled import runbooks_dir
 from tests.rehearsal.instance import FakeInstance
 
-RUNBOOK = Path(__file__).resolve().parents[2] / "elematrix_tui" / "runbooks" / "poc-ec2.yaml"
+RUNBOOK = runbooks_dir() / "poc-ec2.yaml"
 TAG = "elematrix:deployment"
 
 

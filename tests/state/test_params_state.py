@@ -11,11 +11,12 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from elematrix_tui.bundled import runbooks_dir
 from elematrix_tui.engine.secrets import SecretStore
 
 ROOT = Path(__file__).resolve().parents[2]
 RENDER = ROOT / "tests" / "stack" / "data" / "render.yaml"
-VERIFY = ROOT / "elematrix_tui" / "runbooks" / "verify.yaml"
+VERIFY = runbooks_dir() / "verify.yaml"
 
 
 def run(elematrix: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:

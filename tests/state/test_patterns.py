@@ -16,6 +16,7 @@ import yaml
 from pydantic import ValidationError
 
 from elematrix_tui.actions import default_registry
+from elematrix_tui.bundled import runbooks_dir
 from elematrix_tui.engine.expressions import render_string
 from elematrix_tui.engine.loader import load_runbook
 from elematrix_tui.engine.model import Param
@@ -23,7 +24,7 @@ from elematrix_tui.engine.params import ParamValueError, coerce
 from elematrix_tui.stack.values import StackValues
 
 ROOT = Path(__file__).resolve().parents[2]
-RUNBOOKS = ROOT / "elematrix_tui" / "runbooks"
+RUNBOOKS = runbooks_dir()
 
 
 def run(elematrix: str, *args: str) -> subprocess.CompletedProcess[str]:

@@ -11,6 +11,7 @@ import subprocess
 from pathlib import Path
 
 from elematrix_tui.actions import default_registry
+from elematrix_tui.bundled import runbooks_dir
 from elematrix_tui.engine.loader import load_runbook
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,7 +57,7 @@ def test_the_lock_records_what_was_used(elematrix: str, tmp_path: Path) -> None:
 
 
 def test_poc_ec2_locks_the_server_name_configure_chose() -> None:
-    rb = load_runbook(ROOT / "elematrix_tui" / "runbooks" / "poc-ec2.yaml", default_registry())
+    rb = load_runbook(runbooks_dir() / "poc-ec2.yaml", default_registry())
     locking = [s for _, s, _ in rb.all_steps() if s.locks]
     assert [s.id for s in locking] == ["start_synapse"]
     assert locking[0].locks == {"server_name": "{{ steps.server_name.server_name }}"}

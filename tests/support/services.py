@@ -417,7 +417,7 @@ class StackFiles:
 
     homeserver_yaml: Path
     nginx_server_conf: Path
-    # Which templates made them: "project" (elematrix_tui/assets/stack) or "test".
+    # Which templates made them: "project" (assets/stack) or "test".
     source: str
     # Synapse's config as a dict (after adaptation), for tests that want to read it.
     homeserver: dict[str, Any] = field(default_factory=dict)

@@ -12,13 +12,14 @@ from pathlib import Path
 
 import pytest
 
+from elematrix_tui.bundled import runbooks_dir
 from elematrix_tui.ui.app import ElematrixApp
 from elematrix_tui.ui.screens.modals import ConfirmModal
 from elematrix_tui.ui.screens.run import RunScreen
 
 pytestmark = pytest.mark.anyio
 
-RUNBOOK = Path(__file__).resolve().parents[2] / "elematrix_tui" / "runbooks" / "poc-ec2.yaml"
+RUNBOOK = runbooks_dir() / "poc-ec2.yaml"
 
 
 @pytest.fixture

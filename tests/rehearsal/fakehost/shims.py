@@ -6,7 +6,7 @@ lines run the real ``/usr/bin/docker`` against the real engine.
 
 - ``cloud-init status [--wait] [--long] [--format json|yaml|tabular]``: ``status: done``. The
   instance fixture has already done what our user-data does on AL2023
-  (``elematrix_tui/assets/cloud-init/user-data.yaml``: ec2-user in the ``docker`` group, the
+  (``assets/cloud-init/user-data.yaml``: ec2-user in the ``docker`` group, the
   markers in /var/lib/elematrix). Upstream prints ``status: done`` and exits 0 once
   cloud-init finished without error (cloudinit/cmd/status.py); ``--wait`` blocks until then.
 - ``systemctl daemon-reload | enable [--now] | disable | start | stop | restart | is-enabled |
