@@ -104,6 +104,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # `elematrix validate ... | head`: the reader left. Say nothing more (Python's
+        # advice: point stdout at devnull so the interpreter's final flush is quiet too).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 128 + 13  # as a shell reports a process ended by SIGPIPE
+
+
+def _main(argv: list[str] | None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list[:1] == ["doctor"]:
         return _doctor(args_list[1:])
