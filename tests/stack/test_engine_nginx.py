@@ -18,8 +18,6 @@ see FACTS.md); nothing else of the rendered files is changed except where said.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import os
 import re
@@ -36,10 +34,10 @@ import pytest
 
 from elematrix_tui.stack.render import render_stack
 from elematrix_tui.stack.values import IMAGES
+from tests.support.docker import stack_lock
 
 from .conftest import SECRETS
 
-STACK_LOCK = Path("/tmp/elematrix-docker-stack.lock")
 SERVER = "engine.test"
 
 
@@ -55,26 +53,6 @@ def _docker(*args: str, timeout: float = 120, check: bool = True) -> str:
         raise AssertionError(f"docker {' '.join(args)} exited {r.returncode}:\n"
                              f"{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
     return r.stdout
-
-
-@contextlib.contextmanager
-def _stack_lock(timeout: float = 900) -> Iterator[None]:
-    """The machine-wide lock while a stack from the rendered compose file is up (it
-    publishes 127.0.0.1:8008: one such stack at a time on this machine)."""
-    fd = os.open(STACK_LOCK, os.O_RDWR | os.O_CREAT, 0o666)
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"{STACK_LOCK} held by another stack for {timeout:.0f} s")
-                time.sleep(1)
-        yield
-    finally:
-        os.close(fd)
 
 
 def _local_images() -> dict[str, str]:
@@ -194,7 +172,7 @@ def engine_stack(tmp_path: Path) -> Iterator[tuple[_Stack, int, dict[str, str]]]
     for p in [root / "synapse", *(root / "synapse").rglob("*")]:
         os.chown(p, 991, 991)
     stack = _Stack(root, f"host-faults-{uuid.uuid4().hex[:8]}")
-    with _stack_lock():
+    with stack_lock():
         try:
             stack.compose("up", "-d", "--wait")
             yield stack, port, images
