@@ -274,7 +274,9 @@ class RunModel:
                 return set()
             if not e.passed:
                 sv.status = "failed"
-            elif sv.status not in ("ok", "changed"):
+            elif sv.status not in ("ok", "changed", "skipped"):
+                # A skipped gate (its `when` was false) lets the phase pass but proved
+                # nothing: it stays "skipped", never shown as ok.
                 sv.status = "ok"
             sv.message = e.message or sv.message
             sv.diagnosis = e.diagnosis or sv.diagnosis

@@ -48,6 +48,17 @@ def test_locks_follow_the_runners_rule() -> None:
     assert [p.state for p in m.phases] == ["passed", "ready", "ready"]
 
 
+def test_a_skipped_gate_is_shown_skipped_not_ok() -> None:
+    """Practice skips the logs_flowing gate (container_logs local): the phase passes, but
+    the gate proved nothing, so it must not read "ok" (the README picture showed that)."""
+    m = RunModel(three_phases())
+    m.apply(ev.PhaseStarted(RUN_ID, phase_id="a", title=""))
+    m.apply(finished("a", "g1", status="skipped", gate=True, message="when: x is false"))
+    m.apply(ev.GateResult(RUN_ID, phase_id="a", gate_id="g1", passed=True,
+                          message="when: x is false"))
+    assert m.steps["g1"].status == "skipped"
+
+
 def test_retry_progress_notes_and_interrupted_run() -> None:
     m = RunModel(three_phases())
     m.apply(ev.RunStarted(RUN_ID, runbook="t", deployment="d"))

@@ -18,6 +18,8 @@ def render_gates(pv: PhaseView) -> str:
         st = g.status
         lines.append(f"[{fmt.style(st)}]{fmt.icon(st)}[/] {escape(g.label)}"
                      + (f"  [dim]{escape(st)}[/dim]" if st != "pending" else ""))
+        if st == "skipped" and g.message:  # why it proved nothing (its `when` was false)
+            lines.append(f"  [dim]{escape(g.message)}[/dim]")
         if st == "failed":
             if g.diagnosis:
                 lines.append(f"  [b red]Diagnosis:[/] {escape(g.diagnosis)}")
