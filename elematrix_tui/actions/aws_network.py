@@ -43,6 +43,28 @@ def internet_gateway_route(table: dict[str, Any] | None) -> str | None:
     return None
 
 
+# What each operator-given id names: (describe operation, id list parameter, result key,
+# the error code AWS gives for an id that does not exist).
+_BY_ID = {"subnet": ("describe_subnets", "SubnetIds", "Subnets", "InvalidSubnetID.NotFound"),
+          "VPC": ("describe_vpcs", "VpcIds", "Vpcs", "InvalidVpcID.NotFound")}
+
+
+def _one_by_id(api: Any, param: str, what: str, ident: str) -> dict[str, Any]:
+    """The resource parameter ``param`` names, or a located error when there is none."""
+    op, ids, key, not_found = _BY_ID[what]
+    try:
+        found = api.call("ec2", op, **{ids: [ident]})[key]
+    except Exception as e:
+        if error_code(e) != not_found:
+            raise explain(e, "ec2", op, api.region) from e
+        found = []
+    if not found:
+        cli = op.replace("_", "-")
+        raise ActionFailed(f"parameter {param}: no {what} {ident} in {api.region}",
+                           fix=f"Check the id (`aws ec2 {cli}`) and the region.")
+    return dict(found[0])
+
+
 def _no_route(subnet: dict[str, Any], table: dict[str, Any] | None, param: str) -> ActionFailed:
     tid = table["RouteTableId"] if table else "none"
     how = "explicitly associated" if table and any(
@@ -66,16 +88,7 @@ def choose_subnet(api: AwsApi, vpc_id: str, subnet_id: str, azs: list[str],
     subnet of ``vpc_id``, else the default VPC's default subnet in the first zone that
     offers ``instance_type``. Refuses a subnet without an internet route."""
     if subnet_id:
-        try:
-            subnets = api.call("ec2", "describe_subnets", SubnetIds=[subnet_id])["Subnets"]
-        except Exception as e:
-            if error_code(e) != "InvalidSubnetID.NotFound":
-                raise explain(e, "ec2", "describe_subnets", api.region) from e
-            subnets = []
-        if not subnets:
-            raise ActionFailed(f"parameter subnet_id: no subnet {subnet_id} in {api.region}",
-                               fix="Check the id (`aws ec2 describe-subnets`) and the region.")
-        s = subnets[0]
+        s = _one_by_id(api, "subnet_id", "subnet", subnet_id)
         if vpc_id and s["VpcId"] != vpc_id:
             raise ActionFailed(f"parameter subnet_id: subnet {subnet_id} is in VPC "
                                f"{s['VpcId']}, not in vpc_id {vpc_id}",
@@ -89,15 +102,7 @@ def choose_subnet(api: AwsApi, vpc_id: str, subnet_id: str, azs: list[str],
             raise _no_route(s, table, "subnet_id")
         return dict(s)
     if vpc_id:
-        try:
-            vpcs = api.call("ec2", "describe_vpcs", VpcIds=[vpc_id])["Vpcs"]
-        except Exception as e:
-            if error_code(e) != "InvalidVpcID.NotFound":
-                raise explain(e, "ec2", "describe_vpcs", api.region) from e
-            vpcs = []
-        if not vpcs:
-            raise ActionFailed(f"parameter vpc_id: no VPC {vpc_id} in {api.region}",
-                               fix="Check the id (`aws ec2 describe-vpcs`) and the region.")
+        _one_by_id(api, "vpc_id", "VPC", vpc_id)
         subnets = api.checked("ec2", "describe_subnets", Filters=[
             {"Name": "vpc-id", "Values": [vpc_id]}])["Subnets"]
         candidates = sorted((s for s in subnets if s["AvailabilityZone"] in azs),
