@@ -42,8 +42,13 @@ PRIVATE_BRIDGE = "elx-awslogs0"
 
 
 @pytest.fixture
-def private_dockerd() -> Iterator[str]:
-    """A dockerd of this test's own (socket path yielded), stopped by its pid after."""
+def private_dockerd(docker_images: dict[str, str]) -> Iterator[str]:
+    """A dockerd of this test's own (socket path yielded), stopped by its pid after.
+
+    ``docker_images`` first: the base image is saved from the shared engine, which under
+    CI this session starts (setup stops the one it built with). Asking ``docker`` before
+    that failed CI whenever this test ran first (it did: tests/aws sorts first).
+    """
     require(DOCKERD.exists() and os.geteuid() == 0, "root and /usr/sbin/dockerd")
     have = subprocess.run(["docker", "image", "inspect", BASE_IMAGE], capture_output=True)
     require(have.returncode == 0, f"the local base image {BASE_IMAGE} (scripts/build_images.py)")

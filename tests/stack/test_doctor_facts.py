@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -61,9 +60,10 @@ def _docker(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]
     return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout)
 
 
-def test_nginx_needs_its_static_upstream_started_not_healthy(tmp_path: Path) -> None:
-    if shutil.which("docker") is None or _docker("info").returncode != 0:
-        _missing("the Docker engine")
+def test_nginx_needs_its_static_upstream_started_not_healthy(
+        tmp_path: Path, docker_images: dict[str, str]) -> None:
+    # docker_images: the session's engine and images (started/built when missing), so this
+    # does not depend on an earlier test having started dockerd.
     image = IMAGES["nginx"]
     if _docker("image", "inspect", image).returncode != 0:
         _missing(f"the image {image}")
