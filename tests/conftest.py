@@ -14,7 +14,7 @@ import pytest
 
 # The real Docker engine and the stack's images, for every test that names them (session
 # fixtures: a dockerd started for the session is stopped at its end).
-from tests.support.docker import docker_engine, docker_images  # noqa: F401
+from tests.support.docker import docker_engine, docker_images, release_engine  # noqa: F401
 
 # moto reads this when its IAM backend first starts in a process; whichever test gets there
 # first decides for the whole session, so it is set here, once, before any test imports moto
@@ -75,3 +75,10 @@ def elematrix() -> str:
         assert found, "elematrix is not installed: pip install -e .[dev]"
         return found
     return str(path)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """A dockerd this session started is stopped, also when only plain calls to
+    ``engine()`` (rehearsal, practice fixtures) started it and no test named the session
+    fixture ``docker_engine`` (a narrow run): the next session or CI finds none running."""
+    release_engine()
