@@ -66,7 +66,7 @@ def diagnose(path: Path, target: str = "http") -> Diagnosis:
     file, or the target is unknown.
     """
     from .intent import TARGETS, decide
-    from .model import TooManyFiles, load_stack
+    from .load import TooManyFiles, load_stack
     from .rules import CHECKS
 
     if target not in TARGETS:

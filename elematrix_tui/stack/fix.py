@@ -25,7 +25,8 @@ import yaml
 
 from . import nginxconf
 from .findings import Finding
-from .model import NginxFile, Service, Stack, load_stack, service_env, volumes
+from .load import load_stack
+from .model import NginxFile, Service, Stack, service_env, volumes
 from .rules import compose_rules, nginx_rules, proxy_rules, synapse_rules
 
 INITDB_ARGS = "--encoding=UTF8 --lc-collate=C --lc-ctype=C"

@@ -307,7 +307,7 @@ def test_templates_and_single_files(tmp_path: Path) -> None:
 
 
 def test_too_many_files_is_bad_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from elematrix_tui.stack import model
+    from elematrix_tui.stack import load as model
 
     monkeypatch.setattr(model, "_MAX_FILES", 5)
     for i in range(6):

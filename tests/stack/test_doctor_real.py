@@ -13,7 +13,7 @@ import pytest
 
 from elematrix_tui.stack.doctor import diagnose
 from elematrix_tui.stack.interp import interpolate, parse_dotenv
-from elematrix_tui.stack.model import _role
+from elematrix_tui.stack.load import _role
 from elematrix_tui.stack.rules.secrets import weak_secret
 
 GOOD = Path(__file__).resolve().parent.parent / "data" / "stacks" / "good-http"
