@@ -97,6 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from", dest="source", metavar="DIR",
                    help="the rendered stack to read (default: the deployment's stack dir)")
 
+    p = sub.add_parser("schema", help="print the JSON Schema of a runbook or a parameter file "
+                                      "(for editors: the YAML language server)")
+    p.add_argument("what", choices=["runbook", "params"])
+    p.add_argument("runbook", nargs="?", metavar="RUNBOOK",
+                   help="params: type each parameter of this runbook")
+
     p = sub.add_parser("doctor", help="lint a stack directory for the known pitfalls",
                        add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)
@@ -129,7 +135,7 @@ def _main(argv: list[str] | None) -> int:
         handler = {
             None: _tui, "practice": _practice, "validate": _validate, "plan": _plan,
             "run": _run, "resume": _resume, "runs": _runs, "report": _report,
-            "recover-secrets": _recover_secrets,
+            "recover-secrets": _recover_secrets, "schema": _schema,
         }[args.command]
         return handler(args)
     except InputError as e:
@@ -244,6 +250,20 @@ def _need_deployment(args: argparse.Namespace) -> str:
 
 
 # -- commands -----------------------------------------------------------------------------
+def _schema(args: argparse.Namespace) -> int:
+    from .engine.errors import InputError
+    from .engine.schema import dumps, params_schema, runbook_schema
+
+    if args.what == "runbook":
+        if args.runbook:
+            raise InputError("schema runbook: takes no RUNBOOK (the format is the same for all)")
+        sys.stdout.write(dumps(runbook_schema(_registry())))
+    else:
+        rb = _load(resolve_runbook_path(args.runbook)) if args.runbook else None
+        sys.stdout.write(dumps(params_schema(rb)))
+    return 0
+
+
 def _validate(args: argparse.Namespace) -> int:
     from .engine.errors import RunbookError
     from .engine.loader import load_params_file
