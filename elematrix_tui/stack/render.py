@@ -37,7 +37,7 @@ from .values import SECRET_NAMES, StackValues
 
 # Rendered files that hold a secret (mode 0600); everything else is 0644, scripts 0755.
 SECRET_FILES: frozenset[str] = frozenset({"synapse/homeserver.yaml", "postgres.env"})
-EXECUTABLE_FILES: frozenset[str] = frozenset({"backup.sh"})
+EXECUTABLE_FILES: frozenset[str] = frozenset({"backup.sh", "restore.sh"})
 MASK = "********"
 # Written into every rendering: the proof that the directory is ours to replace. Not a
 # template output, so never diffed, and ssh.upload leaves it behind.

@@ -24,7 +24,7 @@ from .conftest import PARAM_SETS, SECRETS
 DEFAULT = PARAM_SETS["default"]
 EXPECTED_FILES = [
     "backup.sh", "docker-compose.yml", "element/config.json", "nginx/default.conf",
-    "nginx/well-known/matrix/client", "postgres.env",
+    "nginx/well-known/matrix/client", "postgres.env", "restore.sh",
     "synapse/homeserver.yaml", "synapse/log.config", "systemd/elematrix-backup.service",
     "systemd/elematrix-backup.timer", "systemd/elematrix-stack.service",
 ]
@@ -47,7 +47,7 @@ def test_render_files_and_modes(tmp_path: Path) -> None:
     assert res.previous is None
     for rel in EXPECTED_FILES:
         p = res.path / rel
-        want = 0o600 if rel in SECRET_FILES else 0o755 if rel == "backup.sh" else 0o644
+        want = 0o600 if rel in SECRET_FILES else 0o755 if rel in ("backup.sh", "restore.sh") else 0o644
         assert _mode(p) == want, rel
         text = p.read_text()
         holds_secret = any(v in text for v in SECRETS.values())

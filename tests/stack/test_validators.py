@@ -236,6 +236,8 @@ def test_backup_script_runs_and_fails_loudly(tmp_path: Path, fail: str) -> None:
         assert key.endswith("/" + suffix)
     assert all("--region eu-west-1" in u for u in uploads)
     assert "pg_dump -U synapse -d synapse" in log
+    # Synapse's backup guide: the one-time keys' rows are never backed up.
+    assert "--exclude-table-data=e2e_one_time_keys_json" in log
     assert "/data/matrix.example-corporation.co.uk:8448.signing.key" in log
 
 
