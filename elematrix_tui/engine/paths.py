@@ -36,4 +36,9 @@ def deployment_dir(root: Path, deployment: str) -> Path:
 
 
 def user_runbook_dir() -> Path:
+    """The operator's own runbooks: ``ELEMATRIX_RUNBOOK_DIR``, else ``runbooks`` in the
+    config dir. The CLI and the TUI both find runbooks by name here (engine/catalog.py)."""
+    env = os.environ.get("ELEMATRIX_RUNBOOK_DIR")
+    if env:
+        return Path(env).expanduser()
     return config_dir() / "runbooks"
