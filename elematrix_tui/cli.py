@@ -166,33 +166,11 @@ def _registry() -> Registry:
 
 
 def resolve_runbook_path(name: str) -> Path:
-    """A path, or the name of a bundled runbook (``poc-ec2``) or one in the user's folder."""
-    from .bundled import runbooks_dir
-    from .engine.errors import InputError
-    from .engine.paths import user_runbook_dir
+    """A path, or a runbook's name, found in the one catalogue (``engine/catalog.py``:
+    the bundled runbooks and ``ELEMATRIX_RUNBOOK_DIR``, the same the TUI lists)."""
+    from .engine.catalog import resolve_runbook
 
-    p = Path(name)
-    if p.exists() or "/" in name or name.endswith((".yaml", ".yml")):
-        if not p.exists():
-            raise InputError(f"{name}: no such runbook file")
-        return p
-    user, bundled = user_runbook_dir() / f"{name}.yaml", runbooks_dir() / f"{name}.yaml"
-    if user.exists() and bundled.exists():
-        # Never silently: a copied runbook of the same name would run in place of ours.
-        raise InputError(f"{name}: is both a bundled runbook and {user}; refusing to guess. "
-                         f"Give the path to run yours ({user}), or rename it")
-    for cand in (user, bundled):
-        if cand.exists():
-            return cand
-    raise InputError(f"{name}: no such runbook file, and no bundled runbook of that name "
-                     f"(bundled: {', '.join(bundled_runbooks())})")
-
-
-def bundled_runbooks() -> list[str]:
-    """The names of the bundled runbooks (``bundled.py`` finds them)."""
-    from .bundled import bundled_runbook_names
-
-    return bundled_runbook_names()
+    return resolve_runbook(name)
 
 
 def _load(path: Path) -> Runbook:
@@ -313,23 +291,16 @@ def _print_local_effects(rb: Runbook) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .engine.runner import Runner, RunOptions
-    from .headless import HeadlessQuestions, Printer, StopSignals
+    from .engine.runner import RunOptions
+    from .headless import run_headless
 
     path = resolve_runbook_path(args.runbook)
     rb = _load(path)
     deployment = _need_deployment(args)
-    params = _params(args, rb)
-    printer = Printer(quiet=args.quiet)
-    runner = Runner(rb, deployment=deployment, state_dir=_state_dir(args), params=params,
-                    questions=HeadlessQuestions(assume_yes=args.yes), sinks=[printer],
-                    registry=_registry(), runbook_path=path,
-                    options=RunOptions(phases=args.phases, assume_yes=args.yes,
-                                       replace_secrets=set(args.replace_secrets)))
-    with StopSignals(deployment) as stop:
-        code = runner.run()
-    printer.summary(runner)
-    return stop.exit_code(code)
+    return run_headless(rb, deployment=deployment, state_dir=_state_dir(args),
+                        params=_params(args, rb), runbook_path=path, quiet=args.quiet,
+                        options=RunOptions(phases=args.phases, assume_yes=args.yes,
+                                           replace_secrets=set(args.replace_secrets)))
 
 
 def _find_run(args: argparse.Namespace) -> tuple[str, str]:
@@ -369,8 +340,8 @@ def _find_run(args: argparse.Namespace) -> tuple[str, str]:
 def _resume(args: argparse.Namespace) -> int:
     from .engine.errors import InputError
     from .engine.journal import Journal
-    from .engine.runner import Runner, RunOptions
-    from .headless import HeadlessQuestions, Printer, StopSignals
+    from .engine.runner import RunOptions
+    from .headless import run_headless
 
     deployment, run_id = _find_run(args)
     root = _state_dir(args)
@@ -385,16 +356,10 @@ def _resume(args: argparse.Namespace) -> int:
     if not args.yes:
         return _tui(args, runbook=path, deployment=deployment, resume_run=run_id)
     rb = _load(path)
-    printer = Printer(quiet=args.quiet)
-    runner = Runner(rb, deployment=deployment, state_dir=root, params=_params(args, rb),
-                    questions=HeadlessQuestions(assume_yes=True), sinks=[printer],
-                    registry=_registry(), runbook_path=path,
-                    options=RunOptions(assume_yes=True,
-                                       replace_secrets=set(args.replace_secrets)))
-    with StopSignals(deployment) as stop:
-        code = runner.resume(run_id)
-    printer.summary(runner)
-    return stop.exit_code(code)
+    return run_headless(rb, deployment=deployment, state_dir=root, params=_params(args, rb),
+                        runbook_path=path, quiet=args.quiet, resume_of=run_id,
+                        options=RunOptions(assume_yes=True,
+                                           replace_secrets=set(args.replace_secrets)))
 
 
 def _plan(args: argparse.Namespace) -> int:
@@ -549,7 +514,12 @@ def _tui(args: argparse.Namespace, *, runbook: Path | None = None, deployment: s
 def _practice(args: argparse.Namespace) -> int:
     from .engine.errors import InputError
     from .engine.paths import DEPLOYMENT_RE, deployment_dir
-    from .practice import PRACTICE_RUNBOOK, PracticeUnavailable, practice_session
+    from .practice import (
+        PRACTICE_RUNBOOK,
+        PracticeUnavailable,
+        practice_session,
+        run_practice_headless,
+    )
 
     if not DEPLOYMENT_RE.fullmatch(args.deployment):
         raise InputError(f"deployment name {args.deployment!r}: a lower-case letter, then "
@@ -560,42 +530,13 @@ def _practice(args: argparse.Namespace) -> int:
         with practice_session(args.deployment, ddir) as s:
             path = resolve_runbook_path(PRACTICE_RUNBOOK)
             if args.headless:
-                return _practice_headless(args, path, s.params, s.phases, s.notices)
+                return run_practice_headless(_load(path), path, _state_dir(args),
+                                             args.deployment, s)
             return _tui(args, runbook=path, deployment=args.deployment, practice=True,
                         params=s.params, phases=s.phases, notices=s.notices)
     except PracticeUnavailable as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-
-
-def _practice_headless(args: argparse.Namespace, path: Path, params: dict[str, Any],
-                       phases: list[str] | None, notices: list[str]) -> int:
-    from .engine.journal import Journal
-    from .engine.runner import Runner, RunOptions
-    from .headless import HeadlessQuestions, Printer, StopSignals
-
-    for n in notices[:-1] if phases else notices:
-        print(n)
-    rb = _load(path)
-    root = _state_dir(args)
-    resume_of = None
-    if Journal.exists(root, args.deployment):
-        j = Journal.open(root, args.deployment)
-        runs = [r for r in j.runs() if r.status != "passed"]
-        j.close()
-        resume_of = runs[0].id if runs else None
-    printer = Printer()
-    runner = Runner(rb, deployment=args.deployment, state_dir=root, params=params,
-                    questions=HeadlessQuestions(assume_yes=True), sinks=[printer],
-                    registry=_registry(), runbook_path=path,
-                    options=RunOptions(phases=phases, assume_yes=True))
-    with StopSignals(args.deployment) as stop:
-        code = runner.resume(resume_of) if resume_of else runner.run()
-    code = stop.exit_code(code)
-    printer.summary(runner)
-    if code == 0 and phases:
-        print(f"\n{notices[-1]}")
-    return code
 
 
 if __name__ == "__main__":

@@ -8,11 +8,17 @@ import sys
 import threading
 import time
 from types import FrameType, TracebackType
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from .engine import events as ev
 from .engine.errors import InputError
 from .engine.text import clean, clean_line
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from .engine.model import Runbook
+    from .engine.runner import RunOptions
 
 _MARK = {"ok": "ok", "changed": "changed", "failed": "FAILED", "skipped": "skipped",
          "interrupted": "interrupted"}
@@ -198,3 +204,24 @@ class StopSignals:
         print(f"{name} received: the run was interrupted and its state saved; "
               f"'elematrix resume --deployment {self.deployment}' continues it.", file=self.out)
         return 128 + self.signum if code == _EXIT_INTERRUPTED else code
+
+
+def run_headless(rb: Runbook, *, deployment: str, state_dir: Path, params: dict[str, Any],
+                 runbook_path: Path, options: RunOptions, quiet: bool = False,
+                 resume_of: str | None = None) -> int:
+    """Run (or resume ``resume_of``) on the terminal: the engine's runner, wired once
+    (``engine.wiring``), printing as it goes and a summary at the end; SIGTERM/SIGHUP stop
+    it as Ctrl-C does. Returns the exit code. ``elematrix run``, ``resume --yes`` and
+    ``practice --headless`` all come here."""
+    from .actions import default_registry
+    from .engine.wiring import RunRequest, build_runner
+
+    printer = Printer(quiet=quiet)
+    runner = build_runner(RunRequest(
+        runbook=rb, deployment=deployment, state_dir=state_dir, params=params,
+        questions=HeadlessQuestions(assume_yes=options.assume_yes), sinks=[printer],
+        runbook_path=runbook_path, options=options), default_registry())
+    with StopSignals(deployment) as stop:
+        code = runner.resume(resume_of) if resume_of else runner.run()
+    printer.summary(runner)
+    return stop.exit_code(code)

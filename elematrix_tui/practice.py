@@ -27,7 +27,10 @@ import subprocess
 from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .engine.model import Runbook
 
 PRACTICE_RUNBOOK = "poc-ec2"  # the bundled runbook practice runs
 PRACTICE_REGION = "us-east-1"  # moto resolves the AL2023 AMI for it
@@ -403,3 +406,29 @@ def practice_session(deployment: str, deployment_dir: Path) -> Iterator[Practice
         yield PracticeSession(params=params, phases=phases, notices=notices)
     finally:
         emulator.stop()
+
+
+def run_practice_headless(rb: Runbook, path: Path, state_dir: Path, deployment: str,
+                          session: PracticeSession) -> int:
+    """``elematrix practice --headless``: the practice phases on the terminal, resuming the
+    deployment's unfinished run if there is one (the runner is wired in engine/wiring.py,
+    as for ``elematrix run``)."""
+    from .engine.journal import Journal
+    from .engine.runner import RunOptions
+    from .headless import run_headless
+
+    phases, notices = session.phases, session.notices
+    for n in notices[:-1] if phases else notices:
+        print(n)
+    resume_of = None
+    if Journal.exists(state_dir, deployment):
+        j = Journal.open(state_dir, deployment)
+        runs = [r for r in j.runs() if r.status != "passed"]
+        j.close()
+        resume_of = runs[0].id if runs else None
+    code = run_headless(rb, deployment=deployment, state_dir=state_dir, params=session.params,
+                        runbook_path=path, resume_of=resume_of,
+                        options=RunOptions(phases=phases, assume_yes=True))
+    if code == 0 and phases:
+        print(f"\n{notices[-1]}")
+    return code

@@ -86,7 +86,7 @@ async def _run_phase(pilot: Pilot[Any], phase: str) -> None:
 
 async def _drive(out: Path, state: Path, params: dict[str, object], phases: list[str] | None,
                  notices: list[str]) -> dict[str, float]:
-    from elematrix_tui.cli import resolve_runbook_path
+    from elematrix_tui.engine.catalog import resolve_runbook as resolve_runbook_path
     from elematrix_tui.practice import PRACTICE_RUNBOOK
     from elematrix_tui.ui.app import ElematrixApp
     from elematrix_tui.ui.widgets.phase_tree import PhaseTree

@@ -63,7 +63,8 @@ def test_the_data_folders_are_at_the_top_level_only() -> None:
 
 
 def test_one_place_resolves_them_in_a_checkout() -> None:
-    from elematrix_tui.cli import bundled_runbooks, resolve_runbook_path
+    from elematrix_tui.bundled import bundled_runbook_names as bundled_runbooks
+    from elematrix_tui.engine.catalog import resolve_runbook as resolve_runbook_path
     from elematrix_tui.engine.containment import ASSETS_DIR
     from elematrix_tui.stack.render import template_root
     from elematrix_tui.ui.catalog import list_runbooks

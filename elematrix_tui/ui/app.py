@@ -18,6 +18,7 @@ from ..engine.text import clean
 from . import catalog
 from .markup import escape
 from .screens.start import StartScreen
+from .services import RunServices, Session, StartActions
 
 # Only the start screen is imported eagerly: the first frame must not wait for pydantic,
 # the engine or the other screens (measured by bench/bench_tui.py: tui.first_frame_s).
@@ -69,12 +70,11 @@ class ElematrixApp(App[int]):
                  phases: list[str] | None = None, notices: list[str] | None = None,
                  runner_factory: RunnerFactory | None = None) -> None:
         super().__init__()
-        # Phases this session may run (None: all), e.g. practice without Docker.
-        self.allowed_phases = list(phases) if phases else None
-        # Lines the operator must see first (practice emulator, secret store fallback...).
-        self.notices = list(notices or [])
+        # What every screen is given (screens never reach back into the app).
+        self.session = Session(state_dir=state_dir, practice=practice,
+                               notices=list(notices or []),
+                               allowed_phases=list(phases) if phases else None)
         self.state_dir = state_dir
-        self.practice = practice
         self._runner_factory = runner_factory
         self.initial_runbook = runbook
         self.initial_deployment = deployment
@@ -96,6 +96,16 @@ class ElematrixApp(App[int]):
             self._runner_factory = engine_runner_factory
         return self._runner_factory
 
+    def run_services(self) -> RunServices:
+        """What a run screen is given: the session, the runner factory, and the app's
+        flows it may call (keep edited parameters, the last exit code)."""
+
+        def run_ended(code: int) -> None:
+            self.last_exit = code
+
+        return RunServices(session=self.session, runner_factory=self.runner_factory,
+                           save_params=self.update_params, run_ended=run_ended)
+
     def on_mount(self) -> None:
         if self.handle_stop_signals:
             import asyncio
@@ -104,8 +114,10 @@ class ElematrixApp(App[int]):
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGHUP):
                 loop.add_signal_handler(sig, self.stop_on_signal, int(sig))
-        self.push_screen(StartScreen())
-        for line in self.notices:
+        self.push_screen(StartScreen(self.session, StartActions(
+            new_deployment=lambda path: self.new_deployment(runbook=path),
+            open_deployment=self.open_deployment)))
+        for line in self.session.notices:
             self.notify(escape(line), timeout=12)
         if self.initial_resume:
             name = self.initial_deployment or catalog.find_run(self.state_dir,
@@ -146,7 +158,8 @@ class ElematrixApp(App[int]):
                                               aws_region=None))
             return
         self.save_deployment(name, rb, path, params, aws_profile=None, aws_region=None)
-        self.push_screen(RunScreen(rb, deployment=name, params=params, runbook_path=path))
+        self.push_screen(RunScreen(rb, deployment=name, params=params, runbook_path=path,
+                                   services=self.run_services()))
 
     def _entry(self, name: str) -> catalog.DeploymentEntry:
         for e in catalog.list_deployments(self.state_dir):
@@ -169,7 +182,7 @@ class ElematrixApp(App[int]):
 
         runbooks = catalog.list_runbooks()
         if runbook is not None and all(r.path != runbook for r in runbooks):
-            n, t = catalog._title_of(runbook)
+            n, t = catalog.title_of(runbook)
             runbooks.append(catalog.RunbookEntry(n, t, runbook, "user"))
         existing = {d.name for d in catalog.list_deployments(self.state_dir)}
         screen = NewDeploymentScreen(runbooks, existing, runbook=runbook)
@@ -203,29 +216,30 @@ class ElematrixApp(App[int]):
             self.save_deployment(nd.name, rb, nd.runbook_path, params,
                                  aws_profile=nd.aws_profile, aws_region=nd.aws_region)
             self.push_screen(RunScreen(rb, deployment=nd.name, params=params,
-                                       runbook_path=nd.runbook_path))
+                                       runbook_path=nd.runbook_path,
+                                       services=self.run_services()))
 
         self.push_screen(ParamFormScreen(rb, values, nd.name), callback=filled)
 
     def save_deployment(self, name: str, rb: Runbook, path: Path, params: dict[str, Any], *,
                         aws_profile: str | None, aws_region: str | None) -> None:
-        """Remember the deployment's choices; secret values are never written."""
-        secret = {p.name for p in rb.params if p.type == "secret"}
+        """Remember the deployment's choices and parameters in its journal (the one store);
+        secret and one-shot values are never written."""
         catalog.write_settings(self.state_dir, name, {
             "runbook_name": rb.runbook,
             "runbook_path": str(path),
             "aws_profile": aws_profile,
             "aws_region": aws_region,
-            "params": {k: v for k, v in params.items() if k not in secret},
-        })
+            "params": params,
+        }, runbook=rb)
 
     def update_params(self, name: str, rb: Runbook, path: Path | None,
                       params: dict[str, Any]) -> None:
         """Save edited parameters, keeping the deployment's other settings."""
-        old = catalog.read_settings(self.state_dir, name)
-        self.save_deployment(name, rb, path or Path(old.get("runbook_path", "")), params,
-                             aws_profile=old.get("aws_profile"),
-                             aws_region=old.get("aws_region"))
+        choices: dict[str, Any] = {"params": params}
+        if path is not None:
+            choices["runbook_path"] = str(path)
+        catalog.write_settings(self.state_dir, name, choices, runbook=rb)
 
     def open_deployment(self, entry: catalog.DeploymentEntry, *, resume_run: str | None = None,
                         params: dict[str, Any] | None = None) -> None:
@@ -248,7 +262,8 @@ class ElematrixApp(App[int]):
         values = dict(entry.settings.get("params") or {})
         values.update(params or {})
         self.push_screen(RunScreen(rb, deployment=entry.name, params=values, runbook_path=path,
-                                   resume_run=resume_run or entry.interrupted_run))
+                                   resume_run=resume_run or entry.interrupted_run,
+                                   services=self.run_services()))
 
     def _run_screens(self) -> list[RunScreen]:
         if "elematrix_tui.ui.screens.run" not in sys.modules:

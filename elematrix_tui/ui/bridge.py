@@ -78,14 +78,13 @@ class RunnerFactory(Protocol):
 def engine_runner_factory(req: RunRequest) -> RunnerLike:
     """Build the real engine runner (imported late: the start screen must not pay for it)."""
     from ..actions import default_registry
-    from ..engine.runner import Runner, RunOptions
+    from ..engine import wiring
+    from ..engine.runner import RunOptions
 
-    # A secret in the form's values was typed (or generated) by the operator over the
-    # stored one ("stored: type to replace"): that is the explicit replace the engine wants.
-    typed = {p.name for p in req.runbook.params if p.type == "secret" and req.params.get(p.name)}
     opts = RunOptions(phases=req.phases, assume_yes=False,
                       only_step=req.steps[0] if req.steps else None, skip=set(req.skip),
-                      replace_secrets=typed)
-    return Runner(req.runbook, deployment=req.deployment, state_dir=req.state_dir,
-                  params=req.params, questions=req.questions, sinks=req.sinks,
-                  registry=default_registry(), options=opts, runbook_path=req.runbook_path)
+                      replace_secrets=wiring.typed_secrets(req.runbook, req.params))
+    return wiring.build_runner(wiring.RunRequest(
+        runbook=req.runbook, runbook_path=req.runbook_path, deployment=req.deployment,
+        state_dir=req.state_dir, params=req.params, questions=req.questions, sinks=req.sinks,
+        options=opts), default_registry())

@@ -1,36 +1,30 @@
 """What the start screen lists: runbooks, AWS profiles, deployments and their runs.
 
-Pure Python (no textual). File locations come from functions that tests point elsewhere
-through environment variables (``ELEMATRIX_RUNBOOK_DIR``, ``AWS_CONFIG_FILE``).
+Pure Python (no textual). The runbooks come from the engine's catalogue
+(``engine/catalog.py``, the one the CLI uses too) and a deployment's remembered settings
+from its journal (``engine/settings.py``). File locations come from functions that tests
+point elsewhere through environment variables (``ELEMATRIX_RUNBOOK_DIR``,
+``AWS_CONFIG_FILE``).
 """
 
 from __future__ import annotations
 
 import configparser
-import json
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..bundled import runbooks_dir
+from ..engine import settings as store
+
+# The runbook catalogue is the engine's (the CLI's too); the screens reach it through here.
+from ..engine.catalog import RunbookEntry as RunbookEntry
+from ..engine.catalog import list_runbooks as list_runbooks
+from ..engine.catalog import title_of as title_of
 
 if TYPE_CHECKING:
     from ..engine.model import Runbook
 
-# What the TUI remembers about a deployment between sessions (never secrets).
-SETTINGS_FILE = "tui.json"
-
-
-@dataclass(frozen=True)
-class RunbookEntry:
-    """A runbook file the operator can pick."""
-
-    name: str
-    title: str
-    path: Path
-    source: str  # bundled | user
 
 
 @dataclass
@@ -55,70 +49,6 @@ class DeploymentEntry:
     last_run: str | None = None
     interrupted_run: str | None = None
     settings: dict[str, Any] = field(default_factory=dict)
-
-
-def user_runbook_dir() -> Path:
-    """The operator's own runbook folder."""
-    env = os.environ.get("ELEMATRIX_RUNBOOK_DIR")
-    if env:
-        return Path(env)
-    from ..engine.paths import user_runbook_dir as engine_dir
-
-    return engine_dir()
-
-
-_TOP_KEY = re.compile(r"^(runbook|title):[ \t]*(.*?)[ \t]*$", re.MULTILINE)
-
-
-def _title_of(path: Path) -> tuple[str, str]:
-    """The runbook's name and title, read from its top-level keys without parsing it all:
-    the start screen lists every runbook and must paint fast (a full YAML parse of the
-    bundled runbooks took most of the first frame)."""
-    # The engine's bounded loader: a runbook file in the folder cannot exhaust memory
-    # (an alias bomb) just by being listed on the start screen.
-    from ..engine.yamlloc import MAX_BYTES, load_located
-
-    try:
-        if path.stat().st_size > MAX_BYTES:
-            return path.stem, "(too large to be a runbook)"
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        return path.stem, "(unreadable runbook)"
-    found = {k: v for k, v in _TOP_KEY.findall(text)}
-    if "runbook" in found:
-        out = []
-        for key in ("runbook", "title"):
-            raw = found.get(key, "")
-            val, bad = load_located(raw, str(path)) if raw else ("", [])
-            if bad or not isinstance(val, (str, int, float, bool, type(None))):
-                val = raw  # shown as written: never a structure expanded into a title
-            out.append(str(val)[:200] if val is not None else "")
-        return out[0] or path.stem, out[1]
-    data, problems = load_located(text, str(path))
-    if problems:
-        return path.stem, "(not valid YAML)"
-    if not isinstance(data, dict):
-        return path.stem, "(not a runbook)"
-    return str(data.get("runbook", path.stem)), str(data.get("title", ""))
-
-
-def list_runbooks(user_dir: Path | None = None) -> list[RunbookEntry]:
-    """Bundled runbooks first, then the operator's, each sorted by file name."""
-    out: list[RunbookEntry] = []
-    try:
-        bundled = runbooks_dir()
-        for path in sorted([*bundled.glob("*.yaml"), *bundled.glob("*.yml")],
-                           key=lambda p: p.name):
-            name, title = _title_of(path)
-            out.append(RunbookEntry(name, title, path, "bundled"))
-    except FileNotFoundError:
-        pass
-    udir = user_dir if user_dir is not None else user_runbook_dir()
-    if udir.is_dir():
-        for path in sorted([*udir.glob("*.yaml"), *udir.glob("*.yml")]):
-            name, title = _title_of(path)
-            out.append(RunbookEntry(name, title, path, "user"))
-    return out
 
 
 def aws_profiles(config_file: Path | None = None,
@@ -164,24 +94,15 @@ def deployments_dir(state_dir: Path) -> Path:
 
 
 def read_settings(state_dir: Path, name: str) -> dict[str, Any]:
-    path = deployments_dir(state_dir) / name / SETTINGS_FILE
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+    """A deployment's remembered runbook, AWS profile/region and non-secret params."""
+    return store.read_settings(state_dir, name)
 
 
-def write_settings(state_dir: Path, name: str, settings: dict[str, Any]) -> Path:
-    """Remember runbook, AWS profile/region and non-secret params of a deployment."""
-    d = deployments_dir(state_dir) / name
-    d.mkdir(parents=True, exist_ok=True)
-    path = d / SETTINGS_FILE
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(settings, indent=2, sort_keys=True, default=str),
-                   encoding="utf-8")
-    tmp.replace(path)
-    return path
+def write_settings(state_dir: Path, name: str, settings: dict[str, Any], *,
+                   runbook: Runbook | None = None) -> None:
+    """Remember runbook, AWS profile/region and non-secret params of a deployment (in its
+    journal; ``runbook``'s secret and one-shot values are never written)."""
+    store.write_settings(state_dir, name, settings, runbook=runbook)
 
 
 def _get(obj: Any, key: str, default: Any = None) -> Any:
@@ -230,14 +151,13 @@ def list_deployments(state_dir: Path) -> list[DeploymentEntry]:
         return []
     out: list[DeploymentEntry] = []
     for d in sorted(p for p in root.iterdir() if p.is_dir()):
-        settings = read_settings(state_dir, d.name)
-        entry = DeploymentEntry(name=d.name, settings=settings,
-                                runbook=str(settings.get("runbook_name", "")))
-        rb = settings.get("runbook_path")
-        entry.runbook_path = Path(rb) if rb else None
+        entry = DeploymentEntry(name=d.name)
         journal = None
         try:
+            store.migrate_legacy(state_dir, d.name)
             journal = open_journal(state_dir, d.name)
+            if journal is not None:
+                entry.settings = store.settings_from(journal)
             runs = journal_runs(journal) if journal is not None else []
         except Exception:  # a broken journal must not hide the other deployments
             runs = []
@@ -245,6 +165,9 @@ def list_deployments(state_dir: Path) -> list[DeploymentEntry]:
         finally:
             if journal is not None:
                 close_journal(journal)
+        entry.runbook = str(entry.settings.get("runbook_name", "") or "")
+        rb = entry.settings.get("runbook_path")
+        entry.runbook_path = Path(rb) if rb else None
         if runs:
             last = runs[-1]
             entry.last_status = last.status

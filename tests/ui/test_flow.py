@@ -87,7 +87,9 @@ async def test_new_deployment_form_run_gate_rerun_confirm(state_dir: Path) -> No
         await pilot.press("ctrl+s")
         await pilot.pause()
         screen = run_screen(app)
-        settings = json.loads((state_dir / "deployments/staging/tui.json").read_text())
+        # Remembered in the journal (the one parameter store), never in a tui.json.
+        assert not (state_dir / "deployments/staging/tui.json").exists()
+        settings = catalog.read_settings(state_dir, "staging")
         assert settings["params"]["server_name"] == "example.org"
         assert settings["params"]["workers"] == 3
         assert settings["aws_region"] == "us-east-1"

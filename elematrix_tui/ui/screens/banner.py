@@ -7,13 +7,13 @@ from typing import TYPE_CHECKING
 from ..markup import escape
 
 if TYPE_CHECKING:
-    from ..app import ElematrixApp
+    from ..services import Session
 
 
-def banner_text(app: ElematrixApp) -> str:
+def banner_text(session: Session) -> str:
     """The practice banner and the session's notices, or an empty string."""
     lines = []
-    if app.practice:
+    if session.practice:
         lines.append("PRACTICE: embedded AWS emulator, nothing real is created")
-    lines += [n for n in app.notices if not (app.practice and n.startswith("Practice:"))]
+    lines += [n for n in session.notices if not (session.practice and n.startswith("Practice:"))]
     return "\n".join(escape(n) for n in lines)

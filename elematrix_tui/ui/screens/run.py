@@ -7,7 +7,6 @@ writes the tick's log lines in one batch. Questions come through :class:`TuiQues
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -21,10 +20,9 @@ from textual.widgets import Footer, Static, Tree
 
 from ...engine import events as ev
 from ...engine.model import Runbook
-from .. import catalog
 from ..bridge import EventPump, RunnerLike, RunRequest
 from ..markup import escape
-from ..model import RunModel, event_from_dict
+from ..model import RunModel
 from ..questions import TuiQuestions
 from ..widgets.gate_panel import GatePanel
 from ..widgets.log_pane import LogPane
@@ -32,9 +30,11 @@ from ..widgets.phase_tree import NodeData, PhaseTree
 from ..widgets.step_detail import StepDetail
 from .banner import banner_text
 from .modals import YesNoModal
+from .run_journal import fold_events, read_journal
+from .run_report import export_report
 
 if TYPE_CHECKING:
-    from ..app import ElematrixApp
+    from ..services import RunServices
 
 # Ten repaints a second: a log reads fine at that rate, and each repaint of a busy screen
 # competes with the engine thread for the GIL (see bench/bench_tui.py).
@@ -69,8 +69,11 @@ class RunScreen(Screen[int]):
             self.error = error
 
     def __init__(self, runbook: Runbook, *, deployment: str, params: dict[str, Any],
-                 runbook_path: Path | None = None, resume_run: str | None = None) -> None:
+                 services: RunServices, runbook_path: Path | None = None,
+                 resume_run: str | None = None) -> None:
         super().__init__()
+        self.services = services
+        self.session = services.session
         self.runbook = runbook
         self.runbook_path = runbook_path
         self.deployment = deployment
@@ -88,13 +91,9 @@ class RunScreen(Screen[int]):
         self.restoring = True
         self._pending_start: dict[str, Any] | None = None
 
-    @property
-    def eapp(self) -> ElematrixApp:
-        return self.app  # type: ignore[return-value]
-
     # -- layout -----------------------------------------------------------------
     def compose(self) -> ComposeResult:
-        banner = banner_text(self.eapp)
+        banner = banner_text(self.session)
         if banner:
             yield Static(banner, id="banner")
         yield Static(self._head(), id="run-head")
@@ -140,27 +139,9 @@ class RunScreen(Screen[int]):
     # -- journal replay -----------------------------------------------------------
     @work(thread=True, group="restore", exit_on_error=False)
     def _restore(self) -> None:
-        """Read the journal off the UI thread (a 100k-line run takes a second to decode):
-        phases passed by earlier runs, and the last (or resumed) run's events."""
-        passed: set[str] = set()
-        show: str | None = None
-        rows: list[Any] = []
-        error: str | None = None
-        journal = None
-        try:
-            journal = catalog.open_journal(self.eapp.state_dir, self.deployment)
-            if journal is not None:
-                runs = catalog.journal_runs(journal)
-                passed = catalog.passed_phases(journal)
-                show = self.resume_run or (runs[-1].run_id if runs else None)
-                if show is not None:
-                    rows = journal.events(show)
-        except Exception as exc:  # the journal is evidence, not a reason to refuse the screen
-            error = str(exc)
-        finally:
-            if journal is not None:
-                catalog.close_journal(journal)
-        self.app.call_from_thread(self._restored, passed, show, rows, error)
+        """Read the journal off the UI thread (a 100k-line run takes a second to decode)."""
+        self.app.call_from_thread(self._restored, *read_journal(
+            self.session.state_dir, self.deployment, self.resume_run))
 
     def _restored(self, passed: set[str], show: str | None, rows: list[Any],
                   error: str | None) -> None:
@@ -183,28 +164,8 @@ class RunScreen(Screen[int]):
             self.start(**kwargs)
 
     def _replay(self, run_id: str, rows: list[Any]) -> None:
-        """Fold a run's journaled events in. Log rows (most of them) skip the event
-        classes: a 100k-line run must open quickly."""
-        lines: list[tuple[str, str, str]] = []
-        for row in rows:
-            if isinstance(row, dict):
-                if row.get("kind") == "log":
-                    lines.append((str(row.get("step_id") or ""), str(row.get("stream", "stdout")),
-                                  str(row.get("line", ""))))
-                    continue
-                e = event_from_dict(row, run_id)
-            else:
-                e = row if isinstance(row, ev.Event) else None
-            if isinstance(e, ev.LogLine):
-                lines.append((e.step_id, e.stream, e.line))
-            elif e is not None:
-                self.model.apply(e)
-        if self.resume_run and self.model.status == "running":
-            # The process that ran it died: what was running is interrupted now.
-            self.model.apply(ev.RunFinished(run_id=self.resume_run, status="interrupted",
-                                            exit_code=130, message="process ended"))
+        self.query_one(LogPane).add(fold_events(self.model, rows, run_id, self.resume_run))
         self.last_run_id = self.model.run_id
-        self.query_one(LogPane).add(lines)
 
     # -- the tick -------------------------------------------------------------------
     def _tick(self) -> None:
@@ -295,11 +256,11 @@ class RunScreen(Screen[int]):
         assert self.questions is not None
         self.questions.reset()
         req = RunRequest(runbook=self.runbook, runbook_path=self.runbook_path,
-                         deployment=self.deployment, state_dir=self.eapp.state_dir,
+                         deployment=self.deployment, state_dir=self.session.state_dir,
                          params=dict(self.params), questions=self.questions,
                          sinks=[self.pump], phases=phases, steps=steps, skip=list(skip or []))
         try:
-            runner = self.eapp.runner_factory(req)
+            runner = self.services.runner_factory(req)
         except Exception as exc:
             self.notify(f"Cannot start the run: {exc}", severity="error", timeout=10, markup=False)
             return False
@@ -326,7 +287,7 @@ class RunScreen(Screen[int]):
         self.running = False
         self.runner = None
         self.last_exit = message.exit_code
-        self.eapp.last_exit = message.exit_code
+        self.services.run_ended(message.exit_code)
         if self.model.run_id:
             self.last_run_id = self.model.run_id
         if self.model.status == "running":
@@ -379,7 +340,7 @@ class RunScreen(Screen[int]):
         if pv is None:
             self.notify("Every phase passed.")
             return
-        allowed = self.eapp.allowed_phases
+        allowed = self.session.allowed_phases
         if allowed is not None and pv.phase_id not in allowed:
             self.notify(f"{pv.label} cannot run in this session (only "
                         f"{', '.join(allowed)}); see the notice at the top.",
@@ -445,7 +406,7 @@ class RunScreen(Screen[int]):
             self.notify("No run to report yet.", severity="warning")
             return
         try:
-            path = export_report(self.eapp.state_dir, self.deployment, rid, self.model)
+            path = export_report(self.session.state_dir, self.deployment, rid, self.model)
         except Exception as exc:
             self.notify(f"Report failed: {exc}", severity="error", markup=False)
             return
@@ -463,7 +424,7 @@ class RunScreen(Screen[int]):
             from ...engine.plan import build_plan
 
             text = build_plan(self.runbook, deployment=self.deployment,
-                              state_dir=self.eapp.state_dir, params=dict(self.params),
+                              state_dir=self.session.state_dir, params=dict(self.params),
                               phases=phases, registry=default_registry())
         except Exception as exc:
             text = f"The plan cannot be built: {exc}"
@@ -485,7 +446,7 @@ class RunScreen(Screen[int]):
             if values is None:
                 return
             self.params = values
-            self.eapp.update_params(self.deployment, self.runbook, self.runbook_path, values)
+            self.services.save_params(self.deployment, self.runbook, self.runbook_path, values)
             self.notify("Parameters saved; the next run uses them.")
 
         self.app.push_screen(ParamFormScreen(self.runbook, dict(self.params), self.deployment,
@@ -532,51 +493,3 @@ class RunScreen(Screen[int]):
                        "The run is interrupted and saved; start elematrix again to resume it.",
                        yes="Quit", no="Keep running"), callback=answered)
 
-
-def export_report(state_dir: Path, deployment: str, run_id: str, model: RunModel) -> Path:
-    """Build the report with the engine's ``build_report`` (a summary of the screen before it)."""
-    out_dir = catalog.deployments_dir(state_dir) / deployment / "reports"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{run_id}.md"
-    text: str | None = None
-    try:
-        from ...engine.report import build_report
-    except ImportError:
-        build_report = None  # type: ignore[assignment]
-    if build_report is not None:
-        journal = catalog.open_journal(state_dir, deployment)
-        if journal is not None:
-            try:
-                text = build_report(journal, run_id, fmt="md")
-            finally:
-                catalog.close_journal(journal)
-    if text is None:
-        from ...engine.text import clean
-
-        text = clean(summary_markdown(deployment, run_id, model))
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
-def summary_markdown(deployment: str, run_id: str, model: RunModel) -> str:
-    """A short Markdown summary of what the screen shows (no secrets: inputs are masked)."""
-    from .. import format as fmt
-
-    out = [f"# Run {run_id} of {deployment}", "",
-           f"Runbook: {model.runbook.title or model.runbook.runbook}  ",
-           f"Status: {model.status}", ""]
-    for pv in model.phases:
-        out += [f"## {pv.label} ({pv.state})", "", "| step | status | attempts | time |",
-                "|---|---|---|---|"]
-        for sv in pv.all():
-            out.append(f"| {sv.label} | {sv.status} | {sv.attempt} | {fmt.duration(sv.duration)} |")
-        for sv in pv.all():
-            if sv.status == "failed":
-                out += ["", f"**{sv.label}** failed: {sv.message}"]
-                if sv.diagnosis:
-                    out.append(f"- Diagnosis: {sv.diagnosis}")
-                if sv.fix:
-                    out.append(f"- Fix: {sv.fix}")
-        out.append("")
-    out.append(f"_Generated {time.strftime('%Y-%m-%d %H:%M:%S %Z')}_")
-    return "\n".join(out) + "\n"

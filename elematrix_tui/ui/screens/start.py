@@ -17,7 +17,7 @@ from .. import format as fmt
 from .banner import banner_text
 
 if TYPE_CHECKING:
-    from ..app import ElematrixApp
+    from ..services import Session, StartActions
 
 
 class StartScreen(Screen[None]):
@@ -30,18 +30,16 @@ class StartScreen(Screen[None]):
         Binding("q", "app.quit", "Quit"),
     ]
 
-    def __init__(self) -> None:
+    def __init__(self, session: Session, flows: StartActions) -> None:
         super().__init__()
+        self.session = session
+        self.flows = flows
         self.deployments: list[catalog.DeploymentEntry] = []
         self.runbooks: list[catalog.RunbookEntry] = []
         self._loaded_once = False
 
-    @property
-    def eapp(self) -> ElematrixApp:
-        return self.app  # type: ignore[return-value]
-
     def compose(self) -> ComposeResult:
-        banner = banner_text(self.eapp)
+        banner = banner_text(self.session)
         if banner:
             yield Static(banner, id="banner")
         yield Static("[b]elematrix[/b] · deploy Matrix/Element to AWS, phase by phase",
@@ -71,7 +69,7 @@ class StartScreen(Screen[None]):
 
     def reload(self) -> None:
         """Read deployments and runbooks again (after a run or a new deployment)."""
-        self.deployments = catalog.list_deployments(self.eapp.state_dir)
+        self.deployments = catalog.list_deployments(self.session.state_dir)
         self.runbooks = catalog.list_runbooks()
         dt = self.query_one("#deployments", DataTable)
         dt.clear()
@@ -117,7 +115,7 @@ class StartScreen(Screen[None]):
 
     def action_new_deployment(self) -> None:
         rb = self._runbook_under_cursor()
-        self.eapp.new_deployment(runbook=rb.path if rb else None)
+        self.flows.new_deployment(rb.path if rb else None)
 
     def action_open(self) -> None:
         focused = self.focused
@@ -129,7 +127,7 @@ class StartScreen(Screen[None]):
             self.action_new_deployment()
             return
         entry = self.deployments[min(max(dt.cursor_row, 0), len(self.deployments) - 1)]
-        self.eapp.open_deployment(entry)
+        self.flows.open_deployment(entry)
 
     @on(DataTable.RowSelected)
     def _row_selected(self, event: DataTable.RowSelected) -> None:
