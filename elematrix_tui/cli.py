@@ -203,21 +203,6 @@ def _params(args: argparse.Namespace, rb: Runbook) -> dict[str, Any]:
     return values
 
 
-def _open_or_skip(root: Path, dep: str, *, named: bool) -> Any:
-    """A deployment's journal; an unreadable one is an error when named, else skipped with a
-    warning (one bad journal must not stop commands about the others)."""
-    from .engine.errors import InputError
-    from .engine.journal import Journal
-
-    try:
-        return Journal.open(root, dep)
-    except InputError as e:
-        if named:
-            raise
-        print(f"warning: skipped deployment {dep!r}: {e}", file=sys.stderr)
-        return None
-
-
 def _need_deployment(args: argparse.Namespace) -> str:
     from .engine.errors import InputError
 
@@ -303,48 +288,15 @@ def _run(args: argparse.Namespace) -> int:
                                            replace_secrets=set(args.replace_secrets)))
 
 
-def _find_run(args: argparse.Namespace) -> tuple[str, str]:
-    """(deployment, run_id) of the run to resume."""
-    from .engine.errors import InputError
-    from .engine.journal import Journal, list_deployments
-
-    root = _state_dir(args)
-    deployments = [args.deployment] if args.deployment else list_deployments(root)
-    candidates = []
-    for dep in deployments:
-        if not Journal.exists(root, dep):
-            continue
-        j = _open_or_skip(root, dep, named=bool(args.deployment))
-        if j is None:
-            continue
-        try:
-            for run in j.runs():
-                if args.run_id and run.id != args.run_id:
-                    continue
-                if run.status != "passed":
-                    candidates.append((run.started, dep, run.id))
-        finally:
-            j.close()
-    if not candidates:
-        what = f"run {args.run_id}" if args.run_id else "unfinished run"
-        where = f" of deployment {args.deployment!r}" if args.deployment else ""
-        raise InputError(f"found no {what}{where} to resume in {root}; "
-                         f"'elematrix runs' lists the runs")
-    if not args.run_id and not args.deployment and len({c[1] for c in candidates}) > 1:
-        raise InputError("several deployments have unfinished runs; name one with "
-                         "--deployment NAME or give the RUN_ID ('elematrix runs' lists them)")
-    _, dep, run_id = max(candidates)
-    return dep, run_id
-
-
 def _resume(args: argparse.Namespace) -> int:
     from .engine.errors import InputError
     from .engine.journal import Journal
     from .engine.runner import RunOptions
     from .headless import run_headless
+    from .history import find_run
 
-    deployment, run_id = _find_run(args)
     root = _state_dir(args)
+    deployment, run_id = find_run(root, args.deployment, args.run_id)
     j = Journal.open(root, deployment)
     row = j.run(run_id)
     j.close()
@@ -376,71 +328,16 @@ def _plan(args: argparse.Namespace) -> int:
 
 
 def _runs(args: argparse.Namespace) -> int:
-    from .engine.errors import InputError
-    from .engine.journal import Journal, list_deployments
-    from .engine.lock import DeploymentLock
-    from .engine.paths import deployment_dir
+    from .history import list_runs
 
-    root = _state_dir(args)
-    rows = []
-    unreadable: list[str] = []
-    for dep in ([args.deployment] if args.deployment else list_deployments(root)):
-        if not Journal.exists(root, dep):
-            continue
-        try:
-            j = Journal.open(root, dep)
-        except InputError as e:  # one bad journal must not hide the other deployments
-            print(f"error: {e}", file=sys.stderr)
-            unreadable.append(dep)
-            continue
-        held = DeploymentLock(deployment_dir(root, dep) / "lock").is_held()
-        for run in j.runs():
-            status = run.status
-            if status == "running" and not held:
-                status = "interrupted"  # its process died: no one holds the lock
-            dur = (run.finished or run.started) - run.started
-            rows.append((run.started, run.id, dep, run.runbook, status, f"{dur:.1f}s"))
-        j.close()
-    rows.sort(reverse=True)
-    for dep in unreadable:
-        print(f"deployment {dep}: UNREADABLE journal, its runs are not listed (error above)")
-    if not rows:
-        print(f"no runs in {root}")
-        return 0
-    import time
-
-    print(f"{'RUN':<24} {'DEPLOYMENT':<16} {'RUNBOOK':<12} {'STATUS':<12} {'STARTED':<19} "
-          f"DURATION")
-    for started, rid, dep, rbname, status, duration in rows:
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started))
-        print(f"{rid:<24} {dep:<16} {rbname:<12} {status:<12} {when:<19} {duration}")
-    return 0
+    return list_runs(_state_dir(args), args.deployment)
 
 
 def _report(args: argparse.Namespace) -> int:
-    from .engine.errors import InputError
-    from .engine.journal import Journal, list_deployments
-    from .engine.report import build_report
+    from .history import write_report
 
-    root = _state_dir(args)
-    for dep in ([args.deployment] if args.deployment else list_deployments(root)):
-        if not Journal.exists(root, dep):
-            continue
-        j = _open_or_skip(root, dep, named=bool(args.deployment))
-        if j is None:
-            continue
-        try:
-            if j.run(args.run_id) is not None:
-                text = build_report(j, args.run_id, args.format)
-                if args.output:
-                    Path(args.output).write_text(text)
-                    print(f"report written to {args.output}")
-                else:
-                    sys.stdout.write(text)
-                return 0
-        finally:
-            j.close()
-    raise InputError(f"no run {args.run_id!r} in {root}; 'elematrix runs' lists the runs")
+    return write_report(_state_dir(args), args.deployment, args.run_id, args.format,
+                        args.output)
 
 
 def _recover_secrets(args: argparse.Namespace) -> int:
