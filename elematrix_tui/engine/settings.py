@@ -96,7 +96,10 @@ def migrate_legacy(state_dir: Path, deployment: str) -> bool:
                never=())
     finally:
         journal.close()
-    os.replace(path, path.with_name(path.name + MIGRATED_SUFFIX))
+    try:
+        os.replace(path, path.with_name(path.name + MIGRATED_SUFFIX))
+    except FileNotFoundError:
+        pass  # another window migrated it meanwhile: the same values, merged the same way
     return True
 
 
