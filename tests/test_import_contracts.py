@@ -166,6 +166,19 @@ def test_the_ui_reaches_the_actions_only_through_the_registry() -> None:
     assert {t for t in g[f"{PKG}.actions"] if t.startswith(PKG)} == {f"{PKG}.engine.registry"}
 
 
+def test_one_place_builds_a_runner() -> None:
+    """``Runner(...)`` is called only by ``engine/wiring.py`` (the CLI, headless, practice
+    and the TUI all go through ``build_runner``); there were four copies."""
+    calls = []
+    for name, path in _modules(ROOT, PKG).items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and (
+                    (isinstance(node.func, ast.Name) and node.func.id == "Runner")
+                    or (isinstance(node.func, ast.Attribute) and node.func.attr == "Runner")):
+                calls.append(f"{name}:{node.lineno}")
+    assert [c.split(":")[0] for c in calls] == [f"{PKG}.engine.wiring"], calls
+
+
 def _write(root: Path, files: dict[str, str]) -> None:
     for rel, text in files.items():
         path = root / rel
