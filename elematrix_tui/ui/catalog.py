@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     from ..engine.model import Runbook
 
 
-
 @dataclass
 class RunInfo:
     """One recorded run of a deployment."""
