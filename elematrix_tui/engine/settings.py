@@ -38,9 +38,6 @@ CHOICES = ("runbook_name", "runbook_path", "aws_profile", "aws_region")
 # The file older TUIs kept these in, and the name it is given once migrated.
 LEGACY_FILE = "tui.json"
 MIGRATED_SUFFIX = ".migrated"
-# Journal meta: names (never values) of the deployment's stored secrets; the runner writes
-# it (engine/runner.py META_SECRET_NAMES, the same key).
-_META_SECRET_NAMES = "secret_names"
 
 
 def _plain(value: Any) -> Any:
@@ -68,7 +65,11 @@ def _merge(journal: Journal, settings: dict[str, Any], *, covers: Collection[str
     ones; of the remembered parameter values, those named in ``covers`` are replaced by
     the given ones (a value cleared in the form is forgotten), the others kept (another
     runbook's). Names in ``never``, and every stored secret's name, are never written."""
-    drop = set(never) | set(journal.get_meta(_META_SECRET_NAMES) or [])
+    # The runner's record of the deployment's stored secrets (names only). Imported here,
+    # not at the top: the start screen imports this module before its first frame.
+    from .runner import META_SECRET_NAMES
+
+    drop = set(never) | set(journal.get_meta(META_SECRET_NAMES) or [])
     choices = dict(journal.get_meta(META_CHOICES) or {})
     choices.update({k: settings[k] for k in CHOICES if k in settings})
     journal.set_meta(META_CHOICES, _plain(choices))
