@@ -166,6 +166,33 @@ def test_the_ui_reaches_the_actions_only_through_the_registry() -> None:
     assert {t for t in g[f"{PKG}.actions"] if t.startswith(PKG)} == {f"{PKG}.engine.registry"}
 
 
+# Which part of the package may import which: the table of docs/architecture.md.
+PARTS: dict[str, set[str]] = {
+    "engine": {"bundled"},
+    "stack": {"bundled"},
+    "actions": {"engine", "stack", "bundled"},
+    "ui": {"engine", "actions"},
+    "headless": {"engine", "actions"},
+    "history": {"engine"},
+    "practice": {"engine", "headless"},
+    "cli": {"actions", "engine", "headless", "history", "practice", "stack", "ui"},
+    "bundled": set(),
+}
+
+
+def test_the_parts_import_only_what_the_architecture_page_says() -> None:
+    g = graph(ROOT)
+    seen: dict[str, set[str]] = {}
+    for mod, edges in g.items():
+        part = mod.split(".")[1] if "." in mod else ""
+        for target in edges:
+            if target.startswith(PKG + ".") and target.split(".")[1] != part:
+                seen.setdefault(part, set()).add(target.split(".")[1])
+    extra = {p: sorted(t - PARTS.get(p, set())) for p, t in seen.items()
+             if t - PARTS.get(p, set())}
+    assert extra == {}, f"new arrows between parts (update docs/architecture.md): {extra}"
+
+
 def test_one_place_builds_a_runner() -> None:
     """``Runner(...)`` is called only by ``engine/wiring.py`` (the CLI, headless, practice
     and the TUI all go through ``build_runner``); there were four copies."""
