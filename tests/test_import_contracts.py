@@ -175,9 +175,9 @@ PARTS: dict[str, set[str]] = {
     "headless": {"engine", "actions"},
     "history": {"engine"},
     "practice": {"engine", "headless"},
-    "cli": {"actions", "engine", "headless", "history", "practice", "stack", "ui"},
     "bundled": set(),
 }
+FRONT_DOOR = "cli"  # may import any part: it is where the parts meet
 
 
 def test_the_parts_import_only_what_the_architecture_page_says() -> None:
@@ -185,6 +185,8 @@ def test_the_parts_import_only_what_the_architecture_page_says() -> None:
     seen: dict[str, set[str]] = {}
     for mod, edges in g.items():
         part = mod.split(".")[1] if "." in mod else ""
+        if part == FRONT_DOOR:
+            continue
         for target in edges:
             if target.startswith(PKG + ".") and target.split(".")[1] != part:
                 seen.setdefault(part, set()).add(target.split(".")[1])
