@@ -57,7 +57,9 @@ class RunnerLike(Protocol):
 
 @dataclass
 class RunRequest:
-    """Everything needed to build a runner for one press of "run"."""
+    """Everything needed to build a runner for one press of "run" (the screen's terms:
+    phases, one step, skipped steps); ``engine_runner_factory`` turns it into the engine's
+    ``wiring.RunRequest``."""
 
     runbook: Runbook
     runbook_path: Path | None
