@@ -74,8 +74,8 @@ def test_the_cli_finds_a_runbook_of_elematrix_runbook_dir_by_name(
     env = dict(os.environ)
     plan = subprocess.run([elematrix, "plan", "only-mine", "--deployment", "mine", "--set",
                            f"out={out}"], capture_output=True, text=True, timeout=60, env=env)
+    # Only that it is found: the plan's own rendering is the plan command's business.
     assert plan.returncode == 0, plan.stderr
-    assert "local.write" in plan.stdout
     ran = subprocess.run([elematrix, "run", "only-mine", "--deployment", "mine", "--set",
                           f"out={out}", "--yes"], capture_output=True, text=True, timeout=60,
                          env=env)
