@@ -17,6 +17,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 from .errors import InputError
@@ -137,6 +138,13 @@ class Journal:
         self.flush()
         with self._lock:
             self._db.close()
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
 
     # -- writing ---------------------------------------------------------------------
     def _exec(self, sql: str, args: tuple[Any, ...] = ()) -> None:

@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 from pydantic import ValidationError
 
 from .action import Action, ActionFailed, Check, Questions, Result
-from .errors import GuardError, InputError, Located
+from .errors import GuardError, InputError, Located, PromptCancelled
 from .events import (
     Event,
     GateResult,
@@ -163,71 +163,56 @@ class Runner:
         ddir = deployment_dir(self.state_dir, self.deployment)
         created = not ddir.exists()
         ddir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        lock = DeploymentLock(ddir / "lock")
-        lock.acquire(self.deployment, f"{'resume' if resume_of else 'run'} {self.rb.runbook}")
+        wipe = False
+        what = f"{'resume' if resume_of else 'run'} {self.rb.runbook}"
         try:
-            journal = Journal.open(self.state_dir, self.deployment)
-        except InputError:
-            lock.release()
-            raise
-        self.journal = journal
+            # Whatever ends the run (an answer the runner did not expect included), the
+            # journal is closed and the lock released: a later run in this process (the
+            # TUI's next press of "run") must never find its own pid holding the lock.
+            with DeploymentLock(ddir / "lock").acquire(self.deployment, what), \
+                    Journal.open(self.state_dir, self.deployment) as journal:
+                self.journal = journal
+                try:
+                    return self._lifecycle(journal, resume_of)
+                except (InputError, PromptCancelled):
+                    # Nothing recorded for a deployment this invocation created: write
+                    # nothing at all (an empty journal would later pass for one seen here).
+                    wipe = created and not self.run_id
+                    raise
+                finally:
+                    self._close_resources()
+        except PromptCancelled:
+            return EXIT_INTERRUPTED  # before a run was recorded: nothing ran, nothing kept
+        finally:
+            if wipe:
+                shutil.rmtree(ddir, ignore_errors=True)
+
+    def _lifecycle(self, journal: Journal, resume_of: str | None) -> int:
+        """One run with the lock held and the journal open; returns the exit code."""
         try:
-            previous: dict[str, StepRow] = {}
-            # Known here: a run from this state dir changed something for the deployment,
-            # or its name was typed for a destructive step. A refused or read-only run (a
-            # teardown that only listed) does not count.
-            self._seen_before = bool(journal.get_meta(META_KNOWN_HERE)) or journal.has_changes()
-            if resume_of is not None:
-                row = journal.run(resume_of)
-                if row is None:
-                    raise InputError(f"no run {resume_of!r} in deployment {self.deployment!r}; "
-                                     f"'elematrix runs' lists them")
-                if row.status == "passed":
-                    raise InputError(f"run {resume_of} already passed; nothing to resume. "
-                                     f"Start a new run with 'elematrix run'.")
-                self.run_id = row.id
-                stored = {k: v for k, v in row.params.items() if not _is_secret_ref(v)}
-                given_now = set(self.raw_params)
-                self.raw_params = {**stored, **self.raw_params}
-                if self.options.phases is None and row.phases:
-                    self.options.phases = list(row.phases)
-                previous = journal.step_states(row.id)
-            self.params = self._resolve_params(journal)
-            self.outputs = journal.latest_outputs()
-            if resume_of is None:
-                self.run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
-                journal.add_run(RunRow(
-                    self.run_id, self.rb.runbook, str(self.runbook_path.resolve()),
-                    runbook_digest(self.runbook_path), self._journal_params(),
-                    self.options.phases, "running", time.time(), None, None, None,
-                    os.getpid(), socket.gethostname(), _user()))
-            else:
-                journal.update_run(self.run_id, status="running", finished=None, exit_code=None,
-                                   pid=os.getpid(), message=None)
-            self._emit(RunStarted(self.run_id, runbook=self.rb.runbook,
-                                  deployment=self.deployment, resumed=resume_of is not None))
-            if resume_of is not None:
-                self._record_resume_changes(journal, stored, given_now)
-                sha = runbook_digest(self.runbook_path)
-                row = journal.run(self.run_id)
-                if row and row.runbook_sha and sha and row.runbook_sha != sha:
-                    self._emit(LogLine(self.run_id, step_id="", stream="warning",
-                                       line="the runbook file changed since this run started; "
-                                            "finished steps keep their recorded outputs"))
-            status, code, message = self._run_phases(previous)
+            status, code, message = self._start_and_run(journal, resume_of)
         except KeyboardInterrupt:
             status, code, message = "interrupted", EXIT_INTERRUPTED, "interrupted by the operator"
+        except PromptCancelled as e:
+            if not self._recorded(journal):
+                self._notify(RunFinished(self.run_id, status="interrupted",
+                                         exit_code=EXIT_INTERRUPTED,
+                                         message=f"cancelled by the operator ({e}); nothing ran"))
+                raise
+            status, code, message = ("interrupted", EXIT_INTERRUPTED,
+                                     f"cancelled by the operator ({e}); state saved, resumable")
         except InputError:
             self._close_resources()
-            if self.run_id and journal.run(self.run_id):
+            if self._recorded(journal):
                 journal.update_run(self.run_id, status="failed", finished=time.time(),
                                    exit_code=EXIT_INPUT, message="bad input")
-            journal.close()
-            lock.release()
-            if created and not self.run_id:
-                # Bad input for a deployment this invocation created: write nothing at all
-                # (an empty journal would later pass for a deployment seen here).
-                shutil.rmtree(ddir, ignore_errors=True)
+            raise
+        except Exception as e:
+            # A defect of ours: the run is recorded as failed (the traceback still goes up).
+            if self._recorded(journal):
+                journal.update_run(self.run_id, status="failed", finished=time.time(),
+                                   exit_code=EXIT_FAILED,
+                                   message=self.redact(f"internal error: {type(e).__name__}: {e}"))
             raise
         finally:
             self._close_resources()
@@ -236,9 +221,56 @@ class Runner:
             journal.update_run(self.run_id, status=status, finished=time.time(), exit_code=code,
                                message=message)
             self._emit(RunFinished(self.run_id, status=status, exit_code=code, message=message))
-        journal.close()
-        lock.release()
         return code
+
+    def _recorded(self, journal: Journal) -> bool:
+        return bool(self.run_id) and journal.run(self.run_id) is not None
+
+    def _start_and_run(self, journal: Journal, resume_of: str | None) -> tuple[str, int, str]:
+        """Record the run (new or resumed), then run its phases."""
+        previous: dict[str, StepRow] = {}
+        # Known here: a run from this state dir changed something for the deployment,
+        # or its name was typed for a destructive step. A refused or read-only run (a
+        # teardown that only listed) does not count.
+        self._seen_before = bool(journal.get_meta(META_KNOWN_HERE)) or journal.has_changes()
+        if resume_of is not None:
+            row = journal.run(resume_of)
+            if row is None:
+                raise InputError(f"no run {resume_of!r} in deployment {self.deployment!r}; "
+                                 f"'elematrix runs' lists them")
+            if row.status == "passed":
+                raise InputError(f"run {resume_of} already passed; nothing to resume. "
+                                 f"Start a new run with 'elematrix run'.")
+            self.run_id = row.id
+            stored = {k: v for k, v in row.params.items() if not _is_secret_ref(v)}
+            given_now = set(self.raw_params)
+            self.raw_params = {**stored, **self.raw_params}
+            if self.options.phases is None and row.phases:
+                self.options.phases = list(row.phases)
+            previous = journal.step_states(row.id)
+        self.params = self._resolve_params(journal)
+        self.outputs = journal.latest_outputs()
+        if resume_of is None:
+            self.run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+            journal.add_run(RunRow(
+                self.run_id, self.rb.runbook, str(self.runbook_path.resolve()),
+                runbook_digest(self.runbook_path), self._journal_params(),
+                self.options.phases, "running", time.time(), None, None, None,
+                os.getpid(), socket.gethostname(), _user()))
+        else:
+            journal.update_run(self.run_id, status="running", finished=None, exit_code=None,
+                               pid=os.getpid(), message=None)
+        self._emit(RunStarted(self.run_id, runbook=self.rb.runbook,
+                              deployment=self.deployment, resumed=resume_of is not None))
+        if resume_of is not None:
+            self._record_resume_changes(journal, stored, given_now)
+            sha = runbook_digest(self.runbook_path)
+            row = journal.run(self.run_id)
+            if row and row.runbook_sha and sha and row.runbook_sha != sha:
+                self._emit(LogLine(self.run_id, step_id="", stream="warning",
+                                   line="the runbook file changed since this run started; "
+                                        "finished steps keep their recorded outputs"))
+        return self._run_phases(previous)
 
     def _check_phase_selection(self) -> None:
         if self.options.phases:
@@ -756,7 +788,7 @@ class Runner:
             if isinstance(err, ActionFailed):
                 return _StepOutcome("failed", message=err.message, diagnosis=err.diagnosis,
                                     fix=err.fix, retry=err.retry)
-            if isinstance(err, KeyboardInterrupt):
+            if isinstance(err, (KeyboardInterrupt, PromptCancelled)):
                 return _StepOutcome("interrupted", message="interrupted by the operator")
             for line in str(box.get("tb", "")).rstrip().splitlines()[-8:]:
                 ctx.log(line, "stderr")
@@ -798,6 +830,14 @@ class Runner:
         self.journal.add_event(self.run_id, kind, step_id, data, ts)
         if kind not in ("log", "progress"):
             self.journal.flush()
+        for sink in self.sinks:
+            try:
+                sink(event)
+            except Exception:  # a broken display must never stop a deployment
+                pass
+
+    def _notify(self, event: Event) -> None:
+        """Tell the sinks only: for an ending with no run recorded (nothing to journal)."""
         for sink in self.sinks:
             try:
                 sink(event)
