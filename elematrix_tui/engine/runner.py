@@ -31,6 +31,8 @@ from .errors import GuardError, InputError, Located, PromptCancelled
 from .events import (
     Event,
     GateResult,
+    GatesCleared,
+    GatesPassed,
     LogLine,
     Note,
     PhaseFinished,
@@ -46,13 +48,14 @@ from .events import (
     StepStarted,
 )
 from .expressions import ExpressionError, is_truthy, render_string, render_value
-from .journal import FINISHED, Journal, RunRow, StepRow
+from .journal import Journal, RunRow
 from .lock import DeploymentLock
 from .model import Phase, Runbook, Step
 from .params import ParamValueError, coerce, generate_secret, unknown_params
 from .paths import DEPLOYMENT_RE, deployment_dir
 from .registry import Registry
 from .secrets import MASK, Redactor, SecretStore
+from .state import FINISHED, RunState, StepState
 
 T = TypeVar("T")
 
@@ -123,6 +126,8 @@ class Runner:
         self.params: dict[str, Any] = {}
         self.outputs: dict[str, dict[str, Any]] = {}
         self.journal: Journal | None = None
+        # The fold of the deployment's event log, kept current by every event emitted.
+        self.state = RunState()
         self._cancel = threading.Event()
         self._pause = threading.Event()
         self._step_cancel: threading.Event | None = None
@@ -228,11 +233,12 @@ class Runner:
 
     def _start_and_run(self, journal: Journal, resume_of: str | None) -> tuple[str, int, str]:
         """Record the run (new or resumed), then run its phases."""
-        previous: dict[str, StepRow] = {}
+        previous: dict[str, StepState] = {}
+        self.state = journal.state()
         # Known here: a run from this state dir changed something for the deployment,
         # or its name was typed for a destructive step. A refused or read-only run (a
         # teardown that only listed) does not count.
-        self._seen_before = bool(journal.get_meta(META_KNOWN_HERE)) or journal.has_changes()
+        self._seen_before = bool(journal.get_meta(META_KNOWN_HERE)) or self.state.changed
         if resume_of is not None:
             row = journal.run(resume_of)
             if row is None:
@@ -247,9 +253,9 @@ class Runner:
             self.raw_params = {**stored, **self.raw_params}
             if self.options.phases is None and row.phases:
                 self.options.phases = list(row.phases)
-            previous = journal.step_states(row.id)
+            previous = self.state.resume_from(row.id)
         self.params = self._resolve_params(journal)
-        self.outputs = journal.latest_outputs()
+        self.outputs = dict(self.state.outputs)
         if resume_of is None:
             self.run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
             journal.add_run(RunRow(
@@ -436,24 +442,18 @@ class Runner:
                 for k, v in self.params.items()}
 
     # -- phases --------------------------------------------------------------------------
-    def _run_phases(self, previous: dict[str, StepRow]) -> tuple[str, int, str]:
-        assert self.journal is not None
+    def _run_phases(self, previous: dict[str, StepState]) -> tuple[str, int, str]:
         selected = self.options.phases
-        passed = self.journal.passed_gates()
-        for index, phase in enumerate(self.rb.phases):
+        for phase in self.rb.phases:
             if selected and phase.id not in selected:
                 continue
             if self.options.only_step and not any(
                     s.id == self.options.only_step for s in phase.steps + phase.gates):
                 continue
-            if index > 0:
-                before = self.rb.phases[index - 1]
-                if before.gates and before.id not in passed:
-                    reason = (f"phase {phase.id!r} is locked: the gates of phase {before.id!r} "
-                              f"have not passed in deployment {self.deployment!r}. Run that "
-                              f"phase first (--phase {before.id}).")
-                    self._emit(PhaseLocked(self.run_id, phase_id=phase.id, reason=reason))
-                    return "failed", EXIT_FAILED, reason
+            reason = self.state.lock_reason(self.rb.phases, phase.id, self.deployment)
+            if reason is not None:
+                self._emit(PhaseLocked(self.run_id, phase_id=phase.id, reason=reason))
+                return "failed", EXIT_FAILED, reason
             self._emit(PhaseStarted(self.run_id, phase_id=phase.id, title=phase.title))
             try:
                 ok = self._run_phase(phase, previous)
@@ -471,15 +471,13 @@ class Runner:
             if not ok:
                 return "failed", EXIT_FAILED, f"phase {phase.id!r} failed"
             if phase.gates and not self.options.only_step:
-                self.journal.pass_gate(phase.id, self.run_id)
-                passed[phase.id] = self.run_id
+                self._emit(GatesPassed(self.run_id, phase_id=phase.id))
         return "passed", EXIT_OK, ""
 
-    def _run_phase(self, phase: Phase, previous: dict[str, StepRow]) -> bool:
-        assert self.journal is not None
+    def _run_phase(self, phase: Phase, previous: dict[str, StepState]) -> bool:
         ok = True
         if phase.gates:
-            self.journal.clear_gate(phase.id)
+            self._emit(GatesCleared(self.run_id, phase_id=phase.id))
         for role, steps in (("step", phase.steps), ("gate", phase.gates)):
             for step in steps:
                 if self.options.only_step and step.id != self.options.only_step:
@@ -506,8 +504,7 @@ class Runner:
                 "deployment_dir": str(deployment_dir(self.state_dir, self.deployment))}
 
     def _run_step(self, phase: Phase, step: Step, role: str,
-                  prev: StepRow | None) -> _StepOutcome:
-        assert self.journal is not None
+                  prev: StepState | None) -> _StepOutcome:
         is_gate = role == "gate"
         if prev is not None and prev.status in FINISHED and not is_gate \
                 and not self._process_local(step):
@@ -516,7 +513,7 @@ class Runner:
             self._emit(StepFinished(self.run_id, phase_id=phase.id, step_id=step.id,
                                     status=prev.status, attempt=prev.attempt, duration=0.0,
                                     outputs=prev.outputs, message=prev.message or "",
-                                    restored=True))
+                                    restored=True, is_gate=is_gate, role=role))
             return _StepOutcome(prev.status, prev.outputs)
         interrupted = prev is not None and prev.status in ("running", "interrupted")
         first_attempt = (prev.attempt + 1) if prev is not None else 1
@@ -574,28 +571,24 @@ class Runner:
         while True:
             ctx = _Context(self, phase, step, attempt)
             self._step_cancel = ctx.cancel
-            self.journal.start_attempt(self.run_id, step.id, phase.id, role, attempt, masked)
             self._emit(StepStarted(self.run_id, phase_id=phase.id, step_id=step.id, title=title,
                                    action=step.action, attempt=attempt, is_gate=is_gate,
-                                   inputs=masked))
+                                   inputs=masked, role=role))
             started = time.monotonic()
             outcome = self._clean(self._attempt(action, ctx, inputs, step))
             duration = time.monotonic() - started
             if outcome.status == "interrupted":
-                self.journal.finish_attempt(self.run_id, step.id, attempt, "interrupted", {},
-                                            outcome.message)
                 self._emit(StepFinished(self.run_id, phase_id=phase.id, step_id=step.id,
                                         status="interrupted", attempt=attempt, duration=duration,
-                                        is_gate=is_gate, message=outcome.message))
+                                        is_gate=is_gate, message=outcome.message, role=role))
                 raise _Interrupted
             if outcome.status == "failed" and outcome.retry \
                     and attempt - first_attempt + 1 < step.retry.attempts:
-                self.journal.finish_attempt(self.run_id, step.id, attempt, "failed", {},
-                                            self.redact(outcome.message), outcome.diagnosis,
-                                            outcome.fix)
                 self._emit(StepFinished(self.run_id, phase_id=phase.id, step_id=step.id,
                                         status="failed", attempt=attempt, duration=duration,
-                                        is_gate=is_gate, message=self.redact(outcome.message)))
+                                        is_gate=is_gate, message=self.redact(outcome.message),
+                                        diagnosis=outcome.diagnosis, fix=outcome.fix,
+                                        role=role))
                 self._emit(StepRetry(self.run_id, step_id=step.id, attempt=attempt + 1,
                                      delay=delay, reason=self.redact(outcome.message)))
                 if self._cancel.wait(delay):
@@ -607,18 +600,17 @@ class Runner:
         self._step_cancel = None
         if outcome.status in ("ok", "changed"):
             self.outputs[step.id] = outcome.outputs
+            assert self.journal is not None
             for name, value in self._lock_values(step).items():
                 if value is not None and value != "":
                     self.journal.set_meta(f"permanent.{name}", value)
         outputs = self.redact.value(outcome.outputs)
         message = self.redact(outcome.message)
         fix = outcome.fix or (self._fix(step) if outcome.status == "failed" else None)
-        self.journal.finish_attempt(self.run_id, step.id, attempt, outcome.status, outputs,
-                                    message, outcome.diagnosis, fix)
         self._emit(StepFinished(self.run_id, phase_id=phase.id, step_id=step.id,
                                 status=outcome.status, attempt=attempt, duration=duration,
                                 is_gate=is_gate, message=message, outputs=outputs,
-                                diagnosis=outcome.diagnosis, fix=fix))
+                                diagnosis=outcome.diagnosis, fix=fix, role=role))
         if is_gate:
             self._emit(GateResult(self.run_id, phase_id=phase.id, gate_id=step.id,
                                   passed=outcome.status in ("ok", "changed"), message=message,
@@ -663,17 +655,13 @@ class Runner:
 
     def _fail_early(self, phase: Phase, step: Step, role: str, attempt: int, message: str,
                     fix: str | None = None) -> _StepOutcome:
-        assert self.journal is not None
         message = self.redact(message)
-        self.journal.start_attempt(self.run_id, step.id, phase.id, role, attempt, {})
-        self.journal.finish_attempt(self.run_id, step.id, attempt, "failed", {}, message, None,
-                                    fix or self._fix(step))
         self._emit(StepStarted(self.run_id, phase_id=phase.id, step_id=step.id,
                                title=step.title or step.id, action=step.action, attempt=attempt,
-                               is_gate=role == "gate"))
+                               is_gate=role == "gate", role=role))
         self._emit(StepFinished(self.run_id, phase_id=phase.id, step_id=step.id, status="failed",
                                 attempt=attempt, duration=0.0, is_gate=role == "gate",
-                                message=message, fix=fix or self._fix(step)))
+                                message=message, fix=fix or self._fix(step), role=role))
         if role == "gate":
             self._emit(GateResult(self.run_id, phase_id=phase.id, gate_id=step.id, passed=False,
                                   message=message, fix=fix or self._fix(step)))
@@ -682,19 +670,15 @@ class Runner:
     def _finish_without_apply(self, phase: Phase, step: Step, role: str, status: str,
                               outputs: dict[str, Any], message: str,
                               attempt: int) -> _StepOutcome:
-        assert self.journal is not None
         outputs_masked = self.redact.value(outputs)
         if status == "ok":
             self.outputs[step.id] = outputs
-        self.journal.start_attempt(self.run_id, step.id, phase.id, role, attempt, {})
-        self.journal.finish_attempt(self.run_id, step.id, attempt, status, outputs_masked,
-                                    message)
         self._emit(StepStarted(self.run_id, phase_id=phase.id, step_id=step.id,
                                title=step.title or step.id, action=step.action, attempt=attempt,
-                               is_gate=role == "gate"))
+                               is_gate=role == "gate", role=role))
         self._emit(StepFinished(self.run_id, phase_id=phase.id, step_id=step.id, status=status,
                                 attempt=attempt, duration=0.0, is_gate=role == "gate",
-                                message=message, outputs=outputs_masked))
+                                message=message, outputs=outputs_masked, role=role))
         if role == "gate":
             self._emit(GateResult(self.run_id, phase_id=phase.id, gate_id=step.id,
                                   passed=status != "failed", message=message))
@@ -707,8 +691,7 @@ class Runner:
 
     def _confirm(self, step: Step, title: str, changes: list[str]) -> bool:
         destructive = step.destructive
-        if destructive and not self._seen_before and self.journal is not None \
-                and self.journal.has_changes():
+        if destructive and not self._seen_before and self.state.changed:
             # This run itself changed something for the deployment (practice's infra, then
             # its harden): the state dir has seen it now.
             self._seen_before = True
@@ -822,14 +805,8 @@ class Runner:
     # -- events and resources ------------------------------------------------------------
     def _emit(self, event: Event) -> None:
         assert self.journal is not None
-        data = event.to_dict()
-        kind = data.pop("kind")
-        data.pop("run_id", None)
-        ts = data.pop("ts")
-        step_id = data.get("step_id") or data.get("gate_id")
-        self.journal.add_event(self.run_id, kind, step_id, data, ts)
-        if kind not in ("log", "progress"):
-            self.journal.flush()
+        self.journal.record(event)  # the one record of the run
+        self.state.apply(event)
         for sink in self.sinks:
             try:
                 sink(event)
