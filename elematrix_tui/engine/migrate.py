@@ -46,6 +46,10 @@ def migrate_v1(db: sqlite3.Connection, path: Path) -> None:
     db.executescript(SCHEMA)  # (it commits first) no-op for the tables format 1 has
     db.execute("BEGIN IMMEDIATE")
     try:
+        if list(db.execute("SELECT 1 FROM meta WHERE key=?", (META_FORMAT,))):
+            db.execute("COMMIT")  # another process migrated it while we waited
+            return
+        tables = _tables(db)
         if "steps" in tables:
             _move_steps(db)
         if "gates" in tables:
