@@ -165,7 +165,7 @@ class RunState:
         info = self._info(e.run_id)
         info.status, info.exit_code, info.message, info.finished = (
             e.status, e.exit_code, e.message, e.ts)
-        for st in info.steps.values():
+        for st in [*info.steps.values(), *info.attempts]:
             if st.status in RUNNING:
                 st.status = "interrupted"  # the run ended under it
 
