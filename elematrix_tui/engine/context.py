@@ -11,16 +11,58 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
 
-from .events import LogLine, Note, Progress
+from .action import Questions
+from .events import Event, LogLine, Note, Progress
+from .journal import Journal
 from .model import Phase, Step
 from .paths import deployment_dir
-
-if TYPE_CHECKING:
-    from .runner import Runner
+from .secrets import Redactor, SecretStore
 
 T = TypeVar("T")
+
+
+@dataclass
+class RunOptions:
+    """How one run goes (which phases, --yes, one step, skips...); ``Runner(options=...)``."""
+
+    phases: list[str] | None = None  # None: every phase
+    assume_yes: bool = False
+    only_step: str | None = None  # run just this step (TUI "run one step")
+    skip: set[str] = field(default_factory=set)  # operator-skipped (skippable steps only)
+    # Seconds a cancelled action gets to stop by itself before the runner moves on.
+    cancel_grace: float = 5.0
+    # Secrets the operator explicitly allows a given value to replace (--replace-secret).
+    replace_secrets: set[str] = field(default_factory=set)
+
+
+class ContextHost(Protocol):
+    """What a ``Context`` uses of the runner (``engine.runner.Runner`` is one): named here
+    so this module does not import the runner."""
+
+    run_id: str
+    deployment: str
+    state_dir: Path
+    params: dict[str, Any]
+    questions: Questions
+    options: RunOptions
+    redact: Redactor
+    journal: Journal | None
+    _cancel: threading.Event
+
+    @property
+    def secret_store(self) -> SecretStore: ...
+
+    def _emit(self, event: Event) -> None: ...
+
+    def store_secret(self, name: str, value: str) -> None: ...
+
+    def resource(self, key: str, factory: Callable[[], T],
+                 close: Callable[[T], None] | None) -> T: ...
+
+    def drop_resource(self, key: str) -> None: ...
 
 
 class Interrupted(Exception):
@@ -44,7 +86,7 @@ class StepOutcome:
 class Context:
     """The StepContext handed to actions (see engine/action.py)."""
 
-    def __init__(self, runner: Runner, phase: Phase, step: Step, attempt: int) -> None:
+    def __init__(self, runner: ContextHost, phase: Phase, step: Step, attempt: int) -> None:
         self._r = runner
         self.run_id = runner.run_id
         self.deployment = runner.deployment

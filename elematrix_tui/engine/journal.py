@@ -113,7 +113,8 @@ class Journal:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             if version < FORMAT:
-                migrate_v1(self._db, path)
+                migrate_v1(self._db, path, schema=SCHEMA, format_key=META_FORMAT,
+                           version=FORMAT)
             self._db.executescript(SCHEMA)
             self._db.execute("SELECT count(*) FROM runs").fetchone()
         except JournalError:

@@ -30,10 +30,12 @@ def _tables(db: sqlite3.Connection) -> set[str]:
     return {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
 
 
-def migrate_v1(db: sqlite3.Connection, path: Path) -> None:
-    """Bring a format-1 journal (open on ``db``, autocommit mode) to format 2, in place."""
-    from .journal import FORMAT, META_FORMAT, SCHEMA  # one home for the schema
+def migrate_v1(db: sqlite3.Connection, path: Path, *, schema: str, format_key: str,
+               version: int) -> None:
+    """Bring a format-1 journal (open on ``db``, autocommit mode) to ``version``, in place.
 
+    ``schema``, ``format_key`` and ``version`` are the journal's (``journal.py`` is their
+    one home; passed in so this module does not import it)."""
     tables = _tables(db)
     if "steps" in tables or "gates" in tables:
         backup = path.with_name(path.name + ".format1")
@@ -43,10 +45,10 @@ def migrate_v1(db: sqlite3.Connection, path: Path) -> None:
                 db.backup(dest)
             finally:
                 dest.close()
-    db.executescript(SCHEMA)  # (it commits first) no-op for the tables format 1 has
+    db.executescript(schema)  # (it commits first) no-op for the tables format 1 has
     db.execute("BEGIN IMMEDIATE")
     try:
-        if list(db.execute("SELECT 1 FROM meta WHERE key=?", (META_FORMAT,))):
+        if list(db.execute("SELECT 1 FROM meta WHERE key=?", (format_key,))):
             db.execute("COMMIT")  # another process migrated it while we waited
             return
         tables = _tables(db)
@@ -59,7 +61,7 @@ def migrate_v1(db: sqlite3.Connection, path: Path) -> None:
                                      _ENCODE({"phase_id": phase_id})))
         db.execute("DROP TABLE IF EXISTS steps")
         db.execute("DROP TABLE IF EXISTS gates")
-        db.execute("INSERT OR REPLACE INTO meta VALUES(?,?)", (META_FORMAT, json.dumps(FORMAT)))
+        db.execute("INSERT OR REPLACE INTO meta VALUES(?,?)", (format_key, json.dumps(version)))
         db.execute("COMMIT")
     except BaseException:
         db.execute("ROLLBACK")

@@ -23,12 +23,11 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 from .action import Questions
-from .context import Interrupted, Paused
+from .context import Interrupted, Paused, RunOptions
 from .errors import GuardError, InputError, Located, PromptCancelled
 from .events import (
     Event,
@@ -52,23 +51,14 @@ from .secrets import Redactor, SecretStore
 from .state import RunState, StepState
 from .steps import META_KNOWN_HERE, StepsMixin
 
+__all__ = ["EXIT_FAILED", "EXIT_INPUT", "EXIT_INTERRUPTED", "EXIT_OK", "META_KNOWN_HERE",
+           "META_SECRET_NAMES", "RunOptions", "Runner", "runbook_digest"]
+
 T = TypeVar("T")
 
 EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 # Journal meta: the names (never the values) of every secret stored for the deployment.
 META_SECRET_NAMES = "secret_names"
-
-
-@dataclass
-class RunOptions:
-    phases: list[str] | None = None  # None: every phase
-    assume_yes: bool = False
-    only_step: str | None = None  # run just this step (TUI "run one step")
-    skip: set[str] = field(default_factory=set)  # operator-skipped (skippable steps only)
-    # Seconds a cancelled action gets to stop by itself before the runner moves on.
-    cancel_grace: float = 5.0
-    # Secrets the operator explicitly allows a given value to replace (--replace-secret).
-    replace_secrets: set[str] = field(default_factory=set)
 
 
 def runbook_digest(path: Path) -> str:

@@ -13,12 +13,12 @@ import time
 import traceback
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 from pydantic import ValidationError
 
 from .action import Action, ActionFailed, Check, Questions, Result
-from .context import Context, Interrupted, StepOutcome, jsonable
+from .context import Context, ContextHost, Interrupted, RunOptions, StepOutcome, jsonable
 from .errors import GuardError, PromptCancelled
 from .events import Event, GateResult, LogLine, Question, StepFinished, StepRetry, StepStarted
 from .expressions import ExpressionError, is_truthy, render_string, render_value
@@ -28,9 +28,6 @@ from .paths import deployment_dir
 from .registry import Registry
 from .secrets import MASK, Redactor
 from .state import FINISHED, RunState, StepState
-
-if TYPE_CHECKING:
-    from .runner import Runner, RunOptions
 
 # Journal meta: the operator typed this deployment's name here for a destructive step.
 META_KNOWN_HERE = "known_here"
@@ -58,8 +55,8 @@ class StepsMixin:
     def _emit(self, event: Event) -> None:
         raise NotImplementedError  # the runner's: journal it, fold it, show it
 
-    def _runner(self) -> Runner:
-        return cast("Runner", self)  # this mixin is only ever a Runner
+    def _runner(self) -> ContextHost:
+        return cast(ContextHost, self)  # this mixin is only ever part of a Runner
 
     def _variables(self) -> dict[str, Any]:
         return {"params": self.params, "steps": self.outputs, "deployment": self.deployment,
