@@ -102,9 +102,9 @@ def run() -> list[tuple[str, float, str]]:
 def _figures(journal: Path, total: float) -> list[tuple[str, float, str]]:
     db = sqlite3.connect(journal)
     (run_id, started, finished), = db.execute("SELECT id, started, finished FROM runs")
-    in_actions = sum(f - s for s, f in db.execute(
-        "SELECT started, finished FROM steps WHERE run_id=? AND finished IS NOT NULL",
-        (run_id,)))
+    # Time inside actions: the step attempts' durations, from the event log (the one record).
+    in_actions = sum(float(json.loads(data).get("duration") or 0.0) for (data,) in db.execute(
+        "SELECT data FROM events WHERE run_id=? AND kind='step.finished'", (run_id,)))
     phases: dict[str, list[float]] = {}
     for _kind, data, ts in db.execute(
             "SELECT kind, data, ts FROM events WHERE run_id=? AND kind IN "

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from .engine import events as ev
 from .engine.errors import InputError
+from .engine.state import RUNNING, RunState
 from .engine.text import clean, clean_line
 
 if TYPE_CHECKING:
@@ -92,19 +93,34 @@ class HeadlessQuestions:
 
 
 class Printer:
-    """Prints steps and log lines as they happen, and a summary table at the end."""
+    """Prints steps and log lines as they happen, and a summary table at the end.
+
+    The summary is the engine's fold of the same events (``engine.state.RunState``), the
+    one the TUI, resume and the report use."""
 
     def __init__(self, quiet: bool = False, stream: TextIO | None = None) -> None:
         self.quiet = quiet
         self.out = stream or sys.stdout
-        self.rows: list[tuple[str, str, str, int, float, str]] = []
+        self.state = RunState()
         self._last_progress = 0.0
+
+    @property
+    def rows(self) -> list[tuple[str, str, str, int, float, str]]:
+        """(phase, step, result, attempts, seconds, message) of each step that ended."""
+        info = self.state.run()
+        if info is None:
+            return []
+        return [(st.phase_id, st.step_id,
+                 "restored" if st.restored else _MARK.get(st.status, st.status),
+                 st.attempt, st.duration or 0.0, st.message)
+                for st in info.steps.values() if st.status not in ("pending", *RUNNING)]
 
     def __call__(self, e: ev.Event) -> None:
         def w(text: str) -> None:
             # Host output, AWS messages and runbook titles reach the terminal only cleaned.
             self.out.write(clean(text))
 
+        self.state.apply(e)
         if isinstance(e, ev.RunStarted):
             w(f"{'resuming' if e.resumed else 'run'} {e.run_id}: {e.runbook} -> "
               f"deployment {e.deployment}\n")
@@ -135,22 +151,21 @@ class Printer:
                     w(f"   why: {e.diagnosis}\n")
                 if e.fix:
                     w(f"   fix: {e.fix}\n")
-            self.rows = [r for r in self.rows if r[1] != e.step_id]
-            self.rows.append((e.phase_id, e.step_id, tag, e.attempt, e.duration, e.message))
         elif isinstance(e, ev.RunFinished):
             w(f"\nrun {e.run_id} {e.status} (exit {e.exit_code})"
               f"{f': {e.message}' if e.message else ''}\n")
         self.out.flush()
 
     def summary(self, runner: Any) -> None:
-        if not self.rows:
+        rows = self.rows
+        if not rows:
             return
 
         def w(text: str) -> None:
             self.out.write(clean(text))
 
         w(f"\n{'PHASE':<12} {'STEP':<28} {'RESULT':<12} {'TRIES':>5} {'TIME':>8}\n")
-        for phase, step, tag, attempt, duration, _ in self.rows:
+        for phase, step, tag, attempt, duration, _ in rows:
             w(f"{phase:<12} {step:<28} {tag:<12} {attempt:>5} {duration:>7.2f}s\n")
         if runner.run_id:
             w(f"\nreport: elematrix report {runner.run_id}\n")

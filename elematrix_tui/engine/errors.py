@@ -40,3 +40,12 @@ class LockedError(Exception):
 
 class GuardError(Exception):
     """A run was refused before it started (wrong account, locked phase...): exit 1."""
+
+
+class PromptCancelled(Exception):
+    """The operator cancelled a prompt the run needed answered (a secret modal, say).
+
+    Raised by a ``Questions`` implementation (``engine.action.Questions``); the runner ends
+    the run as interrupted (exit 130, resumable, nothing more applied), never as a crash,
+    and releases the deployment's lock and journal as for any other ending.
+    """

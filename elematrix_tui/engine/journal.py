@@ -1,11 +1,26 @@
 """The journal: one SQLite database (WAL) per deployment, the run state that survives a crash.
 
-It holds runs, step attempts (status, rendered inputs with secrets masked, outputs,
-timings), deployment facts (``meta``: the AWS account of the first run, permanent
-parameter values), the gates each phase has passed, and an append-only event log from
-which the report is built. Structural writes commit at once, so a SIGKILL loses at most
-the last few log lines; log lines are committed in small batches to keep the hot path
-cheap. ``synchronous=NORMAL`` in WAL mode is durable across a process crash.
+**The event log is the one record of what a run did.** Every event the runner emits
+(``engine/events.py``) is appended to ``events``; step states, attempts, outputs, passed
+gates, phase locks and what resume needs are all derived from it by one fold
+(``engine/state.py``), here and in every view (TUI, headless summary, report). Format 1
+also kept a ``steps`` table and a ``gates`` table beside the log: a second record that
+could disagree with the first. Format 2 drops both (no cache either: a deployment's
+structural events are a few hundred rows, folded in milliseconds, and a cache would be a
+second record again).
+
+Besides the log: ``runs`` is the index of runs (runbook file and digest, the parameters
+used, pid and host, the final status for listing) — facts no event carries — and ``meta``
+holds deployment facts (the AWS account of the first run, permanent parameter values,
+remembered parameters, secret names, and ``journal_format``: the format version below).
+Structural writes commit at once, so a SIGKILL loses at most the last few log lines; log
+lines are committed in small batches to keep the hot path cheap. ``synchronous=NORMAL``
+in WAL mode is durable across a process crash.
+
+Formats (``meta.journal_format``; docs/journal.md): 1 = no version key, ``steps`` and
+``gates`` tables; 2 = the event log alone. A format-1 journal is migrated in place when
+opened (a copy of it is kept beside it first); one from a newer, unknown format is
+refused (exit 2) and never written.
 """
 
 from __future__ import annotations
@@ -17,10 +32,17 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
+from . import events as ev
 from .errors import InputError
+from .migrate import migrate_v1
 from .paths import deployment_dir
+from .state import FINISHED, RunState, StepState
+
+__all__ = ["FINISHED", "FORMAT", "Journal", "JournalError", "RunRow", "StepState",
+           "list_deployments"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs(
@@ -28,27 +50,24 @@ CREATE TABLE IF NOT EXISTS runs(
   runbook_sha TEXT NOT NULL, params TEXT NOT NULL, phases TEXT, status TEXT NOT NULL,
   started REAL NOT NULL, finished REAL, exit_code INTEGER, message TEXT,
   pid INTEGER, host TEXT, user TEXT);
-CREATE TABLE IF NOT EXISTS steps(
-  run_id TEXT NOT NULL, step_id TEXT NOT NULL, phase_id TEXT NOT NULL, role TEXT NOT NULL,
-  attempt INTEGER NOT NULL, status TEXT NOT NULL, started REAL NOT NULL, finished REAL,
-  inputs TEXT, outputs TEXT, message TEXT, diagnosis TEXT, fix TEXT,
-  PRIMARY KEY(run_id, step_id, attempt));
 CREATE TABLE IF NOT EXISTS events(
   seq INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL, ts REAL NOT NULL,
   kind TEXT NOT NULL, step_id TEXT, data TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS events_run ON events(run_id, seq);
-CREATE TABLE IF NOT EXISTS gates(
-  phase_id TEXT PRIMARY KEY, run_id TEXT NOT NULL, passed_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
-FINISHED = ("ok", "changed", "skipped")
+# The journal format this version writes, and the meta key that holds it.
+FORMAT = 2
+META_FORMAT = "journal_format"
+# Kinds that carry no state (most rows of a long run): skipped by every fold.
+_STATELESS = ("log", "progress")
 
 
 class JournalError(InputError):
-    """A deployment's journal exists but cannot be used (corrupt, empty): exit 2, located."""
+    """A deployment's journal exists but cannot be used (corrupt, empty, newer): exit 2."""
 
-_BATCHED = frozenset({"log", "progress"})
+_BATCHED = frozenset(_STATELESS)
 # Built once: json.dumps re-creates an encoder per call, a third of a log line's cost.
 _ENCODE = json.JSONEncoder(default=str, separators=(",", ":")).encode
 _INSERT_EVENT = "INSERT INTO events(run_id, ts, kind, step_id, data) VALUES(?,?,?,?,?)"
@@ -72,23 +91,6 @@ class RunRow:
     user: str | None
 
 
-@dataclass(frozen=True)
-class StepRow:
-    run_id: str
-    step_id: str
-    phase_id: str
-    role: str
-    attempt: int
-    status: str
-    started: float
-    finished: float | None
-    inputs: dict[str, Any]
-    outputs: dict[str, Any]
-    message: str | None
-    diagnosis: str | None
-    fix: str | None
-
-
 class Journal:
     """Read and write one deployment's journal. Thread-safe (one connection, one lock)."""
 
@@ -102,10 +104,22 @@ class Journal:
         except sqlite3.Error as e:
             raise JournalError(f"{path}: cannot open the journal: {e}") from None
         try:
+            version = self._format()
+            if version > FORMAT:
+                raise JournalError(
+                    f"{path}: this journal was written by a newer elematrix (journal format "
+                    f"{version}; this version reads formats 1 to {FORMAT}). It is left as it "
+                    f"is: use that newer elematrix for this deployment (or upgrade this one)")
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
+            if version < FORMAT:
+                migrate_v1(self._db, path, schema=SCHEMA, format_key=META_FORMAT,
+                           version=FORMAT)
             self._db.executescript(SCHEMA)
             self._db.execute("SELECT count(*) FROM runs").fetchone()
+        except JournalError:
+            self._db.close()
+            raise
         except sqlite3.DatabaseError as e:
             self._db.close()
             raise JournalError(
@@ -119,6 +133,25 @@ class Journal:
         # 100k-line log must not cost 100k statements. Any other write flushes them first,
         # so the event order (seq) is kept.
         self._buffer: list[tuple[Any, ...]] = []
+
+    def _format(self) -> int:
+        """The file's journal format (1: before versions), read without writing."""
+        try:
+            rows = list(self._db.execute("SELECT value FROM meta WHERE key=?", (META_FORMAT,)))
+        except sqlite3.OperationalError as e:
+            if "no such table" in str(e):
+                return 1
+            raise
+        if not rows:
+            return 1
+        try:
+            version = json.loads(rows[0][0])
+        except ValueError:
+            version = None
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise JournalError(f"{self.path}: meta {META_FORMAT} is {rows[0][0]!r}, not a "
+                               f"journal format; the journal is left as it is")
+        return version
 
     @classmethod
     def open(cls, state_dir: Path, deployment: str) -> Journal:
@@ -137,6 +170,13 @@ class Journal:
         self.flush()
         with self._lock:
             self._db.close()
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
 
     # -- writing ---------------------------------------------------------------------
     def _exec(self, sql: str, args: tuple[Any, ...] = ()) -> None:
@@ -179,32 +219,14 @@ class Journal:
         cols = ", ".join(f"{k}=?" for k in fields)
         self._exec(f"UPDATE runs SET {cols} WHERE id=?", (*fields.values(), run_id))
 
-    def start_attempt(self, run_id: str, step_id: str, phase_id: str, role: str, attempt: int,
-                      inputs: dict[str, Any]) -> None:
-        self._exec("INSERT OR REPLACE INTO steps(run_id, step_id, phase_id, role, attempt, "
-                   "status, started, inputs) VALUES(?,?,?,?,?,?,?,?)",
-                   (run_id, step_id, phase_id, role, attempt, "running", time.time(),
-                    json.dumps(inputs, default=str)))
-
-    def finish_attempt(self, run_id: str, step_id: str, attempt: int, status: str,
-                       outputs: dict[str, Any], message: str = "", diagnosis: str | None = None,
-                       fix: str | None = None) -> None:
-        self._exec("UPDATE steps SET status=?, finished=?, outputs=?, message=?, diagnosis=?, "
-                   "fix=? WHERE run_id=? AND step_id=? AND attempt=?",
-                   (status, time.time(), json.dumps(outputs, default=str), message, diagnosis,
-                    fix, run_id, step_id, attempt))
-
-    def record_restored(self, run_id: str, step_id: str, phase_id: str, role: str,
-                        status: str, outputs: dict[str, Any], message: str) -> None:
-        """A step taken as done without running it (check found it in sync)."""
-        now = time.time()
-        self._exec("INSERT OR REPLACE INTO steps VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                   (run_id, step_id, phase_id, role, 0, status, now, now, "{}",
-                    json.dumps(outputs, default=str), message, None, None))
-
-    def add_event(self, run_id: str, kind: str, step_id: str | None, data: dict[str, Any],
-                  ts: float) -> None:
-        row = (run_id, ts, kind, step_id, _ENCODE(data))
+    def record(self, event: ev.Event) -> None:
+        """Append one event to the log: the one record of the run (see the module doc)."""
+        data = event.to_dict()
+        kind = data.pop("kind")
+        data.pop("run_id", None)
+        ts = data.pop("ts")
+        step_id = data.get("step_id") or data.get("gate_id")
+        row = (event.run_id, ts, kind, step_id, _ENCODE(data))
         if kind not in _BATCHED:
             self._exec(_INSERT_EVENT, row)
             return
@@ -212,12 +234,6 @@ class Journal:
             self._buffer.append(row)
             if len(self._buffer) >= 500 or time.monotonic() - self._last_commit > 0.25:
                 self.flush()
-
-    def pass_gate(self, phase_id: str, run_id: str) -> None:
-        self._exec("INSERT OR REPLACE INTO gates VALUES(?,?,?)", (phase_id, run_id, time.time()))
-
-    def clear_gate(self, phase_id: str) -> None:
-        self._exec("DELETE FROM gates WHERE phase_id=?", (phase_id,))
 
     def set_meta(self, key: str, value: Any) -> None:
         self._exec("INSERT OR REPLACE INTO meta VALUES(?,?)", (key, json.dumps(value)))
@@ -242,27 +258,48 @@ class Journal:
         rows = self._query("SELECT * FROM runs WHERE id=?", (run_id,))
         return _run(rows[0]) if rows else None
 
-    def attempts(self, run_id: str) -> list[StepRow]:
-        return [_step(r) for r in self._query(
-            "SELECT * FROM steps WHERE run_id=? ORDER BY started, attempt", (run_id,))]
+    def read_events(self, run_id: str | None = None, *,
+                    with_logs: bool = False) -> list[ev.Event]:
+        """The typed events of one run (default: of every run), in the order written.
 
-    def step_states(self, run_id: str) -> dict[str, StepRow]:
-        """The latest attempt of each step in a run."""
-        out: dict[str, StepRow] = {}
-        for row in self.attempts(run_id):
-            prev = out.get(row.step_id)
-            if prev is None or (row.attempt, row.started) >= (prev.attempt, prev.started):
-                out[row.step_id] = row
+        Log lines and progress are left out unless ``with_logs``: they carry no state."""
+        self.flush()
+        sql = "SELECT run_id, ts, kind, data FROM events"
+        where: list[str] = []
+        args: list[Any] = []
+        if run_id is not None:
+            where.append("run_id=?")
+            args.append(run_id)
+        if not with_logs:
+            where.append(f"kind NOT IN ({','.join('?' * len(_STATELESS))})")
+            args += _STATELESS
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        out: list[ev.Event] = []
+        for rid, ts, kind, data in self._query(sql + " ORDER BY seq", tuple(args)):
+            d = json.loads(data)
+            d.update(kind=kind, ts=ts, run_id=rid)
+            e = ev.parse_event(d)
+            if e is not None:
+                out.append(e)
         return out
+
+    def state(self, run_id: str | None = None) -> RunState:
+        """The fold of this deployment's events (or of one run's): see ``engine/state.py``."""
+        return RunState.fold(self.read_events(run_id))
+
+    def attempts(self, run_id: str) -> list[StepState]:
+        """Every step attempt of a run, in the order they started."""
+        info = self.state(run_id).run(run_id)
+        return list(info.attempts) if info is not None else []
+
+    def step_states(self, run_id: str) -> dict[str, StepState]:
+        """The latest attempt of each step in a run."""
+        return self.state(run_id).resume_from(run_id)
 
     def latest_outputs(self) -> dict[str, dict[str, Any]]:
         """For each step id, the outputs of its latest successful attempt in any run."""
-        out: dict[str, dict[str, Any]] = {}
-        for step_id, outputs in self._query(
-                "SELECT step_id, outputs FROM steps WHERE status IN ('ok','changed') "
-                "ORDER BY finished"):
-            out[step_id] = json.loads(outputs or "{}")
-        return out
+        return self.state().outputs
 
     def events(self, run_id: str, kinds: tuple[str, ...] | None = None,
                step_id: str | None = None) -> list[dict[str, Any]]:
@@ -279,17 +316,18 @@ class Journal:
         out = []
         for seq, ts, kind, sid, data in self._query(sql, tuple(args)):
             d = json.loads(data)
-            d.update(seq=seq, ts=ts, kind=kind, step_id=sid)
+            d.update(seq=seq, ts=ts, kind=kind)
+            d.setdefault("step_id", sid)  # a log line's own "" stays a string
             out.append(d)
         return out
 
     def has_changes(self) -> bool:
         """Whether any run of this journal changed something (a step ended ``changed``)."""
-        return bool(self._query("SELECT 1 FROM steps WHERE status='changed' LIMIT 1"))
+        return self.state().changed
 
     def passed_gates(self) -> dict[str, str]:
         """phase id -> the run in which its gates last passed (in this deployment)."""
-        return {str(a): str(b) for a, b in self._query("SELECT phase_id, run_id FROM gates")}
+        return dict(self.state().passed)
 
 
 def _create(path: Path) -> None:
@@ -306,6 +344,7 @@ def _create(path: Path) -> None:
     try:
         db.execute("PRAGMA journal_mode=WAL")
         db.executescript(SCHEMA)
+        db.execute("INSERT INTO meta VALUES(?,?)", (META_FORMAT, json.dumps(FORMAT)))
     finally:
         db.close()  # checkpoints the WAL into the file and removes it
     fd = os.open(tmp, os.O_RDONLY)
@@ -345,11 +384,6 @@ def _refuse_empty(path: Path) -> None:
 def _run(r: tuple[Any, ...]) -> RunRow:
     return RunRow(r[0], r[1], r[2], r[3], json.loads(r[4]), json.loads(r[5]) if r[5] else None,
                   r[6], r[7], r[8], r[9], r[10], r[11], r[12], r[13])
-
-
-def _step(r: tuple[Any, ...]) -> StepRow:
-    return StepRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], json.loads(r[8] or "{}"),
-                   json.loads(r[9] or "{}"), r[10], r[11], r[12])
 
 
 def list_deployments(state_dir: Path) -> list[str]:

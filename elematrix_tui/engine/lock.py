@@ -14,6 +14,7 @@ import os
 import socket
 import time
 from pathlib import Path
+from types import TracebackType
 from typing import Any, NoReturn
 
 from .errors import LockedError
@@ -23,12 +24,21 @@ _INODE_RETRIES = 5
 
 
 class DeploymentLock:
+    """The lock of one deployment; ``with lock.acquire(...):`` releases it on any exit."""
+
     def __init__(self, path: Path) -> None:
         self.path = path
         self._fd: int | None = None
         self._dir_fd: int | None = None
 
-    def acquire(self, deployment: str, what: str) -> None:
+    def __enter__(self) -> DeploymentLock:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.release()
+
+    def acquire(self, deployment: str, what: str) -> DeploymentLock:
         """Take the deployment's lock or raise LockedError naming who holds it.
 
         Two locks: the deployment directory itself, which cannot be deleted under a run
@@ -68,6 +78,7 @@ class DeploymentLock:
         os.pwrite(fd, json.dumps(info).encode(), 0)
         self._fd = fd
         self._dir_fd = dir_fd
+        return self
 
     def _refuse(self, deployment: str) -> NoReturn:
         holder = self.holder()

@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 from .journal import Journal
+from .state import RunInfo
 from .text import clean, clean_data
 
 
@@ -16,36 +17,34 @@ def _fmt_ts(ts: float | None) -> str:
 
 
 def report_data(journal: Journal, run_id: str) -> dict[str, Any]:
-    """Everything the report shows, as plain data."""
+    """Everything the report shows, as plain data: the run's row, and the fold of its events
+    (``engine/state.py``, the same fold resume and the TUI use)."""
     run = journal.run(run_id)
     if run is None:
         raise KeyError(run_id)
-    events = journal.events(run_id, kinds=("step.started", "step.finished", "gate.result",
-                                           "note", "question", "phase.started",
-                                           "phase.finished", "phase.locked", "step.retry"))
+    info = journal.state(run_id).run(run_id) or RunInfo(run_id)
     steps: list[dict[str, Any]] = []
-    for row in journal.attempts(run_id):
+    for a in info.attempts:
+        started = a.started or run.started
         steps.append({
-            "phase": row.phase_id, "step": row.step_id, "role": row.role,
-            "attempt": row.attempt, "status": row.status,
-            "duration": round((row.finished or row.started) - row.started, 3),
-            "started": row.started, "inputs": row.inputs, "outputs": row.outputs,
-            "message": row.message, "diagnosis": row.diagnosis, "fix": row.fix})
-    restored = [e for e in events if e["kind"] == "step.finished" and e.get("restored")]
-    gates = [{k: e.get(k) for k in ("phase_id", "gate_id", "passed", "message", "diagnosis",
-                                     "fix", "duration")}
-             for e in events if e["kind"] == "gate.result"]
-    notes = [{"step": e["step_id"], "name": e.get("name"), **(e.get("data") or {})}
-             for e in events if e["kind"] == "note"]
-    questions = [{"step": e["step_id"], "question": e.get("question"), "prompt": e.get("prompt"),
-                  "answer": e.get("answer")} for e in events if e["kind"] == "question"]
+            "phase": a.phase_id, "step": a.step_id, "role": a.role,
+            "attempt": a.attempt, "status": a.status,
+            "duration": round(a.duration or 0.0, 3),
+            "started": started, "inputs": a.inputs, "outputs": a.outputs,
+            "message": a.message, "diagnosis": a.diagnosis, "fix": a.fix})
+    gates = [{"phase_id": g.phase_id, "gate_id": g.gate_id, "passed": g.passed,
+              "message": g.message, "diagnosis": g.diagnosis, "fix": g.fix,
+              "duration": g.duration} for g in info.gates]
+    notes = [{"step": n.step_id, "name": n.name, **n.data} for n in info.notes]
+    questions = [{"step": q.step_id, "question": q.question, "prompt": q.prompt,
+                  "answer": q.answer} for q in info.questions]
     return {
         "run_id": run.id, "runbook": run.runbook, "runbook_path": run.runbook_path,
         "status": run.status, "exit_code": run.exit_code, "message": run.message,
         "started": run.started, "finished": run.finished,
         "duration": round((run.finished or time.time()) - run.started, 3),
         "params": run.params, "phases": run.phases, "host": run.host, "user": run.user,
-        "steps": steps, "restored_steps": [e["step_id"] for e in restored],
+        "steps": steps, "restored_steps": list(info.restored),
         "gates": gates, "notes": notes, "questions": questions,
     }
 

@@ -7,13 +7,13 @@ was lost.
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, MutableSet
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..engine import events as ev
 from ..engine.model import Runbook, Step
+from ..engine.state import RunState
 
 # Statuses that end a step attempt for good (a retry starts a new attempt).
 FINAL_STEP = frozenset({"ok", "changed", "failed", "skipped", "interrupted"})
@@ -82,14 +82,45 @@ class PhaseView:
         return self.steps + self.gates + self.cleanup
 
 
+class PassedPhases(MutableSet[str]):
+    """The phases whose gates passed, as a set: a view of the fold's ``RunState.passed``
+    (one record; adding here is what the engine's ``gates.passed`` does)."""
+
+    def __init__(self, state: RunState) -> None:
+        self._state = state
+
+    def __contains__(self, phase_id: object) -> bool:
+        return phase_id in self._state.passed
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._state.passed))
+
+    def __len__(self) -> int:
+        return len(self._state.passed)
+
+    def add(self, phase_id: str) -> None:
+        self._state.passed.setdefault(phase_id, "")
+
+    def discard(self, phase_id: str) -> None:
+        self._state.passed.pop(phase_id, None)
+
+
 class RunModel:
-    """Phases and steps of one runbook for one deployment, kept current by :meth:`apply`."""
+    """Phases and steps of one runbook for one deployment, kept current by :meth:`apply`.
+
+    Step states (status, attempt, outputs, message...), passed gates and phase locks come
+    from the engine's fold (``engine.state.RunState``), the same one resume, the headless
+    summary and the report use; this class adds only what a screen shows besides (log
+    line counts, progress, notes, the phase tree's running/failed/ready states)."""
 
     def __init__(self, runbook: Runbook, passed_phases: Iterable[str] = ()) -> None:
         self.runbook = runbook
+        self.state = RunState()
         self.phases: list[PhaseView] = []
         self.steps: dict[str, StepView] = {}
-        self.passed: set[str] = set(passed_phases)
+        self.passed = set(passed_phases)
+        # Phases that passed in what this screen has seen (those without gates too).
+        self._passed_here: set[str] = set()
         self.run_id: str | None = None
         self.status: str = "idle"  # idle | running | passed | failed | interrupted
         self.exit_code: int | None = None
@@ -104,6 +135,16 @@ class RunModel:
                 self.steps[sv.step_id] = sv
             self.phases.append(pv)
         self.recompute_locks()
+
+    @property
+    def passed(self) -> PassedPhases:
+        """Phases whose gates passed in this deployment (a live view of the fold)."""
+        return PassedPhases(self.state)
+
+    @passed.setter
+    def passed(self, phases: Iterable[str]) -> None:
+        keep = set(phases)
+        self.state.passed = {p: self.state.passed.get(p, "") for p in keep}
 
     # -- queries --------------------------------------------------------------
     def phase(self, phase_id: str) -> PhaseView | None:
@@ -124,21 +165,19 @@ class RunModel:
 
     # -- state ----------------------------------------------------------------
     def recompute_locks(self) -> None:
-        """The runner's rule: a phase is locked while the phase before it has gates that
-        have not passed in this deployment. Running and failed phases keep their state."""
-        previous: PhaseView | None = None
+        """Phase states from the engine's lock rule (``RunState.lock_reason``). Running and
+        failed phases keep their state."""
         for pv in self.phases:
-            if pv.phase_id in self.passed:
+            if pv.phase_id in self.state.passed or pv.phase_id in self._passed_here:
                 pv.state = "passed"
             elif pv.state not in ("running", "failed"):
-                if previous is not None and previous.gates \
-                        and previous.phase_id not in self.passed:
+                reason = self.state.lock_reason(self.runbook.phases, pv.phase_id)
+                if reason is not None:
                     pv.state = "locked"
-                    pv.reason = pv.reason or (f"the gates of {previous.label} must pass first")
+                    pv.reason = pv.reason or reason
                 else:
                     pv.state = "ready"
                     pv.reason = ""
-            previous = pv
 
     def _step(self, phase_id: str | None, step_id: str, **kw: Any) -> StepView:
         sv = self.steps.get(step_id)
@@ -152,6 +191,15 @@ class RunModel:
                 (pv.gates if sv.is_gate else pv.steps).append(sv)
         return sv
 
+    def _sync(self, sv: StepView, run_id: str) -> None:
+        """The step's state as the fold has it."""
+        st = self.state.steps(run_id).get(sv.step_id)
+        if st is None:
+            return
+        sv.status, sv.attempt, sv.duration = st.status, st.attempt, st.duration
+        sv.inputs, sv.outputs, sv.message = dict(st.inputs), dict(st.outputs), st.message
+        sv.diagnosis, sv.fix, sv.restored = st.diagnosis, st.fix, st.restored
+
     def apply(self, e: ev.Event) -> set[str]:
         """Fold one event in; return what changed: step ids, phase ids, and/or ``"run"``."""
         if isinstance(e, ev.LogLine):
@@ -159,6 +207,7 @@ class RunModel:
             if sv is not None:
                 sv.log_lines += 1
             return set()
+        self.state.apply(e)
         if isinstance(e, ev.RunStarted):
             self.run_id = e.run_id
             self.status = "running"
@@ -177,13 +226,16 @@ class RunModel:
                     changed.add(pv.phase_id)
             for sv in self.steps.values():
                 if sv.status in ("running", "retrying"):
-                    sv.status = "interrupted"
+                    self._sync(sv, e.run_id)
+                    if sv.status in ("running", "retrying"):  # a run this view never saw
+                        sv.status = "interrupted"
                     sv.progress = None
                     changed.add(sv.step_id)
             self.recompute_locks()
             return changed
         if isinstance(e, ev.PhaseStarted):
             ph = self.phase(e.phase_id)
+            self._passed_here.discard(e.phase_id)
             if ph is not None:
                 ph.state = "running"
                 ph.reason = ""
@@ -192,7 +244,7 @@ class RunModel:
             ph = self.phase(e.phase_id)
             if ph is not None:
                 if e.status == "passed":
-                    self.passed.add(e.phase_id)
+                    self._passed_here.add(e.phase_id)
                     ph.state = "passed"
                 elif e.status in ("failed", "stopped"):
                     ph.state = "failed"
@@ -206,18 +258,15 @@ class RunModel:
                 ph.state = "locked"
                 ph.reason = e.reason
             return {e.phase_id}
+        if isinstance(e, (ev.GatesPassed, ev.GatesCleared)):
+            self.recompute_locks()
+            return {p.phase_id for p in self.phases}
         if isinstance(e, ev.StepStarted):
             sv = self._step(e.phase_id, e.step_id, title=e.title, action=e.action,
                             role="gate" if e.is_gate else "step")
-            sv.status = "running"
-            sv.attempt = e.attempt
-            sv.inputs = dict(e.inputs)
-            sv.duration = None
-            sv.message = ""
-            sv.diagnosis = sv.fix = None
+            self._sync(sv, e.run_id)
             sv.retry_reason = None
             sv.progress = None
-            sv.restored = False
             if e.attempt <= 1:
                 sv.notes = []
             self.current_step = e.step_id
@@ -228,14 +277,7 @@ class RunModel:
             return {e.step_id}
         if isinstance(e, ev.StepFinished):
             sv = self._step(e.phase_id, e.step_id, role="gate" if e.is_gate else "step")
-            sv.status = e.status
-            sv.attempt = max(sv.attempt, e.attempt)
-            sv.duration = e.duration
-            sv.message = e.message
-            sv.outputs = dict(e.outputs)
-            sv.diagnosis = e.diagnosis
-            sv.fix = e.fix
-            sv.restored = e.restored
+            self._sync(sv, e.run_id)
             sv.progress = None
             if self.current_step == e.step_id:
                 self.current_step = None
@@ -244,7 +286,7 @@ class RunModel:
             sv = self.steps.get(e.step_id)
             if sv is None:
                 return set()
-            sv.status = "retrying"
+            self._sync(sv, e.run_id)
             sv.retry_reason = e.reason
             sv.attempt = max(sv.attempt, e.attempt)
             return {e.step_id}
@@ -272,44 +314,16 @@ class RunModel:
             sv = self.steps.get(e.gate_id)
             if sv is None:
                 return set()
+            self._sync(sv, e.run_id)
             if not e.passed:
-                sv.status = "failed"
-            elif sv.status not in ("ok", "changed", "skipped"):
-                # A skipped gate (its `when` was false) lets the phase pass but proved
-                # nothing: it stays "skipped", never shown as ok.
-                sv.status = "ok"
-            sv.message = e.message or sv.message
-            sv.diagnosis = e.diagnosis or sv.diagnosis
-            sv.fix = e.fix or sv.fix
-            if e.duration:
-                sv.duration = e.duration
+                sv.status = "failed"  # a gate result for a gate this view never saw start
             return {e.gate_id}
         return set()
-
-
-_KINDS: dict[str, type[ev.Event]] = {
-    cls.kind: cls
-    for cls in (ev.RunStarted, ev.RunFinished, ev.PhaseStarted, ev.PhaseFinished,
-                ev.PhaseLocked, ev.StepStarted, ev.StepFinished, ev.StepRetry, ev.LogLine,
-                ev.Progress, ev.Note, ev.GateResult, ev.Question)
-}
-_FIELDS: dict[type[ev.Event], frozenset[str]] = {
-    cls: frozenset(f.name for f in dataclasses.fields(cls)) for cls in _KINDS.values()
-}
 
 
 def event_from_dict(d: dict[str, Any], run_id: str = "") -> ev.Event | None:
     """Rebuild an event from its journal form (``Journal.events``); None for unknown kinds.
 
-    Journal rows carry extra keys (``seq``, and ``step_id`` on gate results); only the
-    fields this version knows are kept, so a newer journal still opens."""
-    cls = _KINDS.get(str(d.get("kind", "")))
-    if cls is None:
-        return None
-    known = _FIELDS[cls]
-    fields = {k: v for k, v in d.items() if k in known}
-    fields.setdefault("run_id", run_id)
-    try:
-        return cls(**fields)
-    except TypeError:
-        return None  # a required field is missing: not an event this version can show
+    The one parser is the engine's (``engine.events.parse_event``); this name stays for
+    the screens that replay journal rows."""
+    return ev.parse_event(d, run_id)

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from textual.app import App
 from textual.screen import ModalScreen
 
+from ..engine.errors import PromptCancelled
 from .screens.modals import ApproveModal, ChooseModal, ConfirmModal, SecretModal
 
 T = TypeVar("T")
@@ -90,10 +91,11 @@ class TuiQuestions:
         return self._ask(lambda: ApproveModal(step_id, prompt), (False, "", ""))
 
     def secret(self, name: str, help: str) -> str:
-        """Ask for a secret value (masked input). Refusing raises: the step cannot go on."""
+        """Ask for a secret value (masked input). Cancelling raises ``PromptCancelled``: the
+        engine ends the run as interrupted (resumable) and releases the deployment."""
         value = self._ask(lambda: SecretModal(name, help), "")
         if not value:
-            raise RuntimeError(f"no value given for secret {name!r}")
+            raise PromptCancelled(f"no value given for secret {name!r}")
         return value
 
     def choose(self, step_id: str, prompt: str, options: list[str]) -> str | None:

@@ -21,12 +21,23 @@ RUNBOOK = DATA / "chaos.yaml"
 WRITES = ["w1", "w2", "w3", "w4", "w5", "w6"]
 
 
+def _finished_rows(db: sqlite3.Connection) -> list[tuple[str, dict[str, object]]]:
+    """(step id, outputs) of every step.finished ok/changed in the event log (the one
+    record of a run), oldest first. Read raw: the run under test may be alive."""
+    out = []
+    for sid, data in db.execute("SELECT step_id, data FROM events WHERE kind='step.finished' "
+                                "ORDER BY seq").fetchall():
+        d = json.loads(data)
+        if d.get("status") in ("ok", "changed"):
+            out.append((sid, d.get("outputs") or {}))
+    return out
+
+
 def _final_outputs(state_dir: Path, deployment: str) -> dict[str, object]:
     db = sqlite3.connect(state_dir / "deployments" / deployment / "journal.sqlite")
-    rows = db.execute("SELECT step_id, outputs FROM steps WHERE status IN ('ok','changed') "
-                      "ORDER BY finished").fetchall()
+    rows = _finished_rows(db)
     db.close()
-    return {sid: json.loads(out) for sid, out in rows if not sid.startswith("s")}
+    return {sid: out for sid, out in rows if not sid.startswith("s")}
 
 
 def _finished_before(state_dir: Path, deployment: str) -> set[str]:
@@ -35,8 +46,7 @@ def _finished_before(state_dir: Path, deployment: str) -> set[str]:
         return set()
     db = sqlite3.connect(path)
     try:
-        rows = db.execute("SELECT step_id FROM steps WHERE status IN "
-                          "('ok','changed')").fetchall()
+        rows = _finished_rows(db)
     except sqlite3.OperationalError:
         rows = []
     db.close()

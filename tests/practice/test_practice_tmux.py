@@ -11,6 +11,7 @@ embedded emulator, and the deploy phase is refused with the explanation."""
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import sqlite3
@@ -31,7 +32,14 @@ def _passed_gates(state_dir: Path) -> set[str]:
         return set()
     con = sqlite3.connect(db)
     try:
-        return {r[0] for r in con.execute("SELECT phase_id FROM gates")}
+        # Read raw (the TUI under test holds the journal): the gates events of the log,
+        # in order, as engine/state.py folds them.
+        passed: set[str] = set()
+        for kind, data in con.execute("SELECT kind, data FROM events WHERE kind IN "
+                                      "('gates.passed', 'gates.cleared') ORDER BY seq"):
+            phase = json.loads(data)["phase_id"]
+            (passed.add if kind == "gates.passed" else passed.discard)(phase)
+        return passed
     except sqlite3.OperationalError:
         return set()
     finally:

@@ -45,6 +45,10 @@ def test_locks_follow_the_runners_rule() -> None:
     assert m.phase("b").state == "locked"  # type: ignore[union-attr]
     assert [s.step_id for s in m.failed_steps()] == ["g1"]
     m.apply(ev.PhaseFinished(RUN_ID, phase_id="a", status="passed"))
+    # A phase that passed without recording its gates (one step of it was run) unlocks
+    # nothing: the engine's rule, from the engine's fold.
+    assert [p.state for p in m.phases] == ["passed", "locked", "ready"]
+    m.apply(ev.GatesPassed(RUN_ID, phase_id="a"))
     assert [p.state for p in m.phases] == ["passed", "ready", "ready"]
 
 
