@@ -18,7 +18,7 @@ BUILTIN: dict[str, str] = {
     "aws.teardown": "elematrix_tui.actions.aws:Teardown",
     "aws.logs_flowing": "elematrix_tui.actions.aws_logs:LogsFlowing",
     "ssh.run": "elematrix_tui.actions.ssh:Run",
-    "ssh.upload": "elematrix_tui.actions.ssh:Upload",
+    "ssh.upload": "elematrix_tui.actions.ssh_upload:Upload",
     "ssh.forward": "elematrix_tui.actions.ssh:Forward",
     "ssm.forward": "elematrix_tui.actions.matrix_ssm:SsmForward",
     "http.check": "elematrix_tui.actions.http:HttpCheck",
