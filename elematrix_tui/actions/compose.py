@@ -1,0 +1,358 @@
+"""``compose.up`` and ``compose.exec``: Docker Compose on the host, judged by its own facts.
+
+``compose.up``'s ``check`` reads, in one command on the host, what compose itself compares
+when it decides to recreate a container (compose v2 ``pkg/compose/convergence.go``): the
+service's configuration hash (``docker compose config --hash``, the same value compose
+stores in the container label ``com.docker.compose.config-hash``; measured equal with
+compose 2.40.3), the image the container was made from (label ``com.docker.compose.image``)
+against the image the tag names now, and the container's state and health
+(``docker compose ps -a --format json``). It then says: in place, or which services would be
+created, recreated, started, or waited for. ``apply`` runs ``docker compose up -d --wait``
+only when something differs. See ``docs/runbook-format.md`` (host-fact actions).
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import Field, field_validator
+
+from ..engine.action import Action, ActionFailed, Check, Result, StepContext
+from .hostfacts import host_run, note_change
+from .ssh import SshInputs, _Matcher, _on_this_machine, _tail_lines
+
+HASH_LABEL = "com.docker.compose.config-hash"
+IMAGE_LABEL = "com.docker.compose.image"
+# Marks between the parts of the one facts command's output.
+_MARKS = ("::elematrix-hash::", "::elematrix-ps::", "::elematrix-images::")
+
+
+class ComposeInputs(SshInputs):
+    """Where the compose project lives on the host; shared by every ``compose.*`` action."""
+
+    # The directory holding docker-compose.yml on the host (compose runs there).
+    project_dir: str
+    # Run docker as root (the SSH user may lack the docker group).
+    sudo: bool = False
+    timeout: float = Field(default=600.0, gt=0)
+
+    @field_validator("project_dir")
+    @classmethod
+    def _dir(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("project_dir must name the directory of docker-compose.yml")
+        return v
+
+
+def _in_dir(inputs: ComposeInputs, command: str) -> str:
+    return f"cd {shlex.quote(inputs.project_dir)} && {command}"
+
+
+@dataclass
+class Container:
+    """One container of the project, as ``docker compose ps -a --format json`` shows it."""
+
+    service: str
+    name: str
+    state: str
+    health: str
+    config_hash: str
+    image_id: str
+
+
+@dataclass
+class ProjectFacts:
+    """What the host says about the project now."""
+
+    services: dict[str, dict[str, Any]] = field(default_factory=dict)  # the config's
+    hashes: dict[str, str] = field(default_factory=dict)  # service -> config hash
+    images: dict[str, str] = field(default_factory=dict)  # image reference -> image id
+    containers: list[Container] = field(default_factory=list)
+
+    def closure(self, wanted: list[str]) -> list[str]:
+        """The services ``up`` would touch: the wanted ones and what they depend on."""
+        todo = list(wanted or self.services)
+        seen: list[str] = []
+        while todo:
+            s = todo.pop(0)
+            if s in seen:
+                continue
+            seen.append(s)
+            deps = (self.services.get(s) or {}).get("depends_on") or {}
+            todo += list(deps)
+        return seen
+
+    def differences(self, wanted: list[str], wait: bool) -> list[str]:
+        """What ``docker compose up -d [--wait] wanted...`` would change, in operator words."""
+        unknown = [s for s in wanted if s not in self.services]
+        if unknown:
+            raise ActionFailed(f"no service {', '.join(unknown)} in the compose file",
+                               diagnosis=f"It defines: {', '.join(self.services) or 'none'}.",
+                               fix="Fix 'services' in the step, or the compose file.")
+        out: list[str] = []
+        for s in self.closure(wanted):
+            mine = [c for c in self.containers if c.service == s]
+            image = (self.services.get(s) or {}).get("image", "")
+            if not mine:
+                out.append(f"create {s}")
+                continue
+            for c in mine:
+                now = self.images.get(image, "")
+                if c.config_hash != self.hashes.get(s):
+                    out.append(f"recreate {s} (its configuration changed)")
+                elif now and now != "missing" and c.image_id and c.image_id != now:
+                    out.append(f"recreate {s} (its image {image} changed)")
+                elif c.state != "running":
+                    out.append(f"start {s} (it is {c.state})")
+                elif wait and c.health in ("starting", "unhealthy"):
+                    out.append(f"wait for {s} to be healthy (it is {c.health})")
+        return out
+
+    def states(self, wanted: list[str]) -> dict[str, str]:
+        return {c.service: c.state + (f" ({c.health})" if c.health else "")
+                for c in self.containers if c.service in self.closure(wanted)}
+
+
+def _labels(raw: Any) -> dict[str, str]:
+    if isinstance(raw, dict):
+        return {str(k): str(v) for k, v in raw.items()}
+    out: dict[str, str] = {}
+    for part in str(raw or "").split(","):
+        k, eq, v = part.partition("=")
+        if eq:
+            out[k.strip()] = v
+    return out
+
+
+def _ps_rows(text: str) -> list[dict[str, Any]]:
+    """compose >= 2.21 prints one JSON object a line; older ones a JSON array."""
+    text = text.strip()
+    if not text:
+        return []
+    if text.startswith("["):
+        rows: list[dict[str, Any]] = json.loads(text)
+        return rows
+    return [json.loads(line) for line in text.splitlines() if line.strip().startswith("{")]
+
+
+def parse_facts(stdout: str) -> ProjectFacts:
+    """Split the facts command's output (see :func:`read_facts`) into :class:`ProjectFacts`."""
+    config, _, rest = stdout.partition(_MARKS[0] + "\n")
+    hashes, _, rest = rest.partition(_MARKS[1] + "\n")
+    ps, _, images = rest.partition(_MARKS[2] + "\n")
+    facts = ProjectFacts()
+    try:
+        facts.services = dict(json.loads(config).get("services") or {})
+        rows = _ps_rows(ps)
+    except ValueError as e:
+        raise ActionFailed(f"cannot read docker compose's answer: {e}",
+                           diagnosis="'docker compose config --format json' or "
+                                     "'docker compose ps --format json' printed no JSON.",
+                           fix="Check 'docker compose version' on the host (v2 needed).") from e
+    for line in hashes.splitlines():
+        name, _, digest = line.strip().partition(" ")
+        if digest:
+            facts.hashes[name] = digest.strip()
+    for line in images.splitlines():
+        ref, _, ident = line.strip().rpartition(" ")
+        if ref:
+            facts.images[ref] = ident
+    for row in rows:
+        labels = _labels(row.get("Labels"))
+        facts.containers.append(Container(
+            service=str(row.get("Service", "")), name=str(row.get("Name", "")),
+            state=str(row.get("State", "")).lower(), health=str(row.get("Health", "")).lower(),
+            config_hash=labels.get(HASH_LABEL, ""), image_id=labels.get(IMAGE_LABEL, "")))
+    return facts
+
+
+def read_facts(ctx: StepContext, inputs: ComposeInputs, *,
+               interactive: bool = True) -> ProjectFacts:
+    """One read-only command on the host: config, config hashes, containers, image ids."""
+    image_ids = ("for i in $(docker compose config --images); do "
+                 "printf '%s %s\\n' \"$i\" \"$(docker image inspect --format '{{.Id}}' \"$i\" "
+                 "2>/dev/null || echo missing)\"; done")
+    command = _in_dir(inputs, " && ".join([
+        "docker compose config --format json", f"echo {_MARKS[0]}",
+        "docker compose config --hash '*'", f"echo {_MARKS[1]}",
+        "docker compose ps -a --format json", f"echo {_MARKS[2]}", image_ids]))
+    # The config JSON holds the env_file's secrets: it is parsed here, never logged.
+    res = host_run(ctx, inputs, command, sudo=inputs.sudo, timeout=min(inputs.timeout, 120.0),
+                   what=f"read the compose project in {inputs.project_dir}",
+                   interactive=interactive)
+    return parse_facts(res.stdout)
+
+
+class UpInputs(ComposeInputs):
+    # Services to bring up (with what they depend on); empty: all of them.
+    services: list[str] = Field(default_factory=list)
+    # Wait until the services run and are healthy (compose up --wait).
+    wait: bool = True
+
+
+class Up(Action):
+    """``docker compose up -d --wait [services]``, only when the host's facts differ."""
+
+    name = "compose.up"
+    Inputs = UpInputs
+    output_names = frozenset({"services", "changes"})
+
+    def local_effects(self, with_: dict[str, Any]) -> list[str]:
+        return _on_this_machine(with_, "starts containers with docker compose")
+
+    def describe(self, inputs: UpInputs) -> str:
+        what = " ".join(inputs.services) or "every service"
+        return f"docker compose up {what} in {inputs.project_dir} on {inputs.host}"
+
+    def check(self, ctx: StepContext, inputs: UpInputs) -> Check:
+        facts = read_facts(ctx, inputs, interactive=False)
+        changes = facts.differences(inputs.services, inputs.wait)
+        outputs = {"services": facts.states(inputs.services), "changes": []}
+        return Check(in_sync=not changes, changes=changes, outputs=outputs)
+
+    def apply(self, ctx: StepContext, inputs: UpInputs) -> Result:
+        facts = read_facts(ctx, inputs)
+        changes = facts.differences(inputs.services, inputs.wait)
+        if not changes:
+            states = facts.states(inputs.services)
+            return Result("ok", outputs={"services": states, "changes": []},
+                          message="in place: " + ", ".join(f"{k} {v}" for k, v in states.items()))
+        note_change(ctx, self.name, changes)
+        up = "docker compose up -d" + (" --wait" if inputs.wait else "")
+        if inputs.services:
+            up += " " + " ".join(shlex.quote(s) for s in inputs.services)
+        ctx.log(f"$ {up}", "cmd")
+        res = host_run(ctx, inputs, _in_dir(inputs, up), sudo=inputs.sudo,
+                       timeout=inputs.timeout, what="bring the services up", stream=True,
+                       check_exit=False)
+        if res.exit_code != 0:
+            logs = " ".join(inputs.services) or ""
+            raise ActionFailed(
+                f"docker compose up exited with {res.exit_code}",
+                diagnosis=f"Last output lines:\n{_tail_lines(res.stderr + res.stdout)}",
+                fix=f"Read the service's log on the host: cd {inputs.project_dir} && "
+                    f"docker compose logs --tail 50 {logs}".rstrip())
+        after = read_facts(ctx, inputs)
+        left = after.differences(inputs.services, inputs.wait)
+        if left:
+            raise ActionFailed("docker compose up returned, but the services are not in place: "
+                               + "; ".join(left),
+                               fix=f"cd {inputs.project_dir} && docker compose ps on the host")
+        states = after.states(inputs.services)
+        return Result("changed", outputs={"services": states, "changes": changes},
+                      message="; ".join(changes))
+
+
+# --------------------------------------------------------------------------------------
+# compose.exec
+# --------------------------------------------------------------------------------------
+Argv = str | list[str]
+
+
+def _argv(command: Argv) -> str:
+    """A list runs as given; a string runs under ``sh -c`` inside the container."""
+    if isinstance(command, str):
+        return f"sh -c {shlex.quote(command)}"
+    return shlex.join(command)
+
+
+class ExecInputs(ComposeInputs):
+    service: str
+    command: Argv
+    # The user inside the container (compose exec -u); None: the image's. (``user`` is the
+    # SSH login user.)
+    as_user: str | None = None
+    # A query or a gate: changes nothing (check runs it, apply reports ok, not changed).
+    read_only: bool = False
+    # Substring of stdout, or 're:<regex>' (as ssh.run's expect_output).
+    expect_output: str | None = None
+    # A probe in the service: exit 0 means the command's effect is already there.
+    unless: Argv | None = None
+    # A path in the service: when it exists the command's effect is already there.
+    creates: str | None = None
+    timeout: float = Field(default=300.0, gt=0)
+
+
+def exec_command(inputs: ComposeInputs, service: str, command: Argv,
+                 user: str | None = None) -> str:
+    """``docker compose exec -T`` of one command in a running service, in the project dir."""
+    who = f"-u {shlex.quote(user)} " if user else ""
+    return _in_dir(inputs, f"docker compose exec -T {who}{shlex.quote(service)} "
+                           f"{_argv(command)}")
+
+
+class Exec(Action):
+    """A command in a running service; ``check`` reads a fact (the command itself when it is
+    read-only, else ``unless``/``creates``) to tell whether it would change anything."""
+
+    name = "compose.exec"
+    Inputs = ExecInputs
+    output_names = frozenset({"exit_code", "stdout"})
+
+    def local_effects(self, with_: dict[str, Any]) -> list[str]:
+        return _on_this_machine(with_, f"runs a command in the {with_.get('service')} container")
+
+    def describe(self, inputs: ExecInputs) -> str:
+        cmd = inputs.command if isinstance(inputs.command, str) else shlex.join(inputs.command)
+        return f"in {inputs.service} on {inputs.host}: {cmd}"
+
+    def _run(self, ctx: StepContext, inputs: ExecInputs, command: Argv, *,
+             interactive: bool = True, stream: bool = False) -> tuple[int, str, str]:
+        res = host_run(ctx, inputs, exec_command(inputs, inputs.service, command, inputs.as_user),
+                       sudo=inputs.sudo, timeout=inputs.timeout,
+                       what=f"run a command in {inputs.service}", stream=stream,
+                       interactive=interactive, check_exit=False)
+        return res.exit_code, res.stdout, res.stderr
+
+    def _passes(self, inputs: ExecInputs, code: int, out: str) -> bool:
+        m = _Matcher(inputs.expect_output)
+        m.text(out)
+        return code == 0 and m.found
+
+    def _already(self, ctx: StepContext, inputs: ExecInputs,
+                 interactive: bool) -> tuple[bool | None, str]:
+        """Whether the effect is already there, and the fact that says so."""
+        if inputs.creates:
+            code, _, _ = self._run(ctx, inputs, ["test", "-e", inputs.creates],
+                                   interactive=interactive)
+            return code == 0, f"{inputs.creates} {'exists' if code == 0 else 'is missing'}"
+        if inputs.unless is not None:
+            code, _, _ = self._run(ctx, inputs, inputs.unless, interactive=interactive)
+            return code == 0, f"the probe exited {code}"
+        return None, ""
+
+    def check(self, ctx: StepContext, inputs: ExecInputs) -> Check:
+        if inputs.read_only:
+            code, out, err = self._run(ctx, inputs, inputs.command, interactive=False)
+            if self._passes(inputs, code, out):
+                return Check(in_sync=True, outputs={"exit_code": code, "stdout": out})
+            last = _tail_lines(err or out, 1) or "(no output)"
+            return Check(in_sync=False,
+                         changes=[f"{self.describe(inputs)}: not yet (exit {code}: {last})"])
+        done, fact = self._already(ctx, inputs, interactive=False)
+        if done:
+            return Check(in_sync=True, outputs={"exit_code": 0, "stdout": ""})
+        return Check(in_sync=done, changes=[f"{self.describe(inputs)}"
+                                            + (f" ({fact})" if fact else "")])
+
+    def apply(self, ctx: StepContext, inputs: ExecInputs) -> Result:
+        if not inputs.read_only:
+            done, fact = self._already(ctx, inputs, interactive=True)
+            if done:
+                return Result("ok", outputs={"exit_code": 0, "stdout": ""},
+                              message=f"in place: {fact}")
+            note_change(ctx, self.name, [self.describe(inputs)])
+        ctx.log(f"$ {self.describe(inputs)}", "cmd")
+        code, out, err = self._run(ctx, inputs, inputs.command, stream=True)
+        outputs = {"exit_code": code, "stdout": out}
+        if not self._passes(inputs, code, out):
+            why = (f"exited with {code}" if code != 0 else
+                   f"printed no {inputs.expect_output!r}")
+            raise ActionFailed(f"the command in {inputs.service} {why}",
+                               diagnosis=f"Last output lines:\n"
+                                         f"{_tail_lines(err) or _tail_lines(out) or '(none)'}")
+        return Result("ok" if inputs.read_only else "changed", outputs=outputs, data=outputs,
+                      message=f"exit {code}")
