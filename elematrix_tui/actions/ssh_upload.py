@@ -22,6 +22,7 @@ from pydantic import Field, model_validator
 from ..engine.action import Action, ActionFailed, Check, Result, StepContext
 from ..engine.containment import DeploymentPath, deployment_path
 from . import sshconn
+from .hostfacts import CHANGE_NOTE
 from .ssh import SshInputs, _on_this_machine, _remaining, _tail_lines, _target, build_command
 from .sshconn import ChannelOpenError, Connection
 
@@ -251,6 +252,9 @@ class Upload(Action):
         files, create, update, chmod, same = self._plan(ctx, inputs, conn)
         dest = _dest(inputs.dest, conn)
         todo = create + update
+        if todo or chmod:
+            ctx.note(CHANGE_NOTE, action=self.name,
+                     changes=self._changes(files, dest, create, update, chmod, inputs))
         if inputs.default_mode:
             wanted = int(inputs.default_mode, 8)
             for rel in todo + chmod:
