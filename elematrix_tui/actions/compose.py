@@ -1,19 +1,22 @@
 """``compose.up`` and ``compose.exec``: Docker Compose on the host, judged by its own facts.
 
-``compose.up``'s ``check`` reads, in one command on the host, what compose itself compares
-when it decides to recreate a container (compose v2 ``pkg/compose/convergence.go``): the
-service's configuration hash (``docker compose config --hash``, the same value compose
-stores in the container label ``com.docker.compose.config-hash``; measured equal with
-compose 2.40.3), the image the container was made from (label ``com.docker.compose.image``)
-against the image the tag names now, and the container's state and health
-(``docker compose ps -a --format json``). It then says: in place, or which services would be
-created, recreated, started, or waited for. ``apply`` runs ``docker compose up -d --wait``
-only when something differs. See ``docs/runbook-format.md`` (host-fact actions).
+``compose.up``'s ``check`` asks compose itself what ``up`` would do, read-only:
+``docker compose --dry-run up -d [services]`` runs compose's own convergence (v2
+``pkg/compose/convergence.go``: the configuration hash of each service against the
+``com.docker.compose.config-hash`` label of its container, the image, the container's
+state) against a dry-run client that changes nothing, and prints per container
+``Running`` (in place), ``Recreate``, ``Creating`` or ``Starting``. ``docker compose ps -a
+--format json`` adds each container's state and health (``up --wait`` waits for healthy).
+``docker compose config --hash`` is NOT that hash: measured with compose 2.40.3, a service
+with an ``env_file`` hashes differently there than in the label, so comparing the two would
+recreate postgres forever. ``apply`` runs ``docker compose up -d --wait`` only when something
+differs. See ``docs/runbook-format.md`` (host-fact actions).
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,10 +27,11 @@ from ..engine.action import Action, ActionFailed, Check, Result, StepContext
 from .hostfacts import host_run, note_change
 from .ssh import SshInputs, _Matcher, _on_this_machine, _tail_lines
 
-HASH_LABEL = "com.docker.compose.config-hash"
-IMAGE_LABEL = "com.docker.compose.image"
 # Marks between the parts of the one facts command's output.
-_MARKS = ("::elematrix-hash::", "::elematrix-ps::", "::elematrix-images::")
+_MARKS = ("::elematrix-ps::", "::elematrix-dry-run::")
+# " DRY-RUN MODE -  Container <name>  <Word>"; a recreated container's stand-in name is
+# prefixed with its old id ("07132875d4fe_<name>").
+_DRY_RUN = re.compile(r"\b(Container|Network|Volume)\s+(?:[0-9a-f]{12}_)?(\S+)\s+([A-Z][a-z]+)")
 
 
 class ComposeInputs(SshInputs):
@@ -59,18 +63,17 @@ class Container:
     name: str
     state: str
     health: str
-    config_hash: str
-    image_id: str
 
 
 @dataclass
 class ProjectFacts:
     """What the host says about the project now."""
 
+    project: str = ""
     services: dict[str, dict[str, Any]] = field(default_factory=dict)  # the config's
-    hashes: dict[str, str] = field(default_factory=dict)  # service -> config hash
-    images: dict[str, str] = field(default_factory=dict)  # image reference -> image id
     containers: list[Container] = field(default_factory=list)
+    # What compose's dry run would do: (kind, name, word) per line.
+    planned: list[tuple[str, str, str]] = field(default_factory=list)
 
     def closure(self, wanted: list[str]) -> list[str]:
         """The services ``up`` would touch: the wanted ones and what they depend on."""
@@ -85,6 +88,13 @@ class ProjectFacts:
             todo += list(deps)
         return seen
 
+    def _service_of(self, container: str) -> str:
+        for c in self.containers:
+            if c.name == container:
+                return c.service
+        m = re.fullmatch(re.escape(self.project) + r"[-_](.+)[-_]\d+", container)
+        return m.group(1) if m else container
+
     def differences(self, wanted: list[str], wait: bool) -> list[str]:
         """What ``docker compose up -d [--wait] wanted...`` would change, in operator words."""
         unknown = [s for s in wanted if s not in self.services]
@@ -92,39 +102,33 @@ class ProjectFacts:
             raise ActionFailed(f"no service {', '.join(unknown)} in the compose file",
                                diagnosis=f"It defines: {', '.join(self.services) or 'none'}.",
                                fix="Fix 'services' in the step, or the compose file.")
+        words: dict[tuple[str, str], set[str]] = {}
+        for kind, name, word in self.planned:
+            words.setdefault((kind, name), set()).add(word)
         out: list[str] = []
-        for s in self.closure(wanted):
-            mine = [c for c in self.containers if c.service == s]
-            image = (self.services.get(s) or {}).get("image", "")
-            if not mine:
-                out.append(f"create {s}")
+        for (kind, name), w in words.items():
+            if kind != "Container":
+                if w & {"Creating", "Create"}:
+                    out.append(f"create {kind.lower()} {name}")
                 continue
-            for c in mine:
-                now = self.images.get(image, "")
-                if c.config_hash != self.hashes.get(s):
-                    out.append(f"recreate {s} (its configuration changed)")
-                elif now and now != "missing" and c.image_id and c.image_id != now:
-                    out.append(f"recreate {s} (its image {image} changed)")
-                elif c.state != "running":
-                    out.append(f"start {s} (it is {c.state})")
-                elif wait and c.health in ("starting", "unhealthy"):
-                    out.append(f"wait for {s} to be healthy (it is {c.health})")
+            s = self._service_of(name)
+            state = next((c.state for c in self.containers if c.name == name), "")
+            if w & {"Recreate", "Recreated"}:
+                out.append(f"recreate {s} (its configuration or image changed)")
+            elif w & {"Creating", "Created", "Create"}:
+                out.append(f"create {s}")
+            elif w & {"Starting", "Started", "Start"}:
+                out.append(f"start {s} (it is {state or 'stopped'})")
+        if wait:
+            for c in self.containers:
+                if c.service in self.closure(wanted) and c.state == "running" \
+                        and c.health in ("starting", "unhealthy"):
+                    out.append(f"wait for {c.service} to be healthy (it is {c.health})")
         return out
 
     def states(self, wanted: list[str]) -> dict[str, str]:
         return {c.service: c.state + (f" ({c.health})" if c.health else "")
                 for c in self.containers if c.service in self.closure(wanted)}
-
-
-def _labels(raw: Any) -> dict[str, str]:
-    if isinstance(raw, dict):
-        return {str(k): str(v) for k, v in raw.items()}
-    out: dict[str, str] = {}
-    for part in str(raw or "").split(","):
-        k, eq, v = part.partition("=")
-        if eq:
-            out[k.strip()] = v
-    return out
 
 
 def _ps_rows(text: str) -> list[dict[str, Any]]:
@@ -141,44 +145,40 @@ def _ps_rows(text: str) -> list[dict[str, Any]]:
 def parse_facts(stdout: str) -> ProjectFacts:
     """Split the facts command's output (see :func:`read_facts`) into :class:`ProjectFacts`."""
     config, _, rest = stdout.partition(_MARKS[0] + "\n")
-    hashes, _, rest = rest.partition(_MARKS[1] + "\n")
-    ps, _, images = rest.partition(_MARKS[2] + "\n")
+    ps, _, dry = rest.partition(_MARKS[1] + "\n")
     facts = ProjectFacts()
     try:
-        facts.services = dict(json.loads(config).get("services") or {})
+        parsed = json.loads(config)
+        facts.project = str(parsed.get("name") or "")
+        facts.services = dict(parsed.get("services") or {})
         rows = _ps_rows(ps)
     except ValueError as e:
         raise ActionFailed(f"cannot read docker compose's answer: {e}",
                            diagnosis="'docker compose config --format json' or "
                                      "'docker compose ps --format json' printed no JSON.",
                            fix="Check 'docker compose version' on the host (v2 needed).") from e
-    for line in hashes.splitlines():
-        name, _, digest = line.strip().partition(" ")
-        if digest:
-            facts.hashes[name] = digest.strip()
-    for line in images.splitlines():
-        ref, _, ident = line.strip().rpartition(" ")
-        if ref:
-            facts.images[ref] = ident
     for row in rows:
-        labels = _labels(row.get("Labels"))
         facts.containers.append(Container(
             service=str(row.get("Service", "")), name=str(row.get("Name", "")),
-            state=str(row.get("State", "")).lower(), health=str(row.get("Health", "")).lower(),
-            config_hash=labels.get(HASH_LABEL, ""), image_id=labels.get(IMAGE_LABEL, "")))
+            state=str(row.get("State", "")).lower(), health=str(row.get("Health", "")).lower()))
+    facts.planned = [(m.group(1), m.group(2), m.group(3)) for m in _DRY_RUN.finditer(dry)]
     return facts
 
 
-def read_facts(ctx: StepContext, inputs: ComposeInputs, *,
+def _services_args(services: list[str]) -> str:
+    return "".join(" " + shlex.quote(s) for s in services)
+
+
+def read_facts(ctx: StepContext, inputs: ComposeInputs, services: list[str], *,
                interactive: bool = True) -> ProjectFacts:
-    """One read-only command on the host: config, config hashes, containers, image ids."""
-    image_ids = ("for i in $(docker compose config --images); do "
-                 "printf '%s %s\\n' \"$i\" \"$(docker image inspect --format '{{.Id}}' \"$i\" "
-                 "2>/dev/null || echo missing)\"; done")
+    """One read-only command on the host: the config, the containers, compose's dry run."""
     command = _in_dir(inputs, " && ".join([
         "docker compose config --format json", f"echo {_MARKS[0]}",
-        "docker compose config --hash '*'", f"echo {_MARKS[1]}",
-        "docker compose ps -a --format json", f"echo {_MARKS[2]}", image_ids]))
+        "docker compose ps -a --format json", f"echo {_MARKS[1]}",
+        # Without --wait: a dry run has nothing real to wait for.
+        # Its exit code is not the fact: it may stop at a dependency it would wait for
+        # (a stopped postgres that synapse needs healthy) after printing what it would do.
+        f"{{ docker compose --dry-run up -d{_services_args(services)} 2>&1 || true; }}"]))
     # The config JSON holds the env_file's secrets: it is parsed here, never logged.
     res = host_run(ctx, inputs, command, sudo=inputs.sudo, timeout=min(inputs.timeout, 120.0),
                    what=f"read the compose project in {inputs.project_dir}",
@@ -208,13 +208,13 @@ class Up(Action):
         return f"docker compose up {what} in {inputs.project_dir} on {inputs.host}"
 
     def check(self, ctx: StepContext, inputs: UpInputs) -> Check:
-        facts = read_facts(ctx, inputs, interactive=False)
+        facts = read_facts(ctx, inputs, inputs.services, interactive=False)
         changes = facts.differences(inputs.services, inputs.wait)
         outputs = {"services": facts.states(inputs.services), "changes": []}
         return Check(in_sync=not changes, changes=changes, outputs=outputs)
 
     def apply(self, ctx: StepContext, inputs: UpInputs) -> Result:
-        facts = read_facts(ctx, inputs)
+        facts = read_facts(ctx, inputs, inputs.services)
         changes = facts.differences(inputs.services, inputs.wait)
         if not changes:
             states = facts.states(inputs.services)
@@ -222,8 +222,7 @@ class Up(Action):
                           message="in place: " + ", ".join(f"{k} {v}" for k, v in states.items()))
         note_change(ctx, self.name, changes)
         up = "docker compose up -d" + (" --wait" if inputs.wait else "")
-        if inputs.services:
-            up += " " + " ".join(shlex.quote(s) for s in inputs.services)
+        up += _services_args(inputs.services)
         ctx.log(f"$ {up}", "cmd")
         res = host_run(ctx, inputs, _in_dir(inputs, up), sudo=inputs.sudo,
                        timeout=inputs.timeout, what="bring the services up", stream=True,
@@ -235,7 +234,7 @@ class Up(Action):
                 diagnosis=f"Last output lines:\n{_tail_lines(res.stderr + res.stdout)}",
                 fix=f"Read the service's log on the host: cd {inputs.project_dir} && "
                     f"docker compose logs --tail 50 {logs}".rstrip())
-        after = read_facts(ctx, inputs)
+        after = read_facts(ctx, inputs, inputs.services)
         left = after.differences(inputs.services, inputs.wait)
         if left:
             raise ActionFailed("docker compose up returned, but the services are not in place: "
