@@ -25,6 +25,7 @@ BUILTIN: dict[str, str] = {
     "compose.exec": "elematrix_tui.actions.compose:Exec",
     "systemd.install": "elematrix_tui.actions.systemd:Install",
     "postgres.locale": "elematrix_tui.actions.postgres_host:Locale",
+    "aws.ssm_run": "elematrix_tui.actions.aws_ssm:SsmRun",
     "http.check": "elematrix_tui.actions.http:HttpCheck",
     "matrix.bootstrap": "elematrix_tui.actions.matrix:Bootstrap",
     "matrix.validate": "elematrix_tui.actions.matrix:Validate",
