@@ -24,7 +24,7 @@ from typing import Any
 from pydantic import Field, field_validator
 
 from ..engine.action import Action, ActionFailed, Check, Result, StepContext
-from .hostfacts import host_run, note_change
+from .hostfacts import facts_check, host_run, note_change
 from .ssh import SshInputs, _Matcher, _on_this_machine, _tail_lines
 
 # Marks between the parts of the one facts command's output.
@@ -208,6 +208,9 @@ class Up(Action):
         return f"docker compose up {what} in {inputs.project_dir} on {inputs.host}"
 
     def check(self, ctx: StepContext, inputs: UpInputs) -> Check:
+        return facts_check(self.describe(inputs), lambda: self._check(ctx, inputs))
+
+    def _check(self, ctx: StepContext, inputs: UpInputs) -> Check:
         facts = read_facts(ctx, inputs, inputs.services, interactive=False)
         changes = facts.differences(inputs.services, inputs.wait)
         outputs = {"services": facts.states(inputs.services), "changes": []}
@@ -313,17 +316,35 @@ class Exec(Action):
 
     def _already(self, ctx: StepContext, inputs: ExecInputs,
                  interactive: bool) -> tuple[bool | None, str]:
-        """Whether the effect is already there, and the fact that says so."""
+        """Whether the effect is already there, and the fact that says so.
+
+        The probe prints its own exit code inside the container: ``docker compose exec``
+        also exits 1 when it cannot run anything (the service is not running), which must
+        never read as "not done yet"."""
         if inputs.creates:
-            code, _, _ = self._run(ctx, inputs, ["test", "-e", inputs.creates],
-                                   interactive=interactive)
-            return code == 0, f"{inputs.creates} {'exists' if code == 0 else 'is missing'}"
-        if inputs.unless is not None:
-            code, _, _ = self._run(ctx, inputs, inputs.unless, interactive=interactive)
-            return code == 0, f"the probe exited {code}"
-        return None, ""
+            probe: list[str] = ["test", "-e", inputs.creates]
+        elif inputs.unless is not None:
+            probe = (["sh", "-c", inputs.unless] if isinstance(inputs.unless, str)
+                     else list(inputs.unless))
+        else:
+            return None, ""
+        wrapped = ["sh", "-c", '"$@"; echo "::probe::$?"', "sh", *probe]
+        code, out, err = self._run(ctx, inputs, wrapped, interactive=interactive)
+        found = [line for line in out.splitlines() if line.startswith("::probe::")]
+        if not found:
+            raise ActionFailed(f"cannot run the probe in {inputs.service} (exit {code})",
+                               diagnosis=_tail_lines(err) or _tail_lines(out) or "(no output)",
+                               fix=f"Is {inputs.service} running? cd {inputs.project_dir} && "
+                                   "docker compose ps")
+        done = found[-1] == "::probe::0"
+        if inputs.creates:
+            return done, f"{inputs.creates} {'exists' if done else 'is missing'}"
+        return done, f"the probe exited {found[-1][len('::probe::'):]}"
 
     def check(self, ctx: StepContext, inputs: ExecInputs) -> Check:
+        return facts_check(self.describe(inputs), lambda: self._check(ctx, inputs))
+
+    def _check(self, ctx: StepContext, inputs: ExecInputs) -> Check:
         if inputs.read_only:
             code, out, err = self._run(ctx, inputs, inputs.command, interactive=False)
             if self._passes(inputs, code, out):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ..engine.action import ActionFailed, StepContext
+from ..engine.action import ActionFailed, Check, StepContext
 from . import sshconn
 from .ssh import SshInputs, _remaining, _tail_lines, _target, build_command
 from .sshconn import ChannelOpenError, Connection, ExecResult
@@ -79,3 +79,13 @@ def note_change(ctx: StepContext, action: str, changes: list[str]) -> None:
     ctx.note(CHANGE_NOTE, action=action, changes=changes)
     for line in changes:
         ctx.log(f"will {line}", "info")
+
+
+def facts_check(describe: str, read: Callable[[], Check]) -> Check:
+    """``check`` of a host-fact action: the facts' verdict, or "cannot tell" (with why) when
+    they cannot be read now (plan before the instance exists, the stack not uploaded yet)."""
+    try:
+        return read()
+    except (ActionFailed, ChannelOpenError) as e:
+        why = e.message if isinstance(e, ActionFailed) else str(e)
+        return Check(in_sync=None, changes=[f"{describe} (cannot compare now: {why})"])

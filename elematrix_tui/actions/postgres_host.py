@@ -16,7 +16,7 @@ from pydantic import Field
 
 from ..engine.action import Action, ActionFailed, Check, Result, StepContext
 from .compose import ComposeInputs, exec_command
-from .hostfacts import host_run
+from .hostfacts import facts_check, host_run
 from .ssh import _on_this_machine, _tail_lines
 
 QUERY = ("SELECT pg_encoding_to_char(encoding) || '|' || datcollate || '|' || datctype "
@@ -72,6 +72,9 @@ class Locale(Action):
                 if got[k] != v]
 
     def check(self, ctx: StepContext, inputs: LocaleInputs) -> Check:
+        return facts_check(self.describe(inputs), lambda: self._check(ctx, inputs))
+
+    def _check(self, ctx: StepContext, inputs: LocaleInputs) -> Check:
         got = self._read(ctx, inputs, interactive=False)
         wrong = self._wrong(inputs, got)
         return Check(in_sync=not wrong, changes=wrong, outputs=got)

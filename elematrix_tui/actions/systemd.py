@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import Field, model_validator
 
 from ..engine.action import Action, ActionFailed, Check, Result, StepContext
-from .hostfacts import host_run, note_change
+from .hostfacts import facts_check, host_run, note_change
 from .ssh import SshInputs, _on_this_machine
 
 UNIT_RE = re.compile(r"[A-Za-z0-9@._-]+\.(service|timer|socket|path|target|mount)")
@@ -139,6 +139,9 @@ class Install(Action):
         return {u: f"{f.enabled or '-'}/{f.active or '-'}" for u, f in facts.items()}
 
     def check(self, ctx: StepContext, inputs: InstallInputs) -> Check:
+        return facts_check(self.describe(inputs), lambda: self._check(ctx, inputs))
+
+    def _check(self, ctx: StepContext, inputs: InstallInputs) -> Check:
         facts = read_units(ctx, inputs, interactive=False)
         changes = differences(inputs, facts)
         return Check(in_sync=not changes, changes=changes,

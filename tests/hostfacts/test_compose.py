@@ -160,3 +160,21 @@ def test_postgres_locale_reads_the_database(sshd: SshServer, ctx: StandaloneCont
         assert not e.retry and "down -v" in (e.fix or "")
     else:
         raise AssertionError("a wrong locale must fail")
+
+
+def test_checks_cannot_tell_before_the_stack_is_there(sshd: SshServer,
+                                                      ctx: StandaloneContext) -> None:
+    """plan before the upload: each check says it cannot compare yet (and why), never
+    "in place" and never a traceback."""
+    from elematrix_tui.actions.systemd import Install
+
+    nowhere = sshd.inputs(project_dir="/nonexistent/elematrix", sudo=True)
+    for action, extra in ((Up(), {}), (Locale(), {}),
+                          (Exec(), {"service": "synapse", "command": "true",
+                                    "creates": "/x"})):
+        chk = ctx.check(action, {**nowhere, **extra})
+        assert chk.in_sync is None and "cannot compare now" in chk.changes[0], chk
+    units = sshd.inputs(source_dir="/nonexistent/systemd", dest_dir="/nonexistent/etc",
+                        units=["elematrix-stack.service"])
+    chk = ctx.check(Install(), units)
+    assert chk.in_sync is None and "no unit file elematrix-stack.service" in chk.changes[0]
