@@ -181,6 +181,9 @@ def test_resumed_and_rerun_deploy_reapply_nothing_in_place(
     assert {s: done[s].status for s in ran} == {s: "ok" for s in ran}, \
         {s: done[s].message for s in ran}
     applied = sorted(s for w, r, s in counter.calls if w == "apply" and r == rerun)
+    # upload asks for confirmation, so the runner checks it first: in place, not applied.
+    assert counter.count("check", rerun, "upload") == 1
+    assert counter.count("apply", rerun, "upload") == 0
     print(f"resume: 0 applies of {INTERRUPT_AFTER} (checked: in place); re-run: "
           f"{len(applied)} host-fact steps, all ok, 0 host.change notes")
     assert _containers(instance) == web_up  # not one container recreated
