@@ -153,7 +153,8 @@ def parse_facts(stdout: str) -> ProjectFacts:
         facts.services = dict(parsed.get("services") or {})
         rows = _ps_rows(ps)
     except ValueError as e:
-        raise ActionFailed(f"cannot read docker compose's answer: {e}",
+        # Not the parser's message: it quotes the text, which may hold the config's secrets.
+        raise ActionFailed("cannot read docker compose's answer (no JSON)",
                            diagnosis="'docker compose config --format json' or "
                                      "'docker compose ps --format json' printed no JSON.",
                            fix="Check 'docker compose version' on the host (v2 needed).") from e
@@ -182,7 +183,7 @@ def read_facts(ctx: StepContext, inputs: ComposeInputs, services: list[str], *,
     # The config JSON holds the env_file's secrets: it is parsed here, never logged.
     res = host_run(ctx, inputs, command, sudo=inputs.sudo, timeout=min(inputs.timeout, 120.0),
                    what=f"read the compose project in {inputs.project_dir}",
-                   interactive=interactive)
+                   interactive=interactive, private_stdout=True)
     return parse_facts(res.stdout)
 
 

@@ -29,13 +29,15 @@ def host_connection(ctx: StepContext, inputs: SshInputs, *,
 
 def host_run(ctx: StepContext, inputs: SshInputs, command: str, *, sudo: bool,
              timeout: float, what: str, stream: bool = False, interactive: bool = True,
-             check_exit: bool = True) -> ExecResult:
+             check_exit: bool = True, private_stdout: bool = False) -> ExecResult:
     """Run one shell command on the host and return what it did.
 
     Every command of these actions converges (reads a fact, or brings the host to a stated
     state), so running it again after a dropped connection is harmless: it is re-run once
     on a fresh connection. A timeout or an unexpected exit raises :class:`ActionFailed`
-    naming ``what`` (``check_exit=False`` leaves the exit code to the caller).
+    naming ``what`` (``check_exit=False`` leaves the exit code to the caller);
+    ``private_stdout``: the output may hold secrets (compose's resolved config), so a failure
+    quotes only stderr.
     """
     sink: Callable[[str, str], None] = ((lambda line, s: ctx.log(line, s)) if stream
                                         else (lambda line, s: None))
@@ -63,7 +65,8 @@ def host_run(ctx: StepContext, inputs: SshInputs, command: str, *, sudo: bool,
                                fix="Raise 'timeout' if the host is only slow; otherwise ssh "
                                    "in and look.")
         if check_exit and res.exit_code != 0:
-            detail = _tail_lines(res.stderr) or _tail_lines(res.stdout) or "(no output)"
+            detail = (_tail_lines(res.stderr)
+                      or ("" if private_stdout else _tail_lines(res.stdout)) or "(no output)")
             hint = (" 'sudo -n' needs passwordless sudo for this user."
                     if sudo and "sudo" in res.stderr else "")
             raise ActionFailed(f"cannot {what} on {conn.target} (exit {res.exit_code})",

@@ -178,3 +178,21 @@ def test_checks_cannot_tell_before_the_stack_is_there(sshd: SshServer,
                         units=["elematrix-stack.service"])
     chk = ctx.check(Install(), units)
     assert chk.in_sync is None and "no unit file elematrix-stack.service" in chk.changes[0]
+
+
+def test_a_failed_facts_read_never_quotes_its_output(sshd: SshServer,
+                                                     ctx: StandaloneContext) -> None:
+    """compose's resolved config carries the env_file's secrets: a failing read of the
+    facts quotes stderr only."""
+    from elematrix_tui.actions.compose import ComposeInputs
+    from elematrix_tui.actions.hostfacts import host_run
+
+    inputs = ComposeInputs.model_validate(sshd.inputs(project_dir="/tmp"))
+    try:
+        host_run(ctx, inputs, "echo POSTGRES_PASSWORD=hunter2; exit 3",
+                 sudo=False, timeout=30, what="read", private_stdout=True)
+    except ActionFailed as e:
+        assert "hunter2" not in repr((e.message, e.diagnosis, e.fix))
+        assert "(no output)" in (e.diagnosis or "")  # stderr was empty: stdout not shown
+    else:
+        raise AssertionError("exit 3 must fail")
