@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 from ..engine.action import ActionFailed, StepContext
+from ..engine.params import truthy
 from .aws_errors import explain
 
 SESSION_KEY = "aws.session"
@@ -228,10 +229,6 @@ class AwsApi:
             raise explain(e, service, operation, self.region) from e
 
 
-def _truthy(v: Any) -> bool:
-    return v is True or (isinstance(v, str) and v.strip().lower() in ("1", "true", "yes", "y"))
-
-
 def _guard(shared: AwsSession, ctx: StepContext) -> None:
     """Record or verify the account and region this deployment targets."""
     api = AwsApi(shared, ctx)
@@ -258,7 +255,7 @@ def _guard(shared: AwsSession, ctx: StepContext) -> None:
         return
     if rec_acct == shared.account_id and rec_region == shared.region:
         return
-    if _truthy(ctx.params.get("retarget_account")):
+    if truthy(ctx.params.get("retarget_account")):
         ctx.log(f"RE-TARGETING deployment {ctx.deployment!r}: account {rec_acct}/{rec_region} "
                 f"-> {shared.account_id}/{shared.region} (retarget_account=true)", "stderr")
         ctx.note("aws.retarget", old_account=rec_acct, old_region=rec_region,

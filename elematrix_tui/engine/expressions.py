@@ -20,6 +20,7 @@ from typing import Any
 from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, UndefinedError, nodes, sandbox
 from jinja2.sandbox import SandboxedEnvironment
 
+from .params import FALSE_WORDS
 from .shell import shell_quote
 
 ROOT_NAMES = frozenset({"params", "steps", "deployment", "run_id", "deployment_dir"})
@@ -391,6 +392,8 @@ def render_value(value: Any, variables: Mapping[str, Any]) -> Any:
 
 
 def is_truthy(value: Any) -> bool:
+    """Whether a rendered ``when:`` holds: any text but empty, ``none`` and a no word."""
     if isinstance(value, str):
-        return value.strip().lower() not in ("", "0", "false", "no", "off", "none")
+        word = value.strip().lower()
+        return word not in FALSE_WORDS and word not in ("", "none")
     return bool(value)
