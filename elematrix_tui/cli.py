@@ -61,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--offline", action="store_true",
                    help="do not run the read-only AWS look-ups (preflight: identity, AMI, "
                         "instance type, cost; posture asserts); render only")
+    p.add_argument("--json", action="store_true",
+                   help="print the plan as JSON (stable keys: docs/plan.md)")
 
     p = sub.add_parser("run", help="headless run of a runbook")
     p.add_argument("runbook", metavar="RUNBOOK")
@@ -383,10 +385,13 @@ def _plan(args: argparse.Namespace) -> int:
     path = resolve_runbook_path(args.runbook)
     rb = _load(path)
     deployment = _need_deployment(args)
+    from .planview import render_text
+
     live = frozenset() if args.offline else frozenset({"aws.preflight", "aws.assert"})
-    print(build_plan(rb, deployment=deployment, state_dir=_state_dir(args),
-                     params=_params(args, rb), phases=args.phases, registry=_registry(),
-                     live_actions=live))
+    plan = build_plan(rb, deployment=deployment, state_dir=_state_dir(args),
+                      params=_params(args, rb), phases=args.phases, registry=_registry(),
+                      live_actions=live, check=not args.offline)
+    print(plan.to_json() if args.json else render_text(plan))
     return 0
 
 

@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 
 from ..engine.action import ActionFailed, StepContext
 from ..engine.params import truthy
+from ..engine.readonly import is_read_only
 from .aws_errors import explain
 
 SESSION_KEY = "aws.session"
@@ -248,6 +249,8 @@ def _guard(shared: AwsSession, ctx: StepContext) -> None:
     rec_acct = ctx.get_meta(META_ACCOUNT)
     rec_region = ctx.get_meta(META_REGION)
     if rec_acct is None:
+        if is_read_only(ctx):  # a plan binds nothing: the first run will
+            return
         ctx.set_meta(META_ACCOUNT, shared.account_id)
         ctx.set_meta(META_REGION, shared.region)
         ctx.log(f"deployment {ctx.deployment!r} now bound to AWS account "
@@ -260,8 +263,9 @@ def _guard(shared: AwsSession, ctx: StepContext) -> None:
                 f"-> {shared.account_id}/{shared.region} (retarget_account=true)", "stderr")
         ctx.note("aws.retarget", old_account=rec_acct, old_region=rec_region,
                  account=shared.account_id, region=shared.region)
-        ctx.set_meta(META_ACCOUNT, shared.account_id)
-        ctx.set_meta(META_REGION, shared.region)
+        if not is_read_only(ctx):
+            ctx.set_meta(META_ACCOUNT, shared.account_id)
+            ctx.set_meta(META_REGION, shared.region)
         return
     raise ActionFailed(
         f"account guard: deployment {ctx.deployment!r} lives in AWS account {rec_acct} "

@@ -65,11 +65,25 @@ class Resolution:
     ask: list[Param]
     # What the deployment remembers if the run does not fail (see should_remember).
     to_remember: dict[str, Any]
+    # Every reason the run would refuse to start (exit 2), in the runbook's order.
     errors: list[Located]
+    # Required non-secret parameters with no value (their errors are among ``errors``):
+    # run refuses them; plan shows them missing and the steps that need them blocked.
+    missing: list[str] = field(default_factory=list)
+
+    @property
+    def refusals(self) -> list[Located]:
+        """The errors but those of missing values: what plan refuses like run does."""
+        return [e for e in self.errors
+                if not any(e.message.startswith(_missing_prefix(n)) for n in self.missing)]
 
     def journal_params(self) -> dict[str, Any]:
         """The values as the journal records them: secrets as references, never values."""
         return journal_params(self.values, self.secret_names)
+
+
+def _missing_prefix(name: str) -> str:
+    return f"parameter {name!r} is required: "
 
 
 def _error(msg: str) -> Located:
@@ -97,6 +111,7 @@ def resolve_params(rb: Runbook, given: Mapping[str, Any], *, deployment: str,
     origin: dict[str, Origin] = {}
     to_store: dict[str, str] = {}
     ask: list[Param] = []
+    missing: list[str] = []
     secret_names = frozenset(p.name for p in rb.params if p.type == "secret")
     for p in rb.params:
         if p.type == "secret":
@@ -113,7 +128,8 @@ def resolve_params(rb: Runbook, given: Mapping[str, Any], *, deployment: str,
             values[p.name] = None
             if p.is_required:
                 origin[p.name] = "missing"
-                errors.append(_error(f"parameter {p.name!r} is required: "
+                missing.append(p.name)
+                errors.append(_error(f"{_missing_prefix(p.name)}"
                                      f"--set {p.name}=VALUE ({p.help or p.type})"))
             continue
         try:
@@ -131,7 +147,8 @@ def resolve_params(rb: Runbook, given: Mapping[str, Any], *, deployment: str,
     keep = {k: v for k, v in values.items()
             if k not in secret_names and v is not None and k not in one_shot}
     to_remember = {**{k: v for k, v in remembered.items() if k not in one_shot}, **keep}
-    return Resolution(values, origin, secret_names, to_store, ask, to_remember, errors)
+    return Resolution(values, origin, secret_names, to_store, ask, to_remember, errors,
+                      missing)
 
 
 def _resolve_secret(p: Param, given: Mapping[str, Any], deployment: str,

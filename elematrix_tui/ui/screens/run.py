@@ -462,7 +462,7 @@ class RunScreen(Screen[int]):
             from ...actions import default_registry
             from ...engine.plan import build_plan
 
-            text = build_plan(self.runbook, deployment=self.deployment,
+            text: Any = build_plan(self.runbook, deployment=self.deployment,
                               state_dir=self.eapp.state_dir, params=dict(self.params),
                               phases=phases, registry=default_registry())
         except Exception as exc:
