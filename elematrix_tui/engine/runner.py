@@ -50,6 +50,7 @@ from .journal import FINISHED, Journal, RunRow, StepRow
 from .lock import DeploymentLock
 from .model import Phase, Runbook, Step
 from .paths import DEPLOYMENT_RE, deployment_dir
+from .plan import change_lines
 from .registry import Registry
 from .resolve import (
     META_PARAMS,
@@ -474,7 +475,7 @@ class Runner:
                     " (checked after an interrupted attempt)" if interrupted else "")
                 return self._finish_without_apply(phase, step, role, "ok", outputs, msg, attempt)
             if (step.confirm or step.destructive) and not action.read_only:
-                changes = check.changes if check is not None else []
+                changes = change_lines(check, recorded=step.id in self.outputs)  # as plan shows
                 if not self._confirm(step, title, changes):
                     raise GuardError(f"the operator declined step {step.id!r}; nothing was "
                                      f"changed by it. Resume when ready.")
