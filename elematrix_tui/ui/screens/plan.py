@@ -4,6 +4,7 @@ what blocks it, then the summary. Secrets are masked by the engine; it changes n
 
 from __future__ import annotations
 
+import json
 from typing import ClassVar
 
 from rich.text import Text
@@ -49,6 +50,11 @@ def _step(t: Text, st: StepPlan) -> None:
     t.append(f"{st.id}", style="bold")
     t.append(f" ({st.action}) {st.title}" + (" [asks first]" if st.asks_first else "")
              + (" [DESTRUCTIVE]" if st.destructive else "") + "\n")
+    if st.inputs:
+        t.append(f"      with {json.dumps(st.inputs, default=str, sort_keys=True)}\n",
+                 style="dim")
+    elif st.render_error:
+        t.append(f"      with ({st.render_error})\n", style="dim")
     for c in st.changes:
         t.append(f"      {st.symbol} {c}\n", style=style)
     if st.state == "blocked":
