@@ -160,6 +160,10 @@ def coerce(param: Param, raw: Any) -> Any:
     # The whole value, never a prefix: re.search with '$' let "//\n" pass '^/[a-z/]+$'.
     if param.pattern and t != "secret" and not re.fullmatch(param.pattern, value):
         raise ParamValueError(f"must match {param.pattern}; got {value!r}")
+    if t == "string" and value != value.strip():
+        # A stray space or line break would become part of the value (a server_name is
+        # permanent): refused, never silently kept or silently trimmed.
+        raise ParamValueError(f"{value!r} has spaces or a line break around it; remove them")
     return value
 
 

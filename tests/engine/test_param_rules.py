@@ -125,6 +125,9 @@ def test_cli_and_tui_accept_and_refuse_the_same_values(param: Param, raw: str) -
     ({"type": "string", "min": 3}, "ab", False),
     ({"type": "string", "max": 3}, "abcd", False),
     ({"type": "string", "min": 3}, "abc", True),
+    # a string is never trimmed silently: a stray space is refused.
+    ({"type": "string"}, "example.org ", False),
+    ({"type": "secret"}, " pass phrase ", True),
     # bool: y and n are yes and no.
     ({"type": "bool"}, "y", True),
     ({"type": "bool"}, "N", True),
