@@ -76,6 +76,8 @@ def _step_lines(st: StepPlan) -> list[str]:
     sym = st.symbol
     if st.state in ("create", "change"):
         out += [f"      {sym} {c}" for c in st.changes] or [f"      {sym} {st.state}"]
+        if st.why:
+            out.append(f"      ({st.why})")
     elif st.state == "unknown":
         out += [f"      ? {c}" for c in st.changes]
         out.append(f"      ? unknown, because {st.why}")

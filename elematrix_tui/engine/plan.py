@@ -471,9 +471,9 @@ def _check_waiting(action: Action, ctx: ReadOnlyContext, rendered: dict[str, Any
         ctx.may_connect = True
     if result is not None and not result.in_sync:
         state, changes, why = classify(result, recorded=recorded)
-        if state == "unknown":
-            why = f"{why}; its inputs are known after {after} run(s)"
-        return state, [clean(redact(c)) for c in changes], clean(redact(why or "")) or None
+        known_after = f"its inputs are known after {after} run(s)"
+        why = f"{why}; {known_after}" if why else known_after
+        return state, [clean(redact(c)) for c in changes], clean(redact(why))
     if not recorded and any(w == "create" for w in waits.values()):
         return "create", [], f"new in this deployment; its inputs are known after {after} run(s)"
     return "unknown", [], f"its inputs are known only after {after} run(s)"

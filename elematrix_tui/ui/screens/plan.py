@@ -60,6 +60,8 @@ def _step(t: Text, st: StepPlan) -> None:
     if st.state == "blocked":
         for b in st.blocked_by:
             t.append(f"      ! {b.reason}\n", style=style)
+    elif st.why and st.state in ("create", "change"):
+        t.append(f"      ({st.why})\n", style="dim")
     elif st.why and st.state != "read":
         word = "unknown, because " if st.state == "unknown" else ""
         t.append(f"      {word}{st.why}\n", style="dim" if st.state != "unknown" else style)
