@@ -1,5 +1,6 @@
-"""One authority per parameter rule: the CLI (``--set`` through the resolver, as ``run`` and
-``plan`` do) and the TUI's field check accept and refuse exactly the same values.
+"""One authority per parameter rule: the CLI (``--set`` and ``--params`` through the resolver,
+as ``run`` and ``plan`` do) and the TUI's field check accept and refuse exactly the same
+values.
 
 The property test drives both real entry points on the same generated values; the table
 pins the cases the two used to disagree on (issue 14), each decided once (the "Parameter
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -36,6 +38,23 @@ def cli_verdict(param: Param, raw: str) -> tuple[bool, Any]:
     rb = _runbook(param)
     args = cli.build_parser().parse_args(["plan", "rules", "--deployment", "d",
                                           "--set", f"{param.name}={raw}"])
+    try:
+        given = cli._params(args, rb)
+    except InputError:
+        return False, None
+    res = resolve_params(rb, given, deployment="d", stored=StoredParams(),
+                         secret=lambda name: None)
+    return not res.errors, res.values.get(param.name)
+
+
+def params_file_verdict(param: Param, raw: str, folder: Path) -> tuple[bool, Any]:
+    """What `elematrix run/plan RUNBOOK --params FILE.yaml` decides for ``p: RAW`` (a quoted
+    YAML string; secrets never go in a file)."""
+    rb = _runbook(param)
+    path = folder / "params.yaml"
+    path.write_text(yaml.safe_dump({param.name: raw}, allow_unicode=True))
+    args = cli.build_parser().parse_args(["plan", "rules", "--deployment", "d",
+                                          "--params", str(path)])
     try:
         given = cli._params(args, rb)
     except InputError:
@@ -93,12 +112,17 @@ raw_values = st.tuples(_space, st.one_of(
 ), _space).map("".join).filter(lambda s: s != "")
 
 
-@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=600, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(param=params(), raw=raw_values)
-def test_cli_and_tui_accept_and_refuse_the_same_values(param: Param, raw: str) -> None:
+def test_cli_and_tui_accept_and_refuse_the_same_values(param: Param, raw: str,
+                                                      tmp_path_factory: Any) -> None:
     cli_ok, cli_value = cli_verdict(param, raw)
     tui_ok, tui_value = tui_verdict(param, raw)
     assert cli_ok == tui_ok, (param, raw, validation.check(param, raw))
+    if param.type != "secret":
+        folder = tmp_path_factory.mktemp("p", numbered=True)
+        assert params_file_verdict(param, raw, folder) == (cli_ok, cli_value), (param, raw)
     if cli_ok:
         # The value the form hands the engine is the value the CLI gets, and the engine
         # takes it again unchanged (the runner resolves what the form collected).
@@ -154,7 +178,7 @@ def test_an_empty_field_is_no_value_given() -> None:
 def test_one_truthiness() -> None:
     from elematrix_tui.actions import aws_session
 
-    assert not hasattr(aws_session, "_truthy") and aws_session.truthy is truthy
+    assert not hasattr(aws_session, "_truthy") and getattr(aws_session, "truthy") is truthy
     assert all(truthy(w) for w in TRUE_WORDS) and not any(truthy(w) for w in FALSE_WORDS)
     assert truthy(True) and not truthy("maybe") and not truthy(None)
     assert validation.is_on("Y") and not validation.is_on("off")
@@ -168,7 +192,7 @@ def test_one_secret_generator() -> None:
     from elematrix_tui.ui.screens import params as form
 
     assert not hasattr(validation, "generate_secret")
-    assert form.generate_secret is engine_params.generate_secret
-    assert stack_action.generate_secret is engine_params.generate_secret
+    assert getattr(form, "generate_secret") is engine_params.generate_secret
+    assert getattr(stack_action, "generate_secret") is engine_params.generate_secret
     source = Path(stack_action.__file__).read_text()
     assert "token_urlsafe(" not in source

@@ -157,6 +157,10 @@ phases:
       - {id: s, action: test.writing_check, with: {what: secret}}
       - {id: q, action: test.writing_check, with: {what: question}}
 """, reg)
+    offline = build_plan(rb, deployment="w", state_dir=tmp_path / "state", params={},
+                         phases=None, registry=reg, check=False)
+    assert WritingCheck.calls == [], "--offline renders only: no check runs"
+    assert {s.state for s in offline.steps()} == {"unknown"} and not offline.checked
     plan = build_plan(rb, deployment="w", state_dir=tmp_path / "state", params={},
                       phases=None, registry=reg, secrets=None)
     assert WritingCheck.calls == ["meta", "secret", "question"]
