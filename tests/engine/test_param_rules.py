@@ -178,7 +178,7 @@ def test_an_empty_field_is_no_value_given() -> None:
 def test_one_truthiness() -> None:
     from elematrix_tui.actions import aws_session
 
-    assert not hasattr(aws_session, "_truthy") and getattr(aws_session, "truthy") is truthy
+    assert not hasattr(aws_session, "_truthy") and vars(aws_session)["truthy"] is truthy
     assert all(truthy(w) for w in TRUE_WORDS) and not any(truthy(w) for w in FALSE_WORDS)
     assert truthy(True) and not truthy("maybe") and not truthy(None)
     assert validation.is_on("Y") and not validation.is_on("off")
@@ -192,7 +192,7 @@ def test_one_secret_generator() -> None:
     from elematrix_tui.ui.screens import params as form
 
     assert not hasattr(validation, "generate_secret")
-    assert getattr(form, "generate_secret") is engine_params.generate_secret
-    assert getattr(stack_action, "generate_secret") is engine_params.generate_secret
+    assert vars(form)["generate_secret"] is engine_params.generate_secret
+    assert vars(stack_action)["generate_secret"] is engine_params.generate_secret
     source = Path(stack_action.__file__).read_text()
     assert "token_urlsafe(" not in source
