@@ -183,3 +183,38 @@ def test_the_confirmation_shows_the_plans_change() -> None:
     assert change_lines(None, recorded=True, error="boom") == ["? unknown, because boom"]
     assert change_lines(Check(in_sync=None, unknown_because="a command"), recorded=True) == \
         ["? unknown, because a command"]
+
+
+class _Recording(AutoQuestions):
+    def __init__(self) -> None:
+        super().__init__()
+        self.shown: dict[str, list[str]] = {}
+
+    def confirm(self, step_id: str, title: str, changes: list[str], *, destructive: bool,
+                type_to_confirm: str | None) -> bool:
+        self.shown[step_id] = list(changes)
+        return True
+
+
+def test_the_runners_confirmation_shows_what_the_plan_shows(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    rb_text = f"""
+runbook: asks
+phases:
+  - id: one
+    steps:
+      - {{id: w, action: local.write, confirm: true, with: {{path: "{out}/f", content: "x"}}}}
+"""
+    reg = default_registry()
+    rb = load_runbook_text(tmp_path, rb_text, reg)
+    plan = build_plan(rb, deployment="asks", state_dir=tmp_path / "state", params={},
+                      phases=None, registry=reg)
+    step = plan.step("w")
+    assert step is not None and step.state == "create"
+    questions = _Recording()
+    runner = Runner(rb, deployment="asks", state_dir=tmp_path / "state", params={},
+                    questions=questions, registry=reg, runbook_path=tmp_path / "rb.yaml")
+    assert runner.run() == 0
+    assert questions.shown["w"] == [f"{step.symbol} {c}" for c in step.changes] == \
+        [f"+ write {out}/f"]
