@@ -50,7 +50,7 @@ from .journal import FINISHED, Journal, RunRow, StepRow
 from .lock import DeploymentLock
 from .model import Phase, Runbook, Step
 from .paths import DEPLOYMENT_RE, deployment_dir
-from .plan import change_lines
+from .plan_model import change_lines
 from .registry import Registry
 from .resolve import (
     META_PARAMS,
