@@ -119,7 +119,7 @@ def coerce(param: Param, raw: Any) -> Any:
     if t == "bool":
         flag = parse_bool(raw)
         if flag is None:
-            raise ParamValueError(f"expected yes or no (true/false, y/n, on/off, 1/0), "
+            raise ParamValueError(f"expected true or false (or yes/no, y/n, on/off, 1/0), "
                                   f"got {raw!r}")
         return flag
     if isinstance(raw, (dict, list)) or raw is None:
