@@ -92,6 +92,7 @@ class Plan(BaseModel):
     on_this_machine: list[str]
 
     def steps(self) -> list[StepPlan]:
+        """Every step and gate of the plan, in run order."""
         return [s for ph in self.phases for s in ph.steps]
 
     def counts(self) -> dict[str, int]:
@@ -110,9 +111,11 @@ class Plan(BaseModel):
         return ", ".join(head + tail)
 
     def step(self, step_id: str) -> StepPlan | None:
+        """The plan of one step (None: not in this plan)."""
         return next((s for s in self.steps() if s.id == step_id), None)
 
     def to_json(self) -> str:
+        """The stable JSON form (docs/plan.md): sorted keys, two-space indent."""
         return json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=True)
 
 
