@@ -381,12 +381,11 @@ def _resume(args: argparse.Namespace) -> int:
 
 def _plan(args: argparse.Namespace) -> int:
     from .engine.plan import build_plan
+    from .planview import render_text
 
     path = resolve_runbook_path(args.runbook)
     rb = _load(path)
     deployment = _need_deployment(args)
-    from .planview import render_text
-
     live = frozenset() if args.offline else frozenset({"aws.preflight", "aws.assert"})
     plan = build_plan(rb, deployment=deployment, state_dir=_state_dir(args),
                       params=_params(args, rb), phases=args.phases, registry=_registry(),

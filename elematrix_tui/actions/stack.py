@@ -16,8 +16,8 @@ from ..engine.containment import DeploymentPath, deployment_path, deployment_pro
 from ..engine.params import generate_secret
 from ..stack.values import SECRET_NAMES, StackValues
 
-# Generated secrets: 32 random bytes, URL-safe (fits YAML, env files and URLs unquoted).
-# 43 letters and digits: 256 bits, as the token_urlsafe of 32 bytes before, without '-' or '_'.
+# Generated secrets: 43 letters and digits (256 bits, as the 32 URL-safe bytes before), from
+# the engine's one generator; they fit YAML, env files, URLs and shells unquoted.
 _SECRET_LENGTH = 43
 
 
