@@ -59,8 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--phase", dest="phases", action="append", metavar="ID")
     p.add_argument("--offline", action="store_true",
-                   help="do not run the read-only AWS look-ups (preflight: identity, AMI, "
-                        "instance type, cost; posture asserts); render only")
+                   help="run no step's check and no read-only AWS look-up (preflight: "
+                        "identity, AMI, instance type, cost; posture asserts); render only")
     p.add_argument("--json", action="store_true",
                    help="print the plan as JSON (stable keys: docs/plan.md)")
 
