@@ -277,9 +277,14 @@ def _plan_step(ph: Phase, st: Step, role: Literal["step", "gate"], *, registry: 
             sp.when_value = clean(redact(str(render_string(wtext, shown))))
         except ExpressionError:
             sp.when_value = None
+    # Skipped as the run would skip it: nothing about its inputs matters then.
+    skipped = (st.when is not None and sp.when_value is not None
+               and "<steps." not in sp.when_value and "<params." not in sp.when_value
+               and not is_truthy(sp.when_value))
     inputs: Any = None
     outputs: dict[str, Any] | None = None
-    if action is not None and real_rendered is not None and not blockers and not waits:
+    if action is not None and real_rendered is not None and not blockers and not waits \
+            and not skipped:
         try:
             inputs = action.Inputs.model_validate(real_rendered)
         except ValidationError as e:
@@ -288,10 +293,7 @@ def _plan_step(ph: Phase, st: Step, role: Literal["step", "gate"], *, registry: 
                 f"{err['msg'].removeprefix('Value error, ')}" for err in e.errors())))
             blockers.append(Blocker(kind="inputs", name=st.id,
                                     reason=f"the run will refuse its inputs: {sp.refused}"))
-    sp.blocked_by = blockers
-    skipped = (st.when is not None and sp.when_value is not None
-               and "<steps." not in sp.when_value and "<params." not in sp.when_value
-               and not is_truthy(sp.when_value))
+    sp.blocked_by = [] if skipped else blockers
     if skipped:
         sp.state, sp.why = "skip", f"when: {st.when} is false"
     elif action is None or (rendered is None and not blockers):

@@ -218,3 +218,28 @@ phases:
     assert runner.run() == 0
     assert questions.shown["w"] == [f"{step.symbol} {c}" for c in step.changes] == \
         [f"+ write {out}/f"]
+
+
+def test_a_skipped_step_is_neither_refused_nor_blocked(tmp_path: Path) -> None:
+    reg = default_registry()
+    rb = load_runbook_text(tmp_path, """
+runbook: skips
+params:
+  - {name: enabled, type: bool, default: false}
+  - {name: need, type: string, required: true}
+phases:
+  - id: one
+    steps:
+      - {id: bad, action: local.sleep, when: "{{ params.enabled }}", with: {seconds: "{{ 'abc' }}"}}
+      - {id: needs, action: local.noop, when: "{{ params.enabled }}", with: {message: "{{ params.need }}"}}
+      - {id: refused, action: local.sleep, with: {seconds: "{{ 'abc' }}"}}
+""", reg)
+    plan = build_plan(rb, deployment="s", state_dir=tmp_path / "state", params={},
+                      phases=None, registry=reg)
+    for sid in ("bad", "needs"):
+        step = plan.step(sid)
+        assert step is not None and step.state == "skip" and not step.blocked_by
+        assert step.refused is None
+    refused = plan.step("refused")
+    assert refused is not None and refused.state == "blocked" and refused.refused
+    assert [b.kind for b in refused.blocked_by] == ["inputs"]
