@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -130,9 +131,7 @@ def build_plan(rb: Runbook, *, deployment: str, state_dir: Path, params: dict[st
                          generate=lambda n: MASK)
     if res.refusals:
         raise InputError(res.refusals)
-    redact = Redactor()
-    for name in res.secret_names:
-        redact.add(res.values.get(name) if res.values.get(name) != MASK else None)
+    redact = _redactor(rb, registry, res.values, res.secret_names, meta, secret)
     shown: dict[str, Any] = {}  # what rendering for display sees: secrets masked
     real: dict[str, Any] = {}  # what a check sees: the values the run would use
     for p in rb.params:
@@ -190,6 +189,27 @@ def build_plan(rb: Runbook, *, deployment: str, state_dir: Path, params: dict[st
     return Plan(runbook=rb.runbook, title=clean(rb.title), deployment=deployment,
                 checked=check, params=params_out, phases=out_phases,
                 on_this_machine=[clean(redact(x)) for x in on_machine])
+
+
+def _redactor(rb: Runbook, registry: Registry, values: dict[str, Any],
+              secret_names: frozenset[str], meta: dict[str, Any],
+              secret: Callable[[str], str | None]) -> Redactor:
+    """Masks every secret the deployment has, as the runner's does: the parameters', the
+    ones its journal names, the ones its actions keep (a check may show any of them)."""
+    from .runner import META_SECRET_NAMES
+
+    redact = Redactor()
+    for name in secret_names:
+        redact.add(values.get(name) if values.get(name) != MASK else None)
+    names = set(meta.get(META_SECRET_NAMES) or [])
+    for _, step, _ in rb.all_steps():
+        try:
+            names |= set(registry.get(step.action).stored_secrets)
+        except Exception:  # an action that cannot load is shown as such on its step
+            continue
+    for name in sorted(names - set(secret_names)):
+        redact.add(secret(name))
+    return redact
 
 
 def _shown_param(ptype: str, value: Any, missing: bool) -> Any:

@@ -243,3 +243,36 @@ phases:
     refused = plan.step("refused")
     assert refused is not None and refused.state == "blocked" and refused.refused
     assert [b.kind for b in refused.blocked_by] == ["inputs"]
+
+
+class _Leaky(Action):
+    """A check that shows a stored secret it never read through get_secret."""
+
+    name = "test.leaky"
+    Inputs = _Writes
+    stored_secrets = frozenset({"kept"})
+
+    def check(self, ctx: StepContext, inputs: _Writes) -> Check:
+        return Check(in_sync=False, changes=[f"rotate {inputs.what}"])
+
+    def apply(self, ctx: StepContext, inputs: _Writes) -> Result:
+        return Result("ok")
+
+
+def test_every_secret_of_the_deployment_is_masked_in_the_plan(tmp_path: Path) -> None:
+    from elematrix_tui.engine.secrets import SecretStore
+
+    value = "kept-secret-value-1234567"
+    SecretStore().set("leak", "kept", value)
+    reg = Registry()
+    reg.add("test.leaky", _Leaky)
+    rb = load_runbook_text(tmp_path, f"""
+runbook: leak
+phases:
+  - id: one
+    steps:
+      - {{id: l, action: test.leaky, with: {{what: "{value}"}}}}
+""", reg)
+    plan = build_plan(rb, deployment="leak", state_dir=tmp_path / "state", params={},
+                      phases=None, registry=reg)
+    assert value not in plan.to_json() and "rotate ********" in plan.to_json()
