@@ -59,8 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--phase", dest="phases", action="append", metavar="ID")
     p.add_argument("--offline", action="store_true",
-                   help="do not run the read-only AWS look-ups (preflight: identity, AMI, "
-                        "instance type, cost; posture asserts); render only")
+                   help="run no step's check and no read-only AWS look-up (preflight: "
+                        "identity, AMI, instance type, cost; posture asserts); render only")
+    p.add_argument("--json", action="store_true",
+                   help="print the plan as JSON (stable keys: docs/plan.md)")
 
     p = sub.add_parser("run", help="headless run of a runbook")
     p.add_argument("runbook", metavar="RUNBOOK")
@@ -316,14 +318,16 @@ def _resume(args: argparse.Namespace) -> int:
 
 def _plan(args: argparse.Namespace) -> int:
     from .engine.plan import build_plan
+    from .planview import render_text
 
     path = resolve_runbook_path(args.runbook)
     rb = _load(path)
     deployment = _need_deployment(args)
     live = frozenset() if args.offline else frozenset({"aws.preflight", "aws.assert"})
-    print(build_plan(rb, deployment=deployment, state_dir=_state_dir(args),
-                     params=_params(args, rb), phases=args.phases, registry=_registry(),
-                     live_actions=live))
+    plan = build_plan(rb, deployment=deployment, state_dir=_state_dir(args),
+                      params=_params(args, rb), phases=args.phases, registry=_registry(),
+                      live_actions=live, check=not args.offline)
+    print(plan.to_json() if args.json else render_text(plan))
     return 0
 
 

@@ -174,6 +174,7 @@ PARTS: dict[str, set[str]] = {
     "ui": {"engine", "actions"},
     "headless": {"engine", "actions"},
     "history": {"engine"},
+    "planview": {"engine"},
     "practice": {"engine", "headless"},
     "bundled": set(),
 }

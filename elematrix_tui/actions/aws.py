@@ -182,7 +182,7 @@ class Ensure(Action):
         in_sync = found.obj is not None and not found.changes
         out = _jsonable(found.outputs) if in_sync else {}
         return Check(in_sync=in_sync, changes=found.changes, outputs=out,
-                     data=out if in_sync else None)
+                     data=out if in_sync else None, creates=found.obj is None)
 
     def apply(self, ctx: StepContext, inputs: Any) -> Result:
         from .aws_kinds import KINDS

@@ -20,6 +20,8 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 from ..engine.action import ActionFailed, StepContext
+from ..engine.params import truthy
+from ..engine.readonly import is_read_only
 from .aws_errors import explain
 
 SESSION_KEY = "aws.session"
@@ -228,10 +230,6 @@ class AwsApi:
             raise explain(e, service, operation, self.region) from e
 
 
-def _truthy(v: Any) -> bool:
-    return v is True or (isinstance(v, str) and v.strip().lower() in ("1", "true", "yes", "y"))
-
-
 def _guard(shared: AwsSession, ctx: StepContext) -> None:
     """Record or verify the account and region this deployment targets."""
     api = AwsApi(shared, ctx)
@@ -251,6 +249,8 @@ def _guard(shared: AwsSession, ctx: StepContext) -> None:
     rec_acct = ctx.get_meta(META_ACCOUNT)
     rec_region = ctx.get_meta(META_REGION)
     if rec_acct is None:
+        if is_read_only(ctx):  # a plan binds nothing: the first run will
+            return
         ctx.set_meta(META_ACCOUNT, shared.account_id)
         ctx.set_meta(META_REGION, shared.region)
         ctx.log(f"deployment {ctx.deployment!r} now bound to AWS account "
@@ -258,13 +258,14 @@ def _guard(shared: AwsSession, ctx: StepContext) -> None:
         return
     if rec_acct == shared.account_id and rec_region == shared.region:
         return
-    if _truthy(ctx.params.get("retarget_account")):
+    if truthy(ctx.params.get("retarget_account")):
         ctx.log(f"RE-TARGETING deployment {ctx.deployment!r}: account {rec_acct}/{rec_region} "
                 f"-> {shared.account_id}/{shared.region} (retarget_account=true)", "stderr")
         ctx.note("aws.retarget", old_account=rec_acct, old_region=rec_region,
                  account=shared.account_id, region=shared.region)
-        ctx.set_meta(META_ACCOUNT, shared.account_id)
-        ctx.set_meta(META_REGION, shared.region)
+        if not is_read_only(ctx):
+            ctx.set_meta(META_ACCOUNT, shared.account_id)
+            ctx.set_meta(META_REGION, shared.region)
         return
     raise ActionFailed(
         f"account guard: deployment {ctx.deployment!r} lives in AWS account {rec_acct} "

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import secrets
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..engine.action import Action, ActionFailed, Check, Inputs, Result, StepContext
+from ..engine.params import generate_secret
 from .matrix_proxy import httpx_mounts
 from .ssh import SshInputs
 
@@ -255,7 +255,7 @@ class Bootstrap(Action):
                 if sv.password is None:
                     # Stored before the admin exists: a crash between the two steps
                     # must never leave an admin whose password nobody has.
-                    sv.password = secrets.token_urlsafe(24)
+                    sv.password = generate_secret(32)
                     ctx.set_secret(inputs.admin_password_secret, sv.password)
                 if sv.token is None:
                     sv.token = await self._create_admin(ctx, inputs, http, sv.password)

@@ -347,12 +347,3 @@ class Forward(Action):
         outputs = {"local_port": fwd.local_port, "url": url, "remote": remote}
         return Result(status="changed" if created else "ok", outputs=outputs, data=outputs,
                       message=f"{url} -> {remote}")
-
-
-def __getattr__(name: str) -> Any:
-    # ``ssh.upload`` moved to ssh_upload.py; its names stay importable from here.
-    if name in ("Upload", "UploadInputs"):
-        from . import ssh_upload
-
-        return getattr(ssh_upload, name)
-    raise AttributeError(name)

@@ -8,16 +8,17 @@ directory (the bundled one or an operator's own) for the known HTTP-only pitfall
 
 from __future__ import annotations
 
-import secrets as pysecrets
 from pathlib import Path
 from typing import Any
 
 from ..engine.action import Action, ActionFailed, Check, Inputs, Result, StepContext
 from ..engine.containment import DeploymentPath, deployment_path, deployment_problem
+from ..engine.params import generate_secret
 from ..stack.values import SECRET_NAMES, StackValues
 
-# Generated secrets: 32 random bytes, URL-safe (fits YAML, env files and URLs unquoted).
-_SECRET_BYTES = 32
+# Generated secrets: 43 letters and digits (256 bits, as the 32 URL-safe bytes before), from
+# the engine's one generator; they fit YAML, env files, URLs and shells unquoted.
+_SECRET_LENGTH = 43
 
 
 class RenderInputs(StackValues, Inputs):
@@ -114,7 +115,7 @@ class Render(Action):
         for name in SECRET_NAMES:
             value = ctx.get_secret(name)
             if not value:
-                value = pysecrets.token_urlsafe(_SECRET_BYTES)
+                value = generate_secret(_SECRET_LENGTH)
                 ctx.set_secret(name, value)
                 ctx.log(f"generated secret {name} (stored in the keyring)")
             ctx.add_secret(value)

@@ -59,12 +59,18 @@ class Check:
     step as ``ok`` with ``outputs``/``data`` and does not call ``apply``.
     ``in_sync`` None means the action cannot tell (it will run ``apply``).
     ``changes`` lists, in operator words, what ``apply`` would change.
+    ``unknown_because`` says, when ``in_sync`` is None, why the action cannot tell (the
+    plan shows "unknown, because ..."). ``creates`` says, when ``in_sync`` is False, that
+    nothing of it exists yet (True: apply creates it) or that it exists and differs
+    (False: apply changes it); None when the action does not say.
     """
 
     in_sync: bool | None
     changes: list[str] = field(default_factory=list)
     outputs: dict[str, Any] = field(default_factory=dict)
     data: Any = None
+    unknown_because: str | None = None
+    creates: bool | None = None
 
 
 class ActionFailed(Exception):

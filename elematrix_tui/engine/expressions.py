@@ -20,6 +20,7 @@ from typing import Any
 from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, UndefinedError, nodes, sandbox
 from jinja2.sandbox import SandboxedEnvironment
 
+from .params import FALSE_WORDS, truthy
 from .shell import shell_quote
 
 ROOT_NAMES = frozenset({"params", "steps", "deployment", "run_id", "deployment_dir"})
@@ -267,7 +268,7 @@ def make_env() -> SandboxedEnvironment:
     env.filters["b64encode"] = _b64
     env.filters["to_json"] = lambda v: json.dumps(v, sort_keys=True)
     env.filters["shell_quote"] = shell_quote
-    env.filters["bool"] = lambda v: str(v).lower() in ("1", "true", "yes", "on")
+    env.filters["bool"] = lambda v: truthy(str(v))  # the parameters' yes words
     return env
 
 
@@ -391,6 +392,8 @@ def render_value(value: Any, variables: Mapping[str, Any]) -> Any:
 
 
 def is_truthy(value: Any) -> bool:
+    """Whether a rendered ``when:`` holds: any text but empty, ``none`` and a no word."""
     if isinstance(value, str):
-        return value.strip().lower() not in ("", "0", "false", "no", "off", "none")
+        word = value.strip().lower()
+        return word not in FALSE_WORDS and word not in ("", "none")
     return bool(value)

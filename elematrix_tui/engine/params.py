@@ -12,8 +12,8 @@ from typing import Any
 from .errors import Located
 from .model import Param, Runbook
 
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-_HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+_HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 
 
 # One OpenSSH public key line: the key types ssh-keygen writes, base64, an optional comment.
@@ -63,17 +63,52 @@ def read_public_key(path: Path) -> str:
     return text.strip()
 
 
+# The words a yes/no value may be, in any case (also ``y``/``n``: operators type them).
+# The one home of truthiness for parameters and actions (aws_session's retarget_account).
+TRUE_WORDS = frozenset({"true", "yes", "y", "1", "on"})
+FALSE_WORDS = frozenset({"false", "no", "n", "0", "off"})
+# Shortest secret a runbook may generate (model.Param.generate ge=16): a value typed for
+# a generated secret must be as strong unless the runbook says ``min`` itself.
+MIN_GENERATED_SECRET = 16
+# Types whose ``min``/``max`` bound the value's length (for ``int`` they bound the number).
+TEXT_TYPES = frozenset({"string", "email", "hostname", "secret"})
+# Types of a fixed syntax that never holds spaces: surrounding whitespace is ignored.
+_TRIMMED = frozenset({"int", "bool", "choice", "cidr", "email", "hostname"})
+
+
+def parse_bool(raw: Any) -> bool | None:
+    """True or False for a yes/no word (or a bool), None for anything else."""
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str):
+        word = raw.strip().lower()
+        if word in TRUE_WORDS:
+            return True
+        if word in FALSE_WORDS:
+            return False
+    return None
+
+
+def truthy(raw: Any) -> bool:
+    """Whether a parameter value says yes (``true``, ``yes``, ``y``, ``1``, ``on``, True)."""
+    return parse_bool(raw) is True
+
+
 def coerce(param: Param, raw: Any) -> Any:
     """Turn a raw value (from --set, a params file or the form) into the declared type.
 
-    Raises ParamValueError with a message that says what is expected.
+    The one authority for parameter values: the CLI, the runner and the TUI's form all
+    call it (docs/runbook-format.md, "Parameter rules", says what each type accepts and
+    why). Raises ParamValueError with a message that says what is expected.
     """
     t = param.type
+    if isinstance(raw, str) and t in _TRIMMED:
+        raw = raw.strip()
     if t == "int":
         if isinstance(raw, bool):
             raise ParamValueError("expected a whole number")
         try:
-            value: Any = int(str(raw).strip())
+            value: Any = int(str(raw))
         except ValueError:
             raise ParamValueError(f"expected a whole number, got {raw!r}") from None
         if param.min is not None and value < param.min:
@@ -82,14 +117,11 @@ def coerce(param: Param, raw: Any) -> Any:
             raise ParamValueError(f"must be at most {param.max}")
         return value
     if t == "bool":
-        if isinstance(raw, bool):
-            return raw
-        s = str(raw).strip().lower()
-        if s in ("true", "yes", "1", "on"):
-            return True
-        if s in ("false", "no", "0", "off"):
-            return False
-        raise ParamValueError(f"expected true or false, got {raw!r}")
+        flag = parse_bool(raw)
+        if flag is None:
+            raise ParamValueError(f"expected true or false (or yes/no, y/n, on/off, 1/0), "
+                                  f"got {raw!r}")
+        return flag
     if isinstance(raw, (dict, list)) or raw is None:
         raise ParamValueError(f"expected a {t} value, got {_kind(raw)}")
     value = str(raw)
@@ -98,37 +130,83 @@ def coerce(param: Param, raw: Any) -> Any:
         if value not in param.choices:
             raise ParamValueError(f"must be one of {', '.join(param.choices)}; got {value!r}")
     elif t == "cidr":
-        try:
-            net = ipaddress.ip_network(value.strip(), strict=False)
-        except ValueError:
-            raise ParamValueError(
-                f"expected a CIDR block such as 203.0.113.7/32, got {value!r}") from None
-        if "/" not in value:
-            raise ParamValueError(f"add the prefix length, e.g. {value}/32")
-        value = str(net)
+        value = _cidr(value)
     elif t == "email":
         if not _EMAIL.fullmatch(value):
-            raise ParamValueError(f"expected an e-mail address, got {value!r}")
+            raise ParamValueError(f"expected an e-mail address such as ops@example.org, "
+                                  f"got {value!r}")
     elif t == "hostname":
-        host, _, port = value.partition(":")
-        labels = host.rstrip(".").split(".")
-        if not host or not all(_HOST_LABEL.fullmatch(lbl) for lbl in labels):
-            raise ParamValueError(f"expected a host name (letters, digits, dots, -), got {value!r}")
-        if port and (not port.isdigit() or not 0 < int(port) < 65536):
-            raise ParamValueError(f"the port in {value!r} must be 1-65535")
+        _hostname(value)
     elif t == "secret":
         if not value:
             raise ParamValueError("a secret cannot be empty")
+        shortest = param.min if param.min is not None else (
+            MIN_GENERATED_SECRET if param.generate else None)
+        if shortest is not None and len(value) < shortest:
+            raise ParamValueError(f"must be at least {shortest} characters"
+                                  + (" (or leave it out to generate one)"
+                                     if param.generate else ""))
     elif t == "ssh_public_key":
         # Empty or a file that does not exist: the key-pair step generates a key. An
         # existing file must be exactly one public key line, checked before anything runs.
         path = Path(value).expanduser()
         if value and (path.exists() or path.is_symlink()):
             read_public_key(path)
+    if t in TEXT_TYPES and t != "secret":
+        if param.min is not None and len(value) < param.min:
+            raise ParamValueError(f"must be at least {param.min} characters")
+    if t in TEXT_TYPES and param.max is not None and len(value) > param.max:
+        raise ParamValueError(f"must be at most {param.max} characters")
     # The whole value, never a prefix: re.search with '$' let "//\n" pass '^/[a-z/]+$'.
     if param.pattern and t != "secret" and not re.fullmatch(param.pattern, value):
         raise ParamValueError(f"must match {param.pattern}; got {value!r}")
+    if t == "string" and value != value.strip():
+        # A stray space or line break would become part of the value (a server_name is
+        # permanent): refused, never silently kept or silently trimmed.
+        raise ParamValueError(f"{value!r} has spaces or a line break around it; remove them")
     return value
+
+
+def _cidr(value: str) -> str:
+    """A CIDR block exactly as meant: its prefix length given, no host bits set.
+
+    ``10.0.0.1/24`` is refused rather than widened to ``10.0.0.0/24``: an operator who
+    typed their own address meant ``/32``, and a security rule must never silently open
+    to a whole network.
+    """
+    if "/" not in value:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise ParamValueError(
+                f"expected a CIDR block such as 203.0.113.7/32, got {value!r}") from None
+        raise ParamValueError(f"add the prefix length, e.g. {value}/32")
+    try:
+        net = ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise ParamValueError(
+            f"expected a CIDR block such as 203.0.113.7/32, got {value!r}") from None
+    addr = value.partition("/")[0]
+    if ipaddress.ip_address(addr) != net.network_address:
+        host = f"{addr}/{net.max_prefixlen}"
+        raise ParamValueError(f"{value} has host bits set: write {host} for that address "
+                              f"only, or {net} for the whole network")
+    return str(net)
+
+
+def _hostname(value: str) -> None:
+    """A DNS name with an optional port (``matrix.example.org``, ``example.org:8448``).
+
+    A port is allowed because a Matrix server name may carry one. A trailing dot is not:
+    ``example.org.`` would be another server name in every user id.
+    """
+    host, sep, port = value.partition(":")
+    labels = host.split(".")
+    if not host or len(host) > 253 or not all(_HOST_LABEL.fullmatch(lbl) for lbl in labels):
+        raise ParamValueError(f"expected a host name such as matrix.example.org (letters, "
+                              f"digits, '-' and dots, optionally ':port'), got {value!r}")
+    if sep and (not port.isascii() or not port.isdigit() or not 0 < int(port) < 65536):
+        raise ParamValueError(f"the port in {value!r} must be 1-65535")
 
 
 def unknown_params(rb: Runbook, given: Any) -> list[Located]:

@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 
 from .action import Questions
 from .context import Interrupted, Paused, RunOptions
-from .errors import GuardError, InputError, Located, PromptCancelled
+from .errors import GuardError, InputError, PromptCancelled
 from .events import (
     Event,
     GatesCleared,
@@ -44,9 +44,16 @@ from .events import (
 from .journal import Journal, RunRow
 from .lock import DeploymentLock
 from .model import Phase, Runbook
-from .params import ParamValueError, coerce, generate_secret, unknown_params
 from .paths import DEPLOYMENT_RE, deployment_dir
 from .registry import Registry
+from .resolve import (
+    META_PARAMS,
+    StoredParams,
+    journal_params,
+    resolve_params,
+    resume_changes,
+    should_remember,
+)
 from .secrets import Redactor, SecretStore
 from .state import RunState, StepState
 from .steps import META_KNOWN_HERE, StepsMixin
@@ -262,102 +269,38 @@ class Runner(StepsMixin):
         return self._secret_store
 
     def _resolve_params(self, journal: Journal) -> dict[str, Any]:
-        """Every parameter's value, all validated before anything is stored.
+        """Every parameter's value, all validated before anything is stored (engine/resolve.py,
+        the resolver plan uses too).
 
         Secrets are written to the store only once every parameter is known to be valid
         (a run that exits 2 writes nothing), and a given secret that differs from the one
         the deployment already has is refused unless ``RunOptions.replace_secrets`` names
-        it: configure's generated registration_shared_secret must never be replaced by a
-        typo. Values to remember are kept in ``self._to_remember`` and written at the end
+        it. Values to remember are kept in ``self._to_remember`` and written at the end
         of a run that did not fail (see ``_remember_params``).
         """
-        remembered: dict[str, Any] = journal.get_meta("params") or {}
-        out: dict[str, Any] = {}
-        errors: list[Located] = unknown_params(self.rb, self.raw_params)
-        pending: dict[str, str] = {}  # secrets to store once everything is valid
-        ask: list[Any] = []  # required secrets with no value: asked for after validation
-        for p in self.rb.params:
-            if p.type == "secret":
-                self._secret_names.add(p.name)
-                stored = self.secret_store.get(self.deployment, p.name)
-                given = self.raw_params.get(p.name)
-                value = stored
-                if given is not None:
-                    try:
-                        given = str(coerce(p, given))
-                    except ParamValueError as e:
-                        errors.append(Located("--set", 0, 0, f"parameter {p.name!r}: {e}"))
-                        continue
-                    if stored is not None and stored != given \
-                            and p.name not in self.options.replace_secrets:
-                        errors.append(Located("--set", 0, 0, (
-                            f"parameter {p.name!r}: deployment {self.deployment!r} already "
-                            f"has a stored secret of that name, and the value given differs; "
-                            f"it is not replaced silently. Leave the value out to use the "
-                            f"stored one, or add --replace-secret {p.name} to replace it")))
-                        continue
-                    value = given
-                    if given != stored:
-                        pending[p.name] = given
-                if value is None and p.generate:
-                    value = generate_secret(p.generate)
-                    pending[p.name] = value
-                if value is None and p.is_required:
-                    ask.append(p)
-                out[p.name] = value
-                continue
-            raw = self.raw_params.get(
-                p.name, remembered.get(p.name, p.default) if p.remember else p.default)
-            if raw is None:
-                if p.is_required:
-                    errors.append(Located("--set", 0, 0,
-                                          f"parameter {p.name!r} is required: "
-                                          f"--set {p.name}=VALUE ({p.help or p.type})"))
-                out[p.name] = None
-                continue
-            try:
-                out[p.name] = coerce(p, raw)
-            except ParamValueError as e:
-                errors.append(Located("--set", 0, 0, f"parameter {p.name!r}: {e}"))
-                continue
-            locked = journal.get_meta(f"permanent.{p.name}")
-            if p.permanent and locked is not None and locked != out[p.name]:
-                errors.append(Located("--set", 0, 0, (
-                    f"parameter {p.name!r} is permanent in deployment {self.deployment!r}: it "
-                    f"is {locked!r} and can never change "
-                    f"({p.permanent_reason or 'it is baked into data that already exists'}). "
-                    f"Keep {locked!r}, or create a new deployment for {out[p.name]!r}.")))
-        if errors:
-            raise InputError(errors)
-        for p in ask:
+        res = resolve_params(self.rb, self.raw_params, deployment=self.deployment,
+                             stored=StoredParams.read(journal, self.rb),
+                             secret=lambda name: self.secret_store.get(self.deployment, name),
+                             replace_secrets=self.options.replace_secrets)
+        self._secret_names |= res.secret_names
+        if res.errors:
+            raise InputError(res.errors)
+        out = res.values
+        for p in res.ask:
             value = self.questions.secret(p.name, p.help)
             out[p.name] = value or None
             if value:
-                pending[p.name] = value
-        for name, value in pending.items():
+                res.to_store[p.name] = value
+        for name, value in res.to_store.items():
             self.store_secret(name, value)
         self._seed_redactor(journal, out)
-        # Merge: another runbook of this deployment (teardown) must not forget what this one
-        # was given (operator_cidr); one-shot values (remember: false) are never kept, and
-        # one kept by an older version is dropped.
-        one_shot = {p.name for p in self.rb.params if not p.remember}
-        keep = {k: v for k, v in out.items()
-                if k not in self._secret_names and v is not None and k not in one_shot}
-        self._to_remember = {**{k: v for k, v in remembered.items() if k not in one_shot},
-                             **keep}
+        self._to_remember = res.to_remember
         return out
 
     def _remember_params(self, journal: Journal, status: str) -> None:
-        """Keep this run's values for later runs, unless the run failed.
-
-        A failed run (a step or gate failed, or the run was refused) may have failed
-        because of a value it was given (a wrong operator_cidr locks SSH out): carrying it
-        into the next run would repeat the failure silently. A run that passed, or that the
-        operator paused or interrupted (state saved, values accepted), remembers. Resume
-        always uses the values recorded in its own run, so nothing is lost either way.
-        """
-        if status in ("passed", "paused", "interrupted") and self._to_remember is not None:
-            journal.set_meta("params", self._to_remember)
+        """Keep this run's values for later runs, unless the run failed (should_remember)."""
+        if should_remember(status) and self._to_remember is not None:
+            journal.set_meta(META_PARAMS, self._to_remember)
 
     def store_secret(self, name: str, value: str) -> None:
         """Store a secret of this deployment, mask it from now on, and record its name.
@@ -391,20 +334,17 @@ class Runner(StepsMixin):
                                given: set[str]) -> None:
         """A --set on resume that changes a value the run recorded: say so, and record the
         value now in use, so the report shows what the rest of the run really used."""
-        changed = [k for k in sorted(given) if k in recorded and k not in self._secret_names
-                   and recorded[k] != self.params.get(k)]
-        for k in changed:
+        changed = resume_changes(recorded, given, self.params, self._secret_names)
+        for k, old, new in changed:
             self._emit(LogLine(self.run_id, step_id="", stream="warning",
                                line=self.redact(f"parameter {k!r} changed on resume: "
-                                                f"{recorded[k]!r} -> {self.params.get(k)!r}; "
-                                                f"steps that already finished used "
-                                                f"{recorded[k]!r}")))
+                                                f"{old!r} -> {new!r}; steps that already "
+                                                f"finished used {old!r}")))
         if changed:
             journal.update_run(self.run_id, params=json.dumps(self._journal_params()))
 
     def _journal_params(self) -> dict[str, Any]:
-        return {k: ({"$secret": k} if k in self._secret_names else v)
-                for k, v in self.params.items()}
+        return journal_params(self.params, self._secret_names)
 
     # -- phases --------------------------------------------------------------------------
     def _run_phases(self, previous: dict[str, StepState]) -> tuple[str, int, str]:

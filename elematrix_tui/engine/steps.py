@@ -25,6 +25,7 @@ from .expressions import ExpressionError, is_truthy, render_string, render_value
 from .journal import Journal
 from .model import Phase, Runbook, Step
 from .paths import deployment_dir
+from .plan_model import change_lines
 from .registry import Registry
 from .secrets import MASK, Redactor
 from .state import FINISHED, RunState, StepState
@@ -123,7 +124,7 @@ class StepsMixin:
                     " (checked after an interrupted attempt)" if interrupted else "")
                 return self._finish_without_apply(phase, step, role, "ok", outputs, msg, attempt)
             if (step.confirm or step.destructive) and not action.read_only:
-                changes = check.changes if check is not None else []
+                changes = change_lines(check, recorded=step.id in self.outputs)
                 if not self._confirm(step, title, changes):
                     raise GuardError(f"the operator declined step {step.id!r}; nothing was "
                                      f"changed by it. Resume when ready.")

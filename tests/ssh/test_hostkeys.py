@@ -110,7 +110,7 @@ def test_yes_still_asks_the_operator(sshd: SshServer, ctx: TimedContext) -> None
 
 
 def test_check_never_asks(sshd: SshServer, ctx: TimedContext, tmp_path) -> None:
-    from elematrix_tui.actions.ssh import Upload
+    from elematrix_tui.actions.ssh_upload import Upload
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "f").write_text("x")
     ctx.questions = Operator(accept=True)

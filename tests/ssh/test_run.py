@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from elematrix_tui.actions import BUILTIN, default_registry
-from elematrix_tui.actions.ssh import Forward, Run, Upload
+from elematrix_tui.actions.ssh import Forward, Run
+from elematrix_tui.actions.ssh_upload import Upload
 from elematrix_tui.engine.action import ActionFailed
 from tests.ssh.conftest import TimedContext, later
 from tests.support.sshd import SshServer

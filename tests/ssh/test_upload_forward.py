@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from elematrix_tui.actions.ssh import Forward, Upload
+from elematrix_tui.actions.ssh import Forward
+from elematrix_tui.actions.ssh_upload import Upload
 from elematrix_tui.engine.action import ActionFailed
 from tests.ssh.conftest import TimedContext
 from tests.support.sshd import SshServer, free_port

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from elematrix_tui.actions.ssh import Upload
+from elematrix_tui.actions.ssh_upload import Upload
 from tests.ssh.conftest import TimedContext
 from tests.support.sshd import SshServer
 
@@ -77,7 +77,7 @@ def test_a_mode_is_the_whole_value(mode: str) -> None:
     """Issue 20 #6, full-match patterns everywhere: a trailing newline passed '$'."""
     from pydantic import ValidationError
 
-    from elematrix_tui.actions.ssh import UploadInputs
+    from elematrix_tui.actions.ssh_upload import UploadInputs
 
     with pytest.raises(ValidationError, match="must be octal"):
         UploadInputs(host="h", source="s", dest="/opt/x", default_mode=mode or "x")

@@ -113,7 +113,9 @@ def test_inline_validation(ptype: str, extra: dict[str, object], raw: str, ok: b
 
 
 def test_generated_secret_length_and_alphabet() -> None:
-    s = validation.generate_secret(32)
+    from elematrix_tui.engine.params import generate_secret
+
+    s = generate_secret(32)
     assert len(s) == 32 and s.isalnum()
 
 

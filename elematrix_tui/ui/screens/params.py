@@ -12,6 +12,7 @@ from textual.screen import Screen
 from textual.widgets import Button, Footer, Input, Label, Select, Static, Switch
 
 from ...engine.model import Param, Runbook
+from ...engine.params import generate_secret
 from .. import validation
 from ..markup import escape
 
@@ -61,7 +62,7 @@ class ParamField(Vertical):
             yield Select(opts, value=val, id=f"in-{p.name}", allow_blank=not p.is_required,
                          compact=True)
         elif p.type == "bool":
-            yield Switch(value=self.initial.lower() in validation.TRUE, id=f"in-{p.name}")
+            yield Switch(value=validation.is_on(self.initial), id=f"in-{p.name}")
         elif p.type == "secret":
             with Horizontal(classes="p-row"):
                 hint = ("stored: type to replace" if self.keep_secret
@@ -105,8 +106,7 @@ class ParamField(Vertical):
     def _generate(self, event: Button.Pressed) -> None:
         event.stop()
         length = self.param.generate or 32
-        self.query_one(f"#in-{self.param.name}", Input).value = \
-            validation.generate_secret(length)
+        self.query_one(f"#in-{self.param.name}", Input).value = generate_secret(length)
         self.notify(f"Generated a {length}-character {self.param.name}; it goes to the "
                     "secret store, never to the journal.", markup=False)
 

@@ -423,9 +423,9 @@ class RunScreen(Screen[int]):
             from ...actions import default_registry
             from ...engine.plan import build_plan
 
-            text = build_plan(self.runbook, deployment=self.deployment,
-                              state_dir=self.session.state_dir, params=dict(self.params),
-                              phases=phases, registry=default_registry())
+            text: Any = build_plan(self.runbook, deployment=self.deployment,
+                                   state_dir=self.session.state_dir, params=dict(self.params),
+                                   phases=phases, registry=default_registry())
         except Exception as exc:
             text = f"The plan cannot be built: {exc}"
         self.app.call_from_thread(self._show_plan, text)
