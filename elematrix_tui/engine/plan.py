@@ -196,7 +196,7 @@ def _redactor(rb: Runbook, registry: Registry, values: dict[str, Any],
               secret: Callable[[str], str | None]) -> Redactor:
     """Masks every secret the deployment has, as the runner's does: the parameters', the
     ones its journal names, the ones its actions keep (a check may show any of them)."""
-    from .runner import META_SECRET_NAMES
+    from .resolve import META_SECRET_NAMES
 
     redact = Redactor()
     for name in secret_names:

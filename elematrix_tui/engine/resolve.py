@@ -22,6 +22,8 @@ from .params import ParamValueError, coerce, generate_secret, unknown_params
 
 # Journal meta: the non-secret values a deployment remembers across runs.
 META_PARAMS = "params"
+# Journal meta: the names (never the values) of every secret stored for the deployment.
+META_SECRET_NAMES = "secret_names"
 # Journal meta prefix of a permanent parameter's locked value (``permanent.server_name``).
 META_PERMANENT = "permanent."
 

@@ -48,6 +48,7 @@ from .paths import DEPLOYMENT_RE, deployment_dir
 from .registry import Registry
 from .resolve import (
     META_PARAMS,
+    META_SECRET_NAMES,
     StoredParams,
     journal_params,
     resolve_params,
@@ -64,8 +65,6 @@ __all__ = ["EXIT_FAILED", "EXIT_INPUT", "EXIT_INTERRUPTED", "EXIT_OK", "META_KNO
 T = TypeVar("T")
 
 EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
-# Journal meta: the names (never the values) of every secret stored for the deployment.
-META_SECRET_NAMES = "secret_names"
 
 
 def runbook_digest(path: Path) -> str:

@@ -25,12 +25,12 @@ from typing import TYPE_CHECKING, Any
 
 from .journal import Journal
 from .paths import deployment_dir
+from .resolve import META_PARAMS, META_SECRET_NAMES
 
 if TYPE_CHECKING:
     from .model import Runbook
 
-# Journal meta: the deployment's remembered non-secret parameter values.
-META_PARAMS = "params"
+# The deployment's remembered values are the journal's META_PARAMS (engine/resolve.py).
 # Journal meta: the TUI's choices that are not parameters (see CHOICES).
 META_CHOICES = "choices"
 # The keys of META_CHOICES, as the TUI (and tui.json before it) names them.
@@ -67,7 +67,6 @@ def _merge(journal: Journal, settings: dict[str, Any], *, covers: Collection[str
     runbook's). Names in ``never``, and every stored secret's name, are never written."""
     # The runner's record of the deployment's stored secrets (names only). Imported here,
     # not at the top: the start screen imports this module before its first frame.
-    from .runner import META_SECRET_NAMES
 
     drop = set(never) | set(journal.get_meta(META_SECRET_NAMES) or [])
     choices = dict(journal.get_meta(META_CHOICES) or {})
