@@ -15,7 +15,7 @@ class ApproveInputs(Inputs):
     prompt: str = "Approve?"
 
 
-class Approve(Action):
+class Approve(Action[ApproveInputs]):
     name = "approve"
     Inputs = ApproveInputs
     output_names = frozenset({"approved_by", "comment"})

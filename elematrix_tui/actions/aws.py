@@ -74,21 +74,21 @@ class CallInputs(Inputs):
         return v
 
 
-class Call(Action):
+class Call(Action[CallInputs]):
     """Any boto3 operation. Prefer ``aws.ensure`` for creates: a call is not idempotent."""
 
     name = "aws.call"
     Inputs = CallInputs
 
-    def describe(self, inputs: Any) -> str:
+    def describe(self, inputs: CallInputs) -> str:
         return f"{inputs.service}.{inputs.operation}"
 
-    def check(self, ctx: StepContext, inputs: Any) -> Check:
+    def check(self, ctx: StepContext, inputs: CallInputs) -> Check:
         if inputs.operation.startswith(_READ_PREFIXES):
             return Check(in_sync=None, changes=[])
         return Check(in_sync=None, changes=[f"call {inputs.service}.{inputs.operation}"])
 
-    def apply(self, ctx: StepContext, inputs: Any) -> Result:
+    def apply(self, ctx: StepContext, inputs: CallInputs) -> Result:
         from .aws_errors import error_code
 
         api = aws_for(ctx)
@@ -152,7 +152,7 @@ class EnsureInputs(Inputs):
         return self
 
 
-class Ensure(Action):
+class Ensure(Action[EnsureInputs]):
     """Find the resource (by deployment tag or its deployment-derived name); create or
     converge it only when needed. Same outputs whether it was found or created."""
 
@@ -169,12 +169,12 @@ class Ensure(Action):
         return [f"reads {path} on THIS machine (and sends the public key to AWS)"] if path \
             else []
 
-    def describe(self, inputs: Any) -> str:
+    def describe(self, inputs: EnsureInputs) -> str:
         from .aws_kinds import KINDS
 
         return f"ensure {KINDS[inputs.kind].title} {inputs.name}"
 
-    def check(self, ctx: StepContext, inputs: Any) -> Check:
+    def check(self, ctx: StepContext, inputs: EnsureInputs) -> Check:
         from .aws_kinds import KINDS
 
         api = aws_for(ctx)
@@ -184,7 +184,7 @@ class Ensure(Action):
         return Check(in_sync=in_sync, changes=found.changes, outputs=out,
                      data=out if in_sync else None, creates=found.obj is None)
 
-    def apply(self, ctx: StepContext, inputs: Any) -> Result:
+    def apply(self, ctx: StepContext, inputs: EnsureInputs) -> Result:
         from .aws_kinds import KINDS
 
         api = aws_for(ctx)
@@ -259,7 +259,7 @@ def parse_host_keys(console: str) -> list[dict[str, Any]]:
     return out
 
 
-class Wait(Action):
+class Wait(Action[WaitInputs]):
     """Wait for a state (waiter or polled JMESPath) or the console's host keys, with
     progress events (elapsed time, attempts) and prompt cancellation."""
 
@@ -267,7 +267,7 @@ class Wait(Action):
     Inputs = WaitInputs
     read_only = True
 
-    def describe(self, inputs: Any) -> str:
+    def describe(self, inputs: WaitInputs) -> str:
         if inputs.waiter:
             return f"wait for {inputs.service} {inputs.waiter}"
         if inputs.host_keys_of:
@@ -280,7 +280,7 @@ class Wait(Action):
         if ctx.cancel.wait(delay):
             raise ActionFailed("interrupted while waiting")
 
-    def apply(self, ctx: StepContext, inputs: Any) -> Result:
+    def apply(self, ctx: StepContext, inputs: WaitInputs) -> Result:
         api = aws_for(ctx)
         t0 = time.monotonic()
         attempts = 0
@@ -422,17 +422,17 @@ class AssertInputs(Inputs):
     checks: list[AssertCheck] = Field(min_length=1)
 
 
-class Assert(Action):
+class Assert(Action[AssertInputs]):
     """Read-only posture checks: each is a call, a JMESPath and an expected value."""
 
     name = "aws.assert"
     Inputs = AssertInputs
     read_only = True
 
-    def describe(self, inputs: Any) -> str:
+    def describe(self, inputs: AssertInputs) -> str:
         return "check " + "; ".join(c.title for c in inputs.checks)
 
-    def apply(self, ctx: StepContext, inputs: Any) -> Result:
+    def apply(self, ctx: StepContext, inputs: AssertInputs) -> Result:
         import jmespath
 
         api = aws_for(ctx)
@@ -492,17 +492,17 @@ class PreflightInputs(Inputs):
     cpu_credits: Literal["standard", "unlimited"] = "standard"
 
 
-class Preflight(Action):
+class Preflight(Action[PreflightInputs]):
     """Who and where we are, the AMI, the instance type's zones, a subnet and the cost."""
 
     name = "aws.preflight"
     Inputs = PreflightInputs
     read_only = True
 
-    def describe(self, inputs: Any) -> str:
+    def describe(self, inputs: PreflightInputs) -> str:
         return f"preflight: identity, region, {inputs.instance_type} offered, AL2023 AMI, cost"
 
-    def apply(self, ctx: StepContext, inputs: Any) -> Result:
+    def apply(self, ctx: StepContext, inputs: PreflightInputs) -> Result:
         from .aws_network import choose_subnet, volume_key
         from .aws_prices import estimate
 
@@ -580,13 +580,13 @@ class TeardownInputs(Inputs):
     max_wait: float = Field(default=900, ge=0)
 
 
-class Teardown(Action):
+class Teardown(Action[TeardownInputs]):
     """Delete everything tagged with this deployment, in dependency order (resumable)."""
 
     name = "aws.teardown"
     Inputs = TeardownInputs
 
-    def describe(self, inputs: Any) -> str:
+    def describe(self, inputs: TeardownInputs) -> str:
         return ("list" if inputs.dry_run else "delete") + " every resource of this deployment"
 
     def _discover(self, ctx: StepContext, inputs: Any) -> Any:
@@ -596,7 +596,7 @@ class Teardown(Action):
         return api, discover(api, ctx, inputs.name_prefix, inputs.log_group_prefix,
                              inputs.ssm_prefix)
 
-    def check(self, ctx: StepContext, inputs: Any) -> Check:
+    def check(self, ctx: StepContext, inputs: TeardownInputs) -> Check:
         _api, inv = self._discover(ctx, inputs)
         lines = inv.lines(inputs.include_bucket)
         n = inv.count(inputs.include_bucket)
@@ -607,7 +607,7 @@ class Teardown(Action):
                      outputs={"deleted": [], "remaining": 0, "kept": _kept(lines)} if n == 0
                      else {}, data=None)
 
-    def apply(self, ctx: StepContext, inputs: Any) -> Result:
+    def apply(self, ctx: StepContext, inputs: TeardownInputs) -> Result:
         from .aws_teardown import delete_all
 
         api, inv = self._discover(ctx, inputs)

@@ -28,7 +28,7 @@ class LogsFlowingInputs(Inputs):
     delay: float = Field(default=10, gt=0)
 
 
-class LogsFlowing(Action):
+class LogsFlowing(Action[LogsFlowingInputs]):
     """Gate: every log group has a log stream that received events (polled, read-only)."""
 
     name = "aws.logs_flowing"
@@ -36,7 +36,7 @@ class LogsFlowing(Action):
     read_only = True
     output_names = frozenset({"streams", "events"})
 
-    def describe(self, inputs: Any) -> str:
+    def describe(self, inputs: LogsFlowingInputs) -> str:
         return f"log events arrive in {', '.join(inputs.log_groups)}"
 
     def _look(self, api: Any, group: str) -> tuple[list[str], int]:
@@ -57,7 +57,7 @@ class LogsFlowing(Action):
             raise explain(e, "logs", "describe_log_streams", api.region) from e
         return [s["logStreamName"] for s in streams], len(events)
 
-    def apply(self, ctx: StepContext, inputs: Any) -> Result:
+    def apply(self, ctx: StepContext, inputs: LogsFlowingInputs) -> Result:
         api = aws_for(ctx)
         t0 = time.monotonic()
         attempts = 0

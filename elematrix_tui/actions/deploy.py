@@ -22,7 +22,7 @@ class ServerNameInputs(Inputs):
     lock: bool = False
 
 
-class ServerName(Action):
+class ServerName(Action[ServerNameInputs]):
     """Choose the Matrix server name, warn about unstable names, refuse to change a locked one."""
 
     name = "deploy.server_name"

@@ -276,7 +276,7 @@ def _status_diagnosis(code: int, out: Outcome, ctype: str,
     return None, None
 
 
-class HttpCheck(Action):
+class HttpCheck(Action[HttpCheckInputs]):
     """Check an HTTP endpoint from the operator's side; retry until it passes or the deadline."""
 
     name = "http.check"

@@ -18,7 +18,7 @@ class NoopInputs(Inputs):
     log: list[str] = []
 
 
-class Noop(Action):
+class Noop(Action[NoopInputs]):
     """Does nothing; returns ``outputs`` as given. Always in sync, so safe to repeat."""
 
     name = "local.noop"
@@ -39,7 +39,7 @@ class SleepInputs(Inputs):
     lines: int = 0  # log this many lines while sleeping (for live-log demos and benchmarks)
 
 
-class Sleep(Action):
+class Sleep(Action[SleepInputs]):
     """Waits, reporting progress; stops promptly when cancelled."""
 
     name = "local.sleep"
@@ -66,7 +66,7 @@ class WriteInputs(Inputs):
     apply_log: str | None = None
 
 
-class WriteFile(Action):
+class WriteFile(Action[WriteInputs]):
     """Writes a file atomically. In sync when the file already has this content and mode."""
 
     name = "local.write"
@@ -118,7 +118,7 @@ class FailInputs(Inputs):
     unless_exists: str | None = None
 
 
-class Fail(Action):
+class Fail(Action[FailInputs]):
     """Fails with an operator-facing diagnosis (for gates that guard a manual fix, and tests)."""
 
     name = "local.fail"

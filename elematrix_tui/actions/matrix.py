@@ -152,7 +152,7 @@ class _Survey:
         return out
 
 
-class Bootstrap(Action):
+class Bootstrap(Action[BootstrapInputs]):
     """Create (or find) the server admin, a registration token and the default rooms."""
 
     name = "matrix.bootstrap"
@@ -162,7 +162,7 @@ class Bootstrap(Action):
                               "registration_token_expires", "registration_token_uses",
                               "rooms", "created"})
 
-    def describe(self, inputs: Any) -> str:
+    def describe(self, inputs: BootstrapInputs) -> str:
         return (f"bootstrap @{inputs.admin_user}:{inputs.server_name} via {inputs.admin_url}: "
                 f"admin, registration token, {len(inputs.default_rooms)} room(s)")
 
@@ -219,7 +219,7 @@ class Bootstrap(Action):
             "created": created,
         }
 
-    def check(self, ctx: StepContext, inputs: Any) -> Check:
+    def check(self, ctx: StepContext, inputs: BootstrapInputs) -> Check:
         import httpx
 
         async def go() -> Check:
@@ -237,7 +237,7 @@ class Bootstrap(Action):
 
     # ---------------------------------------------------------------- apply
 
-    def apply(self, ctx: StepContext, inputs: Any) -> Result:
+    def apply(self, ctx: StepContext, inputs: BootstrapInputs) -> Result:
         return run_async(ctx, self._apply(ctx, inputs))
 
     async def _apply(self, ctx: StepContext, inputs: BootstrapInputs) -> Result:
@@ -378,7 +378,7 @@ class ValidateInputs(Inputs):
                              "max_upload_size_mb", "host_ssh", mode="before")(_blank_to_none)
 
 
-class Validate(Action):
+class Validate(Action[ValidateInputs]):
     """The acceptance gate: discovery, token registration, two-user E2EE, media, cleanup."""
 
     name = "matrix.validate"
@@ -390,16 +390,16 @@ class Validate(Action):
     CHECKS: ClassVar[tuple[str, ...]] = ("discovery", "registration", "e2ee_roundtrip",
                                          "encrypted_at_rest", "media", "cleanup")
 
-    def describe(self, inputs: Any) -> str:
+    def describe(self, inputs: ValidateInputs) -> str:
         return (f"validate {inputs.base_url} ({inputs.server_name}): "
                 + ", ".join(self.CHECKS))
 
-    def check(self, ctx: StepContext, inputs: Any) -> Check:
+    def check(self, ctx: StepContext, inputs: ValidateInputs) -> Check:
         # A gate always runs: nothing to compare with.
         return Check(in_sync=None, changes=["run the six Matrix checks (throwaway users, "
                                             "removed afterwards)"])
 
-    def apply(self, ctx: StepContext, inputs: Any) -> Result:
+    def apply(self, ctx: StepContext, inputs: ValidateInputs) -> Result:
         from . import matrix_checks as mc
 
         admin_token = inputs.admin_token

@@ -102,7 +102,7 @@ class _Tunnel:
             os.unlink(self.log_path)
 
 
-class SsmForward(Action):
+class SsmForward(Action[SsmForwardInputs]):
     """A local port forwarded through Session Manager to a port on the instance."""
 
     name = "ssm.forward"
@@ -110,11 +110,11 @@ class SsmForward(Action):
     read_only = True       # nothing on the instance changes
     process_local = True   # the plugin dies with the process: a resumed run reopens it
 
-    def describe(self, inputs: Any) -> str:
+    def describe(self, inputs: SsmForwardInputs) -> str:
         return (f"Session Manager forward 127.0.0.1:{inputs.local_port or 'free port'} -> "
                 f"{inputs.instance_id} localhost:{inputs.remote_port}")
 
-    def apply(self, ctx: StepContext, inputs: Any) -> Result:
+    def apply(self, ctx: StepContext, inputs: SsmForwardInputs) -> Result:
         from .aws_session import aws_for
 
         plugin = shutil.which(inputs.plugin)

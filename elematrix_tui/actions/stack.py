@@ -53,14 +53,14 @@ def _lost_message(ctx: StepContext, missing: list[str]) -> str:
             f"elematrix recover-secrets --deployment {ctx.deployment}")
 
 
-class Render(Action):
+class Render(Action[RenderInputs]):
     """Render the stack for this deployment and show the diff against the last rendering."""
 
     name = "stack.render"
     Inputs = RenderInputs
     stored_secrets = frozenset(SECRET_NAMES)
 
-    def describe(self, inputs: Any) -> str:
+    def describe(self, inputs: RenderInputs) -> str:
         return f"render the Matrix/Element stack for {inputs.server_name} ({inputs.public_address})"
 
     @classmethod
@@ -75,7 +75,7 @@ class Render(Action):
         images = {**IMAGES, **{k: str(v) for k, v in overrides.items() if k in IMAGES}}
         return [f"image {name}: {ref}" for name, ref in images.items()]
 
-    def check(self, ctx: StepContext, inputs: Any) -> Check:
+    def check(self, ctx: StepContext, inputs: RenderInputs) -> Check:
         from ..stack.render import RenderError, plan_render
 
         missing = [n for n in SECRET_NAMES if not ctx.get_secret(n)]
@@ -97,7 +97,7 @@ class Render(Action):
                                                   f" {f}" for f in changed], outputs=outputs)
         return Check(in_sync=True, outputs=outputs)
 
-    def apply(self, ctx: StepContext, inputs: Any) -> Result:
+    def apply(self, ctx: StepContext, inputs: RenderInputs) -> Result:
         from ..stack.render import NotARendering, RenderError, render_stack
 
         secrets: dict[str, str] = {}
@@ -151,7 +151,7 @@ class DoctorInputs(Inputs):
     path: str = "stack"
 
 
-class Doctor(Action):
+class Doctor(Action[DoctorInputs]):
     """Lint a stack directory for the HTTP-only pitfalls (read-only)."""
 
     name = "stack.doctor"
@@ -164,14 +164,14 @@ class Doctor(Action):
             return [f"reads {path} on THIS machine (outside the deployment directory)"]
         return []
 
-    def describe(self, inputs: Any) -> str:
+    def describe(self, inputs: DoctorInputs) -> str:
         return f"check the stack in {inputs.path} for known pitfalls"
 
     def _path(self, ctx: StepContext, inputs: DoctorInputs) -> Path:
         p = Path(inputs.path)
         return p if p.is_absolute() else ctx.deployment_dir / p
 
-    def apply(self, ctx: StepContext, inputs: Any) -> Result:
+    def apply(self, ctx: StepContext, inputs: DoctorInputs) -> Result:
         from ..stack.doctor import DoctorInputError, diagnose
 
         path = self._path(ctx, inputs)

@@ -17,9 +17,12 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Protocol, TypeVar
+from typing import Any, ClassVar, Generic, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict
+
+# typing_extensions (a dependency of pydantic) for PEP 696 defaults until Python 3.13.
+from typing_extensions import TypeVar
 
 Status = Literal["ok", "changed", "failed", "skipped"]
 
@@ -166,8 +169,18 @@ class StepContext(Protocol):
     def set_meta(self, key: str, value: Any) -> None: ...
 
 
-class Action:
+InputsT = TypeVar("InputsT", bound=Inputs, default=Any)
+"""The inputs model of an action. The default (``Any``) keeps a bare ``Action`` (the
+registry's ``type[Action]``, the runner's) meaning "an action of any inputs"."""
+
+
+class Action(Generic[InputsT]):
     """Base class of every action. Subclasses set ``name``, ``Inputs`` and override ``apply``.
+
+    An action is generic in its inputs model: ``class Run(Action[RunInputs])`` with
+    ``Inputs = RunInputs`` gets the validated ``RunInputs`` in ``check``/``apply``/
+    ``describe``, typed, without casts. The runner validates ``with:`` against ``Inputs``
+    and passes the model.
 
     ``check`` must never change anything. Its default says "cannot tell", which makes
     the engine apply again on resume: override it for any action whose apply is not
@@ -175,7 +188,8 @@ class Action:
     """
 
     name: ClassVar[str] = ""
-    Inputs: ClassVar[type[Inputs]] = Inputs
+    # Not a ClassVar only because a ClassVar cannot name a type variable: set it on the class.
+    Inputs: type[InputsT] = Inputs  # type: ignore[assignment]
     # Read-only actions (gates, asserts) never need confirmation and are safe to re-run.
     read_only: ClassVar[bool] = False
     # Names of input fields whose values are secret (masked in plan, journal, report).
@@ -198,13 +212,15 @@ class Action:
         """
         return []
 
-    def check(self, ctx: StepContext, inputs: Any) -> Check:
+    def check(self, ctx: StepContext, inputs: InputsT) -> Check:
+        """What ``apply`` would change, read-only. Default: cannot tell."""
         return Check(in_sync=None)
 
-    def apply(self, ctx: StepContext, inputs: Any) -> Result:
+    def apply(self, ctx: StepContext, inputs: InputsT) -> Result:
+        """Do the step's work (converge, run, wait) and say what came of it."""
         raise NotImplementedError
 
-    def describe(self, inputs: Any) -> str:
+    def describe(self, inputs: InputsT) -> str:
         """One line for the plan: what this step will do with these inputs."""
         return self.name
 
