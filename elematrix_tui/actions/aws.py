@@ -1,5 +1,5 @@
-"""AWS actions: ``aws.call``, ``aws.ensure``, ``aws.wait``, ``aws.assert``, ``aws.preflight``,
-``aws.teardown``.
+"""AWS actions: ``aws.call``, ``aws.ensure``, ``aws.assert``, ``aws.preflight``,
+``aws.teardown`` (``aws.wait`` is in ``aws_wait.py``, re-exported here).
 
 All go through :func:`aws_session.aws_for` (one session per run, cached clients with
 standard retries, every call logged, the account guard on first use). boto3 is imported
@@ -9,39 +9,20 @@ lazily by the helpers, so importing this module is cheap.
 from __future__ import annotations
 
 import re
-import time
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from ..engine.action import Action, ActionFailed, Check, Inputs, Result, StepContext
+from .aws_data import READ_PREFIXES, clean, jsonable
 from .aws_errors import explain
 from .aws_session import aws_for
 
+# aws.wait lives in its own module; re-exported so the registry's "aws:Wait" and the
+# imports of this module keep working.
+from .aws_wait import Wait, parse_host_keys
+
 AL2023_PARAMETER = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
-BEGIN_KEYS = "-----BEGIN SSH HOST KEY FINGERPRINTS-----"
-END_KEYS = "-----END SSH HOST KEY FINGERPRINTS-----"
-META_HOST_KEYS = "ssh.host_key_fingerprints"
-_READ_PREFIXES = ("describe_", "get_", "list_", "head_", "lookup_", "search_")
-
-
-def _clean(resp: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in resp.items() if k != "ResponseMetadata"}
-
-
-def _jsonable(v: Any) -> Any:
-    """datetimes and bytes from boto3 turned into strings (outputs are journaled as JSON)."""
-    import datetime
-
-    if isinstance(v, dict):
-        return {k: _jsonable(x) for k, x in v.items()}
-    if isinstance(v, list):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, datetime.datetime | datetime.date):
-        return v.isoformat()
-    if isinstance(v, bytes):
-        return f"<{len(v)} bytes>"
-    return v
 
 
 # --------------------------------------------------------------------------- aws.call
@@ -84,7 +65,7 @@ class Call(Action[CallInputs]):
         return f"{inputs.service}.{inputs.operation}"
 
     def check(self, ctx: StepContext, inputs: CallInputs) -> Check:
-        if inputs.operation.startswith(_READ_PREFIXES):
+        if inputs.operation.startswith(READ_PREFIXES):
             return Check(in_sync=None, changes=[])
         return Check(in_sync=None, changes=[f"call {inputs.service}.{inputs.operation}"])
 
@@ -105,8 +86,8 @@ class Call(Action[CallInputs]):
                 return Result("ok", {"error": code}, data={"error": code},
                               message=f"{code} (accepted)")
             raise explain(e, inputs.service, inputs.operation, api.region) from e
-        data = _jsonable(_clean(resp))
-        changed = not inputs.operation.startswith(_READ_PREFIXES)
+        data = jsonable(clean(resp))
+        changed = not inputs.operation.startswith(READ_PREFIXES)
         return Result("changed" if changed else "ok", {}, data=data)
 
 
@@ -180,7 +161,7 @@ class Ensure(Action[EnsureInputs]):
         api = aws_for(ctx)
         found = KINDS[inputs.kind].find(api, ctx, inputs.name, inputs.spec)
         in_sync = found.obj is not None and not found.changes
-        out = _jsonable(found.outputs) if in_sync else {}
+        out = jsonable(found.outputs) if in_sync else {}
         return Check(in_sync=in_sync, changes=found.changes, outputs=out,
                      data=out if in_sync else None, creates=found.obj is None)
 
@@ -191,217 +172,15 @@ class Ensure(Action[EnsureInputs]):
         kind = KINDS[inputs.kind]
         found = kind.find(api, ctx, inputs.name, inputs.spec)
         if found.obj is not None and not found.changes:
-            out = _jsonable(found.outputs)
+            out = jsonable(found.outputs)
             ctx.log(f"{kind.title} {inputs.name} already in place")
             return Result("ok", out, data=out, message=f"{kind.title} {inputs.name} found")
         for c in found.changes:
             ctx.log(f"to do: {c}")
         outputs, changed = kind.apply(api, ctx, inputs.name, inputs.spec, found)
-        out = _jsonable(outputs)
+        out = jsonable(outputs)
         return Result("changed" if changed else "ok", out, data=out,
                       message="; ".join(found.changes)[:300])
-
-
-# --------------------------------------------------------------------------- aws.wait
-
-
-class WaitInputs(Inputs):
-    service: str = "ec2"
-    # A boto3 waiter name (instance_running, instance_status_ok, ...)...
-    waiter: str | None = None
-    # ...or an operation polled until ``query`` (JMESPath) equals ``equals``...
-    operation: str | None = None
-    query: str | None = None
-    equals: Any = None
-    # ...or the SSH host key fingerprints EC2 prints to the console of this instance.
-    host_keys_of: str | None = None
-    params: dict[str, Any] = Field(default_factory=dict)
-    # Polled operation: error codes that mean "not there yet" (keep polling), e.g.
-    # InvocationDoesNotExist right after ssm.send_command.
-    retry_errors: list[str] = Field(default_factory=list)
-    # Polled operation: values of ``query`` that can never turn into ``equals`` (fail now).
-    fail_values: list[Any] = Field(default_factory=list)
-    delay: float = Field(default=5.0, ge=0)
-    # Seconds; 0 means a single look.
-    max_wait: float = Field(default=600, ge=0)
-
-    @model_validator(mode="after")
-    def _one_mode(self) -> WaitInputs:
-        modes = [self.waiter is not None, self.operation is not None,
-                 self.host_keys_of is not None]
-        if sum(modes) != 1:
-            raise ValueError("give exactly one of: waiter, operation (+query/equals), "
-                             "host_keys_of")
-        if self.operation is not None and self.query is None:
-            raise ValueError("'operation' needs 'query' (and usually 'equals')")
-        return self
-
-
-def parse_host_keys(console: str) -> list[dict[str, Any]]:
-    """Fingerprint lines EC2/cloud-init print between the BEGIN/END markers."""
-    out: list[dict[str, Any]] = []
-    if BEGIN_KEYS not in console:
-        return out
-    block = console.split(BEGIN_KEYS, 1)[1].split(END_KEYS, 1)[0]
-    for line in block.splitlines():
-        # "256 SHA256:abc... root@host (ED25519)" as ssh-keygen -l prints it, behind the
-        # prefix cloud-init's logger adds ("ec2: ", or "<14>Dec  1 08:00:00 ec2: " when
-        # logger --stderr writes a syslog header): the key size is the word right before
-        # the fingerprint, never the first number (that is the day of the month).
-        parts = line.strip().split()
-        at = next((i for i, p in enumerate(parts) if p.startswith(("SHA256:", "MD5:"))), None)
-        if at is None:
-            continue
-        fp = parts[at]
-        ktype = parts[-1].strip("()") if parts[-1].startswith("(") else ""
-        bits = int(parts[at - 1]) if at > 0 and parts[at - 1].isdigit() else None
-        out.append({"fingerprint": fp, "type": ktype, "bits": bits})
-    return out
-
-
-class Wait(Action[WaitInputs]):
-    """Wait for a state (waiter or polled JMESPath) or the console's host keys, with
-    progress events (elapsed time, attempts) and prompt cancellation."""
-
-    name = "aws.wait"
-    Inputs = WaitInputs
-    read_only = True
-
-    def describe(self, inputs: WaitInputs) -> str:
-        if inputs.waiter:
-            return f"wait for {inputs.service} {inputs.waiter}"
-        if inputs.host_keys_of:
-            return f"read SSH host key fingerprints of {inputs.host_keys_of}"
-        return f"wait until {inputs.service}.{inputs.operation} {inputs.query} == {inputs.equals}"
-
-    def _sleep(self, ctx: StepContext, delay: float) -> None:
-        if ctx.deadline is not None:
-            delay = min(delay, max(0.0, ctx.deadline - time.monotonic()))
-        if ctx.cancel.wait(delay):
-            raise ActionFailed("interrupted while waiting")
-
-    def apply(self, ctx: StepContext, inputs: WaitInputs) -> Result:
-        api = aws_for(ctx)
-        t0 = time.monotonic()
-        attempts = 0
-        if inputs.host_keys_of:
-            return self._host_keys(ctx, inputs, api, t0)
-        last: Any = None
-        while True:
-            attempts += 1
-            elapsed = time.monotonic() - t0
-            if inputs.waiter:
-                from botocore.exceptions import WaiterError
-
-                waiter = api.client(inputs.service).get_waiter(inputs.waiter)
-                t_poll = time.monotonic()
-                try:
-                    # One attempt per loop turn: we own the pacing, progress and cancel.
-                    waiter.wait(**inputs.params, WaiterConfig={"Delay": 0, "MaxAttempts": 1})
-                    ctx.note("aws.call", service=inputs.service,
-                             operation=f"waiter:{inputs.waiter}", params=inputs.params,
-                             request_id=None, attempt=attempts,
-                             duration=round(time.monotonic() - t_poll, 4), summary="satisfied")
-                    ctx.log(f"{inputs.waiter}: satisfied after {attempts} attempt(s), "
-                            f"{elapsed:.0f}s")
-                    return Result("ok", {"elapsed": round(elapsed, 1), "attempts": attempts},
-                                  data={"elapsed": elapsed, "attempts": attempts})
-                except WaiterError as e:
-                    reason = str(e)
-                    if "Max attempts exceeded" not in reason:
-                        last_resp = getattr(e, "last_response", {}) or {}
-                        if "Error" in last_resp:
-                            from botocore.exceptions import ClientError
-
-                            raise explain(ClientError(last_resp, inputs.waiter),
-                                          inputs.service, inputs.waiter, api.region) from e
-                        raise ActionFailed(f"{inputs.waiter}: {reason}",
-                                           diagnosis="The resource reached a state from which "
-                                                     "the wait cannot succeed.") from e
-                    last = reason
-                    rid = (getattr(e, "last_response", None) or {}).get(
-                        "ResponseMetadata", {}).get("RequestId")
-                    ctx.note("aws.call", service=inputs.service,
-                             operation=f"waiter:{inputs.waiter}", params=inputs.params,
-                             request_id=rid, attempt=attempts,
-                             duration=round(time.monotonic() - t_poll, 4), summary="not yet")
-            else:
-                import jmespath
-
-                from .aws_errors import error_code
-
-                try:
-                    resp: dict[str, Any] | None = api.call(
-                        inputs.service, str(inputs.operation), **inputs.params)
-                except Exception as e:
-                    if error_code(e) not in inputs.retry_errors:
-                        raise explain(e, inputs.service, str(inputs.operation),
-                                      api.region) from e
-                    resp = None
-                    last = f"not yet ({error_code(e)})"
-                if resp is not None:
-                    last = jmespath.search(str(inputs.query), _jsonable(_clean(resp)))
-                    if last == inputs.equals or (inputs.equals is None and last):
-                        ctx.log(f"{inputs.query} = {last!r} after {attempts} attempt(s)")
-                        return Result("ok", {"elapsed": round(elapsed, 1),
-                                             "attempts": attempts, "value": last},
-                                      data=_jsonable(_clean(resp)))
-                    if last in inputs.fail_values:
-                        raise ActionFailed(
-                            f"{inputs.service}.{inputs.operation}: {inputs.query} is {last!r}",
-                            diagnosis=f"{last!r} is final: it will never become "
-                                      f"{inputs.equals!r}.",
-                            fix="Look at the resource's own details (for SSM commands: "
-                                "`aws ssm get-command-invocation --details`), fix, resume.")
-            ctx.progress(f"waiting ({attempts} attempts, {elapsed:.0f}s): {last}",
-                         elapsed, inputs.max_wait or None)
-            if elapsed + inputs.delay > inputs.max_wait:
-                raise ActionFailed(
-                    f"gave up after {elapsed:.0f}s and {attempts} attempts: {last}",
-                    diagnosis="The resource did not reach the expected state in time.",
-                    fix="Look at the instance in the console (status checks, system log); "
-                        "resume to wait again.")
-            self._sleep(ctx, inputs.delay)
-
-    def _host_keys(self, ctx: StepContext, inputs: Any, api: Any, t0: float) -> Result:
-        attempts = 0
-        while True:
-            attempts += 1
-            try:
-                # Latest: on Nitro instances (t3) the live console, not a snapshot taken
-                # at boot; other instance types refuse it and get the snapshot.
-                r = api.call("ec2", "get_console_output", InstanceId=inputs.host_keys_of,
-                             Latest=True)
-            except Exception as e:
-                from .aws_errors import error_code
-
-                if error_code(e) not in ("UnsupportedOperation", "InvalidParameterValue",
-                                         "InvalidParameterCombination"):
-                    raise explain(e, "ec2", "get_console_output", api.region) from e
-                r = api.checked("ec2", "get_console_output", InstanceId=inputs.host_keys_of)
-            keys = parse_host_keys(r.get("Output") or "")
-            elapsed = time.monotonic() - t0
-            if keys:
-                fps = [k["fingerprint"] for k in keys]
-                ctx.set_meta(META_HOST_KEYS, fps)
-                for k in keys:
-                    ctx.log(f"pinned host key {k['type']} {k['fingerprint']}")
-                return Result("ok", {"fingerprints": fps, "host_keys": keys,
-                                     "elapsed": round(elapsed, 1)},
-                              data={"fingerprints": fps, "host_keys": keys})
-            if elapsed + inputs.delay > inputs.max_wait:
-                ctx.log("no SSH host key fingerprints in the console output (an emulator such "
-                        "as moto prints none; on AWS they appear 1-3 min after boot): nothing "
-                        "pinned, the SSH step must ask the operator", "stderr")
-                ctx.note("aws.host_keys_missing", instance_id=inputs.host_keys_of,
-                         attempts=attempts)
-                return Result("ok", {"fingerprints": [], "host_keys": [],
-                                     "elapsed": round(elapsed, 1)},
-                              data={"fingerprints": [], "host_keys": []},
-                              message="no host key fingerprints in the console output")
-            ctx.progress(f"waiting for host key fingerprints in the console output "
-                         f"({attempts} attempts, {elapsed:.0f}s)", elapsed, inputs.max_wait)
-            self._sleep(ctx, inputs.delay)
 
 
 # --------------------------------------------------------------------------- aws.assert
@@ -439,13 +218,13 @@ class Assert(Action[AssertInputs]):
         results = []
         failed = []
         for c in inputs.checks:
-            if not c.operation.startswith(_READ_PREFIXES):
+            if not c.operation.startswith(READ_PREFIXES):
                 raise ActionFailed(f"aws.assert only reads: {c.operation} is not a read call")
             try:
                 resp = api.call(c.service, c.operation, **c.params)
             except Exception as e:
                 raise explain(e, c.service, c.operation, api.region) from e
-            got = jmespath.search(c.query, _jsonable(_clean(resp)))
+            got = jmespath.search(c.query, jsonable(clean(resp)))
             ok = True
             want = ""
             if c.equals is not None:
@@ -464,7 +243,7 @@ class Assert(Action[AssertInputs]):
             if not ok:
                 failed.append(f"{c.title}: got {got!r}, expected {want.strip()}")
         out = {"passed": len(results) - len(failed), "failed": len(failed),
-               "results": _jsonable(results)}
+               "results": jsonable(results)}
         if failed:
             raise ActionFailed("posture check failed: " + "; ".join(failed),
                                diagnosis="The resource's configuration drifted from what the "
