@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import Field
 
 from ..engine.action import Action, ActionFailed, Inputs, Result, StepContext
+from ..engine.poll import PollTimeout, poll_step
 from .aws_errors import error_code, explain
 from .aws_session import aws_for
 
@@ -60,32 +61,34 @@ class LogsFlowing(Action[LogsFlowingInputs]):
     def apply(self, ctx: StepContext, inputs: LogsFlowingInputs) -> Result:
         api = aws_for(ctx)
         t0 = time.monotonic()
-        attempts = 0
-        while True:
-            attempts += 1
+        seen: dict[str, tuple[list[str], int]] = {}
+        missing: list[str] = []
+
+        def probe(attempt: int) -> bool | None:
+            nonlocal seen, missing
             seen = {g: self._look(api, g) for g in inputs.log_groups}
             missing = [g for g, (streams, events) in seen.items() if not streams or not events]
-            elapsed = time.monotonic() - t0
             ctx.progress(f"{len(seen) - len(missing)}/{len(seen)} log groups receive events "
-                         f"(attempt {attempts}, {elapsed:.0f} s)")
-            if not missing:
-                break
-            if elapsed + inputs.delay > inputs.max_wait or (
-                    ctx.deadline is not None and time.monotonic() + inputs.delay > ctx.deadline):
-                lines = [f"{g}: " + ("no log stream" if not seen[g][0] else
-                                     f"streams {', '.join(seen[g][0][:3])} but no events")
-                         for g in missing]
-                raise ActionFailed(
-                    f"no container logs in {len(missing)} of {len(seen)} log groups after "
-                    f"{elapsed:.0f} s: " + "; ".join(lines),
-                    diagnosis="the containers do not log through the awslogs driver into "
-                              "these groups: the compose file on the host still uses json-file, "
-                              "names other groups, or the instance role may not write logs",
-                    fix="check `docker inspect -f '{{.HostConfig.LogConfig}}' <container>` on "
-                        "the host and the role's logs:CreateLogStream/PutLogEvents grant "
-                        "(CloudWatchAgentServerPolicy), then run harden again")
-            if ctx.cancel.wait(inputs.delay):
-                raise ActionFailed("interrupted while waiting for log events")
+                         f"(attempt {attempt}, {time.monotonic() - t0:.0f} s)")
+            return True if not missing else None
+
+        try:
+            # final_probe False: no pause that would pass max_wait or the step's deadline.
+            poll_step(ctx, probe, what="container log events", timeout=inputs.max_wait,
+                      interval=inputs.delay, final_probe=False)
+        except PollTimeout as e:
+            lines = [f"{g}: " + ("no log stream" if not seen[g][0] else
+                                 f"streams {', '.join(seen[g][0][:3])} but no events")
+                     for g in missing]
+            raise ActionFailed(
+                f"no container logs in {len(missing)} of {len(seen)} log groups after "
+                f"{e.elapsed:.0f} s: " + "; ".join(lines),
+                diagnosis="the containers do not log through the awslogs driver into "
+                          "these groups: the compose file on the host still uses json-file, "
+                          "names other groups, or the instance role may not write logs",
+                fix="check `docker inspect -f '{{.HostConfig.LogConfig}}' <container>` on "
+                    "the host and the role's logs:CreateLogStream/PutLogEvents grant "
+                    "(CloudWatchAgentServerPolicy), then run harden again") from e
         for g, (streams, _) in seen.items():
             ctx.log(f"{g}: events in {', '.join(streams[:3])}")
         return Result(status="ok", outputs={"streams": {g: s for g, (s, _) in seen.items()},

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..engine.action import ActionFailed, StepContext
+from ..engine.poll import PollCancelled, PollTimeout, poll_step
 from .aws_errors import error_code, explain
 from .aws_session import AwsApi
 from .aws_tags import TAG_DEPLOYMENT, deployment_filter, has_deployment_tag
@@ -151,17 +152,24 @@ def _gone(api: AwsApi, service: str, op: str, gone_codes: tuple[str, ...],
 
 def _retry_dependency(ctx: StepContext, fn: Any, what: str, max_wait: float) -> None:
     """Security groups stay 'in use' for a while after their instance terminated."""
-    t0 = time.monotonic()
-    while True:
+    last: list[ActionFailed] = []
+
+    def probe(attempt: int) -> bool | None:
         try:
             fn()
-            return
+            return True
         except ActionFailed as e:
-            if "DependencyViolation" not in e.message or time.monotonic() - t0 > max_wait:
+            if "DependencyViolation" not in e.message:
                 raise
-            if ctx.cancel.wait(5):
-                raise
-            ctx.progress(f"{what} still in use; retrying", None, None)
+            last[:] = [e]
+            return None
+
+    try:
+        poll_step(ctx, probe, what=f"{what} to be free", timeout=max_wait, interval=5,
+                  on_wait=lambda a: ctx.progress(f"{what} still in use; retrying", None, None))
+    except (PollTimeout, PollCancelled) as e:
+        # The dependency error itself says what still holds the resource.
+        raise last[-1] from e
 
 
 def delete_all(api: AwsApi, ctx: StepContext, inv: Inventory, include_bucket: bool,
@@ -221,22 +229,23 @@ def delete_all(api: AwsApi, ctx: StepContext, inv: Inventory, include_bucket: bo
 
 def _wait_terminated(api: AwsApi, ctx: StepContext, ids: list[str], max_wait: float) -> None:
     t0 = time.monotonic()
-    attempts = 0
-    while True:
-        attempts += 1
+    left: list[str] = list(ids)
+
+    def probe(attempt: int) -> bool | None:
         res = api.checked("ec2", "describe_instances", InstanceIds=ids)["Reservations"]
         states = {i["InstanceId"]: i["State"]["Name"] for r in res for i in r["Instances"]}
-        left = [i for i, s in states.items() if s != "terminated"]
-        elapsed = time.monotonic() - t0
+        left[:] = [i for i, s in states.items() if s != "terminated"]
         ctx.progress(f"waiting for {len(left)} instance(s) to terminate "
-                     f"(attempt {attempts}, {elapsed:.0f}s)", None, None)
-        if not left:
-            return
-        if elapsed > max_wait:
-            raise ActionFailed(f"instances {', '.join(left)} did not terminate in "
-                               f"{max_wait:.0f}s", fix="Resume the teardown later.")
-        if ctx.cancel.wait(5):
-            raise ActionFailed("teardown interrupted while waiting for termination")
+                     f"(attempt {attempt}, {time.monotonic() - t0:.0f}s)", None, None)
+        return True if not left else None
+
+    try:
+        poll_step(ctx, probe, what="instances to terminate", timeout=max_wait, interval=5)
+    except PollTimeout as e:
+        raise ActionFailed(f"instances {', '.join(left)} did not terminate in "
+                           f"{max_wait:.0f}s", fix="Resume the teardown later.") from e
+    except PollCancelled as e:
+        raise ActionFailed("teardown interrupted while waiting for termination") from e
 
 
 def _delete_role(api: AwsApi, role: str) -> None:

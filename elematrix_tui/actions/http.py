@@ -8,6 +8,7 @@ HSTS over HTTP, a refused connection, nginx's HTML 413, and ``M_UNRECOGNIZED`` f
 
 from __future__ import annotations
 
+import contextlib
 import json as jsonlib
 import re
 import time
@@ -18,6 +19,7 @@ from urllib.parse import urlsplit
 from pydantic import ConfigDict, Field, field_validator
 
 from ..engine.action import Action, ActionFailed, Check, Inputs, Result, StepContext
+from ..engine.poll import Attempt, PollCancelled, PollTimeout, poll_step
 
 BODY_CAP = 64 * 1024
 
@@ -319,28 +321,33 @@ class HttpCheck(Action[HttpCheckInputs]):
         import httpx
 
         start = time.monotonic()
-        until = start + inputs.deadline
-        if ctx.deadline is not None:
-            until = min(until, ctx.deadline)
         attempts = 0
+        last: list[Outcome] = []
+
+        def probe(attempt: int) -> Outcome | None:
+            nonlocal attempts
+            attempts = attempt
+            last[:] = [self._attempt(client, inputs)]
+            return None if last[0].failures else last[0]
+
+        def on_wait(a: Attempt) -> None:
+            ctx.progress(f"{inputs.method} {inputs.url}: attempt {a.number} failed after "
+                         f"{a.elapsed:.0f}s of {inputs.deadline:.0f}s ({last[0].failures[0]})",
+                         done=a.elapsed, total=inputs.deadline)
+
         # Never follow redirects (they are findings); no proxy from the environment: the
         # check is about what the instance itself answers.
         with httpx.Client(follow_redirects=False, timeout=inputs.timeout,
                           trust_env=False) as client:
-            while True:
-                attempts += 1
-                out = self._attempt(client, inputs)
-                elapsed = time.monotonic() - start
-                if not out.failures:
-                    break
-                left = until - time.monotonic()
-                if left <= 0 or ctx.cancel.is_set():
-                    break
-                ctx.progress(f"{inputs.method} {inputs.url}: attempt {attempts} failed after "
-                             f"{elapsed:.0f}s of {inputs.deadline:.0f}s ({out.failures[0]})",
-                             done=elapsed, total=inputs.deadline)
-                if ctx.cancel.wait(min(inputs.interval, left)):
-                    break
+            # A timeout or a cancel ends the retries: the last answer's findings are the
+            # step's failure below.
+            with contextlib.suppress(PollTimeout, PollCancelled):
+                poll_step(ctx, probe, what=f"{inputs.method} {inputs.url}",
+                          timeout=inputs.deadline, interval=inputs.interval, on_wait=on_wait)
+            if not last:  # cancelled before the first attempt: still one look, as always
+                attempts = 1
+                last.append(self._attempt(client, inputs))
+        out = last[0]
         outputs: dict[str, Any] = {
             "status_code": out.status, "location": out.location, "headers": out.headers,
             "json": out.json if len(out.text) < 16 * 1024 else None,

@@ -3,13 +3,14 @@ runbooks small building blocks (write a file, wait, fail with advice)."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
-import time
 from pathlib import Path
 from typing import Any
 
 from ..engine.action import Action, ActionFailed, Check, Inputs, Result, StepContext
+from ..engine.poll import PollTimeout, poll
 
 
 class NoopInputs(Inputs):
@@ -47,14 +48,16 @@ class Sleep(Action[SleepInputs]):
     read_only = True
 
     def apply(self, ctx: StepContext, inputs: SleepInputs) -> Result:
-        end = time.monotonic() + inputs.seconds
         for i in range(inputs.lines):
             ctx.log(f"line {i + 1} of {inputs.lines}")
-        while (left := end - time.monotonic()) > 0:
-            ctx.progress(f"waiting {left:.1f} s", done=inputs.seconds - left,
-                         total=inputs.seconds)
-            if ctx.cancel.wait(min(left, 0.5)):
-                raise ActionFailed("cancelled while waiting")
+        # Nothing to probe: the whole wait is the deadline, reported every 0.5 s. The
+        # step's own deadline is not applied here (poll, not poll_step): a sleep past it
+        # is the engine's timeout to end, through the cancel event.
+        with contextlib.suppress(PollTimeout):
+            poll(lambda n: None, what="the sleep", timeout=inputs.seconds, interval=0.5,
+                 cancel=ctx.cancel,
+                 on_wait=lambda a: ctx.progress(f"waiting {a.left:.1f} s", done=a.elapsed,
+                                                total=inputs.seconds))
         return Result("ok", outputs={"slept": inputs.seconds})
 
 

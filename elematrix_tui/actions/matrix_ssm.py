@@ -34,6 +34,7 @@ from typing import Any
 from pydantic import Field
 
 from ..engine.action import Action, ActionFailed, Inputs, Result, StepContext
+from ..engine.poll import PollCancelled, PollTimeout, poll
 
 PLUGIN = "session-manager-plugin"
 DOCUMENT = "AWS-StartPortForwardingSession"
@@ -222,15 +223,28 @@ class SsmForward(Action[SsmForwardInputs]):
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
                 start_new_session=True)
         tunnel = _Tunnel(proc, session_id, self._closer(api), local, log_path)
-        deadline = time.monotonic() + min(inputs.ready_timeout, max(
-            (ctx.deadline or float("inf")) - time.monotonic(), 1))
-        while time.monotonic() < deadline:
+
+        def listening(attempt: int) -> bool | None:
             if proc.poll() is not None:
-                break
+                return False  # the plugin exited: it will never listen
             with contextlib.suppress(OSError), socket.create_connection(
                     ("127.0.0.1", local), timeout=0.5):
-                return tunnel
-            time.sleep(0.1)
+                return True
+            return None
+
+        try:
+            # At least 1 s even when the step's deadline is closer (as before the helper).
+            up = poll(listening, what=f"the Session Manager plugin on 127.0.0.1:{local}",
+                      timeout=min(inputs.ready_timeout, max(
+                          (ctx.deadline or float("inf")) - time.monotonic(), 1)),
+                      interval=0.1, cancel=ctx.cancel)
+        except PollCancelled:
+            tunnel.close()
+            raise
+        except PollTimeout:
+            up = False
+        if up:
+            return tunnel
         tail = ""
         with contextlib.suppress(OSError), open(log_path, errors="replace") as f:
             tail = f.read()[-800:].strip()

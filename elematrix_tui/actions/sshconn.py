@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..engine.action import ActionFailed, StepContext
+from ..engine.poll import PollTimeout, poll
 
 if TYPE_CHECKING:
     import paramiko
@@ -664,13 +665,12 @@ def _transport_died(transport: Any) -> bool:
     paramiko ignores ``exit-signal``, so both end with exit status -1)."""
     # paramiko closes the channels a moment before it marks the transport inactive; the
     # saved exception (EOF, socket error) is set first.
-    end = time.monotonic() + 0.5
-    while True:
-        if not transport.is_active() or transport.saved_exception is not None:
-            return True
-        if time.monotonic() >= end:
-            return False
-        time.sleep(0.01)
+    try:
+        return poll(lambda n: True if (not transport.is_active()
+                                       or transport.saved_exception is not None) else None,
+                    what="the transport to end", timeout=0.5, interval=0.01) is True
+    except PollTimeout:
+        return False
 
 
 class ChannelOpenError(Exception):

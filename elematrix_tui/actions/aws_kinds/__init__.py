@@ -1,0 +1,70 @@
+"""The resource kinds ``aws.ensure`` knows: find (read-only), then create or converge.
+
+Every kind follows one rule: ``find`` never changes anything and identifies the resource
+by its deployment tag (EC2, IAM) or by a name derived from the deployment (S3, SNS, logs,
+alarms, SSM parameters: names unique per account), never by ClientToken. ``plan`` lists
+what ``apply`` would change (empty = in sync). ``apply`` creates what is missing, tags it
+in the create call where the API allows (so a kill between create and tag cannot leave
+an untagged orphan) and converges the settings that can drift. Both return the same
+outputs, so a resumed run sees the same ``steps.<id>.<output>`` values.
+
+One module per AWS service (``network``: security groups and Elastic IPs, ``ec2``: key
+pair and instance, ``iam``, ``s3``, ``sns``, ``logs``, ``cloudwatch``, ``ssm``,
+``generic``) over the framework in ``base`` (``Kind[Spec]``); this module is the registry
+of kinds by name and re-exports every public name, so ``from .aws_kinds import X`` works
+as it did when this was one file.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .base import Found, Kind, Spec, SpecT, asset_json, asset_text, canon_json, safe_call
+from .cloudwatch import AlarmDef, Alarms, AlarmsSpec, alarm_drift
+from .ec2 import Instance, InstanceSpec, KeyPair, KeyPairSpec, launch_token
+from .generic import Generic, GenericSpec, OpSpec
+from .iam import InstanceProfile, InstanceProfileSpec, Role, RoleSpec
+from .logs import LogGroups, LogGroupsSpec
+from .network import (
+    EipAssociation,
+    EipAssociationSpec,
+    EipSpec,
+    ElasticIp,
+    IngressAbsent,
+    IngressAbsentSpec,
+    Rule,
+    SecurityGroup,
+    SecurityGroupSpec,
+)
+from .s3 import LC_CURRENT, LC_NONCURRENT, Bucket, BucketSpec
+from .sns import Topic, TopicSpec
+from .ssm import SsmParameter, SsmParameterSpec
+
+KINDS: dict[str, Kind[Any]] = {
+    "security_group": SecurityGroup(),
+    "ingress_absent": IngressAbsent(),
+    "key_pair": KeyPair(),
+    "iam_role": Role(),
+    "instance_profile": InstanceProfile(),
+    "bucket": Bucket(),
+    "eip": ElasticIp(),
+    "eip_association": EipAssociation(),
+    "instance": Instance(),
+    "sns_topic": Topic(),
+    "log_groups": LogGroups(),
+    "alarms": Alarms(),
+    "ssm_parameter": SsmParameter(),
+    "generic": Generic(),
+}
+
+
+__all__ = [
+    "KINDS", "LC_CURRENT", "LC_NONCURRENT", "AlarmDef", "Alarms", "AlarmsSpec", "Bucket",
+    "BucketSpec", "EipAssociation", "EipAssociationSpec", "EipSpec", "ElasticIp", "Found",
+    "Generic", "GenericSpec", "IngressAbsent", "IngressAbsentSpec", "Instance",
+    "InstanceProfile", "InstanceProfileSpec", "InstanceSpec", "KeyPair", "KeyPairSpec", "Kind",
+    "LogGroups", "LogGroupsSpec", "OpSpec", "Role", "RoleSpec", "Rule", "SecurityGroup",
+    "SecurityGroupSpec", "Spec", "SpecT", "SsmParameter", "SsmParameterSpec", "Topic",
+    "TopicSpec", "alarm_drift", "asset_json", "asset_text", "canon_json", "launch_token",
+    "safe_call",
+]
