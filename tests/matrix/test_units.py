@@ -75,6 +75,17 @@ def test_every_issue_diagnosis_is_worded_as_listed() -> None:
                            "encrypted_at_rest", "media", "cleanup")
 
 
+def test_diagnoses_table_has_one_record_for_every_cause() -> None:
+    # Cause is the type every CheckFailed is checked against (mypy); the table must have
+    # exactly one record per cause, keyed by the record's own cause.
+    from typing import get_args
+
+    from elematrix_tui.actions.matrix_checks import Cause
+
+    assert tuple(DIAGNOSES) == get_args(Cause)
+    assert all(k == d.cause and d.diagnosis and d.fix for k, d in DIAGNOSES.items())
+
+
 def test_norm_url() -> None:
     assert norm_url("http://Example.org:80/") == norm_url("http://example.org")
     assert norm_url("http://1.2.3.4:8080") != norm_url("http://1.2.3.4")

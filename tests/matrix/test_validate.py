@@ -229,7 +229,7 @@ def test_element_http_warning_is_logged_and_noted(tmp_path: Path, matrix_stack: 
     Tests only contact loopback (which is exempt), so the address the warning is computed
     for is swapped for a documentation address; the gate itself runs against loopback.
     """
-    from elematrix_tui.actions import matrix_checks as mc
+    from elematrix_tui.actions.matrix_checks import gate as mc
 
     real = mc.element_e2ee_warning
     monkeypatch.setattr(mc, "element_e2ee_warning",
