@@ -6,7 +6,6 @@ botocore is imported lazily (inside :func:`explain`) so importing this module st
 from __future__ import annotations
 
 import re
-from typing import Any
 
 from ..engine.action import ActionFailed
 
@@ -76,12 +75,6 @@ def iam_action(service: str, operation: str) -> str:
     if service == "s3" and operation in _S3_ACTIONS:
         return _S3_ACTIONS[operation]
     return f"{_IAM_PREFIX.get(service, service)}:{operation}"
-
-
-def api_name(client: Any, operation: str) -> str:
-    """PascalCase API name of a boto3 snake_case method (``run_instances`` -> ``RunInstances``)."""
-    mapping: dict[str, str] = getattr(client.meta, "method_to_api_mapping", {})
-    return mapping.get(operation, "".join(p.capitalize() for p in operation.split("_")))
 
 
 def explain(exc: BaseException, service: str, operation: str,

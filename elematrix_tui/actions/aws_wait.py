@@ -17,10 +17,10 @@ from ..engine.poll import Attempt, PollTimeout, poll_step
 from .aws_data import clean, jsonable
 from .aws_errors import explain
 from .aws_session import AwsApi, aws_for
+from .sshconn.hostkeys import BEGIN_KEYS, END_KEYS, INFRA_HOST_KEYS
 
-BEGIN_KEYS = "-----BEGIN SSH HOST KEY FINGERPRINTS-----"
-END_KEYS = "-----END SSH HOST KEY FINGERPRINTS-----"
-META_HOST_KEYS = "ssh.host_key_fingerprints"
+# Where the fingerprints are kept for the SSH steps: one home, on the SSH side.
+META_HOST_KEYS = INFRA_HOST_KEYS
 
 
 class WaitInputs(Inputs):

@@ -234,4 +234,3 @@ class Action(Generic[InputsT]):
         return []
 
 
-ActionFactory = Callable[[], Action]

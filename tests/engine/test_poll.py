@@ -144,3 +144,18 @@ def test_real_clock_and_real_cancel_end_promptly() -> None:
     with pytest.raises(PollCancelled):
         poll(lambda n: None, what="x", timeout=30, interval=10, cancel=cancel)
     assert time.monotonic() - t0 < 2
+
+
+def test_actions_wait_only_through_the_helper() -> None:
+    # One home for the wait rules: a sleep or a cancel-wait of its own in an action module
+    # would bring back a loop that may ignore the deadline or the cancel.
+    import re
+    from pathlib import Path
+
+    import elematrix_tui.actions as actions
+
+    root = Path(actions.__file__).parent
+    own = re.compile(r"\btime\.sleep\(|\bcancel\.wait\(")
+    found = [f"{p.relative_to(root)}:{n}" for p in sorted(root.rglob("*.py"))
+             for n, line in enumerate(p.read_text().splitlines(), 1) if own.search(line)]
+    assert found == []

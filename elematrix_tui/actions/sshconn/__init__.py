@@ -36,7 +36,9 @@ from .base import (
 from .connection import SshConnection
 from .forward import Forwarder
 from .hostkeys import (
+    BEGIN_KEYS,
     BLOCK_RE,
+    END_KEYS,
     FP_RE,
     INFRA_HOST_KEYS,
     HostKeyProblem,
@@ -50,7 +52,8 @@ from .step import connection, open_connection
 from .target import DEFAULT_PORT, DEFAULT_USER, LOCAL, Target, resolve_target, ssh_config_path
 
 __all__ = [
-    "BLOCK_RE", "DEFAULT_PORT", "DEFAULT_USER", "ENV_NAME_RE", "FP_RE", "INFRA_HOST_KEYS",
+    "BEGIN_KEYS", "BLOCK_RE", "DEFAULT_PORT", "DEFAULT_USER", "END_KEYS", "ENV_NAME_RE", "FP_RE",
+    "INFRA_HOST_KEYS",
     "LOCAL", "OUTPUT_CAP", "ChannelOpenError", "Connection", "ExecResult", "Forwarder",
     "HostKeyProblem", "LineSink", "LocalConnection", "OutputTail", "SshConnection", "Target",
     "connection", "deadline_of", "host_key_failure", "key_algorithms", "key_fingerprint",

@@ -50,7 +50,6 @@ class OutputTail:
         self.partial = ""
         self.kept: deque[str] = deque()
         self.kept_len = 0
-        self.truncated = False
 
     def feed(self, data: bytes) -> None:
         text = self.partial + self.decoder.decode(data)
@@ -69,7 +68,6 @@ class OutputTail:
         self.kept_len += len(line) + 1
         while self.kept_len > self.cap and len(self.kept) > 1:
             self.kept_len -= len(self.kept.popleft()) + 1
-            self.truncated = True
 
     def finish(self) -> str:
         self.partial += self.decoder.decode(b"", final=True)

@@ -39,7 +39,6 @@ class SshConnection:
         self._jump: SshConnection | None = None
         self._sftp: paramiko.SFTPClient | None = None
         self._lock = threading.RLock()
-        self.connects = 0
 
     # -- connecting --------------------------------------------------------------------
     def _socket(self) -> Any:
@@ -116,7 +115,6 @@ class SshConnection:
             transport.set_keepalive(30)
             self.server_key_type, self.server_fingerprint = (
                 presented[-1] if presented else (transport.host_key_type or "", ""))
-            self.connects += 1
             return
         raise HostKeyProblem(presented, self.pins)
 

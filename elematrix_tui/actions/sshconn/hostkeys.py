@@ -15,8 +15,10 @@ if TYPE_CHECKING:
     import paramiko
 
 FP_RE = re.compile(r"SHA256:[A-Za-z0-9+/]{43}")
-BLOCK_RE = re.compile(r"-----BEGIN SSH HOST KEY FINGERPRINTS-----(.*?)"
-                      r"-----END SSH HOST KEY FINGERPRINTS-----", re.S)
+# The markers EC2/cloud-init print around the fingerprints in the console output.
+BEGIN_KEYS = "-----BEGIN SSH HOST KEY FINGERPRINTS-----"
+END_KEYS = "-----END SSH HOST KEY FINGERPRINTS-----"
+BLOCK_RE = re.compile(re.escape(BEGIN_KEYS) + "(.*?)" + re.escape(END_KEYS), re.S)
 # Deployment meta where the infra phase (aws.wait host_keys_of) keeps the console's pins.
 INFRA_HOST_KEYS = "ssh.host_key_fingerprints"
 
