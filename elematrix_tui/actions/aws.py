@@ -9,18 +9,21 @@ lazily by the helpers, so importing this module is cheap.
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from ..engine.action import Action, ActionFailed, Check, Inputs, Result, StepContext
 from .aws_data import READ_PREFIXES, clean, jsonable
 from .aws_errors import explain
-from .aws_session import aws_for
+from .aws_session import AwsApi, aws_for
 
 # aws.wait lives in its own module; re-exported so the registry's "aws:Wait" and the
 # imports of this module keep working.
 from .aws_wait import Wait, parse_host_keys
+
+if TYPE_CHECKING:
+    from .aws_teardown import Inventory
 
 AL2023_PARAMETER = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
 
@@ -368,7 +371,7 @@ class Teardown(Action[TeardownInputs]):
     def describe(self, inputs: TeardownInputs) -> str:
         return ("list" if inputs.dry_run else "delete") + " every resource of this deployment"
 
-    def _discover(self, ctx: StepContext, inputs: Any) -> Any:
+    def _discover(self, ctx: StepContext, inputs: TeardownInputs) -> tuple[AwsApi, Inventory]:
         from .aws_teardown import discover
 
         api = aws_for(ctx)

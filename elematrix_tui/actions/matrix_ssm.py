@@ -183,7 +183,8 @@ class SsmForward(Action[SsmForwardInputs]):
                 fix=f"Start it (`aws ec2 start-instances --instance-ids {instance_id}`), "
                     "wait for it, then re-run.")
 
-    def _open(self, ctx: StepContext, inputs: Any, plugin: str, api: Any) -> _Tunnel:
+    def _open(self, ctx: StepContext, inputs: SsmForwardInputs, plugin: str,
+              api: Any) -> _Tunnel:
         from .aws_errors import explain
 
         local = inputs.local_port or _free_port()

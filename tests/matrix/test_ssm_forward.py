@@ -235,3 +235,38 @@ def test_verify_runbook_with_admin_tunnel_ssm_from_the_command_line(
     assert r.returncode == 0, out[-4000:]
     assert "ssm.start_session -> SessionId=elematrix-test-" in out
     assert "[PASS] cleanup" in out and "tok-" not in out
+
+
+def test_a_plugin_whose_channel_never_opens_is_interrupted_promptly(
+        tmp_path: Path, moto_instance: str) -> None:
+    """Ctrl-C while the plugin's port is awaited ends the step at once and stops the plugin.
+
+    Before the one polling helper this wait slept in 0.1 s steps until ``ready_timeout``
+    and never looked at the cancel event. The stand-in plugin hangs without listening, as
+    the real one does when the agent's data channel never comes up.
+    """
+    import threading
+    import time
+
+    pid_file = tmp_path / "plugin.pid"
+    hang = tmp_path / "hanging-plugin"
+    hang.write_text("#!/bin/sh\n"
+                    "[ \"$1\" = --version ] && { echo 1.2.707.0; exit 0; }\n"
+                    f"echo $$ > {pid_file}\nexec sleep 120\n")
+    hang.chmod(0o755)
+    ctx = StandaloneContext(deployment_dir=tmp_path)
+    timer = threading.Timer(1.0, ctx.cancel.set)
+    timer.start()
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(ActionFailed) as e:
+            ctx.run(SsmForward(), {"instance_id": moto_instance, "plugin": str(hang),
+                                   "ready_timeout": 120})
+    finally:
+        timer.cancel()
+        ctx.close()
+    assert time.monotonic() - t0 < 15
+    assert "interrupted while waiting for the Session Manager plugin" in e.value.message
+    pid = int(pid_file.read_text())
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
