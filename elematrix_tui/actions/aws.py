@@ -20,7 +20,8 @@ from .aws_session import AwsApi, aws_for
 
 # aws.wait lives in its own module; re-exported so the registry's "aws:Wait" and the
 # imports of this module keep working.
-from .aws_wait import Wait, parse_host_keys
+from .aws_wait import META_HOST_KEYS, Wait, WaitInputs, parse_host_keys
+from .sshconn.hostkeys import BEGIN_KEYS, END_KEYS
 
 if TYPE_CHECKING:
     from .aws_teardown import Inventory
@@ -418,6 +419,7 @@ def _kept(lines: list[str]) -> list[str]:
     return [ln for ln in lines if ln.startswith("keep")]
 
 
-__all__ = ["Assert", "Call", "Ensure", "Preflight", "Teardown", "Wait", "parse_host_keys"]
+__all__ = ["BEGIN_KEYS", "END_KEYS", "META_HOST_KEYS", "Assert", "Call", "Ensure", "Preflight",
+           "Teardown", "Wait", "WaitInputs", "parse_host_keys"]
 
 

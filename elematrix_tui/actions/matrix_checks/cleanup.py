@@ -14,7 +14,7 @@ from .model import Outcome
 
 
 class Cleanup(GateCore):
-    """Check 6: the throwaway users, devices, room, media and registration token removed."""
+    """Check 6, ``cleanup``, as a mixin over :class:`GateCore`."""
 
     async def cleanup(self, out: Outcome) -> None:
         token = self.st.admin_token

@@ -14,8 +14,7 @@ from .model import WELL_KNOWN_SERVER_RE, Outcome, norm_url
 
 
 class Discovery(GateCore):
-    """Check 1: the client API, an encoded-URI probe, both well-known files and Element's
-config.json through the public address."""
+    """Check 1, ``discovery``, as a mixin over :class:`GateCore`."""
 
     async def discovery(self, out: Outcome) -> None:
         try:

@@ -18,8 +18,7 @@ from .model import MEGOLM, Outcome
 
 
 class E2ee(GateCore):
-    """Checks 3 and 4: encrypted messages both ways, then what Synapse stores is
-m.room.encrypted and a client without keys cannot read it."""
+    """Checks 3 and 4, ``e2ee_roundtrip`` and ``encrypted_at_rest``, over :class:`GateCore`."""
 
     def _nio(self, sess: mh.Session, store: bool, token: str | None = None) -> Any:
         from nio import AsyncClient, AsyncClientConfig

@@ -15,8 +15,7 @@ from .model import MIB, PROBE_BYTES, UPLOAD_PATH, Outcome
 
 
 class Media(GateCore):
-    """Check 5: an upload just under the limit round-trips identical, one just over it is
-refused (from the host over SSH when given, else from here)."""
+    """Check 5, ``media``, as a mixin over :class:`GateCore`."""
 
     async def media(self, out: Outcome) -> None:
         """The upload limit, proven without pushing it through the operator's uplink.

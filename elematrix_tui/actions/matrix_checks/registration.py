@@ -13,7 +13,7 @@ from .model import MEGOLM, Outcome
 
 
 class Registration(GateCore):
-    """Check 2: an admin session, a fresh registration token, two throwaway users."""
+    """Check 2, ``registration``, as a mixin over :class:`GateCore`."""
 
     async def _admin_session(self, out: Outcome) -> None:
         """An admin token: the one given, or a temporary admin made with the shared secret."""
