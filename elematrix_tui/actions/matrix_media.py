@@ -23,7 +23,7 @@ from typing import Any
 
 from ..engine.action import StepContext
 from . import sshconn
-from .matrix_http import Transfer
+from .matrix_transfer import Transfer
 
 _PRELUDE = """set -u
 umask 077

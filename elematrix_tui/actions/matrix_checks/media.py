@@ -8,6 +8,7 @@ import contextlib
 import json
 
 from .. import matrix_http as mh
+from .. import matrix_transfer as mt
 from ..matrix_proxy import proxy_for
 from .core import GateCore
 from .diagnoses import CheckFailed, classify
@@ -58,7 +59,7 @@ class Media(GateCore):
         else:
             await self._limit_from_here(out, limit, token, rate)
 
-    def _judge_under(self, t: mh.Transfer, url: str) -> str:
+    def _judge_under(self, t: mt.Transfer, url: str) -> str:
         """The mxc URI of an upload that must have been accepted (or the finding)."""
         if t.status == 200:
             try:
@@ -77,7 +78,7 @@ class Media(GateCore):
                               f"{err.summary()}")
         raise classify(err)
 
-    def _judge_over(self, out: Outcome, t: mh.Transfer, url: str, where: str) -> None:
+    def _judge_over(self, out: Outcome, t: mt.Transfer, url: str, where: str) -> None:
         """An upload over the limit must be refused (by Synapse, or nginx at the same limit)."""
         where = f"{where} (answered in {t.seconds:.1f} s)"
         if t.status == 413:
@@ -111,7 +112,7 @@ class Media(GateCore):
         return f"/_matrix/client/v1/media/download/{mh.q(server)}/{mh.q(media_id)}"
 
     @staticmethod
-    def _judge_download(t: mh.Transfer, up: mh.Transfer, url: str) -> None:
+    def _judge_download(t: mt.Transfer, up: mt.Transfer, url: str) -> None:
         if t.status != 200:
             raise classify(t.http_error("GET", url))
         if t.sha256 != up.sha256 or t.size != up.size:
@@ -119,11 +120,11 @@ class Media(GateCore):
                               f"{t.size} different bytes")
 
     async def _upload_here(self, size: int, token: str, budget: float
-                           ) -> tuple[str, mh.Transfer]:
+                           ) -> tuple[str, mt.Transfer]:
         url = self.base + UPLOAD_PATH
         while True:
             try:
-                t = await asyncio.wait_for(mh.upload_stream(self.http, url, token, size),
+                t = await asyncio.wait_for(mt.upload_stream(self.http, url, token, size),
                                            budget)
             except TimeoutError as e:
                 raise CheckFailed("slow_uplink", f"{size} bytes from this machine did not "
@@ -140,11 +141,11 @@ class Media(GateCore):
                 raise classify(mh.RateLimited(err, wait, max(left, 0.0)))
             await asyncio.sleep(wait)
 
-    async def _download_here(self, mxc: str, up: mh.Transfer, token: str,
-                             budget: float) -> mh.Transfer:
+    async def _download_here(self, mxc: str, up: mt.Transfer, token: str,
+                             budget: float) -> mt.Transfer:
         url = self.base + self._download_path(mxc)
         try:
-            t = await asyncio.wait_for(mh.download_stream(self.http, url, token), budget)
+            t = await asyncio.wait_for(mt.download_stream(self.http, url, token), budget)
         except TimeoutError as e:
             raise CheckFailed("timeout", f"download of {up.size} bytes did not finish "
                               f"within {budget:.0f} s") from e
@@ -209,9 +210,9 @@ class Media(GateCore):
         try:
             # nginx refuses an over-limit Content-Length before reading the body: with
             # Expect: 100-continue nothing is sent (through a proxy: streamed, httpx).
-            send = (mh.upload_stream(self.http, url, token, limit + 1024)
+            send = (mt.upload_stream(self.http, url, token, limit + 1024)
                     if proxy_for(url) else
-                    mh.upload_expect_continue(url, token, limit + 1024, self.s.timeout))
+                    mt.upload_expect_continue(url, token, limit + 1024, self.s.timeout))
             over = await asyncio.wait_for(send, max(min(budget, self.remaining() - 1), 1))
         except TimeoutError as e:
             raise CheckFailed("media_limit", f"{limit + 1024} bytes (over the limit) were "
