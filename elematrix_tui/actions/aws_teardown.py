@@ -168,6 +168,8 @@ def _retry_dependency(ctx: StepContext, fn: Any, what: str, max_wait: float) -> 
         poll_step(ctx, probe, what=f"{what} to be free", timeout=max_wait, interval=5,
                   on_wait=lambda a: ctx.progress(f"{what} still in use; retrying", None, None))
     except (PollTimeout, PollCancelled) as e:
+        if not last:  # cancelled before the first try: nothing was refused yet
+            raise
         # The dependency error itself says what still holds the resource.
         raise last[-1] from e
 

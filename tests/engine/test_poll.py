@@ -159,3 +159,33 @@ def test_actions_wait_only_through_the_helper() -> None:
     found = [f"{p.relative_to(root)}:{n}" for p in sorted(root.rglob("*.py"))
              for n, line in enumerate(p.read_text().splitlines(), 1) if own.search(line)]
     assert found == []
+
+
+def test_teardown_dependency_retry_gives_the_dependency_error_or_the_cancel(
+        tmp_path: object) -> None:
+    from pathlib import Path
+
+    from elematrix_tui.actions.aws_teardown import _retry_dependency
+    from elematrix_tui.engine.action import ActionFailed
+    from elematrix_tui.engine.standalone import StandaloneContext
+
+    ctx = StandaloneContext(deployment_dir=Path(str(tmp_path)))
+    calls: list[int] = []
+
+    def in_use() -> None:
+        calls.append(1)
+        raise ActionFailed("DependencyViolation: sg-1 has a dependent object")
+
+    # max_wait 0: one try, then the dependency error itself (what still holds it).
+    with pytest.raises(ActionFailed, match="DependencyViolation"):
+        _retry_dependency(ctx, in_use, "security group sg-1", 0)
+    assert calls == [1]
+    # Another error is not retried.
+    with pytest.raises(ActionFailed, match="AccessDenied"):
+        _retry_dependency(ctx, lambda: (_ for _ in ()).throw(ActionFailed("AccessDenied")),
+                          "security group sg-1", 60)
+    # Cancelled before the first try: the cancel, not a crash.
+    ctx.cancel.set()
+    with pytest.raises(PollCancelled):
+        _retry_dependency(ctx, in_use, "security group sg-1", 60)
+    assert calls == [1]
