@@ -232,5 +232,3 @@ class Action(Generic[InputsT]):
         yet: a note must not depend on those. Default: none.
         """
         return []
-
-
