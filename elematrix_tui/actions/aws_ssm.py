@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from typing import Any
 
 from pydantic import Field
 
 from ..engine.action import Action, ActionFailed, Check, Inputs, Result, StepContext
+from ..engine.poll import PollCancelled, PollTimeout, poll_step
 
 # Get-command-invocation statuses (ssm API reference, CommandInvocationStatus).
 SUCCESS = "Success"
@@ -58,7 +58,7 @@ def meta_key(ctx: StepContext) -> str:
     return f"aws.ssm_run:{ctx.run_id}:{ctx.step_id}"
 
 
-class SsmRun(Action):
+class SsmRun(Action[SsmRunInputs]):
     """Send a Run Command document to one instance and wait until it has finished."""
 
     name = "aws.ssm_run"
@@ -150,11 +150,11 @@ class SsmRun(Action):
         return cid
 
     def _wait(self, ctx: StepContext, inputs: SsmRunInputs, cid: str) -> Result:
-        deadline = time.monotonic() + inputs.max_wait
-        if ctx.deadline is not None:
-            deadline = min(deadline, ctx.deadline)
-        while True:
+        last = [""]
+
+        def probe(attempt: int) -> Result | None:
             status, inv = self._status(ctx, cid, inputs)
+            last[0] = status
             if status == SUCCESS:
                 return Result("changed", outputs=self._outputs(cid, status, inv),
                               data=inv, message=f"command {cid}: {status}")
@@ -168,14 +168,18 @@ class SsmRun(Action):
                     fix="Read the command's output in the console (Systems Manager > Run "
                         "Command) or with `aws ssm get-command-invocation`, then resume: "
                         "it is sent again.")
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise ActionFailed(
-                    f"command {cid} is still {status} after {inputs.max_wait:g} s",
-                    diagnosis="The instance's SSM agent has not finished the command.",
-                    fix="Resume later: the step waits on the same command, it is not sent "
-                        "again.")
-            ctx.progress(f"command {cid}: {status}")
-            if ctx.cancel.wait(min(inputs.delay, left)):
-                raise ActionFailed("interrupted while waiting for the command; resume "
-                                   "waits on the same one")
+            return None
+
+        try:
+            return poll_step(ctx, probe, what=f"command {cid}", timeout=inputs.max_wait,
+                             interval=inputs.delay,
+                             on_wait=lambda a: ctx.progress(f"command {cid}: {last[0]}"))
+        except PollTimeout as e:
+            raise ActionFailed(
+                f"command {cid} is still {last[0]} after {inputs.max_wait:g} s",
+                diagnosis="The instance's SSM agent has not finished the command.",
+                fix="Resume later: the step waits on the same command, it is not sent "
+                    "again.") from e
+        except PollCancelled as e:
+            raise ActionFailed("interrupted while waiting for the command; resume "
+                               "waits on the same one") from e

@@ -194,7 +194,7 @@ class UpInputs(ComposeInputs):
     wait: bool = True
 
 
-class Up(Action):
+class Up(Action[UpInputs]):
     """``docker compose up -d --wait [services]``, only when the host's facts differ."""
 
     name = "compose.up"
@@ -287,7 +287,7 @@ def exec_command(inputs: ComposeInputs, service: str, command: Argv,
                            f"{_argv(command)}")
 
 
-class Exec(Action):
+class Exec(Action[ExecInputs]):
     """A command in a running service; ``check`` reads a fact (the command itself when it is
     read-only, else ``unless``/``creates``) to tell whether it would change anything."""
 

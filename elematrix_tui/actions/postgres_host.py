@@ -35,7 +35,7 @@ class LocaleInputs(ComposeInputs):
     timeout: float = Field(default=120.0, gt=0)
 
 
-class Locale(Action):
+class Locale(Action[LocaleInputs]):
     """Read the database's encoding, collation and ctype; in place when they are Synapse's."""
 
     name = "postgres.locale"

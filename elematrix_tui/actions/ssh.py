@@ -142,7 +142,7 @@ class RunInputs(SshInputs):
         return v
 
 
-class Run(Action):
+class Run(Action[RunInputs]):
     """Run one shell command on the host, streaming its output, and check its exit code."""
 
     name = "ssh.run"
@@ -282,7 +282,7 @@ def _forward_key(target: Target, inputs: ForwardInputs) -> str:
     return f"ssh.forward:{target.resource_key}->{inputs.remote_host}:{inputs.remote_port}{local}"
 
 
-class Forward(Action):
+class Forward(Action[ForwardInputs]):
     """A local port forward to a port on the host's loopback, open until the run ends."""
 
     name = "ssh.forward"

@@ -144,7 +144,7 @@ def _parse_stat(stdout: str) -> dict[str, tuple[int, str]]:
     return out
 
 
-class Upload(Action):
+class Upload(Action[UploadInputs]):
     """Copy a rendered directory to the host: only files that differ, atomically, with modes."""
 
     name = "ssh.upload"

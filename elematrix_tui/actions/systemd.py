@@ -121,7 +121,7 @@ def differences(inputs: InstallInputs, facts: dict[str, UnitFacts]) -> list[str]
     return out
 
 
-class Install(Action):
+class Install(Action[InstallInputs]):
     """Install unit files from a directory on the host, enable and start the named ones."""
 
     name = "systemd.install"
