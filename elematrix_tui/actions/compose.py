@@ -199,6 +199,7 @@ class Up(Action[UpInputs]):
 
     name = "compose.up"
     Inputs = UpInputs
+    check_first = True
     output_names = frozenset({"services", "changes"})
 
     def local_effects(self, with_: dict[str, Any]) -> list[str]:
@@ -293,6 +294,7 @@ class Exec(Action[ExecInputs]):
 
     name = "compose.exec"
     Inputs = ExecInputs
+    check_first = True
     output_names = frozenset({"exit_code", "stdout"})
 
     def local_effects(self, with_: dict[str, Any]) -> list[str]:

@@ -149,6 +149,7 @@ class Upload(Action[UploadInputs]):
 
     name = "ssh.upload"
     Inputs = UploadInputs
+    check_first = True
 
     def local_effects(self, with_: dict[str, Any]) -> list[str]:
         return _on_this_machine(with_, f"writes files into {with_.get('dest')}")

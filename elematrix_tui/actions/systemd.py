@@ -126,6 +126,7 @@ class Install(Action[InstallInputs]):
 
     name = "systemd.install"
     Inputs = InstallInputs
+    check_first = True
     output_names = frozenset({"units", "changes"})
 
     def local_effects(self, with_: dict[str, Any]) -> list[str]:

@@ -202,6 +202,10 @@ class Action(Generic[InputsT]):
     # The effect lives only in this process (an SSH tunnel): on resume the step is applied
     # again instead of being restored from the journal, whose outputs would point at nothing.
     process_local: ClassVar[bool] = False
+    # The action's check reads the facts exactly and cheaply (a host's containers, a unit
+    # file's hash): the engine checks before every apply, not only on resume, so a re-run
+    # applies nothing whose facts already hold (counted in tests/rehearsal).
+    check_first: ClassVar[bool] = False
 
     def local_effects(self, with_: dict[str, Any]) -> list[str]:
         """What this step does on the operator's own machine beyond its sandbox (runs a

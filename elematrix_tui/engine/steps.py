@@ -114,9 +114,10 @@ class StepsMixin:
 
         attempt = first_attempt
         ctx = Context(self._runner(), phase, step, attempt)
-        # A step that was running when the process died, or that must be confirmed, is
-        # checked first: if the change already holds, nothing is applied (and nobody asked).
-        if interrupted or step.confirm or step.destructive:
+        # A step that was running when the process died, that must be confirmed, or whose
+        # action reads exact facts (check_first) is checked first: if the change already
+        # holds, nothing is applied (and nobody asked).
+        if interrupted or step.confirm or step.destructive or action.check_first:
             check = self._call_check(action, ctx, inputs, step)
             if check is not None and check.in_sync:
                 outputs = self._select_outputs(step, check.outputs, check.data)
