@@ -32,6 +32,9 @@ BUILTIN: dict[str, str] = {
     "stack.render": "elematrix_tui.actions.stack:Render",
     "stack.doctor": "elematrix_tui.actions.stack:Doctor",
     "deploy.server_name": "elematrix_tui.actions.deploy:ServerName",
+    "deploy.recorded": "elematrix_tui.actions.restore:Recorded",
+    "restore.pick": "elematrix_tui.actions.restore:Pick",
+    "matrix.admin_login": "elematrix_tui.actions.restore:AdminLogin",
 }
 
 
