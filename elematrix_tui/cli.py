@@ -99,6 +99,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from", dest="source", metavar="DIR",
                    help="the rendered stack to read (default: the deployment's stack dir)")
 
+    p = sub.add_parser("status", help="the live deployment against what its runs converged: "
+                                      "ok / drifted / unknown per fact; exit 1 when drifted")
+    p.add_argument("deployment", metavar="DEPLOYMENT")
+    p.add_argument("--runbook", default="poc-ec2", metavar="RUNBOOK",
+                   help="the runbook that built it (default: poc-ec2)")
+    p.add_argument("--json", action="store_true", help="print the status as JSON")
+    _common(p, runbook_opts=False)
+
     p = sub.add_parser("schema", help="print the JSON Schema of a runbook or a parameter file "
                                       "(for editors: the YAML language server)")
     p.add_argument("what", choices=["runbook", "params"])
@@ -137,7 +145,7 @@ def _main(argv: list[str] | None) -> int:
         handler = {
             None: _tui, "practice": _practice, "validate": _validate, "plan": _plan,
             "run": _run, "resume": _resume, "runs": _runs, "report": _report,
-            "recover-secrets": _recover_secrets, "schema": _schema,
+            "recover-secrets": _recover_secrets, "schema": _schema, "status": _status,
         }[args.command]
         return handler(args)
     except InputError as e:
@@ -438,6 +446,26 @@ def _practice(args: argparse.Namespace) -> int:
     except PracticeUnavailable as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+
+
+def _status(args: argparse.Namespace) -> int:
+    """Exit 0: every checked fact holds; 1: something drifted; 2: bad input."""
+    from .engine.errors import InputError
+    from .engine.journal import Journal
+    from .engine.paths import DEPLOYMENT_RE
+    from .engine.status import build_status
+
+    if not DEPLOYMENT_RE.fullmatch(args.deployment):
+        raise InputError(f"deployment name {args.deployment!r}: a lower-case letter, then "
+                         f"lower-case letters, digits or '-' (2-31 characters)")
+    if not Journal.exists(_state_dir(args), args.deployment):
+        raise InputError(f"no deployment {args.deployment!r} in {_state_dir(args)}; "
+                         f"'elematrix runs' lists the deployments' runs")
+    rb = _load(resolve_runbook_path(args.runbook))
+    status = build_status(rb, deployment=args.deployment, state_dir=_state_dir(args),
+                          registry=_registry())
+    print(status.to_json() if args.json else status.to_text())
+    return status.exit_code
 
 
 if __name__ == "__main__":
