@@ -26,6 +26,7 @@ class StartScreen(Screen[None]):
         Binding("n", "new_deployment", "New deployment"),
         Binding("enter", "open", "Open / resume", show=True),
         Binding("tab", "app.focus_next", "Next list", show=False),
+        Binding("d", "status", "Status (drift)"),
         Binding("question_mark", "help", "Help"),
         Binding("q", "app.quit", "Quit"),
     ]
@@ -133,6 +134,18 @@ class StartScreen(Screen[None]):
     def _row_selected(self, event: DataTable.RowSelected) -> None:
         event.stop()
         self.action_open()
+
+    def action_status(self) -> None:
+        """The highlighted deployment's live state against its runs (read-only)."""
+        from .status import StatusScreen
+
+        if not self.deployments:
+            self.notify("No deployment yet.", severity="warning")
+            return
+        dt = self.query_one("#deployments", DataTable)
+        entry = self.deployments[min(max(dt.cursor_row, 0), len(self.deployments) - 1)]
+        self.app.push_screen(StatusScreen(self.session.state_dir, entry.name,
+                                          entry.runbook_path))
 
     def action_help(self) -> None:
         from .help import HelpScreen
