@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from .engine import events as ev
 from .engine.errors import InputError
-from .engine.state import RUNNING, RunState
+from .engine.state import DECLINED, RUNNING, RunState
 from .engine.text import clean, clean_line
 
 if TYPE_CHECKING:
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from .engine.runner import RunOptions
 
 _MARK = {"ok": "ok", "changed": "changed", "failed": "FAILED", "skipped": "skipped",
-         "interrupted": "interrupted"}
+         "interrupted": "interrupted", DECLINED: DECLINED}
 
 
 class HeadlessQuestions:

@@ -176,7 +176,7 @@ async def test_declined_confirm_changes_nothing(state_dir: Path) -> None:
         await wait_for(pilot, lambda: shown(app, ConfirmModal), what="confirm modal")
         await pilot.press("escape")
         await wait_for(pilot, lambda: not screen.running, what="run to stop")
-        assert screen.last_exit == 1
+        assert screen.last_exit == 130  # declined: resumable (docs/tui.md)
         assert not (state_dir / "deployments/prod-eu/gone.txt").exists()
 
 

@@ -20,6 +20,7 @@ from textual.widgets import Footer, Static, Tree
 
 from ...engine import events as ev
 from ...engine.model import Runbook
+from ...engine.state import DECLINED
 from ..bridge import EventPump, RunnerLike, RunRequest
 from ..markup import escape
 from ..model import RunModel
@@ -304,6 +305,9 @@ class RunScreen(Screen[int]):
                         markup=False)
         elif message.exit_code == 0:
             self.notify("Run passed.")
+        elif self.model.status == DECLINED:
+            self.notify("Declined: nothing was changed. r runs the phase again when ready.",
+                        severity="warning")
         elif message.exit_code == 130:
             self.notify("Run interrupted; state saved. r resumes.", severity="warning")
         else:
