@@ -13,6 +13,7 @@ from textual.widgets import Button, Input, Select, Static
 
 from elematrix_tui.ui import catalog
 from elematrix_tui.ui.app import ElematrixApp
+from elematrix_tui.ui.screens.help import HelpScreen
 from elematrix_tui.ui.screens.modals import ConfirmModal, YesNoModal
 from elematrix_tui.ui.screens.new_deployment import NewDeploymentScreen
 from elematrix_tui.ui.screens.params import ParamFormScreen
@@ -260,7 +261,17 @@ async def test_practice_entry_opens_the_run_screen_with_notices(state_dir: Path)
     async with app.run_test(size=(100, 32)) as pilot:
         screen = run_screen(app)
         banner = text_of(screen.query_one("#banner", Static))
-        assert "PRACTICE" in banner and "only the prepare phase runs" in banner
+        # One line that fits (issue 17): the notice itself is on the help screen.
+        assert "PRACTICE" in banner and "1 note for this session: ? shows it" in banner
+        assert "only the prepare phase runs" not in banner
+        assert not app._notifications  # notices are not toasted over the log
+        await pilot.press("question_mark")
+        await pilot.pause()
+        assert isinstance(app.screen, HelpScreen)
+        notes = app.screen.session_notes
+        assert "only the prepare phase runs" in notes and "Practice: AWS" in notes
+        await pilot.press("escape")
+        await pilot.pause()
         assert screen.params["server_name"] == "practice.test"
         # A phase outside this session's phases is refused with the reason.
         await wait_for(pilot, lambda: not screen.restoring, what="the journal replay")

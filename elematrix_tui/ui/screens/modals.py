@@ -77,8 +77,10 @@ class _Dialog(ModalScreen[_T], Generic[_T]):
     def fit(self, fixed_rows: int) -> None:
         """Give the list of changes only the rows left once everything else is on screen,
         so the buttons are never cut off (80x24 cut the dialog off below its text)."""
+        # The dialog may take 90% of the screen (modals.tcss #dialog max-height).
+        room = self.size.height * 9 // 10
         for area in self.query("#changes").results(VerticalScroll):
-            area.styles.max_height = max(2, self.size.height - fixed_rows)
+            area.styles.max_height = max(2, room - fixed_rows)
 
     def on_resize(self) -> None:
         self.fit(self.fixed_rows())

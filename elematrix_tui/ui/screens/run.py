@@ -29,7 +29,7 @@ from ..widgets.gate_panel import GatePanel
 from ..widgets.log_pane import LogPane
 from ..widgets.phase_tree import NodeData, PhaseTree
 from ..widgets.step_detail import StepDetail
-from .banner import banner_text
+from .banner import banner_text, notices_markdown
 from .modals import YesNoModal
 from .run_journal import fold_events, read_journal
 from .run_report import export_report
@@ -459,7 +459,7 @@ class RunScreen(Screen[int]):
     def action_help(self) -> None:
         from .help import HelpScreen
 
-        self.app.push_screen(HelpScreen())
+        self.app.push_screen(HelpScreen(notices_markdown(self.session)))
 
     def action_back(self) -> None:
         if self.running:
