@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
-from textual.widgets import Button, Input, Select, Static
+from textual.widgets import Button, Collapsible, Input, Select, Static
 
 from elematrix_tui.ui import catalog
 from elematrix_tui.ui.app import ElematrixApp
@@ -79,6 +79,9 @@ async def test_new_deployment_form_run_gate_rerun_confirm(state_dir: Path) -> No
         form.query_one("#in-operator_cidr", Input).value = "203.0.113.7/32"
         form.query_one("#in-admin_email", Input).value = "ops@example.org"
         form.query_one("#in-workers", Input).value = "3"
+        # The generated secret has a default (its generator): it is in "advanced".
+        form.query_one("#advanced", Collapsible).collapsed = False
+        await pilot.pause()
         form.query_one("#gen-admin_password").scroll_visible(animate=False)
         await pilot.pause()
         await pilot.click("#gen-admin_password")

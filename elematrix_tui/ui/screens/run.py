@@ -347,7 +347,7 @@ class RunScreen(Screen[int]):
         allowed = self.session.allowed_phases
         if allowed is not None and pv.phase_id not in allowed:
             self.notify(f"{pv.label} cannot run in this session (only "
-                        f"{', '.join(allowed)}); see the notice at the top.",
+                        f"{', '.join(allowed)}); ? shows why (the notes of this session).",
                         severity="warning", markup=False)
             return
         self.start(phases=[pv.phase_id])
