@@ -1,9 +1,10 @@
 """`elematrix practice` in a real terminal (tmux).
 
 With the machine's Docker engine: the banner says what practice does on this machine and
-what it leaves out, and an operator pressing `r` (answering every confirmation, typing the
-deployment name for the destructive one) takes all four phases to "passed", the deploy
-phase on the real engine through the local host transport.
+what it leaves out (its notes, on `?`), and an operator pressing `r` (answering every
+confirmation with its own key `y`, typing the deployment name for the destructive one; keys
+only, never Tab-hunting) takes all four phases to "passed", the deploy phase on the real
+engine through the local host transport.
 
 Without an engine (DOCKER_HOST at a socket nothing listens on, as on a machine without
 one): the banner says so before anything runs, infra and configure run for real against the
