@@ -71,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run only this phase (repeatable)")
     p.add_argument("--yes", action="store_true", help="answer confirmations with yes")
     p.add_argument("--quiet", action="store_true", help="no log lines, only steps and summary")
+    p.add_argument("--json", action="store_true",
+                   help="one engine event per line on stdout (JSON, secrets masked), for CI")
     _replace_secret(p)
 
     p = sub.add_parser("resume", help="continue an interrupted run (TUI, or headless with --yes)")
@@ -78,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--yes", action="store_true", help="headless: answer confirmations with yes")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--json", action="store_true",
+                   help="headless: one engine event per line on stdout (JSON, secrets masked)")
     _replace_secret(p)
 
     p = sub.add_parser("runs", help="runs with their status")
@@ -294,6 +298,7 @@ def _run(args: argparse.Namespace) -> int:
     deployment = _need_deployment(args)
     return run_headless(rb, deployment=deployment, state_dir=_state_dir(args),
                         params=_params(args, rb), runbook_path=path, quiet=args.quiet,
+                        json_lines=args.json,
                         options=RunOptions(phases=args.phases, assume_yes=args.yes,
                                            replace_secrets=set(args.replace_secrets)))
 
@@ -320,6 +325,7 @@ def _resume(args: argparse.Namespace) -> int:
     rb = _load(path)
     return run_headless(rb, deployment=deployment, state_dir=root, params=_params(args, rb),
                         runbook_path=path, quiet=args.quiet, resume_of=run_id,
+                        json_lines=args.json,
                         options=RunOptions(assume_yes=True,
                                            replace_secrets=set(args.replace_secrets)))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+import json
 import signal
 import sys
 import threading
@@ -12,7 +13,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from .engine import events as ev
 from .engine.errors import InputError
-from .engine.state import RUNNING, RunState
+from .engine.state import DECLINED, RUNNING, RunState
 from .engine.text import clean, clean_line
 
 if TYPE_CHECKING:
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
     from .engine.runner import RunOptions
 
 _MARK = {"ok": "ok", "changed": "changed", "failed": "FAILED", "skipped": "skipped",
-         "interrupted": "interrupted"}
+         "interrupted": "interrupted", DECLINED: DECLINED}
 
 
 class HeadlessQuestions:
@@ -98,11 +99,34 @@ class Printer:
     The summary is the engine's fold of the same events (``engine.state.RunState``), the
     one the TUI, resume and the report use."""
 
-    def __init__(self, quiet: bool = False, stream: TextIO | None = None) -> None:
+    # A terminal redraws the progress line in place at most this often; a pipe (CI logs)
+    # gets a plain line at most every PLAIN_EVERY seconds per step, so a ten-minute wait is
+    # a few dozen lines, not thousands.
+    TTY_EVERY = 0.2
+    PLAIN_EVERY = 10.0
+
+    def __init__(self, quiet: bool = False, stream: TextIO | None = None,
+                 tty: bool | None = None) -> None:
         self.quiet = quiet
         self.out = stream or sys.stdout
+        self.tty = self.out.isatty() if tty is None else tty
         self.state = RunState()
         self._last_progress = 0.0
+        self._reports: dict[str, int] = {}  # step id -> progress reports in this attempt
+        self._live = False  # a progress line is on screen, not ended by a newline
+
+    def progress_line(self, e: ev.Progress) -> str:
+        """One wait as a line: step, elapsed / expected, how many reports, the attempt,
+        the action's own message (``~ wait_ok 42s / ~3m · 7 checks · attempt 2: ...``)."""
+        st = self.state.steps().get(e.step_id)
+        parts = [f"{e.elapsed:.0f}s" + (f" / ~{_short(e.expected)}" if e.expected else "")]
+        if e.done is not None and e.total:
+            parts.append(f"{100 * e.done / e.total:.0f}%")
+        n = self._reports.get(e.step_id, 0)
+        parts.append(f"{n} check{'' if n == 1 else 's'}")
+        if st is not None and st.attempt > 1:
+            parts.append(f"attempt {st.attempt}")
+        return f"   ~ {e.step_id} {' · '.join(parts)}: {clean_line(e.message)}"
 
     @property
     def rows(self) -> list[tuple[str, str, str, int, float, str]]:
@@ -121,6 +145,14 @@ class Printer:
             self.out.write(clean(text))
 
         self.state.apply(e)
+        if isinstance(e, ev.Progress):
+            self._progress(e)
+            return
+        if isinstance(e, ev.StepStarted):
+            self._reports.pop(e.step_id, None)
+        if self._live and not (self.quiet and isinstance(e, ev.LogLine)):
+            self.out.write("\n")  # end the progress line before anything else is printed
+            self._live = False
         if isinstance(e, ev.RunStarted):
             w(f"{'resuming' if e.resumed else 'run'} {e.run_id}: {e.runbook} -> "
               f"deployment {e.deployment}\n")
@@ -135,11 +167,6 @@ class Printer:
         elif isinstance(e, ev.LogLine):
             if not self.quiet:
                 w(f"   | {clean_line(e.line)}\n")
-        elif isinstance(e, ev.Progress):
-            now = time.monotonic()
-            if not self.quiet and now - self._last_progress > 2:
-                self._last_progress = now
-                w(f"   ~ {e.message} ({e.elapsed:.0f} s)\n")
         elif isinstance(e, ev.StepRetry):
             w(f"   ! retrying {e.step_id} in {e.delay:g} s (attempt {e.attempt}): {e.reason}\n")
         elif isinstance(e, ev.StepFinished):
@@ -156,6 +183,24 @@ class Printer:
               f"{f': {e.message}' if e.message else ''}\n")
         self.out.flush()
 
+    def _progress(self, e: ev.Progress) -> None:
+        self._reports[e.step_id] = self._reports.get(e.step_id, 0) + 1
+        if self.quiet:
+            return
+        now = time.monotonic()
+        if now - self._last_progress < (self.TTY_EVERY if self.tty else self.PLAIN_EVERY) \
+                and self._reports[e.step_id] > 1:
+            return
+        self._last_progress = now
+        line = clean(self.progress_line(e))
+        if self.tty:
+            # Redrawn in place: carriage return, erase the line (ECMA-48 EL, CSI 2 K).
+            self.out.write(f"\r\x1b[2K{line}")
+            self._live = True
+        else:
+            self.out.write(f"{line}\n")
+        self.out.flush()
+
     def summary(self, runner: Any) -> None:
         rows = self.rows
         if not rows:
@@ -169,6 +214,30 @@ class Printer:
             w(f"{phase:<12} {step:<28} {tag:<12} {attempt:>5} {duration:>7.2f}s\n")
         if runner.run_id:
             w(f"\nreport: elematrix report {runner.run_id}\n")
+        self.out.flush()
+
+
+def _short(seconds: float) -> str:
+    return f"{seconds:.0f}s" if seconds < 120 else f"{seconds / 60:.0f}m"
+
+
+class JsonLines:
+    """``--json``: every engine event as one JSON object per line (``Event.to_dict``).
+
+    The events are the journal's own: the engine masks secrets before it emits them
+    (inputs, outputs, messages and log lines pass its redactor), and this sink masks once
+    more with the run's redactor when it has one, so a CI log never holds a secret.
+    """
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.out = stream or sys.stdout
+        self.redact: Any = None
+
+    def __call__(self, e: ev.Event) -> None:
+        text = json.dumps(e.to_dict(), default=str, ensure_ascii=False)
+        if self.redact is not None:
+            text = self.redact(text)
+        self.out.write(text + "\n")
         self.out.flush()
 
 
@@ -223,20 +292,26 @@ class StopSignals:
 
 def run_headless(rb: Runbook, *, deployment: str, state_dir: Path, params: dict[str, Any],
                  runbook_path: Path, options: RunOptions, quiet: bool = False,
-                 resume_of: str | None = None) -> int:
+                 resume_of: str | None = None, json_lines: bool = False) -> int:
     """Run (or resume ``resume_of``) on the terminal: the engine's runner, wired once
     (``engine.wiring``), printing as it goes and a summary at the end; SIGTERM/SIGHUP stop
     it as Ctrl-C does. Returns the exit code. ``elematrix run``, ``resume --yes`` and
-    ``practice --headless`` all come here."""
+    ``practice --headless`` all come here. ``json_lines``: stdout carries only the
+    events, one JSON object a line (:class:`JsonLines`); questions and signals still speak
+    on stderr, and the summary is left out (the last line is ``run.finished``)."""
     from .actions import default_registry
     from .engine.wiring import RunRequest, build_runner
 
     printer = Printer(quiet=quiet)
+    sink: Any = JsonLines() if json_lines else printer
     runner = build_runner(RunRequest(
         runbook=rb, deployment=deployment, state_dir=state_dir, params=params,
-        questions=HeadlessQuestions(assume_yes=options.assume_yes), sinks=[printer],
+        questions=HeadlessQuestions(assume_yes=options.assume_yes), sinks=[sink],
         runbook_path=runbook_path, options=options), default_registry())
+    if isinstance(sink, JsonLines):
+        sink.redact = runner.redact
     with StopSignals(deployment) as stop:
         code = runner.resume(resume_of) if resume_of else runner.run()
-    printer.summary(runner)
+    if not json_lines:
+        printer.summary(runner)
     return stop.exit_code(code)

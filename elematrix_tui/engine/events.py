@@ -48,7 +48,7 @@ class RunStarted(Event):
 
 @dataclass(frozen=True)
 class RunFinished(Event):
-    status: str  # passed | failed | interrupted
+    status: str  # passed | failed | interrupted | paused | stopped | declined
     exit_code: int
     message: str = ""
     kind: Literal["run.finished"] = field(default="run.finished", kw_only=True)
@@ -64,7 +64,7 @@ class PhaseStarted(Event):
 @dataclass(frozen=True)
 class PhaseFinished(Event):
     phase_id: str
-    status: str  # passed | failed | skipped | interrupted
+    status: str  # passed | failed | skipped | interrupted | paused | stopped | declined
     kind: Literal["phase.finished"] = field(default="phase.finished", kw_only=True)
 
 
@@ -93,7 +93,7 @@ class StepStarted(Event):
 class StepFinished(Event):
     phase_id: str
     step_id: str
-    status: str  # ok | changed | failed | skipped | interrupted
+    status: str  # ok | changed | failed | skipped | interrupted | declined (state.DECLINED)
     attempt: int
     duration: float
     is_gate: bool = False

@@ -56,8 +56,8 @@ from .resolve import (
     should_remember,
 )
 from .secrets import Redactor, SecretStore
-from .state import RunState, StepState
-from .steps import META_KNOWN_HERE, StepsMixin
+from .state import DECLINED, RunState, StepState
+from .steps import META_KNOWN_HERE, Declined, StepsMixin
 
 __all__ = ["EXIT_FAILED", "EXIT_INPUT", "EXIT_INTERRUPTED", "EXIT_OK", "META_KNOWN_HERE",
            "META_SECRET_NAMES", "RunOptions", "Runner", "runbook_digest"]
@@ -367,6 +367,10 @@ class Runner(StepsMixin):
             except Paused:
                 self._emit(PhaseFinished(self.run_id, phase_id=phase.id, status="paused"))
                 return "paused", EXIT_INTERRUPTED, "paused by the operator; resumable"
+            except Declined as e:
+                # Nothing failed: the phase stays ready to run (state.DECLINED says why 130).
+                self._emit(PhaseFinished(self.run_id, phase_id=phase.id, status=DECLINED))
+                return DECLINED, EXIT_INTERRUPTED, str(e)
             except GuardError as e:
                 self._emit(PhaseFinished(self.run_id, phase_id=phase.id, status="stopped"))
                 return "stopped", EXIT_FAILED, str(e)

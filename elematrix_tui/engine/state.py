@@ -23,6 +23,13 @@ from . import events as ev
 FINISHED = ("ok", "changed", "skipped")
 # Statuses a step is in while an attempt has not ended.
 RUNNING = ("running", "retrying")
+# The operator said no to a confirmation: the one word for it, for a step (its
+# step.finished), its phase (phase.finished) and the run (run.finished). Nothing was
+# changed by the step and nothing failed: the phase stays ready to run, resume asks again
+# (a declined step is not FINISHED), and every view (TUI, headless summary, report) says
+# "declined", never "failed". The run's exit code is the runner's EXIT_INTERRUPTED (130:
+# stopped by the operator, state saved, resumable), as for a pause.
+DECLINED = "declined"
 
 
 class PhaseLike(Protocol):
@@ -44,7 +51,7 @@ class StepState:
     role: str = "step"  # step | gate | cleanup
     title: str = ""
     action: str = ""
-    status: str = "pending"  # pending | running | retrying | ok | changed | failed | ...
+    status: str = "pending"  # pending | running | retrying | ok | changed | failed | declined ...
     attempt: int = 0
     started: float | None = None  # wall-clock time the attempt started
     duration: float | None = None
@@ -66,7 +73,7 @@ class RunInfo:
 
     run_id: str
     runbook: str = ""
-    status: str = "running"  # running | passed | failed | interrupted | paused | stopped
+    status: str = "running"  # running | passed | failed | interrupted | paused | stopped | declined
     exit_code: int | None = None
     message: str = ""
     started: float | None = None

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from .action import Action, ActionFailed, Check, Questions, Result
 from .context import Context, ContextHost, Interrupted, RunOptions, StepOutcome, jsonable
-from .errors import GuardError, PromptCancelled
+from .errors import PromptCancelled
 from .events import Event, GateResult, LogLine, Question, StepFinished, StepRetry, StepStarted
 from .expressions import ExpressionError, is_truthy, render_string, render_value
 from .journal import Journal
@@ -28,7 +28,12 @@ from .paths import deployment_dir
 from .plan_model import change_lines
 from .registry import Registry
 from .secrets import MASK, Redactor
-from .state import FINISHED, RunState, StepState
+from .state import DECLINED, FINISHED, RunState, StepState
+
+
+class Declined(Exception):
+    """The operator declined a confirmation: the run stops before the step (state.DECLINED)."""
+
 
 # Journal meta: the operator typed this deployment's name here for a destructive step.
 META_KNOWN_HERE = "known_here"
@@ -127,8 +132,10 @@ class StepsMixin:
             if (step.confirm or step.destructive) and not action.read_only:
                 changes = change_lines(check, recorded=step.id in self.outputs)
                 if not self._confirm(step, title, changes):
-                    raise GuardError(f"the operator declined step {step.id!r}; nothing was "
-                                     f"changed by it. Resume when ready.")
+                    message = (f"the operator declined step {step.id!r}; nothing was changed "
+                               f"by it. Run the phase again (or resume) when ready.")
+                    self._finish_without_apply(phase, step, role, DECLINED, {}, message, attempt)
+                    raise Declined(message)
         delay = step.retry.delay
         while True:
             ctx = Context(self._runner(), phase, step, attempt)

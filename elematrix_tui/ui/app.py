@@ -53,6 +53,12 @@ class ElematrixApp(App[int]):
     """Guided, resumable runbook runs. Observes the engine; answers its questions."""
 
     TITLE = "elematrix"
+    # Toasts at the top right, over the detail pane's first lines: never over the log's
+    # last lines (the newest output), and never over a dialog's buttons at 80x24.
+    CSS = """
+    ToastRack { dock: top; align: right top; margin-bottom: 0; margin-top: 1; }
+    Toast { max-width: 50; }
+    """
     COMMANDS: ClassVar[set[Any]] = {*App.COMMANDS, lambda: _screen_actions()}
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+c", "quit_from_anywhere", "Quit", show=False, priority=True),
@@ -117,8 +123,8 @@ class ElematrixApp(App[int]):
         self.push_screen(StartScreen(self.session, StartActions(
             new_deployment=lambda path: self.new_deployment(runbook=path),
             open_deployment=self.open_deployment)))
-        for line in self.session.notices:
-            self.notify(escape(line), timeout=12)
+        # The notices are not toasted: three stacked toasts hid the log's last lines. The
+        # banner counts them and the help screen (?) shows them in full.
         if self.initial_resume:
             name = self.initial_deployment or catalog.find_run(self.state_dir,
                                                                self.initial_resume)

@@ -11,6 +11,7 @@ STATUS_ICON: dict[str, str] = {
     "failed": "✗",
     "skipped": "⤼",
     "interrupted": "⏸",
+    "declined": "⊘",
     "locked": "🔒",
     "ready": "○",
     "passed": "✓",
@@ -25,6 +26,7 @@ STATUS_STYLE: dict[str, str] = {
     "failed": "bold red",
     "skipped": "dim",
     "interrupted": "magenta",
+    "declined": "yellow",
     "locked": "dim",
     "pending": "dim",
     "ready": "cyan",
@@ -55,3 +57,25 @@ def icon(status: str) -> str:
 def style(status: str) -> str:
     """The Rich style of a status mark."""
     return STATUS_STYLE.get(status, "")
+
+
+def reflow(text: str) -> str:
+    """A runbook description as paragraphs: YAML block scalars (``|``) keep the author's
+    hard line breaks, which wrap raggedly in a pane of another width. Lines of one
+    paragraph are joined with a space; blank lines separate paragraphs; list items
+    (``-``, ``*``, ``1.``) and indented lines start a line of their own."""
+    out: list[str] = []
+    for raw in text.strip().splitlines():
+        line = raw.rstrip()
+        stripped = line.lstrip()
+        if not stripped:
+            if out and out[-1] != "":
+                out.append("")
+            continue
+        item = stripped[:2] in ("- ", "* ") or (stripped.split(" ", 1)[0].rstrip(".").isdigit()
+                                               and stripped.split(" ", 1)[0].endswith("."))
+        if out and out[-1] != "" and not item and line == stripped:
+            out[-1] = f"{out[-1]} {stripped}"
+        else:
+            out.append(line if item or line != stripped else stripped)
+    return "\n".join(out)

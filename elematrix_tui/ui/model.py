@@ -13,10 +13,10 @@ from typing import Any
 
 from ..engine import events as ev
 from ..engine.model import Runbook, Step
-from ..engine.state import RunState
+from ..engine.state import DECLINED, RunState
 
 # Statuses that end a step attempt for good (a retry starts a new attempt).
-FINAL_STEP = frozenset({"ok", "changed", "failed", "skipped", "interrupted"})
+FINAL_STEP = frozenset({"ok", "changed", "failed", "skipped", "interrupted", DECLINED})
 
 
 @dataclass

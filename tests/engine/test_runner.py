@@ -12,6 +12,7 @@ from elematrix_tui.engine.errors import InputError, LockedError
 from elematrix_tui.engine.journal import Journal
 from elematrix_tui.engine.lock import DeploymentLock
 from elematrix_tui.engine.paths import deployment_dir
+from elematrix_tui.engine.report import build_report
 
 from .helpers import make_runner, write_runbook
 
@@ -142,9 +143,17 @@ phases:
       - {{id: w, action: local.write, with: {{path: "{tmp_path}/w", content: x}}, confirm: true}}
 """)
     runner, sink = make_runner(rb, state_dir, answer=False)
-    assert runner.run() == 1
+    # Declined is its own outcome (engine/state.py DECLINED): exit 130 (stopped by the
+    # operator, resumable), the step, phase and run all say "declined", nothing "failed".
+    assert runner.run() == 130
     assert not (tmp_path / "w").exists()
     run_id = runner.run_id
+    assert sink.statuses()["w"] == "declined"
+    assert [e.status for e in sink.of(ev.PhaseFinished)] == ["declined"]
+    assert [e.status for e in sink.of(ev.RunFinished)] == ["declined"]
+    with Journal.open(state_dir, "test") as j:
+        report = build_report(j, run_id)
+    assert "declined" in report and "failed" not in report.lower()
     runner, sink = make_runner(rb, state_dir, answer=True)
     assert runner.resume(run_id) == 0
     assert (tmp_path / "w").read_text() == "x"

@@ -36,8 +36,11 @@ async def test_the_start_screen_needs_only_its_session_and_flows(state_dir: Path
     async with app.run_test(size=(110, 36)) as pilot:
         await wait_for(pilot, lambda: app.screen is screen, what="start screen")
         banner = str(screen.query_one("#banner").render())
-        assert "PRACTICE" in banner and "a notice of this session" in banner
+        assert "PRACTICE" in banner and "1 note for this session" in banner
         assert "Practice: emulated" not in banner  # the practice line says it already
+        # Every notice in full is on the help screen.
+        from elematrix_tui.ui.screens.banner import notices_markdown
+        assert "a notice of this session" in notices_markdown(session)
         assert [d.name for d in screen.deployments] == ["given"]
         await pilot.press("enter")
         await wait_for(pilot, lambda: opened == ["given"], what="open flow called")

@@ -37,9 +37,11 @@ HELP = """\
 
 A phase is **locked** until every gate of the phase before it passed. A failed step or gate
 shows its **diagnosis** and the suggested **fix** in the detail pane and the gate panel.
-Steps marked *confirm* ask before changing anything; destructive ones need the deployment
-name typed. Everything is recorded in the deployment's journal; `elematrix report RUN_ID`
-prints the same report from the command line.
+Steps marked *confirm* ask before changing anything (`y` goes ahead, `n` or `escape`
+declines; the last line of a dialog says what `enter` answers); destructive ones need the
+deployment name typed. A declined step is *declined*, not failed: `r` asks again.
+Everything is recorded in the deployment's journal; `elematrix report RUN_ID` prints the
+same report from the command line.
 """
 
 
@@ -55,9 +57,14 @@ class HelpScreen(ModalScreen[None]):
         Binding("escape,q,question_mark", "close", "Close"),
     ]
 
+    def __init__(self, session_notes: str = "") -> None:
+        super().__init__()
+        # The session's notices in full (banner.notices_markdown): the banner only counts them.
+        self.session_notes = session_notes
+
     def compose(self) -> ComposeResult:
         with VerticalScroll():
-            yield Markdown(HELP)
+            yield Markdown(self.session_notes + HELP if self.session_notes else HELP)
 
     def action_close(self) -> None:
         self.dismiss(None)

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from textual import on
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Button, Footer, Input, Label, Select, Static, Switch
+from textual.widgets import Button, Collapsible, Footer, Input, Label, Select, Static, Switch
 
 from ...engine.model import Param, Runbook
 from ...engine.params import generate_secret
-from .. import validation
+from .. import myaddress, validation
 from ..markup import escape
 
 # Filled by the app itself, never typed: the deployment name is the deployment.
@@ -52,6 +52,8 @@ class ParamField(Vertical):
         yield Label(f"{escape(p.name)}{req} [dim]({kind})[/dim]", classes="p-name")
         if p.help:
             yield Static(escape(p.help), classes="p-help")
+        if p.default is not None and p.type != "secret":
+            yield Static(f"default: {escape(str(p.default))}", classes="p-help p-default")
         if p.permanent:
             why = p.permanent_reason or "it is baked into data the deployment creates"
             yield Static(f"⚠ permanent: cannot be changed after the first run ({escape(why)})",
@@ -71,6 +73,12 @@ class ParamField(Vertical):
                             compact=True)
                 if p.generate:
                     yield Button("Generate", id=f"gen-{p.name}", classes="gen", compact=True)
+        elif p.name in myaddress.MY_ADDRESS_PARAMS:
+            with Horizontal(classes="p-row"):
+                yield Input(self.initial, placeholder=str(p.default or ""), id=f"in-{p.name}",
+                            compact=True)
+                yield Button("Use my current address", id=f"me-{p.name}", classes="me",
+                             compact=True)
         else:
             yield Input(self.initial, placeholder=str(p.default or ""), id=f"in-{p.name}",
                         compact=True)
@@ -102,6 +110,32 @@ class ParamField(Vertical):
     def _changed(self) -> None:
         self.validate_now()
 
+    @on(Button.Pressed, ".me")
+    def _my_address(self, event: Button.Pressed) -> None:
+        event.stop()
+        url = myaddress.check_ip_url()
+        self.notify(f"Asking {url} for your public address…", markup=False)
+        self._look_up(url)
+
+    @work(thread=True, exclusive=True, group="my-address")
+    def _look_up(self, url: str) -> None:
+        # A thread: the GET may take seconds, the form keeps answering keys meanwhile.
+        try:
+            cidr = myaddress.my_cidr(url)
+        except myaddress.AddressLookupError as e:
+            self.app.call_from_thread(self.notify, f"No address: {e}. Type it instead.",
+                                      severity="error", markup=False)
+            return
+        self.app.call_from_thread(self._fill_address, cidr, url)
+
+    def _fill_address(self, cidr: str, url: str) -> None:
+        # Shown in the field, never used unseen: saving is the operator's next step.
+        field = self.query_one(f"#in-{self.param.name}", Input)
+        field.value = cidr
+        field.focus()
+        self.notify(f"{self.param.name} is {cidr} ({url} sees you there); check it, then "
+                    "ctrl+s saves.", markup=False, timeout=10)
+
     @on(Button.Pressed, ".gen")
     def _generate(self, event: Button.Pressed) -> None:
         event.stop()
@@ -109,6 +143,18 @@ class ParamField(Vertical):
         self.query_one(f"#in-{self.param.name}", Input).value = generate_secret(length)
         self.notify(f"Generated a {length}-character {self.param.name}; it goes to the "
                     "secret store, never to the journal.", markup=False)
+
+
+def form_order(runbook: Runbook) -> tuple[list[Param], list[Param]]:
+    """(the fields the operator must fill, the advanced ones), each in runbook order.
+
+    First what has no value without the operator: required parameters, and secrets that
+    are neither given nor generated. Everything with a default or a generator (tuning
+    knobs like ``status_wait``, ``remote_dir``) goes to the collapsed "advanced" group.
+    """
+    shown = [p for p in runbook.params if p.name not in HIDDEN]
+    required = [p for p in shown if p.is_required]
+    return required, [p for p in shown if not p.is_required]
 
 
 class ParamFormScreen(Screen[dict[str, Any] | None]):
@@ -136,10 +182,15 @@ class ParamFormScreen(Screen[dict[str, Any] | None]):
         with VerticalScroll(id="form"):
             yield Static("Fields with * are required. The cost estimate of the preflight step "
                          "is shown before anything is created.", classes="p-help")
-            for p in self.runbook.params:
-                if p.name in HIDDEN:
-                    continue
+            required, advanced = form_order(self.runbook)
+            for p in required:
                 yield ParamField(p, self.values.get(p.name, p.default), keep_secret=self.existing)
+            if advanced:
+                with Collapsible(title=f"Advanced: {len(advanced)} more, each with a default "
+                                       f"(enter opens)", collapsed=True, id="advanced"):
+                    for p in advanced:
+                        yield ParamField(p, self.values.get(p.name, p.default),
+                                         keep_secret=self.existing)
             with Horizontal(classes="buttons"):
                 yield Button("Save and continue", variant="primary", id="submit")
                 yield Button("Back", id="cancel")
@@ -171,6 +222,9 @@ class ParamFormScreen(Screen[dict[str, Any] | None]):
             self.notify(f"{len(errors)} field(s) need attention: {', '.join(errors)}",
                         severity="error", markup=False)
             field = self.query_one(f"#field-{errors[0]}", ParamField)
+            for group in self.query(Collapsible):
+                if field in group.query(ParamField):
+                    group.collapsed = False  # an error is never hidden in a closed group
             field.scroll_visible()
             inputs = field.query("Input, Select, Switch")
             if inputs:

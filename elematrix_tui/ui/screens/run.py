@@ -20,6 +20,7 @@ from textual.widgets import Footer, Static, Tree
 
 from ...engine import events as ev
 from ...engine.model import Runbook
+from ...engine.state import DECLINED
 from ..bridge import EventPump, RunnerLike, RunRequest
 from ..markup import escape
 from ..model import RunModel
@@ -28,7 +29,7 @@ from ..widgets.gate_panel import GatePanel
 from ..widgets.log_pane import LogPane
 from ..widgets.phase_tree import NodeData, PhaseTree
 from ..widgets.step_detail import StepDetail
-from .banner import banner_text
+from .banner import banner_text, notices_markdown
 from .modals import YesNoModal
 from .run_journal import fold_events, read_journal
 from .run_report import export_report
@@ -304,6 +305,9 @@ class RunScreen(Screen[int]):
                         markup=False)
         elif message.exit_code == 0:
             self.notify("Run passed.")
+        elif self.model.status == DECLINED:
+            self.notify("Declined: nothing was changed. r runs the phase again when ready.",
+                        severity="warning")
         elif message.exit_code == 130:
             self.notify("Run interrupted; state saved. r resumes.", severity="warning")
         else:
@@ -343,7 +347,7 @@ class RunScreen(Screen[int]):
         allowed = self.session.allowed_phases
         if allowed is not None and pv.phase_id not in allowed:
             self.notify(f"{pv.label} cannot run in this session (only "
-                        f"{', '.join(allowed)}); see the notice at the top.",
+                        f"{', '.join(allowed)}); ? shows why (the notes of this session).",
                         severity="warning", markup=False)
             return
         self.start(phases=[pv.phase_id])
@@ -455,7 +459,7 @@ class RunScreen(Screen[int]):
     def action_help(self) -> None:
         from .help import HelpScreen
 
-        self.app.push_screen(HelpScreen())
+        self.app.push_screen(HelpScreen(notices_markdown(self.session)))
 
     def action_back(self) -> None:
         if self.running:

@@ -14,7 +14,7 @@ from textual.widgets import DataTable, Footer, Label, Static
 
 from .. import catalog
 from .. import format as fmt
-from .banner import banner_text
+from .banner import banner_text, notices_markdown
 
 if TYPE_CHECKING:
     from ..services import Session, StartActions
@@ -150,4 +150,4 @@ class StartScreen(Screen[None]):
     def action_help(self) -> None:
         from .help import HelpScreen
 
-        self.app.push_screen(HelpScreen())
+        self.app.push_screen(HelpScreen(notices_markdown(self.session)))

@@ -98,7 +98,7 @@ def render_phase(pv: PhaseView) -> str:
     if pv.reason:
         lines.append(f"[dim]{escape(pv.reason)}[/dim]")
     if pv.description:
-        lines.append(escape(pv.description.strip()))
+        lines.append(escape(fmt.reflow(pv.description)))
     lines.append(f"{len(pv.steps)} steps, {len(pv.gates)} gates")
     return "\n".join(lines)
 
