@@ -87,7 +87,7 @@ def test_start_screen_and_short_run_in_a_real_terminal(prepared: None,
     screen = t.wait_for("n New deployment")
     assert "elematrix · deploy Matrix/Element" in screen
     assert "demo" in screen and "never run" in screen
-    assert "ui-flow" in screen
+    assert "ui-flow" in screen, screen
     t.keys("Enter")
     t.wait_for("Wait for something slow")
     t.wait_for("r Run phase")
