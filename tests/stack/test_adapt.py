@@ -198,3 +198,34 @@ def test_refusal_via_cli_exits_2_and_writes_nothing(elematrix: str, state_dir: P
     assert "homeserver.yaml:1:1: server_name is 'chat.acme-corp.example'" in r.stderr
     assert "Traceback" not in r.stdout + r.stderr
     assert not (state_dir / "deployments" / "mine" / "stack").exists()
+
+
+# The public real-world stacks (tests/stack/test_realworld.py finds them; never copied
+# here). None can be adapted mechanically: each is refused, every message at its file
+# (and line where the doctor knows it), and nothing is written or stored.
+from tests.stack.test_realworld import corpus  # noqa: E402,F401  (the fixture)
+
+REAL_REFUSALS = {  # stack -> (server_name it carries, a message the refusal must hold)
+    "vhonchar--matrix-homeline": ("matrix-homeline.chilllab.dev",
+                                  "nginx/conf.d/matrix.conf:49:0: EM015"),
+    "yguenneugues--matrix-docker": (None, "synapse/homeserver.yaml:47:0: EM010 "
+                                          "registration_shared_secret is a placeholder"),
+    "iam-rizz--Selfhost-Matrix": (None, "traefik/traefik.yml:19:0: EM019"),
+    "AymanAlSuleihi--matrix-docker-config": (None, "no homeserver.yaml found"),
+}
+
+
+@pytest.mark.parametrize("stack", sorted(REAL_REFUSALS))
+def test_real_world_stacks_are_refused_located(corpus: Path, stack: str,  # noqa: F811
+                                               ctx: StandaloneContext) -> None:
+    server, expected = REAL_REFUSALS[stack]
+    src = corpus / stack
+    before = _snapshot(src)
+    with pytest.raises(InputError) as e:
+        Adapt().apply(ctx, AdaptInputs(source=str(src), server_name=server or "x.example",
+                                       public_address="203.0.113.9"))
+    assert expected in str(e.value)
+    for err in e.value.errors:
+        assert err.path.startswith(str(src)), err
+    assert not (ctx.deployment_dir / "stack").exists() and ctx.secrets == {}
+    assert _snapshot(src) == before
