@@ -140,8 +140,8 @@ def adapt(inputs: AdaptInputs) -> Adaptation:
         findings = [_relocate(f.format_text(), scratch, src) for f in diagnosis]
         plan = plan_fix(scratch, inputs.public_address)
         errors = [_manual_error(_relocate(m, scratch, src), src) for m in plan.manual]
-        apply_plan(plan)
-
+        # Every check below reads the operator's files as written (before the adaptation),
+        # so a located message names the line in their file.
         stack = load_stack(scratch)
         hs = stack.homeserver
         if hs is None:
@@ -157,13 +157,13 @@ def adapt(inputs: AdaptInputs) -> Adaptation:
                                      f"{inputs.server_name!r}: it is permanent (every user id "
                                      f"carries it); run with --set server_name={name}"
                                   if name else "no server_name: add it"))
+        errors.extend(_names(stack, scratch, src, args_of(data)))
         found: dict[str, str] = {}
         secret_files: set[str] = {hs_rel}
         for key, store in _HOMESERVER_SECRETS.items():
             if isinstance(data.get(key), str) and data[key]:
                 found[store] = data[key]
-        db = data.get("database") if isinstance(data.get("database"), dict) else {}
-        args = db.get("args") if isinstance(db.get("args"), dict) else {}
+        args = args_of(data)
         if isinstance(args.get("password"), str) and args["password"]:
             found["postgres_password"] = args["password"]
         # The database container's password: from compose, .env or an env_file.
@@ -196,6 +196,7 @@ def adapt(inputs: AdaptInputs) -> Adaptation:
                                       f"the database need it)"))
         if errors:
             raise InputError(errors)
+        apply_plan(plan)
         for env, value in dotenv_add.items():
             old = env.read_text(encoding="utf-8") if env.exists() else ""
             sep = "" if not old or old.endswith("\n") else "\n"
@@ -208,6 +209,44 @@ def adapt(inputs: AdaptInputs) -> Adaptation:
                 secret_files.add(rel)
         return Adaptation(files, original, found, secret_files & set(files), list(plan.notes),
                           findings)
+
+
+def args_of(data: dict[str, Any]) -> dict[str, Any]:
+    """homeserver.yaml's ``database.args`` (empty when absent or not a mapping)."""
+    db = data.get("database")
+    args = db.get("args") if isinstance(db, dict) else None
+    return args if isinstance(args, dict) else {}
+
+
+# What the deploy phase's steps name (runbooks/poc-ec2.yaml: compose.up services, the
+# postgres.locale db_user/database, compose.exec on synapse): a stack that names them
+# otherwise would fail there, late, after the upload.
+DEPLOY_NAMES = {"postgres": "postgres", "synapse": "synapse", "nginx": "nginx"}
+DB_NAME = DB_USER = "synapse"
+
+
+def _names(stack: Any, scratch: Path, src: Path, args: dict[str, Any]) -> list[Located]:
+    out: list[Located] = []
+    for role, want in DEPLOY_NAMES.items():
+        svcs = stack.services(role)
+        if not svcs:
+            out.append(Located(str(src), 0, 0, f"no {role} service found in the compose "
+                                                f"file: the deploy phase starts `{want}`"))
+        elif not any(s.name == want for s in svcs):
+            s = svcs[0]
+            out.append(Located(str(src / s.compose.path.relative_to(scratch)),
+                               s.compose.doc.line("services", s.name), 1,
+                               f"the {role} service is named `{s.name}`; the deploy phase "
+                               f"starts and checks `{want}`: rename the service to `{want}`"))
+    for key, want in (("user", DB_USER), ("database", DB_NAME)):
+        if args.get(key) not in (None, want):
+            hs = stack.homeserver
+            out.append(Located(str(src / hs.path.relative_to(scratch)),
+                               hs.doc.line("database", "args", key), 1,
+                               f"database.args.{key} is {args.get(key)!r}; the deploy phase "
+                               f"checks the database `{DB_NAME}` as user `{DB_USER}`: use "
+                               f"`{want}` (a new host starts with an empty database)"))
+    return out
 
 
 def _tree(root: Path) -> dict[str, str]:

@@ -229,3 +229,17 @@ def test_real_world_stacks_are_refused_located(corpus: Path, stack: str,  # noqa
         assert err.path.startswith(str(src)), err
     assert not (ctx.deployment_dir / "stack").exists() and ctx.secrets == {}
     assert _snapshot(src) == before
+
+
+def test_service_names_the_deploy_phase_does_not_know_are_refused(
+        operator_stack: Path, ctx: StandaloneContext) -> None:
+    compose = operator_stack / "docker-compose.yml"
+    text = compose.read_text()
+    compose.write_text(text.replace("\n  synapse:\n", "\n  matrix:\n"))
+    line = text.splitlines().index("  synapse:") + 1
+    with pytest.raises(InputError) as e:
+        Adapt().apply(ctx, _inputs(operator_stack))
+    msg = str(e.value)
+    assert (f"{compose}:{line}:1: the synapse service is named `matrix`; the deploy phase "
+            "starts and checks `synapse`") in msg, msg
+    assert not (ctx.deployment_dir / "stack").exists()
