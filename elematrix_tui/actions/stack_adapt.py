@@ -28,6 +28,7 @@ from typing import Any
 from ..engine.action import Action, Check, Inputs, Result, StepContext
 from ..engine.containment import DeploymentPath, deployment_path
 from ..engine.errors import InputError, Located
+from ..stack.values import SECRET_NAMES
 
 # Directories of a stack that are never part of its configuration: VCS data, and the data
 # a running TLS stack keeps beside its files (database, certificates). Copying them would
@@ -42,7 +43,8 @@ _HOMESERVER_SECRETS = {"registration_shared_secret": "registration_shared_secret
                        "macaroon_secret_key": "macaroon_secret_key",
                        "form_secret": "form_secret"}
 # Synapse's admin bootstrap (matrix.bootstrap) registers the admin with this one.
-_REQUIRED_SECRETS = ("registration_shared_secret", "postgres_password")
+_REQUIRED_SECRETS = {"registration_shared_secret": "registration_shared_secret",
+                     "postgres_password": "database.args.password"}
 
 
 class AdaptInputs(Inputs):
@@ -188,12 +190,11 @@ def adapt(inputs: AdaptInputs) -> Adaptation:
                                       f"the .env beside the compose file"))
             elif "postgres_password" not in found:
                 found["postgres_password"] = ev.value
-        for needed in _REQUIRED_SECRETS:
+        for needed, key in _REQUIRED_SECRETS.items():
             if needed not in found:
                 errors.append(Located(str(src / hs_rel), 0, 0,
-                                      f"no {needed.replace('postgres_password', 'database.args.password')}"
-                                      f" in homeserver.yaml: add one (the admin bootstrap and "
-                                      f"the database need it)"))
+                                      f"no {key} in homeserver.yaml: add one (the admin "
+                                      f"bootstrap and the database need it)"))
         if errors:
             raise InputError(errors)
         apply_plan(plan)
@@ -312,8 +313,8 @@ class Adapt(Action[AdaptInputs]):
 
     name = "stack.adapt"
     Inputs = AdaptInputs
-    stored_secrets = frozenset(("registration_shared_secret", "macaroon_secret_key",
-                                "form_secret", "postgres_password"))
+    # The bundled stack's secret names: what the later steps (bootstrap, backup) read.
+    stored_secrets = frozenset(SECRET_NAMES)
 
     def local_effects(self, with_: dict[str, Any]) -> list[str]:
         return [f"reads your stack in {with_.get('source')} on THIS machine (never writes it)"]

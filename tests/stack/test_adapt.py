@@ -243,3 +243,9 @@ def test_service_names_the_deploy_phase_does_not_know_are_refused(
     assert (f"{compose}:{line}:1: the synapse service is named `matrix`; the deploy phase "
             "starts and checks `synapse`") in msg, msg
     assert not (ctx.deployment_dir / "stack").exists()
+
+
+def test_the_secrets_found_are_the_bundled_stacks_names() -> None:
+    from elematrix_tui.stack.values import SECRET_NAMES
+
+    assert set(SECRETS) == set(SECRET_NAMES) == Adapt.stored_secrets
