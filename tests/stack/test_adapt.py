@@ -191,6 +191,22 @@ def test_adapt_via_cli(elematrix: str, state_dir: Path, operator_stack: Path) ->
     assert "+++ b/" not in r2.stdout
 
 
+def test_resume_keeps_the_adapted_copy(elematrix: str, state_dir: Path,
+                                       operator_stack: Path, tmp_path: Path) -> None:
+    marker = tmp_path / "fixed"
+    r = _run(elematrix, operator_stack, "--set", f"server_name={SERVER}",
+             "--set", f"pass_file={marker}")
+    assert r.returncode == 1, r.stdout + r.stderr
+    out = state_dir / "deployments" / "mine" / "stack"
+    copy = _snapshot(out)
+    marker.touch()
+    r2 = subprocess.run([elematrix, "resume", "--deployment", "mine", "--yes"],
+                        capture_output=True, text=True, timeout=120, env=dict(os.environ))
+    assert r2.returncode == 0, r2.stdout + r2.stderr
+    assert "+++ b/" not in r2.stdout
+    assert _snapshot(out) == copy
+
+
 def test_refusal_via_cli_exits_2_and_writes_nothing(elematrix: str, state_dir: Path,
                                                     operator_stack: Path) -> None:
     r = _run(elematrix, operator_stack, "--set", "server_name=other.example")
