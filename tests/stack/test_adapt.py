@@ -265,3 +265,21 @@ def test_the_secrets_found_are_the_bundled_stacks_names() -> None:
     from elematrix_tui.stack.values import SECRET_NAMES
 
     assert set(SECRETS) == set(SECRET_NAMES) == Adapt.stored_secrets
+
+
+def test_plan_shows_the_diff_and_writes_nothing(elematrix: str, state_dir: Path,
+                                                operator_stack: Path) -> None:
+    import json
+
+    args = [elematrix, "plan", str(RUNBOOK), "--deployment", "planned", "--json",
+            "--set", f"stack_source={operator_stack}", "--set", f"server_name={SERVER}",
+            "--set", "public_address=203.0.113.9"]
+    r = subprocess.run(args, capture_output=True, text=True, timeout=120, env=dict(os.environ))
+    assert r.returncode == 0, r.stdout + r.stderr
+    step = next(s for p in json.loads(r.stdout)["phases"] for s in p["steps"]
+                if s["id"] == "adapt")
+    assert step["state"] == "create" and step["symbol"] == "+", step  # no copy yet
+    assert "-    listen 443 ssl http2;" in step["changes"]
+    for s in SECRETS.values():
+        assert s not in r.stdout + r.stderr
+    assert not (state_dir / "deployments" / "planned").exists()
