@@ -65,6 +65,9 @@ class Adaptation:
     """The adapted tree in memory: files, the secrets it carries, and notes for the log."""
 
     files: dict[str, str]
+    # What is written: the bytes (a logo or any non-UTF-8 file is kept exactly; ``files`` is
+    # only their text for the diff).
+    raw: dict[str, bytes]
     # The operator's files as read: the diff of a first adaptation is against these.
     original: dict[str, str] = field(default_factory=dict)
     secrets: dict[str, str] = field(default_factory=dict)
@@ -204,11 +207,13 @@ def adapt(inputs: AdaptInputs) -> Adaptation:
             env.write_text(f"{old}{sep}# Synapse's database password (elematrix stack.adapt)\n"
                            f"POSTGRES_PASSWORD={value}\n", encoding="utf-8")
         files = _tree(scratch)
+        raw = {p.relative_to(scratch).as_posix(): p.read_bytes()
+               for p in sorted(scratch.rglob("*")) if p.is_file()}
         # Any file holding a secret value is written 0600, whatever its name.
         for rel, text in files.items():
             if any(v in text for v in found.values()):
                 secret_files.add(rel)
-        return Adaptation(files, original, found, secret_files & set(files), list(plan.notes),
+        return Adaptation(files, raw, original, found, secret_files & set(files), list(plan.notes),
                           findings)
 
 
@@ -290,13 +295,14 @@ def _write(out: Path, ad: Adaptation) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.new-", dir=out.parent))
     try:
         os.chmod(tmp, 0o700)
-        for rel, text in {**ad.files, MARKER: _MARKER_TEXT}.items():
+        for rel, data in {**ad.raw, MARKER: _MARKER_TEXT.encode()}.items():
             p = tmp / rel
             p.parent.mkdir(parents=True, exist_ok=True)
+            # Created with its final mode: a secret is never readable by others, even briefly.
             mode = 0o600 if rel in ad.secret_files else 0o644
             fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
             os.chmod(p, mode)
         if out.exists():
             if previous.exists():

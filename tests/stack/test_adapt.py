@@ -283,3 +283,27 @@ def test_plan_shows_the_diff_and_writes_nothing(elematrix: str, state_dir: Path,
     for s in SECRETS.values():
         assert s not in r.stdout + r.stderr
     assert not (state_dir / "deployments" / "planned").exists()
+
+
+def test_files_it_does_not_edit_are_copied_byte_for_byte(operator_stack: Path,
+                                                         ctx: StandaloneContext) -> None:
+    logo = bytes(range(256)) * 4  # not UTF-8: a logo the Element container serves
+    (operator_stack / "logo.png").write_bytes(logo)
+    (operator_stack / "postgres-data").mkdir()  # a running stack's database: never copied
+    (operator_stack / "postgres-data" / "PG_VERSION").write_text("15\n")
+    Adapt().apply(ctx, _inputs(operator_stack))
+    out = ctx.deployment_dir / "stack"
+    assert (out / "logo.png").read_bytes() == logo
+    assert not (out / "postgres-data").exists()
+    assert Adapt().check(ctx, _inputs(operator_stack)).in_sync is True
+
+
+@pytest.mark.parametrize("what", ["empty", "file"])
+def test_no_stack_there_is_refused(tmp_path: Path, ctx: StandaloneContext, what: str) -> None:
+    src = tmp_path / "nothing"
+    if what == "empty":
+        src.mkdir()
+    else:
+        src.write_text("x")
+    with pytest.raises(InputError, match="stack_source"):
+        Adapt().check(ctx, _inputs(src))
