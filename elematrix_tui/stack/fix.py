@@ -436,7 +436,9 @@ def _fix_element(plan: FixPlan, stack: Stack, host: str | None) -> None:
 def _fix_well_known_files(plan: FixPlan, stack: Stack, host: str | None) -> None:
     """Static ``.well-known/matrix/client`` files pointing at https."""
     for p in sorted(stack.root.rglob("client")):
-        if ".well-known" not in p.parts or not p.is_file():
+        # `.well-known/matrix/client`, or the directory nginx serves it from under another
+        # name (the bundled layout mounts ./nginx/well-known at /var/www/well-known).
+        if p.parent.name != "matrix" or not p.is_file():
             continue
         try:
             text = p.read_text(encoding="utf-8")

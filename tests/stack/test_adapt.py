@@ -307,3 +307,28 @@ def test_no_stack_there_is_refused(tmp_path: Path, ctx: StandaloneContext, what:
         src.write_text("x")
     with pytest.raises(InputError, match="stack_source"):
         Adapt().check(ctx, _inputs(src))
+
+
+def test_a_tls_built_bundled_stack_adapts_back_to_the_bundled_rendering(
+        tmp_path: Path) -> None:
+    """The rehearsal's operator stack (tests/stack/tls_stack.py): the bundled rendering
+    served over TLS. Adapted, it is the bundled rendering again, up to one blank line
+    where the redirect-only server was. The well-known file under nginx/well-known/ (no
+    dot) was left on https before fix.py looked under any `matrix/` directory."""
+    from elematrix_tui.actions.stack_adapt import adapt
+    from elematrix_tui.stack.render import render_files
+    from tests.stack.tls_stack import write_tls_stack
+
+    values = {"server_name": "rehearsal.test", "public_address": "127.0.0.5",
+              "deployment": "byo", "backup_bucket": "elematrix-byo-123456789012"}
+    src = tmp_path / "op"
+    found = write_tls_stack(src, values)
+    ad = adapt(AdaptInputs(source=str(src), server_name="rehearsal.test",
+                           public_address="127.0.0.5"))
+    assert ad.secrets == found
+    bundled = render_files(values, found)
+    assert set(ad.files) == set(bundled)
+    differ = {k for k in bundled if ad.files[k] != bundled[k]}
+    assert differ == {"nginx/default.conf"}
+    assert ad.files["nginx/default.conf"].replace("\n\nserver {", "\nserver {") == \
+        bundled["nginx/default.conf"]
