@@ -31,6 +31,7 @@ BUILTIN: dict[str, str] = {
     "matrix.validate": "elematrix_tui.actions.matrix:Validate",
     "stack.render": "elematrix_tui.actions.stack:Render",
     "stack.doctor": "elematrix_tui.actions.stack:Doctor",
+    "stack.adapt": "elematrix_tui.actions.stack_adapt:Adapt",
     "deploy.server_name": "elematrix_tui.actions.deploy:ServerName",
     "deploy.recorded": "elematrix_tui.actions.restore:Recorded",
     "restore.pick": "elematrix_tui.actions.restore:Pick",

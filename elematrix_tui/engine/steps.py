@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from .action import Action, ActionFailed, Check, Questions, Result
 from .context import Context, ContextHost, Interrupted, RunOptions, StepOutcome, jsonable
-from .errors import PromptCancelled
+from .errors import InputError, PromptCancelled
 from .events import Event, GateResult, LogLine, Question, StepFinished, StepRetry, StepStarted
 from .expressions import ExpressionError, is_truthy, render_string, render_value
 from .journal import Journal
@@ -342,6 +342,10 @@ class StepsMixin:
                                     fix=err.fix, retry=err.retry)
             if isinstance(err, (KeyboardInterrupt, PromptCancelled)):
                 return StepOutcome("interrupted", message="interrupted by the operator")
+            if isinstance(err, InputError):
+                # The operator's input, found bad only once the step looked at it (a stack
+                # directory, say): exit 2 with the located message, as for any bad input.
+                raise err
             for line in str(box.get("tb", "")).rstrip().splitlines()[-8:]:
                 ctx.log(line, "stderr")
             return StepOutcome("failed", message=f"{type(err).__name__}: {err}",

@@ -244,7 +244,8 @@ def _fix(path: Path, args: argparse.Namespace, out: TextIO, err: TextIO, inp: Te
     plan = plan_fix(path, args.public_address)
     text_mode = args.format == "text"
     report: dict[str, object] = {"diff": plan.diff, "files": sorted(plan.changed_files),
-                                 "manual": plan.manual, "applied": False}
+                                 "manual": plan.manual, "notes": plan.notes,
+                                 "applied": False}
     if not plan.diff:
         if text_mode:
             out.write("doctor --fix: nothing to adapt automatically\n")
@@ -253,6 +254,8 @@ def _fix(path: Path, args: argparse.Namespace, out: TextIO, err: TextIO, inp: Te
         out.write("\n".join(plan.diff) + "\n")
         for m in plan.manual:
             out.write(f"manual: {m}\n")
+        for m in plan.notes:
+            out.write(f"note: {m}\n")
     approved = args.yes
     if not approved:
         if ask is not None:

@@ -84,6 +84,8 @@ class FixPlan:
     root: Path
     edits: dict[Path, FileEdit] = field(default_factory=dict)
     manual: list[str] = field(default_factory=list)
+    # Advice that needs no decision (true of a fresh deployment): shown, never refused.
+    notes: list[str] = field(default_factory=list)
 
     def edit(self, path: Path) -> FileEdit:
         if path not in self.edits:
@@ -345,7 +347,8 @@ def _fix_service(plan: FixPlan, stack: Stack, svc: Service) -> None:
                 ind = _indent(e.lines[svc_line - 1]) + "  "
                 e.insert_after(svc_line, f'{ind}environment:\n{ind}  POSTGRES_INITDB_ARGS: '
                                          f'"{INITDB_ARGS}"')
-            plan.manual.append(
+            # A new host starts with an empty volume: advice, not a decision to make.
+            plan.notes.append(
                 f"{_rel(cf.path, plan.root)}: POSTGRES_INITDB_ARGS only applies to a new, empty "
                 "database volume: dump, recreate the volume and restore an existing database")
         elif not compose_rules.initdb_ok(ev.value) and ev.file == cf.path:
@@ -433,7 +436,9 @@ def _fix_element(plan: FixPlan, stack: Stack, host: str | None) -> None:
 def _fix_well_known_files(plan: FixPlan, stack: Stack, host: str | None) -> None:
     """Static ``.well-known/matrix/client`` files pointing at https."""
     for p in sorted(stack.root.rglob("client")):
-        if ".well-known" not in p.parts or not p.is_file():
+        # `.well-known/matrix/client`, or the directory nginx serves it from under another
+        # name (the bundled layout mounts ./nginx/well-known at /var/www/well-known).
+        if p.parent.name != "matrix" or not p.is_file():
             continue
         try:
             text = p.read_text(encoding="utf-8")

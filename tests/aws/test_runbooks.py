@@ -73,7 +73,9 @@ def test_harden_switches_the_containers_to_cloudwatch_unless_logs_stay_local(
     assert "names" not in steps["log_groups"].with_["spec"]  # the stack's own table
     gates = {g.id: g for g in harden.gates}
     assert gates["logs_flowing"].action == "aws.logs_flowing"
-    local = "{{ params.container_logs == 'cloudwatch' }}"
+    # Only the bundled stack is re-rendered: an operator's own stack (stack_source) keeps
+    # its logging (docs/stack.md).
+    local = "{{ params.container_logs == 'cloudwatch' and params.stack_source == 'bundled' }}"
     for s in (steps["render_awslogs"], steps["upload_awslogs"], steps["recreate_awslogs"],
               gates["logs_flowing"]):
         assert s.when == local
