@@ -85,13 +85,14 @@ def test_teardown_from_a_state_dir_that_never_saw_the_deployment(
     r = elematrix(empty, "run", "teardown", "--yes", "--deployment", dep,
                   "--set", "termination_wait=0")
     out = r.stdout + r.stderr
-    assert r.returncode == 1, out
+    # Not answered is declined: nothing changed, resumable, exit 130 (docs/tui.md).
+    assert r.returncode == 130 and "declined" in out, out
     assert "never" in out and "type" in out
     assert count_tagged(aws, dep) == before  # nothing deleted
     # On a terminal, a wrong name refuses and nothing is deleted.
     r2 = _on_a_terminal(empty, "wrong-name\n", "run", "teardown", "--yes", "--deployment", dep,
                         "--set", "termination_wait=0")
-    assert r2.returncode == 1, r2.stdout + r2.stderr
+    assert r2.returncode == 130, r2.stdout + r2.stderr
     assert count_tagged(aws, dep) == before
     # Typing the name goes on.
     r3 = _on_a_terminal(empty, f"{dep}\n", "run", "teardown", "--yes", "--deployment", dep,
