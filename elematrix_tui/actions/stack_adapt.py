@@ -285,16 +285,10 @@ def _compare(out: Path, ad: Adaptation) -> tuple[list[str], list[str]]:
 
 
 def _write(out: Path, ad: Adaptation) -> None:
-    """Swap the adapted tree in (as render_stack does: temporary sibling, renames)."""
-    from ..stack.render import _MARKER_TEXT, MARKER, _may_replace
+    """Swap the adapted tree in, the way render_stack does (stack/render.py: swap_in)."""
+    from ..stack.render import _MARKER_TEXT, MARKER, swap_in
 
-    previous = out.with_name(out.name + ".previous")
-    if out.exists():
-        _may_replace(previous)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.new-", dir=out.parent))
-    try:
-        os.chmod(tmp, 0o700)
+    def fill(tmp: Path) -> None:
         for rel, data in {**ad.raw, MARKER: _MARKER_TEXT.encode()}.items():
             p = tmp / rel
             p.parent.mkdir(parents=True, exist_ok=True)
@@ -304,14 +298,8 @@ def _write(out: Path, ad: Adaptation) -> None:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
             os.chmod(p, mode)
-        if out.exists():
-            if previous.exists():
-                shutil.rmtree(previous)
-            out.rename(previous)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    swap_in(out, fill)
 
 
 class Adapt(Action[AdaptInputs]):

@@ -23,7 +23,7 @@ import shlex
 import shutil
 import stat
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -279,6 +279,27 @@ def plan_render(values: Mapping[str, Any] | StackValues, secrets: Mapping[str, s
     return files, changed, diff
 
 
+def swap_in(out_dir: Path, fill: Callable[[Path], None]) -> None:
+    """Write a new tree with ``fill(tmp)`` in a temporary sibling (0700), then swap it in by
+    renames; the tree it replaces becomes ``<out_dir>.previous``. Nothing half-written is
+    ever at ``out_dir``. The one way a rendering or an adapted copy is put in place."""
+    previous = out_dir.with_name(out_dir.name + ".previous")
+    if out_dir.exists():
+        _may_replace(previous)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.new-", dir=out_dir.parent))
+    try:
+        fill(tmp)
+        if out_dir.exists():
+            if previous.exists():
+                shutil.rmtree(previous)
+            out_dir.rename(previous)
+        tmp.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def render_stack(values: Mapping[str, Any] | StackValues, secrets: Mapping[str, str],
                  out_dir: Path) -> RenderResult:
     """Render the stack into out_dir, keeping the previous rendering as ``<out_dir>.previous``.
@@ -293,19 +314,6 @@ def render_stack(values: Mapping[str, Any] | StackValues, secrets: Mapping[str, 
     if not changed:
         return RenderResult(out_dir, sorted(files), [], [],
                             previous if previous.exists() else None)
-    if out_dir.exists():
-        _may_replace(previous)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.new-", dir=out_dir.parent))
-    try:
-        write_tree(tmp, files)
-        if out_dir.exists():
-            if previous.exists():
-                shutil.rmtree(previous)
-            out_dir.rename(previous)
-        tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    swap_in(out_dir, lambda tmp: write_tree(tmp, files))
     return RenderResult(out_dir, sorted(files), changed, diff,
                         previous if previous.exists() else None)
