@@ -15,6 +15,7 @@ from ...engine.action import ActionFailed, StepContext
 from ...engine.containment import asset_path
 from ..aws_errors import error_code, explain
 from ..aws_session import AwsApi
+from ..aws_tags import TAG_DEPLOYMENT
 
 # --------------------------------------------------------------------------- assets
 
@@ -114,3 +115,10 @@ def safe_call(api: AwsApi, service: str, op: str, missing: tuple[str, ...] = (),
         if code is not None and code in missing:
             return None
         raise explain(e, service, op, api.region) from e
+
+
+def owned_filters(ctx: StepContext, key: str, name: str) -> list[dict[str, Any]]:
+    """EC2 describe filters for this deployment's resource ``name`` (``key``: the filter that
+    names it, e.g. ``tag:Name``, ``key-name``, ``group-name``): the one way kinds find theirs."""
+    return [{"Name": f"tag:{TAG_DEPLOYMENT}", "Values": [ctx.deployment]},
+            {"Name": key, "Values": [name]}]

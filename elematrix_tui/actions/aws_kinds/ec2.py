@@ -14,8 +14,8 @@ from ...engine.action import ActionFailed, StepContext
 from ...engine.containment import AssetPath
 from ..aws_errors import error_code, explain
 from ..aws_session import AwsApi
-from ..aws_tags import TAG_DEPLOYMENT, tag_spec
-from .base import Found, Kind, Spec, asset_text
+from ..aws_tags import tag_spec
+from .base import Found, Kind, Spec, asset_text, owned_filters
 
 # --------------------------------------------------------------------------- key pair
 
@@ -79,8 +79,7 @@ class KeyPair(Kind[KeyPairSpec]):
 
     def find(self, api: AwsApi, ctx: StepContext, name: str, spec: KeyPairSpec) -> Found:
         kps = api.checked("ec2", "describe_key_pairs", Filters=[
-            {"Name": f"tag:{TAG_DEPLOYMENT}", "Values": [ctx.deployment]},
-            {"Name": "key-name", "Values": [name]}])["KeyPairs"]
+            *owned_filters(ctx, "key-name", name)])["KeyPairs"]
         op_key = self._operator_key(spec)
         priv = _private_key_path(ctx)
         source = str(op_key) if op_key else str(priv)
@@ -194,8 +193,7 @@ class Instance(Kind[InstanceSpec]):
 
     def find(self, api: AwsApi, ctx: StepContext, name: str, spec: InstanceSpec) -> Found:
         res = api.checked("ec2", "describe_instances", Filters=[
-            {"Name": f"tag:{TAG_DEPLOYMENT}", "Values": [ctx.deployment]},
-            {"Name": "tag:Name", "Values": [name]},
+            *owned_filters(ctx, "tag:Name", name),
             {"Name": "instance-state-name", "Values": _LIVE_STATES}])["Reservations"]
         insts = [i for r in res for i in r["Instances"]]
         if not insts:

@@ -11,8 +11,8 @@ from pydantic import Field
 from ...engine.action import ActionFailed, StepContext
 from ..aws_errors import error_code, explain
 from ..aws_session import AwsApi
-from ..aws_tags import TAG_DEPLOYMENT, tag_spec
-from .base import Found, Kind, Spec
+from ..aws_tags import tag_spec
+from .base import Found, Kind, Spec, owned_filters
 
 # --------------------------------------------------------------------------- security group
 
@@ -91,8 +91,7 @@ class SecurityGroup(Kind[SecurityGroupSpec]):
     title = "security group"
 
     def find(self, api: AwsApi, ctx: StepContext, name: str, spec: SecurityGroupSpec) -> Found:
-        filters = [{"Name": f"tag:{TAG_DEPLOYMENT}", "Values": [ctx.deployment]},
-                   {"Name": "group-name", "Values": [name]}]
+        filters = owned_filters(ctx, "group-name", name)
         if spec.vpc_id:
             filters.append({"Name": "vpc-id", "Values": [spec.vpc_id]})
         groups = api.checked("ec2", "describe_security_groups", Filters=filters)["SecurityGroups"]
@@ -200,8 +199,7 @@ class ElasticIp(Kind[EipSpec]):
 
     def find(self, api: AwsApi, ctx: StepContext, name: str, spec: EipSpec) -> Found:
         addrs = api.checked("ec2", "describe_addresses", Filters=[
-            {"Name": f"tag:{TAG_DEPLOYMENT}", "Values": [ctx.deployment]},
-            {"Name": "tag:Name", "Values": [name]}])["Addresses"]
+            *owned_filters(ctx, "tag:Name", name)])["Addresses"]
         if not addrs:
             return Found(None, changes=[f"allocate Elastic IP {name}"])
         a = addrs[0]
