@@ -309,6 +309,7 @@ class FakeInstance:
                "bin_dir": str(self.bin_dir), "python": sys.executable}
         (self.state_root / "fakehost.json").write_text(json.dumps(cfg, indent=1))
         self._events.start()
+        self._remove_stale_sudoers()
         self._write_sudoers()
         if self.cloud_init_markers:
             self._write_markers()
@@ -326,6 +327,19 @@ class FakeInstance:
             subprocess.run(["usermod", "-aG", "docker", self.sshd.user], check=True,
                            capture_output=True)
         self.started = True
+
+    @staticmethod
+    def _remove_stale_sudoers() -> None:
+        # A rehearsal killed before its teardown leaves its drop-in behind; a stale one
+        # whose shims are gone overrides secure_path, and the real systemctl then fails
+        # with "Failed to connect to bus". The pid in the name says whether its writer lives.
+        for path in SUDOERS_DIR.glob("elematrix-fakehost-*"):
+            try:
+                pid = int(path.name.split("-")[2])
+            except (IndexError, ValueError):
+                continue
+            if not Path(f"/proc/{pid}").exists():
+                path.unlink(missing_ok=True)
 
     def _write_sudoers(self) -> None:
         # sudo resets PATH to secure_path and drops the environment: keep the shims first,

@@ -136,9 +136,34 @@ def stack_lock(timeout: float = 900.0) -> Iterator[None]:
                 if time.monotonic() > deadline:
                     pytest.fail(f"{STACK_LOCK} held by another stack for {timeout:.0f} s")
                 time.sleep(1.0)
+        _sweep_stale_stacks()
         yield
     finally:
         os.close(fd)
+
+
+def _sweep_stale_stacks() -> None:
+    # Whoever holds the lock is the only one allowed a stack on 127.0.0.1:8008, so a
+    # container still publishing it now belongs to a holder that was killed before its
+    # teardown; left up, it makes every later stack fail to bind.
+    ps = subprocess.run(["docker", "ps", "-a", "--filter", "publish=8008", "--format",
+                         '{{.ID}} {{.Label "com.docker.compose.project"}}'],
+                        capture_output=True, text=True, timeout=60, check=False)
+    projects: set[str] = set()
+    ids: list[str] = []
+    for line in ps.stdout.splitlines():
+        cid, _, project = line.partition(" ")
+        if project:
+            projects.add(project)
+        else:
+            ids.append(cid)
+    for project in sorted(projects):
+        print(f"stack_lock: removing stale compose project {project}", file=sys.stderr)
+        subprocess.run(["docker", "compose", "-p", project, "down", "-v", "--remove-orphans",
+                        "-t", "5"], capture_output=True, timeout=300, check=False)
+    if ids:
+        subprocess.run(["docker", "rm", "-f", "-v", *ids], capture_output=True, timeout=120,
+                       check=False)
 
 
 def compose(project_dir: Path, project: str, *args: str, timeout: float = 300.0,
