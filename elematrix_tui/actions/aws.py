@@ -361,6 +361,9 @@ class TeardownInputs(Inputs):
     # Only list (a gate proving nothing is left).
     dry_run: bool = False
     max_wait: float = Field(default=900, ge=0)
+    # The production runbook's ALB, ACM, Route 53 records, ElastiCache, RDS and VPC too
+    # (docs/production.md); RDS, like the bucket, only with the typed confirmation.
+    managed_services: bool = False
 
 
 class Teardown(Action[TeardownInputs]):
@@ -377,7 +380,7 @@ class Teardown(Action[TeardownInputs]):
 
         api = aws_for(ctx)
         return api, discover(api, ctx, inputs.name_prefix, inputs.log_group_prefix,
-                             inputs.ssm_prefix)
+                             inputs.ssm_prefix, managed=inputs.managed_services)
 
     def check(self, ctx: StepContext, inputs: TeardownInputs) -> Check:
         _api, inv = self._discover(ctx, inputs)

@@ -73,3 +73,42 @@ def estimate(instance_type: str, region: str, volume_gb: int, eip: bool,
         "note": "" if priced_region == region else
                 f"no prices for {region} in the table: {priced_region} prices shown",
     }
+
+
+def estimate_production(region: str, *, instance_type: str, instances: int, volume_gb: int,
+                        db_class: str, db_gb: int, multi_az: bool, cache_type: str,
+                        cache_nodes: int, media_gb: float, lcus: float = 1.0,
+                        table: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Monthly USD of the production runbook's resources, line by line, from the table's
+    ``production`` section (us-east-1 list prices on its date). Unknown sizes are errors
+    (KeyError naming them), never a silent zero."""
+    t = (table or load_prices())["production"]
+    h = HOURS_PER_MONTH
+    az = 2 if multi_az else 1
+    for what, key, size in (("instance type", "ec2_hourly", instance_type),
+                            ("DB instance class", "rds_hourly", db_class),
+                            ("cache node type", "elasticache_hourly", cache_type)):
+        if size not in t[key]:
+            raise KeyError(f"no price for {what} {size} in assets/prices.yaml "
+                           f"(priced: {', '.join(sorted(t[key]))})")
+    lines = {
+        f"ALB (1 load balancer + ~{lcus:g} LCU)": (t["alb_hourly"] + t["alb_lcu_hourly"] * lcus)
+        * h,
+        f"EC2 {instances} x {instance_type}": t["ec2_hourly"][instance_type] * instances * h,
+        f"EBS gp3 {instances} x {volume_gb} GB": t["ebs_gp3_gb_month"] * volume_gb * instances,
+        f"RDS PostgreSQL {db_class} {'Multi-AZ' if multi_az else 'Single-AZ'}":
+            t["rds_hourly"][db_class] * az * h,
+        f"RDS gp3 {db_gb} GB{' x 2 (Multi-AZ)' if multi_az else ''}":
+            t["rds_gp3_gb_month"] * db_gb * az,
+        f"ElastiCache {cache_nodes} x {cache_type}":
+            t["elasticache_hourly"][cache_type] * cache_nodes * h,
+        f"public IPv4: {2 + instances} (ALB x 2 zones, {instances} instance(s))":
+            t["public_ipv4_hourly"] * (2 + instances) * h,
+        f"S3 media ~{media_gb:g} GB": t["s3_standard_gb_month"] * media_gb,
+    }
+    lines = {k: round(v, 2) for k, v in lines.items()}
+    return {"total_usd": round(sum(lines.values()), 2), "lines": lines,
+            "price_date": str(t["date"]), "priced_region": t["region"],
+            "source": t["source"],
+            "note": "" if region == t["region"] else
+                    f"no production prices for {region}: {t['region']} list prices shown"}

@@ -17,10 +17,21 @@ from ..engine.poll import PollCancelled, PollTimeout, poll_step
 from .aws_errors import error_code, explain
 from .aws_session import AwsApi
 from .aws_tags import TAG_DEPLOYMENT, deployment_filter, has_deployment_tag
+from .aws_teardown_managed import (
+    BACK,
+    DATA_KINDS,
+    FRONT,
+    delete_back,
+    delete_front,
+    discover_managed,
+    held,
+    revoke_group_references,
+)
 
-# Deletion order; discovery fills the same keys.
-ORDER = ["alarm", "topic", "log_group", "ssm_parameter", "eip", "instance", "security_group",
-         "instance_profile", "role", "key_pair", "bucket"]
+# Deletion order; discovery fills the same keys. The production runbook's managed services
+# (``aws_teardown_managed``) go before the instances (FRONT) and after their groups (BACK).
+ORDER = ["alarm", "topic", "log_group", "ssm_parameter", *FRONT, "eip", "instance",
+         "security_group", *BACK, "instance_profile", "role", "key_pair", "bucket"]
 
 
 @dataclass
@@ -29,6 +40,13 @@ class Inventory:
     # Extra facts needed to delete (EIP association ids, profile roles...).
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def kept(self, kind: str, ident: str, include_bucket: bool) -> bool:
+        """Data stores (and what a kept database stands in) stay without the typed
+        confirmation."""
+        if include_bucket:
+            return False
+        return kind in DATA_KINDS or held(self.extra, self.items, kind, ident)
+
     def lines(self, include_bucket: bool) -> list[str]:
         out = []
         for k in ORDER:
@@ -36,12 +54,19 @@ class Inventory:
                 if k == "bucket" and not include_bucket:
                     out.append(f"keep bucket {ident} (holds backups; pass "
                                "confirm_deployment=<deployment name> to delete it)")
+                elif k == "db_instance" and not include_bucket:
+                    out.append(f"keep db instance {ident} (holds the Synapse database; pass "
+                               "confirm_deployment=<deployment name> to delete it)")
+                elif self.kept(k, ident, include_bucket):
+                    out.append(f"keep {k.replace('_', ' ')} {ident} (the kept database "
+                               "stands in it)")
                 else:
                     out.append(f"delete {k.replace('_', ' ')} {ident}")
         return out
 
     def count(self, include_bucket: bool) -> int:
-        return sum(len(v) for k, v in self.items.items() if include_bucket or k != "bucket")
+        return sum(1 for k, v in self.items.items() for ident in v
+                   if not self.kept(k, ident, include_bucket))
 
 
 def _pages(api: AwsApi, service: str, op: str, key: str, token_in: str, token_out: str,
@@ -60,10 +85,13 @@ def _pages(api: AwsApi, service: str, op: str, key: str, token_in: str, token_ou
 
 
 def discover(api: AwsApi, ctx: StepContext, prefix: str, log_prefix: str,
-             ssm_prefix: str) -> Inventory:
-    """Find every resource tagged ``elematrix:deployment=<ctx.deployment>``."""
+             ssm_prefix: str, managed: bool = False) -> Inventory:
+    """Find every resource tagged ``elematrix:deployment=<ctx.deployment>`` (``managed``:
+    the production runbook's ALB, ACM, Route 53, ElastiCache, RDS and VPC too)."""
     dep = ctx.deployment
     inv = Inventory()
+    if managed:
+        discover_managed(api, ctx, inv.items, inv.extra)
     # EC2: the tag filter does the work.
     for r in api.checked("ec2", "describe_instances", Filters=[
             *deployment_filter(dep),
@@ -179,6 +207,7 @@ def delete_all(api: AwsApi, ctx: StepContext, inv: Inventory, include_bucket: bo
     """Delete the inventory in dependency order; returns what was deleted."""
     done: list[str] = []
     it = inv.items
+    done += delete_front(api, ctx, it, inv.extra, include_bucket, max_wait)
     if it["alarm"]:
         _gone(api, "cloudwatch", "delete_alarms", (), AlarmNames=it["alarm"])
         done += [f"alarm {a}" for a in it["alarm"]]
@@ -204,11 +233,18 @@ def delete_all(api: AwsApi, ctx: StepContext, inv: Inventory, include_bucket: bo
               InstanceIds=it["instance"])
         _wait_terminated(api, ctx, it["instance"], max_wait)
         done += [f"instance {i}" for i in it["instance"]]
-    for gid in it["security_group"]:
+    doomed = [g for g in it["security_group"]
+              if not inv.kept("security_group", g, include_bucket)]
+    if len(it["security_group"]) > 1:
+        # Our groups name each other (instances from the ALB's group, RDS from the
+        # instances'): EC2 refuses to delete a group another group's rule still names.
+        revoke_group_references(api, it["security_group"])
+    for gid in doomed:
         _retry_dependency(ctx, lambda g=gid: _gone(api, "ec2", "delete_security_group",
                                                    ("InvalidGroup.NotFound",), GroupId=g),
                           f"security group {gid}", max_wait)
         done.append(f"security group {gid}")
+    done += delete_back(api, ctx, it, inv.extra, include_bucket, max_wait)
     for name in it["instance_profile"]:
         for role in inv.extra.get("profile_roles", {}).get(name, []):
             _gone(api, "iam", "remove_role_from_instance_profile", ("NoSuchEntity",),

@@ -10,18 +10,30 @@ outputs, so a resumed run sees the same ``steps.<id>.<output>`` values.
 
 One module per AWS service (``network``: security groups and Elastic IPs, ``ec2``: key
 pair and instance, ``iam``, ``s3``, ``sns``, ``logs``, ``cloudwatch``, ``ssm``,
-``generic``) over the framework in ``base`` (``Kind[Spec]``); this module is the registry
-of kinds by name and re-exports every public name, so ``from .aws_kinds import X`` works
-as it did when this was one file.
+``generic``; for the production runbook ``vpc``, ``rds``, ``elasticache``, ``acm`` (with
+Route 53 records) and ``elbv2``) over the framework in ``base`` (``Kind[Spec]``); this
+module is the registry of kinds by name and re-exports every public name, so
+``from .aws_kinds import X`` works as it did when this was one file.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from .acm import Certificate, CertificateSpec, DnsRecords, DnsRecordsSpec
 from .base import Found, Kind, Spec, SpecT, asset_json, asset_text, canon_json, safe_call
 from .cloudwatch import AlarmDef, Alarms, AlarmsSpec, alarm_drift
 from .ec2 import Instance, InstanceSpec, KeyPair, KeyPairSpec, launch_token
+from .elasticache import CacheSubnetGroup, CacheSubnetGroupSpec, Redis, RedisSpec
+from .elbv2 import (
+    TLS_POLICY,
+    Listeners,
+    ListenersSpec,
+    LoadBalancer,
+    LoadBalancerSpec,
+    TargetGroup,
+    TargetGroupSpec,
+)
 from .generic import Generic, GenericSpec, OpSpec
 from .iam import InstanceProfile, InstanceProfileSpec, Role, RoleSpec
 from .logs import LogGroups, LogGroupsSpec
@@ -36,9 +48,11 @@ from .network import (
     SecurityGroup,
     SecurityGroupSpec,
 )
+from .rds import DbSubnetGroup, DbSubnetGroupSpec, RdsPostgres, RdsPostgresSpec
 from .s3 import LC_CURRENT, LC_NONCURRENT, Bucket, BucketSpec
 from .sns import Topic, TopicSpec
 from .ssm import SsmParameter, SsmParameterSpec
+from .vpc import Vpc, VpcSpec
 
 KINDS: dict[str, Kind[Any]] = {
     "security_group": SecurityGroup(),
@@ -55,16 +69,84 @@ KINDS: dict[str, Kind[Any]] = {
     "alarms": Alarms(),
     "ssm_parameter": SsmParameter(),
     "generic": Generic(),
+    # The production runbook's managed services (docs/production.md).
+    "vpc": Vpc(),
+    "db_subnet_group": DbSubnetGroup(),
+    "rds_postgres": RdsPostgres(),
+    "cache_subnet_group": CacheSubnetGroup(),
+    "redis": Redis(),
+    "certificate": Certificate(),
+    "dns_records": DnsRecords(),
+    "target_group": TargetGroup(),
+    "load_balancer": LoadBalancer(),
+    "listeners": Listeners(),
 }
 
 
 __all__ = [
-    "KINDS", "LC_CURRENT", "LC_NONCURRENT", "AlarmDef", "Alarms", "AlarmsSpec", "Bucket",
-    "BucketSpec", "EipAssociation", "EipAssociationSpec", "EipSpec", "ElasticIp", "Found",
-    "Generic", "GenericSpec", "IngressAbsent", "IngressAbsentSpec", "Instance",
-    "InstanceProfile", "InstanceProfileSpec", "InstanceSpec", "KeyPair", "KeyPairSpec", "Kind",
-    "LogGroups", "LogGroupsSpec", "OpSpec", "Role", "RoleSpec", "Rule", "SecurityGroup",
-    "SecurityGroupSpec", "Spec", "SpecT", "SsmParameter", "SsmParameterSpec", "Topic",
-    "TopicSpec", "alarm_drift", "asset_json", "asset_text", "canon_json", "launch_token",
+    "KINDS",
+    "LC_CURRENT",
+    "LC_NONCURRENT",
+    "TLS_POLICY",
+    "AlarmDef",
+    "Alarms",
+    "AlarmsSpec",
+    "Bucket",
+    "BucketSpec",
+    "CacheSubnetGroup",
+    "CacheSubnetGroupSpec",
+    "Certificate",
+    "CertificateSpec",
+    "DbSubnetGroup",
+    "DbSubnetGroupSpec",
+    "DnsRecords",
+    "DnsRecordsSpec",
+    "EipAssociation",
+    "EipAssociationSpec",
+    "EipSpec",
+    "ElasticIp",
+    "Found",
+    "Generic",
+    "GenericSpec",
+    "IngressAbsent",
+    "IngressAbsentSpec",
+    "Instance",
+    "InstanceProfile",
+    "InstanceProfileSpec",
+    "InstanceSpec",
+    "KeyPair",
+    "KeyPairSpec",
+    "Kind",
+    "Listeners",
+    "ListenersSpec",
+    "LoadBalancer",
+    "LoadBalancerSpec",
+    "LogGroups",
+    "LogGroupsSpec",
+    "OpSpec",
+    "RdsPostgres",
+    "RdsPostgresSpec",
+    "Redis",
+    "RedisSpec",
+    "Role",
+    "RoleSpec",
+    "Rule",
+    "SecurityGroup",
+    "SecurityGroupSpec",
+    "Spec",
+    "SpecT",
+    "SsmParameter",
+    "SsmParameterSpec",
+    "TargetGroup",
+    "TargetGroupSpec",
+    "Topic",
+    "TopicSpec",
+    "Vpc",
+    "VpcSpec",
+    "alarm_drift",
+    "asset_json",
+    "asset_text",
+    "canon_json",
+    "launch_token",
     "safe_call",
 ]

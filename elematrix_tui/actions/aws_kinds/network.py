@@ -67,23 +67,27 @@ def _perm_of(proto: str, port: int, cidr: str, description: str = "") -> dict[st
     return p
 
 
+def _source(c: str) -> str:
+    """A rule's source: a CIDR (normalised) or ``group:sg-...`` (another security group,
+    e.g. "only from the load balancer's group")."""
+    if c.startswith("group:sg-"):
+        return c
+    try:
+        return str(ipaddress.ip_network(c, strict=False))
+    except ValueError as e:
+        raise ActionFailed(f"security group rule: {c!r} is not a CIDR or group:sg-...",
+                           fix="Use a CIDR such as 203.0.113.5/32, or group:<security group "
+                               "id>.") from e
+
+
 def _descriptions(spec: SecurityGroupSpec) -> dict[tuple[str, int, str], str]:
     """Rule -> its description (shown in the AWS console next to the rule)."""
-    return {(r.protocol, r.port, str(ipaddress.ip_network(c, strict=False))): r.description
+    return {(r.protocol, r.port, _source(c)): r.description
             for r in spec.ingress for c in r.cidrs}
 
 
 def _want_rules(spec: SecurityGroupSpec) -> set[tuple[str, int, str]]:
-    out = set()
-    for r in spec.ingress:
-        for c in r.cidrs:
-            try:
-                net = ipaddress.ip_network(c, strict=False)
-            except ValueError as e:
-                raise ActionFailed(f"security group rule: {c!r} is not a CIDR",
-                                   fix="Use a CIDR such as 203.0.113.5/32.") from e
-            out.add((r.protocol, r.port, str(net)))
-    return out
+    return {(r.protocol, r.port, _source(c)) for r in spec.ingress for c in r.cidrs}
 
 
 class SecurityGroup(Kind[SecurityGroupSpec]):

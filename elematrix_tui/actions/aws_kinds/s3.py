@@ -25,6 +25,9 @@ class BucketSpec(Spec):
     kms_key_id: str | None = None
     deny_insecure_transport: bool = True
     policy: JsonAssetPath = "aws/bucket-policy.json"
+    # More ${placeholders} of ``policy`` besides ${bucket_arn} (the ALB log bucket's
+    # ${account_id} and ${elb_principal}).
+    policy_variables: dict[str, str] = Field(default_factory=dict)
     noncurrent_version_days: int = Field(default=30, ge=1)
     # Backups are new keys every day, so they are all *current* versions: without an
     # expiry of current objects the bucket grows forever. Applies under ``expire_prefix``
@@ -104,7 +107,8 @@ class Bucket(Kind[BucketSpec]):
             changes.append(f"default encryption {spec.encryption}")
         if spec.deny_insecure_transport:
             pol = safe_call(api, "s3", "get_bucket_policy", ("NoSuchBucketPolicy",), Bucket=name)
-            want = canon_json(asset_json(spec.policy, {"bucket_arn": api.arn("s3", name)}))
+            want = canon_json(asset_json(spec.policy, {**spec.policy_variables,
+                                                        "bucket_arn": api.arn("s3", name)}))
             if pol is None or canon_json(pol["Policy"]) != want:
                 changes.append("bucket policy denying non-TLS access")
         lc = safe_call(api, "s3", "get_bucket_lifecycle_configuration",
@@ -174,7 +178,7 @@ class Bucket(Kind[BucketSpec]):
                                  "BucketKeyEnabled": spec.encryption == "aws:kms"}]})
             elif change.startswith("bucket policy"):
                 api.checked("s3", "put_bucket_policy", Bucket=name, Policy=json.dumps(
-                    asset_json(spec.policy, {"bucket_arn": arn})))
+                    asset_json(spec.policy, {**spec.policy_variables, "bucket_arn": arn})))
             elif change.startswith("lifecycle"):
                 api.checked("s3", "put_bucket_lifecycle_configuration", Bucket=name,
                             LifecycleConfiguration={"Rules": _lifecycle_rules(spec)})

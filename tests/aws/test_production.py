@@ -1,0 +1,272 @@
+"""The production runbook's AWS side (issue 16) through the real ``elematrix`` command,
+against a moto server on 127.0.0.1, then its teardown; bad input; the manual-DNS wait.
+
+Stand-ins, each no kinder than what it replaces (docs/production.md):
+- AWS: moto, with the gaps of ``production_gaps`` made as strict as AWS.
+- RDS's endpoint: a native PostgreSQL on 127.0.0.1 (moto's DB instance reports its address
+  and port), initialised with the locale C.UTF-8 (RDS's default, en_US.UTF-8, is not on
+  these machines; Synapse refuses both), a master role that is no superuser (like RDS's),
+  and password authentication (the fixture's trust auth is replaced). It has no TLS:
+  the runbook's ``db_sslmode`` is ``disable`` here only (RDS refuses plain connections).
+- Public DNS: a DNS server on 127.0.0.1 (``tests/support/dnsserver.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from elematrix_tui.bundled import runbooks_dir
+from elematrix_tui.engine.action import ActionFailed
+
+from ..support.dnsserver import dns_server
+from .conftest import FAKE_ENV
+from .production_gaps import production_moto  # noqa: F401 - a fixture
+from .test_cli import elematrix
+
+RUNBOOKS = runbooks_dir()
+DOMAIN = "matrix.example.com"
+DEP = "prodt"
+ADMIN_PW = "Rds0Master0Password0For0Tests000"
+PHASES = ("preflight", "network", "data", "edge")
+
+
+@pytest.fixture
+def cli_env(moto_server: str, tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(FAKE_ENV)
+    env.update({"AWS_ENDPOINT_URL": moto_server,
+                "AWS_CONFIG_FILE": str(tmp_path / "no-aws-config"),
+                "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-aws-credentials"),
+                "ELEMATRIX_STATE_DIR": str(tmp_path / "state"),
+                "HOME": str(tmp_path / "home"), "PYTHONUNBUFFERED": "1"})
+    (tmp_path / "home").mkdir()
+    return env
+
+
+def _client(env: dict[str, str], service: str) -> Any:
+    return boto3.client(service, region_name="us-east-1", endpoint_url=env["AWS_ENDPOINT_URL"],
+                        aws_access_key_id="testing", aws_secret_access_key="testing")
+
+
+@pytest.fixture
+def rds_standin(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A native PostgreSQL that moto's RDS instances point at (see the module docstring)."""
+    from moto.rds import models as rds
+
+    from ..support.services import Postgres, missing_binaries
+
+    missing = missing_binaries()
+    if missing:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"PostgreSQL binaries missing: {missing}")
+        pytest.skip(f"PostgreSQL binaries missing: {missing}")
+    pg = Postgres(initdb_args=("--encoding=UTF8", "--locale=C.UTF-8")).start()
+    try:
+        pg.psql(f"CREATE ROLE elematrix LOGIN CREATEROLE CREATEDB PASSWORD '{ADMIN_PW}'")
+        hba = pg.data_dir / "pg_hba.conf"
+        hba.write_text("host all postgres 127.0.0.1/32 trust\n"
+                       "host all all 127.0.0.1/32 scram-sha-256\n")
+        pg.psql("SELECT pg_reload_conf()")
+        monkeypatch.setattr(rds.DBInstance, "address", property(lambda self: pg.host))
+        orig = rds.DBInstance.__init__
+
+        def init(self: Any, *a: Any, **kw: Any) -> None:
+            orig(self, *a, **kw)
+            self.port = pg.port
+
+        monkeypatch.setattr(rds.DBInstance, "__init__", init)
+        yield pg
+    finally:
+        pg.stop()
+
+
+def _run(env: dict[str, str], *extra: str) -> subprocess.CompletedProcess[str]:
+    phases = [a for p in PHASES for a in ("--phase", p)]
+    return elematrix(env, "run", str(RUNBOOKS / "production.yaml"), *phases, "--yes",
+                     "--deployment", DEP, "--set", f"domain={DOMAIN}",
+                     "--set", "db_admin_host=local", "--set", "db_sslmode=disable",
+                     "--set", f"db_admin_password={ADMIN_PW}", "--set", "db_wait=60",
+                     *extra, timeout=600)
+
+
+def _left(env: dict[str, str]) -> dict[str, list[str]]:
+    """Every resource of the kinds the runbook creates that carries the deployment tag (or,
+    for untaggable Route 53 records, anything but the zone's own NS/SOA), by plain boto3."""
+    flt = [{"Name": "tag:elematrix:deployment", "Values": [DEP]}]
+    ec2 = _client(env, "ec2")
+    out: dict[str, list[str]] = {
+        "vpc": [v["VpcId"] for v in ec2.describe_vpcs(Filters=flt)["Vpcs"]],
+        "subnet": [s["SubnetId"] for s in ec2.describe_subnets(Filters=flt)["Subnets"]],
+        "igw": [g["InternetGatewayId"] for g in ec2.describe_internet_gateways(
+            Filters=flt)["InternetGateways"]],
+        "route_table": [r["RouteTableId"] for r in ec2.describe_route_tables(
+            Filters=flt)["RouteTables"]],
+        "security_group": [g["GroupId"] for g in ec2.describe_security_groups(
+            Filters=flt)["SecurityGroups"]],
+    }
+    elb = _client(env, "elbv2")
+    out["load_balancer"] = [x["LoadBalancerArn"] for x in
+                            elb.describe_load_balancers()["LoadBalancers"]]
+    out["target_group"] = [x["TargetGroupArn"] for x in
+                           elb.describe_target_groups()["TargetGroups"]]
+    out["certificate"] = [c["CertificateArn"] for c in _client(env, "acm").list_certificates()[
+        "CertificateSummaryList"]]
+    rds = _client(env, "rds")
+    out["db_instance"] = [d["DBInstanceIdentifier"] for d in
+                          rds.describe_db_instances()["DBInstances"]]
+    out["db_subnet_group"] = [g["DBSubnetGroupName"] for g in
+                              rds.describe_db_subnet_groups()["DBSubnetGroups"]]
+    ec = _client(env, "elasticache")
+    out["redis"] = [g["ReplicationGroupId"] for g in
+                    ec.describe_replication_groups()["ReplicationGroups"]]
+    out["cache_subnet_group"] = [g["CacheSubnetGroupName"] for g in
+                                 ec.describe_cache_subnet_groups()["CacheSubnetGroups"]]
+    out["bucket"] = [b["Name"] for b in _client(env, "s3").list_buckets()["Buckets"]
+                     if b["Name"].startswith(f"elematrix-{DEP}-")]
+    iam = _client(env, "iam")
+    out["role"] = [r["RoleName"] for r in iam.list_roles()["Roles"]
+                   if r["RoleName"].startswith(f"elematrix-{DEP}-")]
+    out["instance_profile"] = [p["InstanceProfileName"] for p in
+                               iam.list_instance_profiles()["InstanceProfiles"]
+                               if p["InstanceProfileName"].startswith(f"elematrix-{DEP}-")]
+    r53 = _client(env, "route53")
+    out["dns_record"] = [f"{z['Name']} {r['Type']} {r['Name']}"
+                         for z in r53.list_hosted_zones()["HostedZones"]
+                         for r in r53.list_resource_record_sets(HostedZoneId=z["Id"])[
+                             "ResourceRecordSets"] if r["Type"] not in ("NS", "SOA")]
+    return out
+
+
+def _secrets_in(paths: list[Path], texts: list[str], secrets: list[str]) -> list[str]:
+    found = []
+    for s in secrets:
+        for t in texts:
+            if s in t:
+                found.append(f"{s[:4]}... in output")
+        for p in paths:
+            if s.encode() in p.read_bytes():
+                found.append(f"{s[:4]}... in {p}")
+    return found
+
+
+@pytest.mark.usefixtures("production_moto")
+def test_production_aws_side_runs_passes_its_posture_gate_and_tears_down_to_nothing(
+        cli_env: dict[str, str], rds_standin: Any, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from moto.elasticache import models as ec_models
+
+    # moto keeps no AUTH token: note the one the runbook sends (to look for it later).
+    tokens: list[str] = []
+    orig = ec_models.ReplicationGroup.__init__
+
+    def spy(self: Any, *a: Any, **kw: Any) -> None:
+        tokens.append(kw.get("auth_token") or "")
+        orig(self, *a, **kw)
+
+    monkeypatch.setattr(ec_models.ReplicationGroup, "__init__", spy)
+    r53 = _client(cli_env, "route53")
+    zone = r53.create_hosted_zone(Name="example.com", CallerReference="prodt-test")
+    zone_id = zone["HostedZone"]["Id"].rsplit("/", 1)[-1]
+    before = _left(cli_env)
+    assert all(not v for v in before.values()), before
+
+    r = _run(cli_env)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-3000:]
+    out = r.stdout
+    # The dated estimate names ALB, RDS, ElastiCache and public IPv4.
+    for line in ("ALB (1 load balancer", "RDS PostgreSQL db.t4g.medium", "ElastiCache 2 x",
+                 "public IPv4: 3", "list prices for us-east-1 on 2026-12-01"):
+        assert line in out, line
+    assert "10 checks passed" in out or "11 checks passed" in out, out[-3000:]
+
+    # What AWS now holds, read independently of the actions.
+    rds = _client(cli_env, "rds").describe_db_instances()["DBInstances"][0]
+    assert (rds["StorageEncrypted"], rds["PubliclyAccessible"], rds["DeletionProtection"],
+            rds["BackupRetentionPeriod"], rds["MultiAZ"]) == (True, False, True, 7, False)
+    elb = _client(cli_env, "elbv2")
+    lb = elb.describe_load_balancers()["LoadBalancers"][0]
+    ls = {x["Port"]: x for x in elb.describe_listeners(LoadBalancerArn=lb["LoadBalancerArn"])[
+        "Listeners"]}
+    assert ls[443]["SslPolicy"] == "ELBSecurityPolicy-TLS13-1-2-Res-PQ-2025-09"
+    assert ls[80]["DefaultActions"][0]["RedirectConfig"]["StatusCode"] == "HTTP_301"
+    rules = elb.describe_rules(ListenerArn=ls[443]["ListenerArn"])["Rules"]
+    admin = [x for x in rules if not x["IsDefault"]]
+    assert admin[0]["Actions"][0]["FixedResponseConfig"]["StatusCode"] == "404"
+    records = {(x["Type"], x["Name"]) for x in r53.list_resource_record_sets(
+        HostedZoneId=zone_id)["ResourceRecordSets"]}
+    assert ("A", f"{DOMAIN}.") in records and any(t == "CNAME" for t, _ in records)
+    # The Synapse database, on the stand-in, as Synapse will read it.
+    assert rds_standin.psql("SELECT pg_encoding_to_char(encoding) || '/' || datcollate || "
+                            "'/' || datctype FROM pg_database WHERE datname = current_database()",
+                            db="synapse") == "UTF8/C/C"
+    # The secrets never reach the output, the journal or the plan.
+    assert len(tokens) == 1 and len(tokens[0]) == 48
+    token = tokens[0]
+    plan = elematrix(cli_env, "plan", str(RUNBOOKS / "production.yaml"), "--json",
+                     "--deployment", DEP,
+                     "--set", f"domain={DOMAIN}", "--set", "db_admin_host=local",
+                     "--set", "db_sslmode=disable")
+    assert plan.returncode == 0, plan.stdout[-3000:] + plan.stderr[-2000:]
+    journals = [p for p in (tmp_path / "state").rglob("*") if p.is_file()]
+    assert not _secrets_in(journals, [out, r.stderr, plan.stdout, plan.stderr],
+                           [ADMIN_PW, token])
+    # A plan after the run: every resource step's check() finds it in place.
+    steps = {s["id"]: s for ph in json.loads(plan.stdout)["phases"] for s in ph["steps"]}
+    for step in ("vpc", "alb_sg", "app_sg", "db_subnets", "database", "cache_subnets", "redis",
+                 "media_bucket", "instance_role", "certificate", "validation_route53",
+                 "logs_bucket", "target_group", "load_balancer", "listeners",
+                 "domain_route53", "synapse_database"):
+        assert steps[step]["symbol"] == "=" and not steps[step]["changes"], steps[step]
+
+    # Teardown: everything the runbook created, RDS included (typed confirmation).
+    td = elematrix(cli_env, "run", str(RUNBOOKS / "teardown.yaml"), "--yes", "--deployment", DEP,
+                   "--set", "managed_services=true", "--set", f"confirm_deployment={DEP}",
+                   "--set", "termination_wait=60", timeout=600)
+    assert td.returncode == 0, td.stdout[-4000:] + td.stderr[-3000:]
+    left = {k: v for k, v in _left(cli_env).items() if v}
+    assert left == {}, left
+    with sqlite3.connect(next(p for p in journals if p.suffix in (".db", ".sqlite"))) as db:
+        assert db.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_a_domain_that_is_not_a_domain_is_a_located_error_exit_2(
+        cli_env: dict[str, str], tmp_path: Path) -> None:
+    r = elematrix(cli_env, "run", str(RUNBOOKS / "production.yaml"), "--phase", "preflight",
+                  "--yes", "--deployment", "badin", "--set", "domain=not_a_domain")
+    assert r.returncode == 2, r.stdout + r.stderr
+    text = r.stdout + r.stderr
+    assert "domain" in text and "not_a_domain" in text
+    assert "Traceback" not in text
+    assert not list((tmp_path / "state").rglob("*.db")), "nothing is written"
+
+
+def test_manual_dns_prints_the_records_and_waits_until_they_resolve(tmp_path: Path) -> None:
+    """``dns.await_records`` against a DNS server on 127.0.0.1: bounded when the record is
+    missing (the failure names it), done once the operator has created it."""
+    from elematrix_tui.actions.aws_production import AwaitRecords
+    from elematrix_tui.engine.standalone import StandaloneContext
+
+    rec = {"name": f"_x1.{DOMAIN}", "type": "CNAME", "value": "_y2.acm-validations.aws."}
+    with dns_server() as dns:
+        ctx = StandaloneContext(deployment_dir=tmp_path, deployment="dnst", run_id="r1",
+                                params={})
+        inputs = {"records": [rec], "nameserver": dns.address, "max_wait": 0.5, "delay": 0.1}
+        assert ctx.check(AwaitRecords(), inputs).in_sync is False
+        with pytest.raises(ActionFailed) as e:
+            ctx.run(AwaitRecords(), inputs)
+        assert f"CNAME _x1.{DOMAIN}. -> _y2.acm-validations.aws." in e.value.message
+        assert dns.queries >= 2
+        dns.add(rec["name"], "CNAME", rec["value"])
+        assert ctx.check(AwaitRecords(), inputs).in_sync is True
+        r = ctx.run(AwaitRecords(), {**inputs, "max_wait": 5})
+        assert r.status == "ok" and r.outputs["records"] == [f"_x1.{DOMAIN}."]
+        ctx.close()
