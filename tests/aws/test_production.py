@@ -227,6 +227,25 @@ def test_production_aws_side_runs_passes_its_posture_gate_and_tears_down_to_noth
                  "domain_route53", "synapse_database"):
         assert steps[step]["symbol"] == "=" and not steps[step]["changes"], steps[step]
 
+    # Drift on the posture (someone weakened the TLS policy and made RDS public): the plan
+    # names it, and running the phases again converges it, creating nothing new.
+    elb.modify_listener(ListenerArn=ls[443]["ListenerArn"], SslPolicy="ELBSecurityPolicy-2016-08")
+    _client(cli_env, "rds").modify_db_instance(DBInstanceIdentifier=f"elematrix-{DEP}",
+                                               PubliclyAccessible=True, ApplyImmediately=True)
+    drift = elematrix(cli_env, "plan", str(RUNBOOKS / "production.yaml"), "--json",
+                      "--deployment", DEP, "--set", f"domain={DOMAIN}",
+                      "--set", "db_admin_host=local", "--set", "db_sslmode=disable")
+    steps = {s["id"]: s for ph in json.loads(drift.stdout)["phases"] for s in ph["steps"]}
+    assert "TLS policy ELBSecurityPolicy-2016-08 -> ELBSecurityPolicy-TLS13-1-2-Res-PQ-2025-09" \
+        in steps["listeners"]["changes"], steps["listeners"]
+    assert "set PubliclyAccessible True -> False" in steps["database"]["changes"]
+    counts = {k: len(v) for k, v in _left(cli_env).items()}
+    again = _run(cli_env)
+    assert again.returncode == 0, again.stdout[-4000:]
+    assert {k: len(v) for k, v in _left(cli_env).items()} == counts
+    assert elb.describe_listeners(ListenerArns=[ls[443]["ListenerArn"]])["Listeners"][0][
+        "SslPolicy"] == "ELBSecurityPolicy-TLS13-1-2-Res-PQ-2025-09"
+
     # Teardown: everything the runbook created, RDS included (typed confirmation).
     td = elematrix(cli_env, "run", str(RUNBOOKS / "teardown.yaml"), "--yes", "--deployment", DEP,
                    "--set", "managed_services=true", "--set", f"confirm_deployment={DEP}",
@@ -240,13 +259,18 @@ def test_production_aws_side_runs_passes_its_posture_gate_and_tears_down_to_noth
 
 def test_a_domain_that_is_not_a_domain_is_a_located_error_exit_2(
         cli_env: dict[str, str], tmp_path: Path) -> None:
-    r = elematrix(cli_env, "run", str(RUNBOOKS / "production.yaml"), "--phase", "preflight",
-                  "--yes", "--deployment", "badin", "--set", "domain=not_a_domain")
-    assert r.returncode == 2, r.stdout + r.stderr
-    text = r.stdout + r.stderr
-    assert "domain" in text and "not_a_domain" in text
-    assert "Traceback" not in text
-    assert not list((tmp_path / "state").rglob("*.db")), "nothing is written"
+    params = tmp_path / "prod.yaml"
+    params.write_text("instance_type: t3.large\ndomain: not_a_domain\n")
+    for how, where in ((("--params", str(params)), f"{params}:2:9: parameter 'domain'"),
+                       (("--set", "domain=matrix.example.com:8448"), "--set: parameter "
+                                                                     "'domain'")):
+        r = elematrix(cli_env, "run", str(RUNBOOKS / "production.yaml"), "--phase",
+                      "preflight", "--yes", "--deployment", "badin", *how)
+        text = r.stdout + r.stderr
+        assert r.returncode == 2, text
+        assert where in text and "Traceback" not in text, text
+    # Nothing was written: no journal, no secrets, no deployment.
+    assert not [p for p in (tmp_path / "state").rglob("*") if p.is_file()]
 
 
 def test_manual_dns_prints_the_records_and_waits_until_they_resolve(tmp_path: Path) -> None:
