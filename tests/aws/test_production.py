@@ -246,6 +246,17 @@ def test_production_aws_side_runs_passes_its_posture_gate_and_tears_down_to_noth
     assert elb.describe_listeners(ListenerArns=[ls[443]["ListenerArn"]])["Listeners"][0][
         "SslPolicy"] == "ELBSecurityPolicy-TLS13-1-2-Res-PQ-2025-09"
 
+    # Teardown without the typed confirmation: the data stores stay (RDS and the buckets),
+    # and so does what the kept database stands in; everything else goes.
+    td = elematrix(cli_env, "run", str(RUNBOOKS / "teardown.yaml"), "--yes", "--deployment", DEP,
+                   "--set", "managed_services=true", "--set", "termination_wait=60",
+                   timeout=600)
+    assert td.returncode == 0, td.stdout[-4000:] + td.stderr[-3000:]
+    kept = {k: len(v) for k, v in _left(cli_env).items() if v}
+    assert kept == {"db_instance": 1, "db_subnet_group": 1, "security_group": 1, "vpc": 1,
+                    "subnet": 4, "igw": 1, "route_table": 1, "bucket": 2}, kept
+    assert "keep db instance elematrix-prodt (holds the Synapse database" in td.stdout
+
     # Teardown: everything the runbook created, RDS included (typed confirmation).
     td = elematrix(cli_env, "run", str(RUNBOOKS / "teardown.yaml"), "--yes", "--deployment", DEP,
                    "--set", "managed_services=true", "--set", f"confirm_deployment={DEP}",
