@@ -11,6 +11,7 @@ from ..engine.action import ActionFailed
 
 # IAM service prefixes differ from boto3 service names for a few services.
 _IAM_PREFIX = {
+    "elbv2": "elasticloadbalancing",
     "monitoring": "cloudwatch",
     "cloudwatch": "cloudwatch",
     "logs": "logs",

@@ -252,6 +252,7 @@ def test_production_aws_side_runs_passes_its_posture_gate_and_tears_down_to_noth
                    "--set", "managed_services=true", "--set", "termination_wait=60",
                    timeout=600)
     assert td.returncode == 0, td.stdout[-4000:] + td.stderr[-3000:]
+    first_td = td.stdout
     kept = {k: len(v) for k, v in _left(cli_env).items() if v}
     assert kept == {"db_instance": 1, "db_subnet_group": 1, "security_group": 1, "vpc": 1,
                     "subnet": 4, "igw": 1, "route_table": 1, "bucket": 2}, kept
@@ -264,8 +265,30 @@ def test_production_aws_side_runs_passes_its_posture_gate_and_tears_down_to_noth
     assert td.returncode == 0, td.stdout[-4000:] + td.stderr[-3000:]
     left = {k: v for k, v in _left(cli_env).items() if v}
     assert left == {}, left
+    # docs/aws.md points operators at the operator policy: it allows every call made.
+    _assert_policy_covers([out, again.stdout, first_td, td.stdout])
     with sqlite3.connect(next(p for p in journals if p.suffix in (".db", ".sqlite"))) as db:
         assert db.execute("SELECT 1").fetchone() == (1,)
+
+
+def _assert_policy_covers(outputs: list[str]) -> None:
+    """Every ``aws svc.op ->`` line the runs printed names a permission the policy grants."""
+    import re
+
+    from elematrix_tui.actions.aws_errors import iam_action
+    from elematrix_tui.actions.aws_policy import operator_policy
+
+    # IAM action names are case-insensitive (rds:CreateDBInstance = rds:CreateDbInstance).
+    allowed = {a.lower() for st in operator_policy("us-east-1")["Statement"] for a in
+               ([st["Action"]] if isinstance(st["Action"], str) else st["Action"])}
+    used = set()
+    for text in outputs:
+        for svc, op in re.findall(r"\baws ([a-z0-9-]+)\.([a-z_]+) -> ", text):
+            api = "".join(p.capitalize() for p in op.split("_"))
+            used.update(a.lower() for a in iam_action(svc, api).split(" / "))
+    assert len(used) > 60
+    missing = sorted(used - allowed)
+    assert missing == [], " ".join(missing)
 
 
 def test_a_domain_that_is_not_a_domain_is_a_located_error_exit_2(
