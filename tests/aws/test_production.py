@@ -6,8 +6,8 @@ Stand-ins, each no kinder than what it replaces (docs/production.md):
 - RDS's endpoint: a native PostgreSQL on 127.0.0.1 (moto's DB instance reports its address
   and port), initialised with the locale C.UTF-8 (RDS's default, en_US.UTF-8, is not on
   these machines; Synapse refuses both), a master role that is no superuser (like RDS's),
-  and password authentication (the fixture's trust auth is replaced). It has no TLS:
-  the runbook's ``db_sslmode`` is ``disable`` here only (RDS refuses plain connections).
+  password authentication (the fixture's trust auth is replaced) and TLS required (a
+  self-signed certificate; plain connections are rejected, as with rds.force_ssl=1).
 - Public DNS: a DNS server on 127.0.0.1 (``tests/support/dnsserver.py``).
 """
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 from collections.abc import Iterator
@@ -62,7 +63,7 @@ def rds_standin(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """A native PostgreSQL that moto's RDS instances point at (see the module docstring)."""
     from moto.rds import models as rds
 
-    from ..support.services import Postgres, missing_binaries
+    from ..support.services import PG_BIN, Postgres, missing_binaries
 
     missing = missing_binaries()
     if missing:
@@ -72,10 +73,27 @@ def rds_standin(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     pg = Postgres(initdb_args=("--encoding=UTF8", "--locale=C.UTF-8")).start()
     try:
         pg.psql(f"CREATE ROLE elematrix LOGIN CREATEROLE CREATEDB PASSWORD '{ADMIN_PW}'")
+        # TLS required for everyone but the fixture's own superuser, as rds.force_ssl=1.
+        key, crt = pg.data_dir / "server.key", pg.data_dir / "server.crt"
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days",
+                        "1", "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(crt)],
+                       check=True, capture_output=True, timeout=60)
+        for f in (key, crt):
+            shutil.chown(f, *(("postgres", "postgres") if os.geteuid() == 0 else (None, None)))
+            f.chmod(0o600)
+        pg.psql(f"ALTER SYSTEM SET ssl_cert_file = '{crt}'")
+        pg.psql(f"ALTER SYSTEM SET ssl_key_file = '{key}'")
+        pg.psql("ALTER SYSTEM SET ssl = on")
         hba = pg.data_dir / "pg_hba.conf"
         hba.write_text("host all postgres 127.0.0.1/32 trust\n"
-                       "host all all 127.0.0.1/32 scram-sha-256\n")
+                       "hostssl all all 127.0.0.1/32 scram-sha-256\n"
+                       "hostnossl all all 127.0.0.1/32 reject\n")
         pg.psql("SELECT pg_reload_conf()")
+        plain = subprocess.run(
+            [str(PG_BIN / "psql"), f"host={pg.host} port={pg.port} user=elematrix "
+             "dbname=postgres sslmode=disable", "-c", "SELECT 1"], capture_output=True,
+            text=True, timeout=30, env={**os.environ, "PGPASSWORD": ADMIN_PW})
+        assert plain.returncode != 0 and "no encryption" in plain.stderr, plain.stderr
         monkeypatch.setattr(rds.DBInstance, "address", property(lambda self: pg.host))
         orig = rds.DBInstance.__init__
 
@@ -93,7 +111,7 @@ def _run(env: dict[str, str], *extra: str) -> subprocess.CompletedProcess[str]:
     phases = [a for p in PHASES for a in ("--phase", p)]
     return elematrix(env, "run", str(RUNBOOKS / "production.yaml"), *phases, "--yes",
                      "--deployment", DEP, "--set", f"domain={DOMAIN}",
-                     "--set", "db_admin_host=local", "--set", "db_sslmode=disable",
+                     "--set", "db_admin_host=local",
                      "--set", f"db_admin_password={ADMIN_PW}", "--set", "db_wait=60",
                      *extra, timeout=600)
 
@@ -213,8 +231,7 @@ def test_production_aws_side_runs_passes_its_posture_gate_and_tears_down_to_noth
     token = tokens[0]
     plan = elematrix(cli_env, "plan", str(RUNBOOKS / "production.yaml"), "--json",
                      "--deployment", DEP,
-                     "--set", f"domain={DOMAIN}", "--set", "db_admin_host=local",
-                     "--set", "db_sslmode=disable")
+                     "--set", f"domain={DOMAIN}", "--set", "db_admin_host=local")
     assert plan.returncode == 0, plan.stdout[-3000:] + plan.stderr[-2000:]
     journals = [p for p in (tmp_path / "state").rglob("*") if p.is_file()]
     assert not _secrets_in(journals, [out, r.stderr, plan.stdout, plan.stderr],
@@ -234,7 +251,7 @@ def test_production_aws_side_runs_passes_its_posture_gate_and_tears_down_to_noth
                                                PubliclyAccessible=True, ApplyImmediately=True)
     drift = elematrix(cli_env, "plan", str(RUNBOOKS / "production.yaml"), "--json",
                       "--deployment", DEP, "--set", f"domain={DOMAIN}",
-                      "--set", "db_admin_host=local", "--set", "db_sslmode=disable")
+                      "--set", "db_admin_host=local")
     steps = {s["id"]: s for ph in json.loads(drift.stdout)["phases"] for s in ph["steps"]}
     assert "TLS policy ELBSecurityPolicy-2016-08 -> ELBSecurityPolicy-TLS13-1-2-Res-PQ-2025-09" \
         in steps["listeners"]["changes"], steps["listeners"]
