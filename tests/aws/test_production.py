@@ -345,3 +345,56 @@ def test_manual_dns_prints_the_records_and_waits_until_they_resolve(tmp_path: Pa
         r = ctx.run(AwaitRecords(), {**inputs, "max_wait": 5})
         assert r.status == "ok" and r.outputs["records"] == [f"_x1.{DOMAIN}."]
         ctx.close()
+
+
+@pytest.mark.usefixtures("production_moto")
+def test_without_route53_the_records_are_printed_and_the_run_waits_until_they_resolve(
+        cli_env: dict[str, str]) -> None:
+    """hosted_zone_id=none: the edge phase prints the validation CNAME and the domain's
+    CNAME and goes on only once the (loopback) name server answers them; ACM issues only
+    then (production_gaps 1). The "operator" creates each record after it was printed."""
+    import threading
+    import time
+
+    from moto.elbv2.models import elbv2_backends
+
+    from .production_gaps import published
+
+    dep = "prodm"
+    with dns_server() as dns:
+        stop = threading.Event()
+        created: list[str] = []
+
+        def operator() -> None:
+            # What an operator does at their DNS provider, once the run has printed it.
+            from moto.acm.models import acm_backends
+
+            while not stop.wait(0.2) and len(created) < 2:
+                for cert in acm_backends["123456789012"]["us-east-1"]._certificates.values():
+                    for o in cert.describe()["Certificate"].get("DomainValidationOptions", []):
+                        rr = o["ResourceRecord"]
+                        if rr["Name"] not in created and rr["Name"].lower() in dns.asked:
+                            dns.add(rr["Name"], "CNAME", rr["Value"])
+                            published.add((rr["Name"].lower(), rr["Value"].lower()))
+                            created.append(rr["Name"])
+                for lb in elbv2_backends["123456789012"]["us-east-1"].load_balancers.values():
+                    if DOMAIN not in created and f"{DOMAIN}." in dns.asked:
+                        dns.add(DOMAIN, "CNAME", lb.dns_name)
+                        created.append(DOMAIN)
+
+        t = threading.Thread(target=operator, daemon=True)
+        t.start()
+        t0 = time.monotonic()
+        r = elematrix(cli_env, "run", str(RUNBOOKS / "production.yaml"),
+                      *[a for p in PHASES for a in ("--phase", p)], "--yes",
+                      "--deployment", dep, "--set", f"domain={DOMAIN}",
+                      "--set", "hosted_zone_id=none", "--set", f"dns_nameserver={dns.address}",
+                      "--set", "db_wait=60", "--set", "dns_poll=1", timeout=600)
+        stop.set()
+        t.join(timeout=5)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-3000:]
+    assert "no Route 53 hosted zone holds matrix.example.com" in r.stdout
+    assert "create these records at your DNS provider" in r.stdout
+    assert f"_d930b28be6c5927595552b219965053e.{DOMAIN}.  CNAME  " in r.stdout
+    assert f"{DOMAIN}.  CNAME  {dep}-alb-" in r.stdout
+    assert len(created) == 2 and dns.queries >= 2 and time.monotonic() - t0 < 600

@@ -25,6 +25,8 @@ class DnsServer:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self.queries = 0
+        # Names asked for so far (lower-case, with the final dot).
+        self.asked: set[str] = set()
 
     @property
     def address(self) -> str:
@@ -37,6 +39,7 @@ class DnsServer:
     def _answer(self, data: bytes) -> bytes:
         qid = struct.unpack(">H", data[:2])[0]
         name, pos = read_name(data, 12)
+        self.asked.add(name.lower())
         qtype, _qclass = struct.unpack(">HH", data[pos:pos + 4])
         question = data[12:pos + 4]
         values = self.records.get((name.lower(), qtype), [])
