@@ -64,6 +64,17 @@ class PreflightInputs(Inputs):
         return check_domain(v)
 
 
+def _name_problem(deployment: str) -> str:
+    """RDS and ElastiCache identifiers may not hold two hyphens in a row nor end with one
+    (RDS User Guide, "DB instance identifier" constraints; ElastiCache, "Naming
+    constraints"); the deployment name's own pattern allows both."""
+    if "--" in deployment:
+        return "holds '--'"
+    if deployment.endswith("-"):
+        return "ends with '-'"
+    return ""
+
+
 def _zone_for(api: Any, domain: str, wanted: str) -> dict[str, Any] | None:
     """The public hosted zone whose name is the longest suffix of ``domain``."""
     if wanted == "none":
@@ -105,6 +116,14 @@ class ProductionPreflight(Action[PreflightInputs]):
     def apply(self, ctx: StepContext, inputs: PreflightInputs) -> Result:
         from .aws_prices import estimate_production
 
+        problem = _name_problem(ctx.deployment)
+        if problem:
+            raise ActionFailed(
+                f"deployment name {ctx.deployment!r} {problem}: RDS and ElastiCache refuse it in "
+                "the names this runbook derives from it (elematrix-<deployment>, "
+                "em-<deployment>-redis)",
+                fix="Use a deployment name without '--' that does not end with '-'.",
+                retry=False)
         api = aws_for(ctx)
         ident = api.checked("sts", "get_caller_identity")
         offered = {o["Location"] for o in api.checked(

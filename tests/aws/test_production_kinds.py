@@ -104,3 +104,13 @@ def test_an_existing_database_with_the_wrong_locale_fails_before_synapse_starts(
     assert "wrong locale" in e.value.message and e.value.retry is False
     assert pg.psql("SELECT 1 FROM pg_database WHERE datname = 'synapse'") == "1"
     ctx.close()
+
+
+def test_the_preflight_refuses_a_deployment_name_rds_and_elasticache_would_refuse(
+        ctx: Any) -> None:
+    from elematrix_tui.actions.aws_production import ProductionPreflight
+
+    ctx.deployment = "bad--name"
+    with pytest.raises(ActionFailed) as e:
+        ctx.run(ProductionPreflight(), {"domain": "matrix.example.com"})
+    assert "holds '--'" in e.value.message and e.value.retry is False
