@@ -196,6 +196,13 @@ def test_production_aws_side_runs_passes_its_posture_gate_and_tears_down_to_noth
     zone_id = zone["HostedZone"]["Id"].rsplit("/", 1)[-1]
     before = _left(cli_env)
     assert all(not v for v in before.values()), before
+    # The first plan, before anything exists: it runs and creates nothing.
+    first = elematrix(cli_env, "plan", str(RUNBOOKS / "production.yaml"), "--json",
+                      "--deployment", DEP, "--set", f"domain={DOMAIN}")
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-2000:]
+    planned = {s["id"]: s for ph in json.loads(first.stdout)["phases"] for s in ph["steps"]}
+    assert planned["preflight"]["symbol"] != "!" and planned["vpc"]["symbol"] in ("+", "?")
+    assert _left(cli_env) == before
 
     r = _run(cli_env)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-3000:]
