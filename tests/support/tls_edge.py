@@ -74,7 +74,7 @@ def _name(cn: str) -> x509.Name:
 def make_ca(out: Path, hostnames: tuple[str, ...], ips: tuple[str, ...] = ("127.0.0.1",)) -> TestCA:
     """A fresh CA and a server certificate for ``hostnames`` and ``ips``, valid one day."""
     out.mkdir(parents=True, exist_ok=True)
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca = (x509.CertificateBuilder().subject_name(_name("elematrix test CA"))
           .issuer_name(_name("elematrix test CA")).public_key(ca_key.public_key())
