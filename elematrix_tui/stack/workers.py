@@ -412,10 +412,6 @@ def worker_files(values: Mapping[str, Any] | StackValues, secrets: Mapping[str, 
     return files
 
 
-# Worker files that hold a secret (mode 0600, beside render.SECRET_FILES).
-WORKER_SECRET_FILES: frozenset[str] = frozenset({"synapse/workers.yaml", "redis/redis.conf"})
-
-
 def write_worker_stack(files: Mapping[str, str], out_dir: Path) -> Path:
     """Write a rendering of :func:`worker_files` into a fresh ``out_dir``; returns it.
 
@@ -428,7 +424,7 @@ def write_worker_stack(files: Mapping[str, str], out_dir: Path) -> Path:
         dest = out_dir / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_text(text, encoding="utf-8")
-        if rel in SECRET_FILES or rel in WORKER_SECRET_FILES:
+        if rel in SECRET_FILES:
             mode = 0o600
         elif rel in EXECUTABLE_FILES:
             mode = 0o755

@@ -57,7 +57,7 @@ def stack(docker_images: dict[str, str], tmp_path_factory: pytest.TempPathFactor
         t2 = time.monotonic()
         with worker_stack(root) as st:
             print(f"worker stack: images {t1 - t0:.1f} s, lock wait {t2 - t1:.1f} s, "
-                  f"up {st.up_seconds:.1f} s")  # type: ignore[attr-defined]
+                  f"up {st.up_seconds:.1f} s")
             yield st
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import secrets
+from pathlib import Path
 
 import pytest
 import yaml
@@ -97,3 +98,29 @@ def test_bad_layout_is_a_render_error(bad: dict[str, object]) -> None:
 def test_missing_worker_secret_is_refused() -> None:
     with pytest.raises(RenderError, match="redis_password"):
         worker_files(VALUES, {k: v for k, v in SECRETS.items() if k != "redis_password"})
+
+
+def test_render_workers_action_generates_secrets_and_is_idempotent(tmp_path: Path) -> None:
+    import stat
+
+    from elematrix_tui.actions.stack_workers import RenderWorkers
+    from elematrix_tui.engine.standalone import StandaloneContext
+
+    ctx = StandaloneContext(deployment_dir=tmp_path / "dep", deployment="prod")
+    inputs = {**VALUES, "layout": {"sync": 3}}
+    res = ctx.run(RenderWorkers(), inputs)
+    assert res.status == "changed"
+    assert set(ctx.secrets) == {*SECRET_NAMES, *WORKER_SECRET_NAMES}
+    out = ctx.deployment_dir / "stack"
+    assert (out / "synapse/workers/sync3.yaml").is_file()
+    for rel in ("synapse/workers.yaml", "redis/redis.conf", "synapse/homeserver.yaml"):
+        assert stat.S_IMODE((out / rel).stat().st_mode) == 0o600, rel
+    logged = "\n".join(line for _s, line in ctx.logs)
+    for value in ctx.secrets.values():
+        assert value not in logged, "secrets never reach the log (the diff is masked)"
+    assert ctx.check(RenderWorkers(), inputs).in_sync is True
+    assert ctx.run(RenderWorkers(), inputs).status == "ok"
+    # A layout change is a reviewed diff of the map and the compose file.
+    chk = ctx.check(RenderWorkers(), {**VALUES, "layout": {"sync": 2}})
+    assert "update nginx/default.conf" in chk.changes
+    assert "update docker-compose.yml" in chk.changes

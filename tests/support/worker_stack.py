@@ -52,6 +52,8 @@ class WorkerStack:
     ca: TestCA
     layout: WorkerLayout
     secrets: dict[str, str] = field(repr=False, default_factory=dict)
+    # How long `compose up --wait` took.
+    up_seconds: float = 0.0
 
     @property
     def base_url(self) -> str:
@@ -110,7 +112,7 @@ def worker_stack(root: Path, layout: WorkerLayout | None = None,
     try:
         t0 = time.monotonic()
         st.compose("up", "-d", "--wait", "--wait-timeout", "300", timeout=360)
-        st.up_seconds = time.monotonic() - t0  # type: ignore[attr-defined]
+        st.up_seconds = time.monotonic() - t0
         yield st
     finally:
         st.compose("down", "-v", "--remove-orphans", "-t", "5", check=False, timeout=180)
