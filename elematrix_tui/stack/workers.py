@@ -350,11 +350,18 @@ def _context(v: StackValues, layout: WorkerLayout,
     by_role: dict[str, list[Worker]] = {}
     for w in workers:
         by_role.setdefault(w.role, []).append(w)
-    writers = by_role.get("stream_writer", [])
-    stream_writers: dict[str, list[str]] = {
-        "events": [w.name for w in by_role.get("event_persister", [])] or [MAIN]}
-    for stream in STREAM_WRITER_STREAMS:
-        stream_writers[stream] = [w.name for w in writers] or [MAIN]
+    writers = [w.name for w in by_role.get("stream_writer", [])]
+    # A stream without a worker is left out (its default writer is the main process).
+    # Never "main" here: that is main's instance_map key, but its instance name is
+    # "master" (synapse/config/workers.py), so main would send its own events to itself
+    # over replication and fail (500 on createRoom, seen on the engine).
+    stream_writers: dict[str, list[str]] = {}
+    persisters = [w.name for w in by_role.get("event_persister", [])]
+    if persisters:
+        stream_writers["events"] = persisters
+    if writers:
+        for stream in STREAM_WRITER_STREAMS:
+            stream_writers[stream] = writers
     instance_map: dict[str, dict[str, object]] = {
         MAIN: {"host": MAIN_HOST, "port": MAIN_REPLICATION_PORT}}
     for w in workers:
