@@ -200,6 +200,10 @@ class SecureContext(Action[SecureContextInputs]):
     Inputs = SecureContextInputs
     read_only = True
 
+    def local_effects(self, with_: dict[str, Any]) -> list[str]:
+        url = str(with_.get("url", ""))
+        return [f"runs headless Chromium on THIS machine (a throwaway profile) to open {url}"]
+
     def describe(self, inputs: SecureContextInputs) -> str:
         return f"open {inputs.url} in headless Chromium: isSecureContext && crypto.subtle"
 

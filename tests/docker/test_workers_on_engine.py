@@ -11,7 +11,6 @@ check. The stack publishes only on 127.0.0.1 (free ports); ``stack_lock()`` is h
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +24,7 @@ from elematrix_tui.actions.matrix_routes import Routes, probe_routes
 from elematrix_tui.engine.action import ActionFailed
 from elematrix_tui.engine.standalone import StandaloneContext
 from elematrix_tui.stack.workers import WORKER_HEADER
-from tests.support.docker import _in_ci, stack_lock
+from tests.support.docker import need_chromium, stack_lock
 from tests.support.worker_stack import PUBLIC_HOST, SERVER_NAME, WorkerStack, worker_stack
 
 pytestmark = pytest.mark.timeout(900)
@@ -167,15 +166,8 @@ def test_events_are_written_by_the_event_persister(stack: WorkerStack) -> None:
     assert out == ["persister1"], out
 
 
-def _chromium() -> None:
-    if shutil.which("chromium") is None or shutil.which("certutil") is None:
-        if _in_ci():
-            pytest.fail("chromium/certutil missing: scripts/setup.sh --test installs them")
-        pytest.skip("chromium/certutil not installed (scripts/setup.sh --test)")
-
-
 def test_browser_secure_context_on_tls(stack: WorkerStack, tmp_path: Path) -> None:
-    _chromium()
+    need_chromium()
     ctx = StandaloneContext(deployment_dir=tmp_path)
     res = ctx.run(SecureContext(), {
         "url": f"https://{PUBLIC_HOST}:{stack.tls_port}/",
@@ -185,7 +177,7 @@ def test_browser_secure_context_on_tls(stack: WorkerStack, tmp_path: Path) -> No
 
 
 def test_browser_without_the_ca_fails(stack: WorkerStack, tmp_path: Path) -> None:
-    _chromium()
+    need_chromium()
     ctx = StandaloneContext(deployment_dir=tmp_path)
     with pytest.raises(ActionFailed, match="could not load"):
         ctx.run(SecureContext(), {"url": f"https://{PUBLIC_HOST}:{stack.tls_port}/",
@@ -195,7 +187,7 @@ def test_browser_without_the_ca_fails(stack: WorkerStack, tmp_path: Path) -> Non
 def test_browser_on_plain_http_reports_not_possible(stack: WorkerStack, tmp_path: Path) -> None:
     """The POC's shape: the same Element page over http:// on a public (not loopback)
     name: a browser cannot do E2EE there, reported as the POC's limit, not a failure."""
-    _chromium()
+    need_chromium()
     ctx = StandaloneContext(deployment_dir=tmp_path)
     res = ctx.run(SecureContext(), {"url": f"http://{PUBLIC_HOST}:{stack.plain_port}/",
                                     "resolve": {PUBLIC_HOST: "127.0.0.1"}})
