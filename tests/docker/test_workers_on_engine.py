@@ -196,3 +196,37 @@ def test_browser_on_plain_http_reports_not_possible(stack: WorkerStack, tmp_path
     with pytest.raises(ActionFailed, match="not a secure context"):
         ctx.run(SecureContext(), {"url": f"http://{PUBLIC_HOST}:{stack.plain_port}/",
                                   "resolve": {PUBLIC_HOST: "127.0.0.1"}, "require_secure": True})
+
+
+def test_redis_image_keeps_the_contract_and_is_not_kinder(docker_images: dict[str, str]) -> None:
+    """The Redis stand-in: runs as redis (999) after the entrypoint's chown of /data; with no
+    password it refuses another container (protected mode: stricter than upstream, which
+    compiles it off); with requirepass it wants AUTH, as ElastiCache with an AUTH token."""
+    import uuid
+
+    from elematrix_tui.stack.workers import REDIS_IMAGE
+    from tests.support.docker import docker
+
+    _worker_images()
+    tag = f"prod-workers-redis-{uuid.uuid4().hex[:8]}"
+    docker("network", "create", tag)
+    try:
+        docker("run", "-d", "--name", f"{tag}-open", "--network", tag, REDIS_IMAGE)
+        docker("run", "-d", "--name", f"{tag}-auth", "--network", tag, REDIS_IMAGE,
+               "--requirepass", "s3cret-for-this-test")
+        time.sleep(1.5)
+        who = docker("exec", f"{tag}-open", "sh", "-c",
+                     "stat -c %U /proc/1 /data").stdout.split()
+        assert who == ["redis", "redis"], who
+
+        def cli(host: str, *args: str) -> str:
+            return docker("run", "--rm", "--network", tag, "--entrypoint", "redis-cli",
+                          REDIS_IMAGE, "-h", host, *args, check=False).stdout
+
+        assert "DENIED" in cli(f"{tag}-open", "ping")  # protected mode
+        assert "NOAUTH" in cli(f"{tag}-auth", "ping")
+        assert cli(f"{tag}-auth", "--no-auth-warning", "-a", "s3cret-for-this-test",
+                   "ping").strip() == "PONG"
+    finally:
+        docker("rm", "-f", f"{tag}-open", f"{tag}-auth", check=False)
+        docker("network", "rm", tag, check=False)
