@@ -63,6 +63,8 @@ DEBIAN_MIRROR = "http://deb.debian.org/debian"
 BASE_RECIPE = 1
 # Extra directories copied into an image's build context (as common/).
 SHARED_CONTEXT = {"nginx": "nginx-common", "element": "nginx-common"}
+# Images whose build runs pip: they get this machine's CA bundle and pip settings.
+PIP_CONTEXT = frozenset({"synapse", "synapse-workers"})
 # Build order: nginx before element, so element reuses the shared nginx layers.
 ORDER = ("postgres", "synapse", "nginx", "element")
 
@@ -340,7 +342,7 @@ def assemble_context(image: Image, dest: Path) -> None:
     shared = SHARED_CONTEXT.get(image.key)
     if shared:
         shutil.copytree(IMAGES_DIR / shared, dest / "common")
-    if image.key == "synapse":
+    if image.key in PIP_CONTEXT:
         if not CA_BUNDLE.is_file():
             raise BuildError(f"{CA_BUNDLE} is missing: pip inside the build needs it")
         shutil.copyfile(CA_BUNDLE, dest / "ca.crt")

@@ -43,9 +43,10 @@ else
 fi
 
 if [ $TEST = 1 ]; then
-  # Services the fixtures start natively on loopback (no Docker engine here).
+  # Services the fixtures start natively on loopback (no Docker engine here); Chromium
+  # and certutil for browser.secure_context (headless, loopback only).
   apt_install nginx-light openssh-server openssh-client sudo postgresql libpq-dev gcc python3-dev \
-    tmux systemd ca-certificates curl wget util-linux
+    tmux systemd ca-certificates curl wget util-linux chromium libnss3-tools
   # Synapse has its own venv: it pins versions we do not want to share with the app.
   if ! .venv-synapse/bin/python -c 'import synapse, psycopg2' >/dev/null 2>&1; then
     echo "setup: installing Synapse into .venv-synapse"
@@ -139,6 +140,10 @@ else
   if ! $SUDO $PY scripts/build_images.py --pull-or-build; then
     [ $TEST = 1 ] && exit 1
     echo "setup: the stack's images are not all there; elematrix practice will say so"
+  fi
+  # The worker stack's two extra images (Redis, Synapse with its [redis] extra): tests only.
+  if [ $TEST = 1 ] && ! $SUDO $PY scripts/build_worker_images.py; then
+    exit 1
   fi
   if [ $TEST = 1 ] && [ -n "$ENGINE_PID" ]; then
     echo "setup: stopping the dockerd started for the image build (pid $ENGINE_PID)"

@@ -39,6 +39,9 @@ BUILTIN: dict[str, str] = {
     "deploy.recorded": "elematrix_tui.actions.restore:Recorded",
     "restore.pick": "elematrix_tui.actions.restore:Pick",
     "matrix.admin_login": "elematrix_tui.actions.restore:AdminLogin",
+    "stack.render_workers": "elematrix_tui.actions.stack_workers:RenderWorkers",
+    "matrix.routes": "elematrix_tui.actions.matrix_routes:Routes",
+    "browser.secure_context": "elematrix_tui.actions.browser:SecureContext",
 }
 
 

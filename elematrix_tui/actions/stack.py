@@ -30,7 +30,8 @@ class RenderInputs(StackValues, Inputs):
 
 
 def _values(ctx: StepContext, inputs: RenderInputs) -> StackValues:
-    data = inputs.model_dump(exclude={"out_dir"})
+    # Only the stack values (a subclass's inputs add their own, e.g. the worker layout).
+    data = inputs.model_dump(include=set(StackValues.model_fields))
     if "deployment" not in inputs.model_fields_set:
         data["deployment"] = ctx.deployment
     return StackValues.model_validate(data)
@@ -59,6 +60,13 @@ class Render(Action[RenderInputs]):
     name = "stack.render"
     Inputs = RenderInputs
     stored_secrets = frozenset(SECRET_NAMES)
+    # The secrets the rendering needs (generated into the keyring when missing).
+    secret_names: tuple[str, ...] = SECRET_NAMES
+
+    def rendered_files(self, values: StackValues, secrets: dict[str, str],
+                       inputs: RenderInputs) -> dict[str, str] | None:
+        """The tree to render; None: the bundled templates (``stack.render``)."""
+        return None
 
     def describe(self, inputs: RenderInputs) -> str:
         return f"render the Matrix/Element stack for {inputs.server_name} ({inputs.public_address})"
@@ -78,16 +86,18 @@ class Render(Action[RenderInputs]):
     def check(self, ctx: StepContext, inputs: RenderInputs) -> Check:
         from ..stack.render import RenderError, plan_render
 
-        missing = [n for n in SECRET_NAMES if not ctx.get_secret(n)]
+        missing = [n for n in self.secret_names if not ctx.get_secret(n)]
         if missing and _lost(ctx, _out_dir(ctx, inputs)):
             return Check(in_sync=False, changes=[_lost_message(ctx, missing)])
         if missing:
             return Check(in_sync=False, changes=[f"generate secret {n}" for n in missing]
                          + ["render the stack"])
-        secrets = {n: ctx.get_secret(n) or "" for n in SECRET_NAMES}
+        secrets = {n: ctx.get_secret(n) or "" for n in self.secret_names}
         out = _out_dir(ctx, inputs)
         try:
-            files, changed, _diff = plan_render(_values(ctx, inputs), secrets, out)
+            values = _values(ctx, inputs)
+            files, changed, _diff = plan_render(values, secrets, out,
+                                                self.rendered_files(values, secrets, inputs))
         except RenderError as e:
             return Check(in_sync=None, changes=[str(e)])
         outputs = {"path": str(out), "files": sorted(files), "changed_files": [],
@@ -101,7 +111,7 @@ class Render(Action[RenderInputs]):
         from ..stack.render import NotARendering, RenderError, render_stack
 
         secrets: dict[str, str] = {}
-        missing = [n for n in SECRET_NAMES if not ctx.get_secret(n)]
+        missing = [n for n in self.secret_names if not ctx.get_secret(n)]
         if missing and _lost(ctx, _out_dir(ctx, inputs)):
             raise ActionFailed(
                 _lost_message(ctx, missing),
@@ -112,7 +122,7 @@ class Render(Action[RenderInputs]):
                     f"--deployment {ctx.deployment}; then resume. To rotate on purpose "
                     f"instead, move {_out_dir(ctx, inputs)} away first",
                 retry=False)
-        for name in SECRET_NAMES:
+        for name in self.secret_names:
             value = ctx.get_secret(name)
             if not value:
                 value = generate_secret(_SECRET_LENGTH)
@@ -122,7 +132,9 @@ class Render(Action[RenderInputs]):
             secrets[name] = value
         out = _out_dir(ctx, inputs)
         try:
-            res = render_stack(_values(ctx, inputs), secrets, out)
+            values = _values(ctx, inputs)
+            res = render_stack(values, secrets, out,
+                               self.rendered_files(values, secrets, inputs))
         except NotARendering as e:
             raise ActionFailed(str(e), diagnosis="the directory holds files elematrix did not "
                                                  "render (or a rendering from before renderings "

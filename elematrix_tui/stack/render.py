@@ -36,7 +36,9 @@ from ..bundled import assets_dir
 from .values import SECRET_NAMES, StackValues
 
 # Rendered files that hold a secret (mode 0600); everything else is 0644, scripts 0755.
-SECRET_FILES: frozenset[str] = frozenset({"synapse/homeserver.yaml", "postgres.env"})
+# (The last two are a worker deployment's: stack/workers.py.)
+SECRET_FILES: frozenset[str] = frozenset({"synapse/homeserver.yaml", "postgres.env",
+                                          "synapse/workers.yaml", "redis/redis.conf"})
 EXECUTABLE_FILES: frozenset[str] = frozenset({"backup.sh", "restore.sh"})
 MASK = "********"
 # Written into every rendering: the proof that the directory is ours to replace. Not a
@@ -169,7 +171,8 @@ def render_files(values: Mapping[str, Any] | StackValues,
 # rendering may hold secrets that are no longer in the keyring).
 _SECRET_LINE = re.compile(
     r"^(?P<key>\s*(?:registration_shared_secret|macaroon_secret_key|form_secret|password|"
-    r"POSTGRES_PASSWORD)\s*[:=]\s*)(?P<value>\S.*)$", re.M)
+    r"POSTGRES_PASSWORD|worker_replication_secret|requirepass)\s*[:= ]\s*)(?P<value>\S.*)$",
+    re.M)
 
 
 def _secret_lines(text: str) -> dict[str, str]:
@@ -265,10 +268,15 @@ def write_tree(root: Path, files: Mapping[str, str]) -> None:
 
 
 def plan_render(values: Mapping[str, Any] | StackValues, secrets: Mapping[str, str],
-                out_dir: Path) -> tuple[dict[str, str], list[str], list[str]]:
-    """Render in memory and compare with what is in out_dir: (files, changed, diff)."""
+                out_dir: Path, files: Mapping[str, str] | None = None,
+                ) -> tuple[dict[str, str], list[str], list[str]]:
+    """Render in memory and compare with what is in out_dir: (files, changed, diff).
+
+    ``files``: an already rendered tree (a worker deployment's, stack/workers.py) instead
+    of the bundled templates' rendering.
+    """
     _may_replace(Path(out_dir))
-    files = render_files(values, secrets)
+    files = dict(files) if files is not None else render_files(values, secrets)
     changed, diff = diff_trees(_read_tree(out_dir), files, secrets)
     if not changed:
         # Content equal; a wrong mode on a secret file is a change too.
@@ -301,7 +309,7 @@ def swap_in(out_dir: Path, fill: Callable[[Path], None]) -> None:
 
 
 def render_stack(values: Mapping[str, Any] | StackValues, secrets: Mapping[str, str],
-                 out_dir: Path) -> RenderResult:
+                 out_dir: Path, files: Mapping[str, str] | None = None) -> RenderResult:
     """Render the stack into out_dir, keeping the previous rendering as ``<out_dir>.previous``.
 
     The new tree is written to a temporary sibling directory first and swapped in with
@@ -310,7 +318,7 @@ def render_stack(values: Mapping[str, Any] | StackValues, secrets: Mapping[str, 
     out_dir = Path(out_dir)
     previous = out_dir.with_name(out_dir.name + ".previous")
     # First of all (in plan_render): a directory of the operator's is never moved or removed.
-    files, changed, diff = plan_render(values, secrets, out_dir)
+    files, changed, diff = plan_render(values, secrets, out_dir, files)
     if not changed:
         return RenderResult(out_dir, sorted(files), [], [],
                             previous if previous.exists() else None)

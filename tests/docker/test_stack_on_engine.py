@@ -19,9 +19,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from elematrix_tui.actions.browser import NOT_POSSIBLE, SecureContext
+from elematrix_tui.engine.standalone import StandaloneContext
 from elematrix_tui.stack.render import render_stack
 from elematrix_tui.stack.values import SECRET_NAMES
-from tests.support.docker import compose, down, stack_lock
+from tests.support.docker import compose, down, need_chromium, stack_lock
 from tests.support.services import free_port
 
 # A cold image build (first run without scripts/setup.sh) happens in the first test's
@@ -67,5 +69,12 @@ def test_rendered_stack_starts_on_the_engine(docker_images: dict[str, str],
             owner = compose(stack, project, "exec", "-T", "synapse", "stat", "-c", "%u:%g",
                             "/data/engine.test.signing.key").stdout.strip()
             assert owner == "991:991"
+            # A real browser on the POC (a public name, plain HTTP): Element's E2EE is
+            # "not possible over plain HTTP", reported, not a failure of the POC.
+            need_chromium()
+            got = StandaloneContext(deployment_dir=tmp_path / "browser").run(
+                SecureContext(), {"url": f"http://engine.test:{port}/",
+                                  "resolve": {"engine.test": "127.0.0.1"}})
+            assert got.outputs["verdict"] == NOT_POSSIBLE, got.outputs
         finally:
             down(stack, project)

@@ -122,6 +122,16 @@ def ensure_images(namespace: str = "") -> dict[str, str]:
         raise  # unreachable
 
 
+def need_chromium() -> None:
+    """Skip without Debian's chromium and certutil (fail under CI: setup --test has them)."""
+    import shutil
+
+    if shutil.which("chromium") is None or shutil.which("certutil") is None:
+        if _in_ci():
+            pytest.fail("chromium/certutil missing: scripts/setup.sh --test installs them")
+        pytest.skip("chromium/certutil not installed (scripts/setup.sh --test)")
+
+
 @contextlib.contextmanager
 def stack_lock(timeout: float = 900.0) -> Iterator[None]:
     """Hold the machine-wide lock while a stack from the rendered compose file is up."""

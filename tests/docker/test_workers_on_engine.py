@@ -1,0 +1,232 @@
+"""Synapse with workers on the real engine: the data path of the production runbook.
+
+One module-scoped stack (tests/support/worker_stack.py), rendered by ``stack.workers``
+with the default layout (2 sync, client reader, federation inbound and sender, event
+persister, media repository, stream writer), real PostgreSQL and Redis (local images),
+nginx with the generated map, and the one replacement: an nginx with a test CA's
+certificate for the ALB. Against it: the route-map gate (and that it catches a path
+mis-routed on purpose), the E2EE gate over HTTPS, and headless Chromium's secure-context
+check. The stack publishes only on 127.0.0.1 (free ports); ``stack_lock()`` is held.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from elematrix_tui.actions.browser import NOT_POSSIBLE, SecureContext
+from elematrix_tui.actions.matrix import Validate
+from elematrix_tui.actions.matrix_routes import Routes, probe_routes
+from elematrix_tui.engine.action import ActionFailed
+from elematrix_tui.engine.standalone import StandaloneContext
+from elematrix_tui.stack.workers import WORKER_HEADER
+from tests.support.docker import need_chromium, stack_lock
+from tests.support.worker_stack import PUBLIC_HOST, SERVER_NAME, WorkerStack, worker_stack
+
+pytestmark = pytest.mark.timeout(900)
+
+
+def _worker_images() -> None:
+    import importlib.util
+    import sys
+
+    from tests.support.docker import REPO
+
+    spec = importlib.util.spec_from_file_location("elematrix_build_worker_images",
+                                                  REPO / "scripts" / "build_worker_images.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    mod.ensure_worker_images()
+
+
+@pytest.fixture(scope="module")
+def stack(docker_images: dict[str, str], tmp_path_factory: pytest.TempPathFactory,
+          ) -> Iterator[WorkerStack]:
+    t0 = time.monotonic()
+    _worker_images()
+    root = tmp_path_factory.mktemp("workers")
+    t1 = time.monotonic()
+    with stack_lock():
+        t2 = time.monotonic()
+        with worker_stack(root) as st:
+            print(f"worker stack: images {t1 - t0:.1f} s, lock wait {t2 - t1:.1f} s, "
+                  f"up {st.up_seconds:.1f} s")
+            yield st
+
+
+def _routes(st: WorkerStack) -> dict[str, str]:
+    return {r.route: r.answered_by for r in probe_routes(
+        st.base_url, SERVER_NAME, st.layout, verify=str(st.ca.ca_pem)) if not r.passed}
+
+
+def test_route_map_gate_passes(stack: WorkerStack, tmp_path: Path) -> None:
+    ctx = StandaloneContext(deployment_dir=tmp_path)
+    res = ctx.run(Routes(), {"base_url": stack.base_url, "server_name": SERVER_NAME,
+                             "layout": stack.layout.model_dump(mode="json"),
+                             "ca_file": str(stack.ca.ca_pem)})
+    assert res.outputs["passed"], res.outputs
+    got = res.outputs["routes"]
+    assert got["sync"] in ("sync1", "sync2")
+    assert got["typing"] == "writer1" and got["media"] == "media1"
+    assert got["federation"] == "fedin1" and got["client"] == "client1"
+    assert got["main"] == "main" and got["admin"] == ""
+
+
+def test_route_map_gate_catches_a_misrouted_path(stack: WorkerStack, tmp_path: Path) -> None:
+    conf = stack.dir / "nginx" / "default.conf"
+    good = conf.read_text()
+    # The typing endpoint sent to the client reader: it answers (any generic worker
+    # can), so only the gate notices that the stream writer is bypassed.
+    bad = good.replace("    typing synapse_stream_writer;", "    typing synapse_client_reader;")
+    assert bad != good
+    try:
+        conf.write_text(bad)  # same inode: the bind mount sees it
+        stack.compose("exec", "-T", "nginx", "nginx", "-s", "reload")
+        time.sleep(1.0)
+        ctx = StandaloneContext(deployment_dir=tmp_path)
+        with pytest.raises(ActionFailed) as e:
+            ctx.run(Routes(), {"base_url": stack.base_url, "server_name": SERVER_NAME,
+                               "layout": stack.layout.model_dump(mode="json"),
+                               "ca_file": str(stack.ca.ca_pem)})
+        assert "typing: answered by client1, the map names writer1" in e.value.message
+        assert _routes(stack) == {"typing": "client1"}
+    finally:
+        conf.write_text(good)
+        stack.compose("exec", "-T", "nginx", "nginx", "-s", "reload")
+        time.sleep(1.0)
+    assert _routes(stack) == {}
+
+
+def test_edge_redirects_http_and_speaks_tls_only_with_the_ca(stack: WorkerStack) -> None:
+    r = httpx.get(f"http://127.0.0.1:{stack.http_port}/_matrix/client/versions",
+                  headers={"Host": PUBLIC_HOST})
+    assert r.status_code == 301
+    assert r.headers["location"] == f"https://{PUBLIC_HOST}/_matrix/client/versions"
+    with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+        httpx.get(stack.base_url + "/_matrix/client/versions")  # system CAs only
+    import ssl
+
+    r = httpx.get(stack.base_url + "/_matrix/client/versions",
+                  verify=ssl.create_default_context(cafile=str(stack.ca.ca_pem)))
+    assert r.status_code == 200 and r.headers[WORKER_HEADER] == "client1"
+
+
+def test_e2ee_gate_over_https(stack: WorkerStack, tmp_path: Path,
+                              monkeypatch: pytest.MonkeyPatch) -> None:
+    # httpx (trust_env) and nio's aiohttp (OpenSSL's default paths) read SSL_CERT_FILE:
+    # the test CA alone, so nothing else would be trusted either.
+    monkeypatch.setenv("SSL_CERT_FILE", str(stack.ca.ca_pem))
+    ctx = StandaloneContext(deployment_dir=tmp_path)
+    res = ctx.run(Validate(), {
+        "base_url": stack.base_url, "server_name": SERVER_NAME, "admin_url": stack.admin_url,
+        "registration_shared_secret": stack.secrets["registration_shared_secret"],
+        "max_upload_size_mb": 50, "timeout": 15, "total_timeout": 120})
+    assert res.outputs["passed"], res.outputs
+
+
+def _register(st: WorkerStack, user: str) -> str:
+    """A user through the admin API (shared secret); its access token."""
+    import hashlib
+    import hmac
+    import secrets
+
+    url = st.admin_url + "/_synapse/admin/v1/register"
+    nonce = httpx.get(url, timeout=10).json()["nonce"]
+    password = secrets.token_urlsafe(16)
+    mac = hmac.new(st.secrets["registration_shared_secret"].encode(),
+                   b"\0".join([nonce.encode(), user.encode(), password.encode(), b"notadmin"]),
+                   hashlib.sha1).hexdigest()
+    r = httpx.post(url, json={"nonce": nonce, "username": user, "password": password,
+                              "admin": False, "mac": mac}, timeout=10)
+    assert r.status_code == 200, r.text
+    return str(r.json()["access_token"])
+
+
+def test_events_are_written_by_the_event_persister(stack: WorkerStack) -> None:
+    import ssl
+
+    token = _register(stack, "persisted")
+    auth = {"Authorization": f"Bearer {token}"}
+    with httpx.Client(base_url=stack.base_url, headers=auth, timeout=15,
+                      verify=ssl.create_default_context(cafile=str(stack.ca.ca_pem))) as c:
+        room = c.post("/_matrix/client/v3/createRoom", json={}).json()["room_id"]
+        sent = c.put(f"/_matrix/client/v3/rooms/{room}/send/m.room.message/t1",
+                     json={"msgtype": "m.text", "body": "persisted?"})
+        assert sent.status_code == 200, sent.text
+        assert sent.headers[WORKER_HEADER] == "client1"  # the event creator
+    out = stack.compose("exec", "-T", "postgres", "psql", "-U", "synapse", "-d", "synapse",
+                        "-tAc", "SELECT DISTINCT instance_name FROM events WHERE room_id = "
+                        f"'{room}'").stdout.split()
+    assert out == ["persister1"], out
+
+
+def test_browser_secure_context_on_tls(stack: WorkerStack, tmp_path: Path) -> None:
+    need_chromium()
+    ctx = StandaloneContext(deployment_dir=tmp_path)
+    res = ctx.run(SecureContext(), {
+        "url": f"https://{PUBLIC_HOST}:{stack.tls_port}/",
+        "resolve": {PUBLIC_HOST: "127.0.0.1"}, "ca_file": str(stack.ca.ca_pem)})
+    assert res.outputs["verdict"] == "passed", res.outputs
+    assert res.outputs["href"] == f"https://{PUBLIC_HOST}:{stack.tls_port}/"
+
+
+def test_browser_without_the_ca_fails(stack: WorkerStack, tmp_path: Path) -> None:
+    need_chromium()
+    ctx = StandaloneContext(deployment_dir=tmp_path)
+    with pytest.raises(ActionFailed, match="could not load"):
+        ctx.run(SecureContext(), {"url": f"https://{PUBLIC_HOST}:{stack.tls_port}/",
+                                  "resolve": {PUBLIC_HOST: "127.0.0.1"}})
+
+
+def test_browser_on_plain_http_reports_not_possible(stack: WorkerStack, tmp_path: Path) -> None:
+    """The POC's shape: the same Element page over http:// on a public (not loopback)
+    name: a browser cannot do E2EE there, reported as the POC's limit, not a failure."""
+    need_chromium()
+    ctx = StandaloneContext(deployment_dir=tmp_path)
+    res = ctx.run(SecureContext(), {"url": f"http://{PUBLIC_HOST}:{stack.plain_port}/",
+                                    "resolve": {PUBLIC_HOST: "127.0.0.1"}})
+    assert res.outputs["verdict"] == NOT_POSSIBLE
+    assert res.outputs["secure_context"] is False
+    with pytest.raises(ActionFailed, match="not a secure context"):
+        ctx.run(SecureContext(), {"url": f"http://{PUBLIC_HOST}:{stack.plain_port}/",
+                                  "resolve": {PUBLIC_HOST: "127.0.0.1"}, "require_secure": True})
+
+
+def test_redis_image_keeps_the_contract_and_is_not_kinder(docker_images: dict[str, str]) -> None:
+    """The Redis stand-in: runs as redis (999) after the entrypoint's chown of /data; with no
+    password it refuses another container (protected mode: stricter than upstream, which
+    compiles it off); with requirepass it wants AUTH, as ElastiCache with an AUTH token."""
+    import uuid
+
+    from elematrix_tui.stack.workers import REDIS_IMAGE
+    from tests.support.docker import docker
+
+    _worker_images()
+    tag = f"prod-workers-redis-{uuid.uuid4().hex[:8]}"
+    docker("network", "create", tag)
+    try:
+        docker("run", "-d", "--name", f"{tag}-open", "--network", tag, REDIS_IMAGE)
+        docker("run", "-d", "--name", f"{tag}-auth", "--network", tag, REDIS_IMAGE,
+               "--requirepass", "s3cret-for-this-test")
+        time.sleep(1.5)
+        who = docker("exec", f"{tag}-open", "sh", "-c",
+                     "stat -c %U /proc/1 /data").stdout.split()
+        assert who == ["redis", "redis"], who
+
+        def cli(host: str, *args: str) -> str:
+            return docker("run", "--rm", "--network", tag, "--entrypoint", "redis-cli",
+                          REDIS_IMAGE, "-h", host, *args, check=False).stdout
+
+        assert "DENIED" in cli(f"{tag}-open", "ping")  # protected mode
+        assert "NOAUTH" in cli(f"{tag}-auth", "ping")
+        assert cli(f"{tag}-auth", "--no-auth-warning", "-a", "s3cret-for-this-test",
+                   "ping").strip() == "PONG"
+    finally:
+        docker("rm", "-f", f"{tag}-open", f"{tag}-auth", check=False)
+        docker("network", "rm", tag, check=False)

@@ -1,0 +1,128 @@
+"""The worker layout generator: the route table, the shared config and the files it renders.
+
+No engine here (tests/docker/test_workers_on_engine.py runs the rendering for real): the
+map is checked with Python's regexes in nginx's first-match order, the Synapse config with
+the same rules Synapse's own synapse/config/workers.py applies at start.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from pathlib import Path
+
+import pytest
+import yaml
+
+from elematrix_tui.stack.render import RenderError
+from elematrix_tui.stack.values import SECRET_NAMES
+from elematrix_tui.stack.workers import (
+    MAIN,
+    MAIN_PROBE,
+    ROUTES,
+    WORKER_SECRET_NAMES,
+    WorkerLayout,
+    serving,
+    worker_files,
+    workers_of,
+)
+
+SECRETS = {n: secrets.token_urlsafe(24).replace("-", "x")
+           for n in (*SECRET_NAMES, *WORKER_SECRET_NAMES)}
+VALUES = {"server_name": "prod.test", "public_address": "matrix.prod.test", "federation": True}
+
+
+def _nginx_class(conf: str, path: str) -> str:
+    """The route class nginx's `map $uri $elematrix_route` gives a path (first match)."""
+    block = conf.split("map $uri $elematrix_route {", 1)[1].split("}", 1)[0]
+    for line in block.strip().splitlines():
+        m = re.fullmatch(r'\s*"~(.+)" (\w+);', line)
+        if m and re.search(m.group(1), path):
+            return m.group(2)
+    return "main"
+
+
+def test_each_probe_lands_in_its_own_class_of_the_generated_map() -> None:
+    conf = worker_files(VALUES, SECRETS)["nginx/default.conf"]
+    for route in (*ROUTES, MAIN_PROBE):
+        path = route.probe.path.format(server="prod.test")
+        assert _nginx_class(conf, path) == route.name, path
+
+
+def test_shared_config_satisfies_synapse_writer_rules() -> None:
+    files = worker_files(VALUES, SECRETS)
+    shared = yaml.safe_load(files["synapse/workers.yaml"])
+    names = {w.name for w in workers_of(WorkerLayout())}
+    for stream, writers in shared["stream_writers"].items():
+        for w in writers:
+            assert w != MAIN and w in shared["instance_map"], (stream, w)
+        if stream in ("typing", "to_device", "account_data", "presence", "push_rules"):
+            assert len(writers) == 1
+    assert shared["stream_writers"]["events"] == ["persister1"]
+    assert shared["federation_sender_instances"] == ["fedsend1"]
+    assert shared["enable_media_repo"] is False
+    assert shared["redis"]["password"] == SECRETS["redis_password"]
+    for name in names:
+        cfg = yaml.safe_load(files[f"synapse/workers/{name}.yaml"])
+        assert cfg["worker_name"] == name
+    compose = yaml.safe_load(files["docker-compose.yml"])
+    assert {f"synapse-{n}" for n in names} <= set(compose["services"])
+    assert "redis" in compose["services"]
+
+
+def test_a_role_without_workers_falls_back_to_main() -> None:
+    layout = WorkerLayout(sync=0, stream_writer=0, media_repository=0, event_persister=0)
+    files = worker_files(VALUES, SECRETS, layout)
+    shared = yaml.safe_load(files["synapse/workers.yaml"])
+    # Left to Synapse's default (the main process, whose instance name is "master"):
+    # naming "main" made main send its events to itself over replication (500, seen).
+    assert "stream_writers" not in shared
+    assert "enable_media_repo" not in shared
+    sync = next(r for r in ROUTES if r.name == "sync")
+    assert serving(sync, layout) == [MAIN]
+    assert "upstream synapse_sync" not in files["nginx/default.conf"]
+
+
+def test_sync_is_sticky_per_user() -> None:
+    conf = worker_files(VALUES, SECRETS)["nginx/default.conf"]
+    block = conf.split("upstream synapse_sync {", 1)[1].split("}", 1)[0]
+    assert "hash $elematrix_user consistent;" in block
+    assert block.count("server ") == 2
+
+
+@pytest.mark.parametrize("bad", [{"sync": -1}, {"stream_writer": 2}, {"nope": 1},
+                                 {"trusted_proxies": ["x"]}, {"public_baseurl": "http://a/"}])
+def test_bad_layout_is_a_render_error(bad: dict[str, object]) -> None:
+    with pytest.raises(RenderError, match="invalid worker layout"):
+        worker_files(VALUES, SECRETS, bad)
+
+
+def test_missing_worker_secret_is_refused() -> None:
+    with pytest.raises(RenderError, match="redis_password"):
+        worker_files(VALUES, {k: v for k, v in SECRETS.items() if k != "redis_password"})
+
+
+def test_render_workers_action_generates_secrets_and_is_idempotent(tmp_path: Path) -> None:
+    import stat
+
+    from elematrix_tui.actions.stack_workers import RenderWorkers
+    from elematrix_tui.engine.standalone import StandaloneContext
+
+    ctx = StandaloneContext(deployment_dir=tmp_path / "dep", deployment="prod")
+    inputs = {**VALUES, "layout": {"sync": 3}}
+    res = ctx.run(RenderWorkers(), inputs)
+    assert res.status == "changed"
+    assert set(ctx.secrets) == {*SECRET_NAMES, *WORKER_SECRET_NAMES}
+    out = ctx.deployment_dir / "stack"
+    assert (out / "synapse/workers/sync3.yaml").is_file()
+    for rel in ("synapse/workers.yaml", "redis/redis.conf", "synapse/homeserver.yaml"):
+        assert stat.S_IMODE((out / rel).stat().st_mode) == 0o600, rel
+    logged = "\n".join(line for _s, line in ctx.logs)
+    for value in ctx.secrets.values():
+        assert value not in logged, "secrets never reach the log (the diff is masked)"
+    assert ctx.check(RenderWorkers(), inputs).in_sync is True
+    assert ctx.run(RenderWorkers(), inputs).status == "ok"
+    # A layout change is a reviewed diff of the map and the compose file.
+    chk = ctx.check(RenderWorkers(), {**VALUES, "layout": {"sync": 2}})
+    assert "update nginx/default.conf" in chk.changes
+    assert "update docker-compose.yml" in chk.changes
