@@ -25,8 +25,9 @@ from .sshconn import ChannelOpenError, ExecResult, Target
 class SshInputs(Inputs):
     """Where to connect; shared by every ``ssh.*`` action."""
 
-    # An address or ~/.ssh/config alias, or ``local`` for this machine.
-    host: str
+    # An address or ~/.ssh/config alias, or ``local`` for this machine. Never empty: an
+    # empty host resolved to "ec2-user@:22" (a parameter left blank reached the SSH layer).
+    host: str = Field(min_length=1)
     port: int | None = Field(default=None, ge=1, le=65535)  # default: ssh config, else 22
     user: str | None = None  # default: ssh config User, else ec2-user
     key_path: str | None = None

@@ -8,12 +8,12 @@ them into Route 53 (kind ``dns_records``) or prints them and waits until they re
 from __future__ import annotations
 
 import hashlib
-import time
 from typing import Any
 
 from pydantic import Field
 
 from ...engine.action import ActionFailed, StepContext
+from ...engine.poll import PollTimeout, poll_step
 from ..aws_session import AwsApi
 from ..aws_tags import has_deployment_tag, tag_list
 from .base import Found, Kind, Spec
@@ -93,15 +93,17 @@ class Certificate(Kind[CertificateSpec]):
         arn = api.checked("acm", "request_certificate", DomainName=spec.domain,
                           ValidationMethod="DNS", SubjectAlternativeNames=sans,
                           IdempotencyToken=token, Tags=tag_list(ctx, name))["CertificateArn"]
-        deadline = time.monotonic() + RECORDS_WAIT
-        while True:
+        def records_shown(_n: int) -> dict[str, Any] | None:
             cert = api.checked("acm", "describe_certificate", CertificateArn=arn)["Certificate"]
-            if validation_records(cert) or time.monotonic() > deadline or ctx.cancel.is_set():
-                break
-            ctx.cancel.wait(2.0)
-        if not validation_records(cert):
+            return cert if validation_records(cert) else None
+
+        try:
+            cert = poll_step(ctx, records_shown, what=f"the DNS validation records of {arn}",
+                             timeout=RECORDS_WAIT, interval=2.0)
+        except PollTimeout as e:
             raise ActionFailed(f"ACM did not show the DNS validation records of {arn} within "
-                               f"{RECORDS_WAIT:.0f}s", fix="Resume: the certificate is kept.")
+                               f"{RECORDS_WAIT:.0f}s",
+                               fix="Resume: the certificate is kept.") from e
         return self._outputs(cert), True
 
 
