@@ -116,6 +116,16 @@ def layout_of(stack: Stack, synapse: Service, postgres: Service,
     """The layout of an operator's stack, read as the doctor reads it (Synapse identified by
     image/command; the homeserver.yaml it mounts). Raises :class:`LayoutError`."""
     problems: list[tuple[Path | None, int, str]] = []
+    # The compose project is the uploaded directory: the deploy steps, backup.sh and
+    # restore.sh run `docker compose --project-directory <remote_dir>`, which reads the
+    # compose file at its top only.
+    for svc in (synapse, postgres) if postgres.compose is not synapse.compose else (synapse,):
+        if svc.compose.path.parent != stack.root:
+            problems.append((svc.compose.path, svc.line(),
+                             f"`{svc.name}` is defined in "
+                             f"{svc.compose.path.relative_to(stack.root).as_posix()}: the "
+                             f"deployment runs docker compose in the stack's top directory; "
+                             f"put the compose file there"))
     homeserver: dict[str, Any] = hs.doc.data if isinstance(hs.doc.data, dict) else {}
     homeserver_path = hs.path
     db = homeserver.get("database")

@@ -169,3 +169,15 @@ def test_a_stack_with_its_own_backup_script_is_refused(yg: Path, tmp_path: Path)
     with pytest.raises(InputError, match=f"{yg}/backup.sh: your stack has its own backup.sh"):
         Adapt().apply(ctx, _inputs(yg))
     assert not (ctx.deployment_dir / "stack").exists() and ctx.secrets == {}
+
+
+def test_a_compose_file_below_the_stack_directory_is_refused(yg: Path) -> None:
+    """The deploy steps and the scripts run docker compose in the stack's top directory."""
+    (yg / "deploy").mkdir()
+    for name in ("docker-compose.yml", ".env", "synapse", "nginx"):
+        (yg / name).rename(yg / "deploy" / name)
+    with pytest.raises(InputError) as e:
+        adapt(_inputs(yg))
+    assert (f"{yg}/deploy/docker-compose.yml:29:1: `synapse` is defined in "
+            "deploy/docker-compose.yml") in str(e.value), str(e.value)
+    assert len(e.value.errors) == 1
