@@ -214,7 +214,15 @@ def adapt(inputs: AdaptInputs, stored: Mapping[str, str] | None = None) -> Adapt
                                   if name else "no server_name: add it"))
         names = _names(stack, scratch, src, args_of(data))
         errors.extend(names)
-        sec = _secrets(stack, hs, scratch, src, dict(stored or {}), plan)
+        try:
+            sec = _secrets(stack, hs, scratch, src, dict(stored or {}), plan)
+        except _NoPlace as e:
+            # A placeholder written where a line edit cannot reach it (a flow mapping, a
+            # multi-line value): say where, never a traceback.
+            raise InputError([*errors, Located(str(src / e.path.relative_to(scratch)), e.line,
+                                               1, f"{e.key}: a generated secret cannot be "
+                                                  f"put here (not a `key: value` line); write "
+                                                  f"a real value")]) from e
         errors.extend(sec.errors)
         errors[:0] = [_manual_error(_relocate(m, scratch, src), src) for m in plan.manual
                       if not sec.settles(m)]
@@ -291,9 +299,19 @@ def _nested(data: dict[str, Any], path: tuple[str, ...]) -> Any:
     return cur
 
 
+class _NoPlace(ValueError):
+    """A placeholder sits where no line edit can replace it."""
+
+    def __init__(self, path: Path, line: int, key: str) -> None:
+        super().__init__(f"{path}:{line}: {key}")
+        self.path, self.line, self.key = path, line, key
+
+
 def _set_value(plan: FixPlan, path: Path, line: int, key: str, old: str, new: str) -> None:
     """Put ``new`` where ``old`` (a placeholder) is written on ``line`` after ``key``."""
     e = plan.edit(path)
+    if not 1 <= line <= len(e.lines):
+        raise _NoPlace(path, line, key)
     text = e.line(line)
     at = text.find(key)
     if old and at >= 0 and old in text[at + len(key):]:
@@ -301,8 +319,10 @@ def _set_value(plan: FixPlan, path: Path, line: int, key: str, old: str, new: st
         e.replace(line, text[:pos] + new + text[pos + len(old):])
         return
     m = re.match(r"^(\s*-?\s*[\"']?" + re.escape(key) + r"[\"']?\s*[:=][ \t]*)", text)
-    if m is None:
-        raise ValueError(f"{path}:{line}: cannot find {key}")
+    # Only an empty value is written afresh; anything else (a block scalar, a value on
+    # the next lines) is not a line this edit understands.
+    if m is None or old or text[m.end():].strip() not in ("", '""', "''"):
+        raise _NoPlace(path, line, key)
     e.replace(line, m.group(1) + new)
 
 

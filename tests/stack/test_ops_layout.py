@@ -181,3 +181,25 @@ def test_a_compose_file_below_the_stack_directory_is_refused(yg: Path) -> None:
     assert (f"{yg}/deploy/docker-compose.yml:29:1: `synapse` is defined in "
             "deploy/docker-compose.yml") in str(e.value), str(e.value)
     assert len(e.value.errors) == 1
+
+
+def test_a_placeholder_no_line_edit_can_reach_is_refused_located(yg: Path) -> None:
+    """A block scalar: the value is not on the key's line, so no line edit replaces it."""
+    hs = yg / "synapse" / "homeserver.yaml"
+    hs.write_text(hs.read_text().replace('form_secret: "changeme_form_secret"',
+                                         "form_secret: >-\n  changeme"))
+    with pytest.raises(InputError) as e:
+        adapt(_inputs(yg))
+    assert f"{hs}:53:1: form_secret: a generated secret cannot be put here" in str(e.value)
+
+
+def test_a_placeholder_in_a_flow_mapping_is_replaced(yg: Path, tmp_path: Path) -> None:
+    hs = yg / "synapse" / "homeserver.yaml"
+    text = hs.read_text()
+    start, end = text.index("database:\n"), text.index("\n# Logging")
+    hs.write_text(text[:start] + "database: {name: psycopg2, args: {user: synapse, "
+                  "password: changeme, database: synapse, host: postgres}}\n" + text[end:])
+    ctx = _ctx(tmp_path)
+    Adapt().apply(ctx, _inputs(yg))
+    out = (ctx.deployment_dir / "stack" / "synapse" / "homeserver.yaml").read_text()
+    assert f"password: {ctx.secrets['postgres_password']}, database: synapse" in out
