@@ -14,11 +14,7 @@ from typing import Any
 from ..engine.action import Action, ActionFailed, Check, Inputs, Result, StepContext
 from ..engine.containment import DeploymentPath, deployment_path, deployment_problem
 from ..engine.params import generate_secret
-from ..stack.values import SECRET_NAMES, StackValues
-
-# Generated secrets: 43 letters and digits (256 bits, as the 32 URL-safe bytes before), from
-# the engine's one generator; they fit YAML, env files, URLs and shells unquoted.
-_SECRET_LENGTH = 43
+from ..stack.values import SECRET_LENGTH, SECRET_NAMES, StackValues
 
 
 class RenderInputs(StackValues, Inputs):
@@ -35,6 +31,14 @@ def _values(ctx: StepContext, inputs: RenderInputs) -> StackValues:
     if "deployment" not in inputs.model_fields_set:
         data["deployment"] = ctx.deployment
     return StackValues.model_validate(data)
+
+
+def _layout(ctx: StepContext, inputs: RenderInputs) -> dict[str, Any]:
+    """The layout facts the deploy steps read (upload owners, the signing key's path):
+    the same outputs stack.adapt gives for an operator's stack."""
+    from ..stack.layout import bundled_layout
+
+    return bundled_layout(_values(ctx, inputs)).outputs()
 
 
 def _out_dir(ctx: StepContext, inputs: RenderInputs) -> Path:
@@ -101,7 +105,7 @@ class Render(Action[RenderInputs]):
         except RenderError as e:
             return Check(in_sync=None, changes=[str(e)])
         outputs = {"path": str(out), "files": sorted(files), "changed_files": [],
-                   "diff_lines": 0}
+                   "diff_lines": 0, **_layout(ctx, inputs)}
         if changed:
             return Check(in_sync=False, changes=[f"{'update' if (out / f).exists() else 'create'}"
                                                   f" {f}" for f in changed], outputs=outputs)
@@ -125,7 +129,7 @@ class Render(Action[RenderInputs]):
         for name in self.secret_names:
             value = ctx.get_secret(name)
             if not value:
-                value = generate_secret(_SECRET_LENGTH)
+                value = generate_secret(SECRET_LENGTH)
                 ctx.set_secret(name, value)
                 ctx.log(f"generated secret {name} (stored in the keyring)")
             ctx.add_secret(value)
@@ -152,7 +156,7 @@ class Render(Action[RenderInputs]):
         return Result(
             status="changed" if res.changed else "ok",
             outputs={"path": str(out), "files": res.files, "changed_files": res.changed_files,
-                     "diff_lines": len(res.diff)},
+                     "diff_lines": len(res.diff), **_layout(ctx, inputs)},
             message=f"{len(res.changed_files)} file(s) changed" if res.changed else "unchanged",
         )
 

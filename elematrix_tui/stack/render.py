@@ -33,6 +33,7 @@ from jinja2 import StrictUndefined
 from jinja2.sandbox import SandboxedEnvironment
 
 from ..bundled import assets_dir
+from .layout import SYNAPSE_OWNER, StackLayout, bundled_layout, chown_entrypoint
 from .values import SECRET_NAMES, StackValues
 
 # Rendered files that hold a secret (mode 0600); everything else is 0644, scripts 0755.
@@ -40,6 +41,11 @@ from .values import SECRET_NAMES, StackValues
 SECRET_FILES: frozenset[str] = frozenset({"synapse/homeserver.yaml", "postgres.env",
                                           "synapse/workers.yaml", "redis/redis.conf"})
 EXECUTABLE_FILES: frozenset[str] = frozenset({"backup.sh", "restore.sh"})
+# The product's operational files: rendered for the bundled stack and, from the facts of
+# its layout (stack/layout.py), for an operator's own stack (stack.adapt).
+OPS_FILES: tuple[str, ...] = ("backup.sh", "restore.sh", "systemd/elematrix-backup.service",
+                              "systemd/elematrix-backup.timer",
+                              "systemd/elematrix-stack.service")
 MASK = "********"
 # Written into every rendering: the proof that the directory is ours to replace. Not a
 # template output, so never diffed, and ssh.upload leaves it behind.
@@ -134,21 +140,45 @@ def element_config(v: StackValues) -> dict[str, Any]:
     return cfg
 
 
-def _context(v: StackValues, secrets: Mapping[str, str]) -> dict[str, Any]:
+def _context(v: StackValues, secrets: Mapping[str, str],
+             layout: StackLayout | None = None) -> dict[str, Any]:
+    lay = layout or bundled_layout(v)
     return {
         "v": v,
         "s": dict(secrets),
+        "l": lay,
+        "owner": SYNAPSE_OWNER,
         "element_config": element_config(v),
+        "synapse_entrypoint": chown_entrypoint(list(lay.synapse_writes)),
     }
+
+
+def _values(values: Mapping[str, Any] | StackValues) -> StackValues:
+    try:
+        return values if isinstance(values, StackValues) else StackValues.model_validate(values)
+    except ValueError as e:
+        raise RenderError(f"invalid stack values: {e}") from e
+
+
+def render_ops(values: Mapping[str, Any] | StackValues, layout: StackLayout) -> dict[str, str]:
+    """Render only the operational files (``OPS_FILES``) for a stack of this layout: the
+    same templates as the bundled rendering, so there is one backup.sh. Writes nothing."""
+    v = _values(values)
+    env = _environment()
+    ctx = _context(v, {}, layout)
+    templates = dict(_walk(template_root()))
+    out: dict[str, str] = {}
+    for rel in OPS_FILES:
+        tmpl = env.from_string(templates[rel].read_text(encoding="utf-8"), globals=None)
+        tmpl.name = rel
+        out[rel] = tmpl.render(ctx)
+    return out
 
 
 def render_files(values: Mapping[str, Any] | StackValues,
                  secrets: Mapping[str, str]) -> dict[str, str]:
     """Render every template to text, keyed by relative path. Writes nothing."""
-    try:
-        v = values if isinstance(values, StackValues) else StackValues.model_validate(values)
-    except ValueError as e:
-        raise RenderError(f"invalid stack values: {e}") from e
+    v = _values(values)
     missing = [n for n in SECRET_NAMES if not secrets.get(n)]
     if missing:
         raise RenderError(f"missing secrets: {', '.join(missing)}")
@@ -168,11 +198,12 @@ def render_files(values: Mapping[str, Any] | StackValues,
 
 
 # Lines of the rendered files that carry a secret, whatever its value (the previous
-# rendering may hold secrets that are no longer in the keyring).
+# rendering may hold secrets that are no longer in the keyring). Blanks, not \s: an empty
+# `POSTGRES_PASSWORD=` must not take the next line as its value (and mask it).
 _SECRET_LINE = re.compile(
     r"^(?P<key>\s*(?:registration_shared_secret|macaroon_secret_key|form_secret|password|"
-    r"POSTGRES_PASSWORD|worker_replication_secret|requirepass)\s*[:= ]\s*)(?P<value>\S.*)$",
-    re.M)
+    r"POSTGRES_PASSWORD|worker_replication_secret|requirepass)[ \t]*[:= ][ \t]*)"
+    r"(?P<value>\S.*)$", re.M)
 
 
 def _secret_lines(text: str) -> dict[str, str]:

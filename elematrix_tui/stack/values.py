@@ -42,6 +42,10 @@ SECRET_NAMES: tuple[str, ...] = (
     "form_secret",
     "postgres_password",
 )
+# Generated secrets: 43 letters and digits (256 bits, as the 32 URL-safe bytes before), from
+# the engine's one generator (engine/params.py: generate_secret); they fit YAML, env files,
+# URLs and shells unquoted. stack.render and stack.adapt both generate with it.
+SECRET_LENGTH = 43
 
 # Memory tuning by instance type: Synapse's cache factor and PostgreSQL's shared_buffers.
 # The whole stack must fit in RAM next to the OS (research: ~2.5-3 GB at POC scale on 4 GB).

@@ -4,6 +4,11 @@ deploy, the real `elematrix` command, the FakeInstance over real sshd and the re
 engine (the instance holds ``stack_lock()`` while it is up). It must come up HTTP-only and
 pass the deploy phase's gates (the E2EE gate, the backup in the bucket); a second run
 shows an empty diff, and the operator's directory never changes.
+
+The stack has no backup.sh, restore.sh or systemd units of its own, and keeps Synapse's
+config in ``matrix-config/``, not the bundled ``synapse/``: the adapted copy gets the
+product's operational files rendered from its layout (stack/layout.py), and what Synapse
+mounts gets uid 991 on the host.
 """
 
 from __future__ import annotations
@@ -42,7 +47,8 @@ def test_operator_tls_stack_deploys_http_only(elematrix: str, instance: FakeInst
     write_tls_stack(src, {"server_name": "rehearsal.test", "public_address": instance.host,
                           "deployment": DEPLOYMENT, "remote_dir": remote_dir,
                           "backup_bucket": f"elematrix-{DEPLOYMENT}-{ACCOUNT}",
-                          "aws_region": "us-east-1"})
+                          "aws_region": "us-east-1"}, config_dir="matrix-config")
+    assert not (src / "backup.sh").exists() and not (src / "systemd").exists()
     before = _snapshot(src)
     args = [elematrix, "run", str(RUNBOOK), "--deployment", DEPLOYMENT, "--yes",
             "--phase", "infra", "--phase", "configure", "--phase", "deploy",
@@ -61,6 +67,12 @@ def test_operator_tls_stack_deploys_http_only(elematrix: str, instance: FakeInst
     compose = yaml.safe_load((Path(remote_dir) / "docker-compose.yml").read_text())
     assert set(compose["services"]) == {"postgres", "synapse", "element", "nginx"}
     assert not any("443" in str(p) for p in compose["services"]["nginx"]["ports"])
+    # The operational files came from the adaptation, rendered for this stack's layout.
+    remote = Path(remote_dir)
+    assert "matrix-config" in (remote / "systemd" / "elematrix-stack.service").read_text()
+    assert "./matrix-config/homeserver.yaml" in (remote / "restore.sh").read_text()
+    hs = remote / "matrix-config" / "homeserver.yaml"
+    assert (hs.stat().st_uid, hs.stat().st_mode & 0o777) == (991, 0o600)
     assert _snapshot(src) == before
 
     again = _run(args, env, tmp_path / "run2.log")

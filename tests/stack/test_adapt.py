@@ -74,7 +74,12 @@ def test_adapts_into_the_state_dir_and_leaves_the_operators_files(
     assert res.status == "changed"
     out = ctx.deployment_dir / "stack"
     assert res.outputs["path"] == str(out)
-    assert set(res.outputs) == {"path", "files", "changed_files", "diff_lines"}  # as render
+    # stack.render's outputs, with the layout facts the deploy steps read (the same keys).
+    assert set(res.outputs) == {"path", "files", "changed_files", "diff_lines", "owners",
+                                "signing_key", "synapse_service", "postgres_service"}
+    # What Synapse mounts from this stack gets its uid, not a hard-wired synapse/.
+    assert res.outputs["owners"] == {"synapse-data/*": "991:991"}
+    assert res.outputs["signing_key"] == "/data/chat.acme-corp.example.signing.key"
     assert ctx.secrets == SECRETS
     logged = "\n".join(line for _, line in ctx.logs)
     assert "-    listen 443 ssl http2;" in logged
@@ -217,30 +222,65 @@ def test_refusal_via_cli_exits_2_and_writes_nothing(elematrix: str, state_dir: P
 
 
 # The public real-world stacks (tests/stack/test_realworld.py finds them; never copied
-# here). None can be adapted mechanically: each is refused, every message at its file
-# (and line where the doctor knows it), and nothing is written or stored.
+# here). None can be adapted mechanically as published: each is refused for what needs its
+# operator, every message at its file (and line where the doctor knows it), and nothing is
+# written or stored.
 from tests.stack.test_realworld import corpus  # noqa: E402,F401  (the fixture)
 
-REAL_REFUSALS = {  # stack -> (server_name it carries, a message the refusal must hold)
-    "vhonchar--matrix-homeline": ("matrix-homeline.chilllab.dev",
-                                  "nginx/conf.d/matrix.conf:49:0: EM015"),
-    "yguenneugues--matrix-docker": (None, "synapse/homeserver.yaml:47:0: EM010 "
-                                          "registration_shared_secret is a placeholder"),
-    "iam-rizz--Selfhost-Matrix": (None, "traefik/traefik.yml:19:0: EM019"),
-    "AymanAlSuleihi--matrix-docker-config": (None, "no homeserver.yaml found"),
+# stack -> (server_name it carries, messages the refusal must hold, messages it must not:
+# the placeholders of Synapse's own secrets are generated now, never refused).
+REAL_REFUSALS: dict[str, tuple[str | None, list[str], list[str]]] = {
+    # Its homeserver.yaml is an envsubst template: ${MACAROON_SECRET_KEY},
+    # ${REGISTRATION_SHARED_SECRET} and ${POSTGRES_PASSWORD} get generated values; the TURN
+    # secret is shared with coturn, log-config.yaml was not published with the stack, and
+    # nginx would die on synapse-admin's name.
+    "vhonchar--matrix-homeline": (
+        "matrix-homeline.chilllab.dev",
+        ["nginx/conf.d/matrix.conf:49:0: EM015",
+         "synapse/homeserver.yaml:76:1: turn_shared_secret is '${TURN_SHARED_SECRET}'",
+         "docker-compose.yml:60:1: `synapse` mounts ./synapse/log-config.yaml, which is not "
+         "in your stack"],
+        ["macaroon_secret_key", "registration_shared_secret", "database.args.password",
+         "POSTGRES_PASSWORD"]),
+    # changeme_* for Synapse's four secrets and an empty POSTGRES_PASSWORD in .env: all
+    # generated. The Keycloak client secret is the identity provider's: refused.
+    "yguenneugues--matrix-docker": (
+        "example.com",
+        ["synapse/homeserver.yaml:78:0: EM010 oidc_providers.0.client_secret is a "
+         "placeholder", "must match another service or party",
+         "docker-compose.yml:38:1: `synapse` mounts ./synapse/log.config, which is not in "
+         "your stack"],
+        ["EM010 registration_shared_secret", "EM010 macaroon_secret_key", "EM010 form_secret",
+         "EM010 database.args.password", "EM010 POSTGRES_PASSWORD"]),
+    # STRONGPASSWORD on both sides of the database password: generated (one value for both).
+    "aaron791109--matrix-element-jitsi": (
+        "matix.org", ["docker-compose.yml:25:0: EM023", "nginx/nginx.conf:5:0: EM020"],
+        ["EM010 database.args.password", "EM010 POSTGRES_PASSWORD"]),
+    "NuggetReckt--Matrix-AIO": (
+        "matrix.local", ["no postgres service found",
+                         "synapse/homeserver.yaml:62:0: EM010 oidc_providers.0.client_secret"],
+        ["EM010 registration_shared_secret"]),
+    "iam-rizz--Selfhost-Matrix": (None, ["traefik/traefik.yml:19:0: EM019"], []),
+    "AymanAlSuleihi--matrix-docker-config": (None, ["no homeserver.yaml found"], []),
 }
 
 
 @pytest.mark.parametrize("stack", sorted(REAL_REFUSALS))
 def test_real_world_stacks_are_refused_located(corpus: Path, stack: str,  # noqa: F811
                                                ctx: StandaloneContext) -> None:
-    server, expected = REAL_REFUSALS[stack]
+    server, expected, absent = REAL_REFUSALS[stack]
     src = corpus / stack
     before = _snapshot(src)
     with pytest.raises(InputError) as e:
         Adapt().apply(ctx, AdaptInputs(source=str(src), server_name=server or "x.example",
                                        public_address="203.0.113.9"))
-    assert expected in str(e.value)
+    msg = str(e.value)
+    for want in expected:
+        assert want in msg, (want, msg)
+    for not_want in absent:
+        assert not_want not in msg, (not_want, msg)
+    if server:
+        assert "server_name is" not in msg  # the operator's --set server_name is taken
     for err in e.value.errors:
         assert err.path.startswith(str(src)), err
     assert not (ctx.deployment_dir / "stack").exists() and ctx.secrets == {}
@@ -316,7 +356,7 @@ def test_a_tls_built_bundled_stack_adapts_back_to_the_bundled_rendering(
     where the redirect-only server was. The well-known file under nginx/well-known/ (no
     dot) was left on https before fix.py looked under any `matrix/` directory."""
     from elematrix_tui.actions.stack_adapt import adapt
-    from elematrix_tui.stack.render import render_files
+    from elematrix_tui.stack.render import OPS_FILES, render_files
     from tests.stack.tls_stack import write_tls_stack
 
     values = {"server_name": "rehearsal.test", "public_address": "127.0.0.5",
@@ -324,9 +364,13 @@ def test_a_tls_built_bundled_stack_adapts_back_to_the_bundled_rendering(
     src = tmp_path / "op"
     found = write_tls_stack(src, values)
     ad = adapt(AdaptInputs(source=str(src), server_name="rehearsal.test",
-                           public_address="127.0.0.5"))
+                           public_address="127.0.0.5", deployment="byo",
+                           backup_bucket="elematrix-byo-123456789012"))
     assert ad.secrets == found
     bundled = render_files(values, found)
+    # The stack has no backup.sh, restore.sh or systemd/ of its own: they are rendered from
+    # its layout, by the same templates, and so byte for byte the bundled ones.
+    assert not set(OPS_FILES) & set(ad.original)
     assert set(ad.files) == set(bundled)
     differ = {k for k in bundled if ad.files[k] != bundled[k]}
     assert differ == {"nginx/default.conf"}

@@ -44,12 +44,26 @@ def _sub(text: str, old: str, new: str) -> str:
     return text.replace(old, new, 1)
 
 
-def write_tls_stack(dest: Path, values: dict[str, object]) -> dict[str, str]:
-    """Write the TLS-built stack into dest; returns its secrets (by SECRET_NAMES)."""
+def write_tls_stack(dest: Path, values: dict[str, object],
+                    config_dir: str = "synapse") -> dict[str, str]:
+    """Write the TLS-built stack into dest; returns its secrets (by SECRET_NAMES).
+
+    An operator's stack has none of the product's operational files (backup.sh,
+    restore.sh, systemd/): stack.adapt renders them from the stack's layout. With
+    ``config_dir``, Synapse's config lives in another directory than the bundled
+    ``synapse/`` (what Synapse mounts gets uid 991, not a hard-wired path)."""
+    from elematrix_tui.stack.render import OPS_FILES
     from elematrix_tui.stack.values import SECRET_NAMES
 
     found = {n: secrets.token_hex(20) for n in SECRET_NAMES}
     files = render_files(values, found)
+    for rel in OPS_FILES:
+        del files[rel]
+    if config_dir != "synapse":
+        files = {(config_dir + rel[len("synapse"):] if rel.startswith("synapse/") else rel): t
+                 for rel, t in files.items()}
+        files["docker-compose.yml"] = _sub(files["docker-compose.yml"], "./synapse:/config:ro",
+                                           f"./{config_dir}:/config:ro")
     base = f"http://{values['public_address']}"
     https = f"https://{values['public_address']}"
     nginx = files["nginx/default.conf"]
@@ -67,12 +81,11 @@ def write_tls_stack(dest: Path, values: dict[str, object]) -> dict[str, str]:
                    "      - ./certbot/www:/var/www/certbot:ro\n")
     compose = _sub(compose, "\nvolumes:\n", CERTBOT + "\nvolumes:\n")
     files["docker-compose.yml"] = compose
-    for rel in ("synapse/homeserver.yaml", "element/config.json",
+    for rel in (f"{config_dir}/homeserver.yaml", "element/config.json",
                 "nginx/well-known/matrix/client"):
         files[rel] = _sub(files[rel], base, https)
     for rel, text in files.items():
         p = dest / rel
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(text, encoding="utf-8")
-    (dest / "backup.sh").chmod(0o755)
     return found
