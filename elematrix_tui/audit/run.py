@@ -84,6 +84,12 @@ def _native(rb: Runbook, posture: Posture, deployment: str, state_dir: Path,
         for sp in ph.steps:
             if sp.role != "gate" or sp.action != "aws.assert" or not sp.inputs:
                 continue
+            if sp.state != "read" or not sp.found:
+                # Not looked up (blocked by a phase that has not passed, or not renderable):
+                # it proves nothing either way.
+                report.notes.append(f"gate {ph.id}/{sp.id} not checked: "
+                                    f"{sp.why or 'not looked up'}")
+                continue
             checks = [c for c in sp.inputs.get("checks") or [] if c.get("control")]
             found = " ".join(sp.found)
             failed_tags = set(_TAG.findall(" ".join(
