@@ -190,6 +190,11 @@ class Ensure(Action[EnsureInputs]):
 # --------------------------------------------------------------------------- aws.assert
 
 
+# The message of a gate whose checks ran and some failed (audit/run.py reads it apart from
+# a gate that could not make its calls).
+POSTURE_FAILED = "posture check failed:"
+
+
 class AssertCheck(Inputs):
     title: str
     # The posture control this check proves (FSBP id, listed in the runbook's posture
@@ -254,7 +259,7 @@ class Assert(Action[AssertInputs]):
         out = {"passed": len(results) - len(failed), "failed": len(failed),
                "results": jsonable(results)}
         if failed:
-            raise ActionFailed("posture check failed: " + "; ".join(failed),
+            raise ActionFailed(f"{POSTURE_FAILED} " + "; ".join(failed),
                                diagnosis="The resource's configuration drifted from what the "
                                          "runbook created (or something else changed it).",
                                fix="Fix the setting (or re-run the phase to converge it), then "

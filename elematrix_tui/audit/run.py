@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..actions.aws import POSTURE_FAILED
 from ..engine.journal import Journal
 from ..engine.model import Runbook
 from ..engine.plan import build_plan
@@ -94,7 +95,9 @@ def _native(rb: Runbook, posture: Posture, deployment: str, state_dir: Path,
             found = " ".join(sp.found)
             failed_tags = set(_TAG.findall(" ".join(
                 line for line in sp.found if line.startswith(("FAIL", "could not")))))
-            broken = sp.found and found.startswith("could not") and not failed_tags
+            # Every check ran and some failed (aws.assert's "posture check failed: ..."), or
+            # a call could not be made (then the gate proves none of its controls).
+            broken = found.startswith("could not") and POSTURE_FAILED not in found
             for c in checks:
                 verdict: Verdict
                 cid = str(c["control"])
