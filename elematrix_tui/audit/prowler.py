@@ -34,7 +34,7 @@ FSBP = "AWS-Foundational-Security-Best-Practices"
 
 INSTALL_HINT = (
     "Prowler is not installed. `elematrix audit` runs it as its own program; install it "
-    f"in an environment of its own (it pins boto3 {'1.40.61'} and pydantic 2.12.5):\n"
+    "in an environment of its own (it pins boto3 1.40.61 and pydantic 2.12.5):\n"
     f"  uv tool install prowler=={PROWLER_VERSION}        (or: pipx install "
     f"prowler=={PROWLER_VERSION})\n"
     "or beside elematrix: pip install 'elematrix-tui[audit]'. A prowler elsewhere: "

@@ -107,3 +107,18 @@ def test_only_the_deployments_resources_and_account_settings_count() -> None:
         ("root", "account")]
     assert is_account_level(f"arn:aws:ec2:us-east-1:{acct}:volume", acct, acct)
     assert not is_account_level(f"arn:aws:ec2:us-east-1:{acct}:volume/vol-1", "vol-1", acct)
+
+
+def test_the_plan_shows_per_phase_what_it_promises_and_accepts(elematrix: str,
+                                                               tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text(RUNBOOK)
+    r = subprocess.run([elematrix, "plan", str(path), "--deployment", "d", "--offline"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    infra, harden = r.stdout.split("Phase harden")
+    assert "Posture this phase promises" in infra and "    EC2.8: IMDSv2" in infra
+    # Accepted after infra: SSM.1 until harden, EC2.9 for good.
+    assert "SSM.1: SSM (accepted: agent comes in harden" in infra
+    assert "EC2.9: public ip (accepted: HTTP POC; removed by: ALB)" in infra
+    assert "    SSM.1: SSM\n" in harden and "SSM.1: SSM (accepted" not in harden
