@@ -137,8 +137,8 @@ def classify(posture: Posture, converged: set[str], check: str, status: str,
     if control is None:
         return "failed", cid, "unexplained: the runbook's posture section does not name this check"
     if control.accepted_now(converged):
-        until = (f" (until {control.satisfied_by} has run)"
-                 if control.satisfied_by and not control.must_pass(converged) else "")
+        # accepted_now: either accepted for good, or its phase has not run yet.
+        until = f" (until {control.satisfied_by} has run)" if control.satisfied_by else ""
         removed = control.removed_by or f"the {control.satisfied_by} phase"
         return "accepted", cid, f"{control.accepted}{until}; removed by: {removed}"
     return "failed", cid, (f"promised by the {control.satisfied_by} phase"
