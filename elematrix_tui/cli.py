@@ -111,6 +111,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the status as JSON")
     _common(p, runbook_opts=False)
 
+    p = sub.add_parser("audit", help="the live posture judged against the runbook's intent "
+                                     "(Prowler; --native: the gates' checks); exit 1 when "
+                                     "something fails that the runbook does not accept")
+    p.add_argument("deployment", metavar="DEPLOYMENT")
+    p.add_argument("--runbook", default="poc-ec2", metavar="RUNBOOK",
+                   help="the runbook that built it (default: poc-ec2)")
+    p.add_argument("--json", action="store_true", help="print the audit as JSON")
+    p.add_argument("--native", action="store_true",
+                   help="no Prowler: the posture and hardened gates' checks of the same "
+                        "control ids")
+    _common(p, runbook_opts=False)
+
     p = sub.add_parser("schema", help="print the JSON Schema of a runbook or a parameter file "
                                       "(for editors: the YAML language server)")
     p.add_argument("what", choices=["runbook", "params"])
@@ -150,6 +162,7 @@ def _main(argv: list[str] | None) -> int:
             None: _tui, "practice": _practice, "validate": _validate, "plan": _plan,
             "run": _run, "resume": _resume, "runs": _runs, "report": _report,
             "recover-secrets": _recover_secrets, "schema": _schema, "status": _status,
+            "audit": _audit,
         }[args.command]
         return handler(args)
     except InputError as e:
@@ -472,6 +485,36 @@ def _status(args: argparse.Namespace) -> int:
                           registry=_registry())
     print(status.to_json() if args.json else status.to_text())
     return status.exit_code
+
+
+def _audit(args: argparse.Namespace) -> int:
+    """Exit 0: nothing fails unexplained; 1: something does (or Prowler failed); 2: bad
+    input or no Prowler (the message says how to install it)."""
+    from .audit.prowler import ProwlerError
+    from .audit.run import AuditUnavailable, run_audit
+    from .engine.errors import InputError
+    from .engine.journal import Journal
+    from .engine.paths import DEPLOYMENT_RE
+
+    if not DEPLOYMENT_RE.fullmatch(args.deployment):
+        raise InputError(f"deployment name {args.deployment!r}: a lower-case letter, then "
+                         f"lower-case letters, digits or '-' (2-31 characters)")
+    if not Journal.exists(_state_dir(args), args.deployment):
+        raise InputError(f"no deployment {args.deployment!r} in {_state_dir(args)}; "
+                         f"'elematrix runs' lists the deployments' runs")
+    rb = _load(resolve_runbook_path(args.runbook))
+    try:
+        report = run_audit(rb, deployment=args.deployment, state_dir=_state_dir(args),
+                           registry=_registry(), native=args.native)
+    except AuditUnavailable as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_INPUT
+    except ProwlerError as e:
+        print(f"error: {e}\n(`elematrix audit --native` runs the gates' checks instead)",
+              file=sys.stderr)
+        return 1
+    print(report.to_json() if args.json else report.to_text())
+    return report.exit_code
 
 
 if __name__ == "__main__":

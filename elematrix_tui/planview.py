@@ -48,6 +48,11 @@ def render_text(plan: Plan) -> str:
         out += ["", f"Phase {ph.id}: {ph.title} [{state}]"]
         for st in ph.steps:
             out += _step_lines(st)
+        if ph.satisfies:
+            out += ["  Posture this phase promises (elematrix audit checks it):",
+                    *[f"    {line}" for line in ph.satisfies]]
+        if ph.accepts:
+            out += ["  Accepted failing once it ran:", *[f"    {line}" for line in ph.accepts]]
     out += ["", f"Plan: {plan.summary()}."]
     return "\n".join(out)
 

@@ -6,7 +6,8 @@
 #                             the stack's images (built locally when no registry answers)
 #   scripts/setup.sh --test   also what the test suite and benchmarks use: nginx, OpenSSH
 #                             sshd, PostgreSQL 15, tmux, libpq, Synapse (its own venv),
-#                             cloud-init's schema validator, the aws CLI (bench only)
+#                             cloud-init's schema validator, the aws CLI (bench only),
+#                             Prowler in .tools/prowler (tests/aws/test_audit.py)
 #
 # Idempotent: what is already there is not installed again.
 set -euo pipefail
@@ -65,6 +66,22 @@ if [ $TEST = 1 ]; then
     (cd .tools/dl && apt-get download cloud-init >/dev/null 2>&1 || \
       ($SUDO apt-get update -qq && apt-get download cloud-init >/dev/null))
     $SUDO dpkg -x .tools/dl/cloud-init_*.deb /opt/cloud-init
+  fi
+  # Prowler for `elematrix audit` (tests/aws/test_audit.py): an environment of its own, as
+  # an operator installs it (it pins boto3, botocore, pydantic and cryptography exactly).
+  # uv, not pip: pip took 8.5 min to resolve Prowler's ~100 pinned requirements, uv ~3 min
+  # (measured on a loaded 2-core machine; docs/posture.md). The version check reads the
+  # package metadata: `prowler --version` imports everything (~30 s).
+  PROWLER_VERSION=$(sed -n 's/^PROWLER_VERSION = "\(.*\)"/\1/p' elematrix_tui/audit/prowler.py)
+  if ! .tools/prowler/bin/python -c "import importlib.metadata as m, sys; \
+      sys.exit(m.version('prowler') != '$PROWLER_VERSION')" >/dev/null 2>&1; then
+    echo "setup: installing Prowler $PROWLER_VERSION into .tools/prowler (with uv)"
+    if [ ! -x .tools/uv/bin/uv ]; then
+      $PY -m venv .tools/uv
+      .tools/uv/bin/pip install -q uv
+    fi
+    .tools/uv/bin/uv venv -q --allow-existing --python "$PY" .tools/prowler
+    .tools/uv/bin/uv pip install -q --python .tools/prowler/bin/python "prowler==$PROWLER_VERSION"
   fi
   # The aws CLI, only for the benchmark that compares against it.
   if [ ! -x .tools/awscli/bin/aws ]; then

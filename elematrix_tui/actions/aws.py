@@ -190,8 +190,16 @@ class Ensure(Action[EnsureInputs]):
 # --------------------------------------------------------------------------- aws.assert
 
 
+# The message of a gate whose checks ran and some failed (audit/run.py reads it apart from
+# a gate that could not make its calls).
+POSTURE_FAILED = "posture check failed:"
+
+
 class AssertCheck(Inputs):
     title: str
+    # The posture control this check proves (FSBP id, listed in the runbook's posture
+    # section: engine/posture.py); the audit's native check runs exactly these.
+    control: str | None = None
     service: str
     operation: str
     params: dict[str, Any] = Field(default_factory=dict)
@@ -240,16 +248,18 @@ class Assert(Action[AssertInputs]):
             if c.not_empty:
                 ok = ok and bool(got)
                 want += " not empty"
-            results.append({"title": c.title, "passed": ok, "actual": got})
-            ctx.log(f"{'PASS' if ok else 'FAIL'} {c.title}: {got!r}"
+            results.append({"title": c.title, "passed": ok, "actual": got,
+                            "control": c.control})
+            tag = f"[{c.control}] " if c.control else ""
+            ctx.log(f"{'PASS' if ok else 'FAIL'} {tag}{c.title}: {got!r}"
                     + ("" if ok else f" (expected {want.strip()})"),
                     "stdout" if ok else "stderr")
             if not ok:
-                failed.append(f"{c.title}: got {got!r}, expected {want.strip()}")
+                failed.append(f"{tag}{c.title}: got {got!r}, expected {want.strip()}")
         out = {"passed": len(results) - len(failed), "failed": len(failed),
                "results": jsonable(results)}
         if failed:
-            raise ActionFailed("posture check failed: " + "; ".join(failed),
+            raise ActionFailed(f"{POSTURE_FAILED} " + "; ".join(failed),
                                diagnosis="The resource's configuration drifted from what the "
                                          "runbook created (or something else changed it).",
                                fix="Fix the setting (or re-run the phase to converge it), then "

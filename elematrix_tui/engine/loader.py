@@ -19,6 +19,7 @@ from .errors import Located, RunbookError
 from .expressions import ExpressionError, analyse, has_expression
 from .model import Param, Phase, Runbook, Step
 from .params import ParamValueError, coerce
+from .posture import Control, Posture
 from .registry import Registry
 from .yamlloc import MAX_BYTES, LocDict, LocList, load_located, locate
 
@@ -145,8 +146,32 @@ def _partial(tree: dict[Any, Any]) -> Runbook:
         phases.append(Phase.model_construct(id=ph["id"], title="", description="",
                                             steps=lists["steps"], gates=lists["gates"],
                                             cleanup=lists["cleanup"]))
+    posture = _partial_posture(tree.get("posture")) if "posture" in tree else None
     return Runbook.model_construct(runbook=str(tree.get("runbook")), params=params,
-                                   phases=phases)
+                                   phases=phases, posture=posture)
+
+
+def _partial_posture(raw: Any) -> Posture | None:
+    """The well-formed controls of a broken posture section (the broken ones are the schema
+    check's to report; the rest are still checked against the phases and gates)."""
+    try:
+        return Posture.model_validate(raw)
+    except ValidationError:
+        pass
+    if not isinstance(raw, dict):
+        return None
+    good = []
+    raw_controls = raw.get("controls")
+    for c in raw_controls if isinstance(raw_controls, list) else []:
+        try:
+            good.append(Control.model_validate(c))
+        except ValidationError:
+            # Kept by id so a gate naming it is not reported as unknown too.
+            if isinstance(c, dict) and isinstance(c.get("id"), str):
+                good.append(Control.model_construct(id=c["id"], title="", prowler=[],
+                                                    satisfied_by=c.get("satisfied_by"),
+                                                    accepted="?", removed_by="?"))
+    return Posture.model_construct(controls=good)
 
 
 def _semantic(rb: Runbook, tree: Any, path: str, registry: Registry) -> tuple[list[Located],
@@ -195,7 +220,62 @@ def _semantic(rb: Runbook, tree: Any, path: str, registry: Registry) -> tuple[li
                     continue  # malformed: already reported by the schema check
                 _check_step(st, base, tree, path, registry, errors, at, order, steps_by_id,
                             my_index, seen_params, cleanup_ids, role)
+    _check_posture(rb, tree, at)
     return errors, not errors
+
+
+def _check_posture(rb: Runbook, tree: Any, at: Any) -> None:
+    """The posture section against the phases and the gates' ``control`` names: a phase
+    that does not exist, a control listed twice, a Prowler check under two controls, a gate
+    check naming a control the section does not list."""
+    posture = getattr(rb, "posture", None)
+    if posture is None and isinstance(tree, dict) and "posture" in tree:
+        return  # not even a mapping: the schema check said where
+    phase_ids = {ph.id for ph in rb.phases}
+    known: set[str] = set()
+    checks: dict[str, str] = {}
+    if posture is not None:
+        for i, c in enumerate(posture.controls):
+            loc: tuple[Any, ...] = ("posture", "controls", i)
+            if c.id in known:
+                at((*loc, "id"), f"control {c.id} is listed twice")
+            known.add(c.id)
+            if c.satisfied_by is not None and c.satisfied_by not in phase_ids:
+                at((*loc, "satisfied_by"), f"control {c.id}: no phase {c.satisfied_by!r} "
+                                           f"(phases: {', '.join(sorted(phase_ids))})")
+            for j, check in enumerate(c.prowler):
+                if check in checks:
+                    at((*loc, "prowler", j), f"Prowler check {check} is already under "
+                                             f"control {checks[check]}")
+                checks[check] = c.id
+    for pi, ph in enumerate(rb.phases):
+        for role in ("steps", "gates"):
+            for si, st in enumerate(getattr(ph, role)):
+                if st.action != "aws.assert":
+                    continue
+                raw = st.with_.get("checks") if isinstance(st.with_, dict) else None
+                for ci, chk in enumerate(raw if isinstance(raw, list) else []):
+                    cid = chk.get("control") if isinstance(chk, dict) else None
+                    if not isinstance(cid, str):
+                        continue
+                    at_check: tuple[Any, ...] = ("phases", pi, role, si, "with", "checks",
+                                                 ci, "control")
+                    if posture is None:
+                        at(at_check, f"step {st.id!r}: control {cid} named, but the runbook has "
+                                f"no posture section listing its controls")
+                    elif cid not in known:
+                        at(at_check, f"step {st.id!r}: control {cid} is not in the posture "
+                                f"section (controls: {', '.join(sorted(known))})")
+                    else:
+                        # Proved in the phase that satisfies it or a later one (harden
+                        # proves EC2.13 again, SSH closed altogether).
+                        c = posture.control(cid)
+                        order = [p.id for p in rb.phases]
+                        if c is not None and (c.satisfied_by not in order or order.index(
+                                c.satisfied_by) > order.index(ph.id)):
+                            at(at_check, f"step {st.id!r}: control {cid} is proved in phase "
+                                    f"{ph.id!r}, but the posture section has it satisfied "
+                                    f"by {c.satisfied_by or 'no phase (accepted)'}")
 
 
 def _check_step(st: Step, base: tuple[Any, ...], tree: Any, path: str, registry: Registry,

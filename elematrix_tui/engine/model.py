@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from .posture import Posture
+
 ID_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 PHASE_ID_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
 
@@ -150,6 +152,8 @@ class Runbook(_Strict):
     version: int = 1
     params: list[Param] = Field(default_factory=list)
     phases: list[Phase] = Field(min_length=1)
+    # The controls the phases satisfy and the ones accepted failing (engine/posture.py).
+    posture: Posture | None = None
 
     @model_validator(mode="before")
     @classmethod

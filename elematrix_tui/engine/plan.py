@@ -177,8 +177,10 @@ def build_plan(rb: Runbook, *, deployment: str, state_dir: Path, params: dict[st
                     steps.append(sp)
                     on_machine += [f"{ph.id}/{st.id} ({st.action}): {e}"
                                    for e in sp.on_this_machine]
+            satisfies, accepts = posture_lines(rb, ph.id)
             out_phases.append(PhasePlan(id=ph.id, title=clean(ph.title),
-                                        gates_passed=ph.id in passed, steps=steps))
+                                        gates_passed=ph.id in passed, steps=steps,
+                                        satisfies=satisfies, accepts=accepts))
     finally:
         ctx.close()
     params_out = [ParamPlan(name=p.name, value=_shown_param(p.type, res.values.get(p.name),
@@ -385,6 +387,20 @@ def _check_waiting(action: Action, ctx: ReadOnlyContext, rendered: dict[str, Any
     if not recorded and any(w == "create" for w in waits.values()):
         return "create", [], f"new in this deployment; its inputs are known after {after} run(s)"
     return "unknown", [], f"its inputs are known only after {after} run(s)"
+
+
+def posture_lines(rb: Runbook, phase_id: str) -> tuple[list[str], list[str]]:
+    """What the phase promises of the runbook's posture, and (on a phase that promises
+    something) what stays accepted once it ran, as the plan shows them."""
+    if rb.posture is None:
+        return [], []
+    satisfies = [f"{c.id}: {c.title}" for c in rb.posture.satisfied_in(phase_id)]
+    if not satisfies:
+        return [], []
+    accepts = [f"{c.id}: {c.title} (accepted: {c.accepted}; removed by: "
+               f"{c.removed_by or c.satisfied_by})"
+               for c in rb.posture.accepted_in(phase_id, [p.id for p in rb.phases])]
+    return satisfies, accepts
 
 
 def _look_up(action: Action, ctx: ReadOnlyContext, inputs: Any, st: Step, redact: Redactor

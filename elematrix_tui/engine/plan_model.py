@@ -66,6 +66,11 @@ class PhasePlan(BaseModel):
     title: str
     gates_passed: bool
     steps: list[StepPlan]
+    # The runbook's posture (engine/posture.py): "EC2.8: IMDSv2 required", the controls
+    # this phase promises; and, on a phase that promises any, the ones still accepted once
+    # it ran, "EC2.9: <title> (accepted: <why>; removed by: <what>)".
+    satisfies: list[str] = []
+    accepts: list[str] = []
 
 
 class ParamPlan(BaseModel):

@@ -11,6 +11,9 @@ from .journal import Journal
 from .state import RunInfo
 from .text import clean, clean_data
 
+# The journal meta key of the last audit (written by audit/run.py, read here).
+LAST_AUDIT = "last_audit"
+
 
 def _fmt_ts(ts: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
@@ -46,6 +49,8 @@ def report_data(journal: Journal, run_id: str) -> dict[str, Any]:
         "params": run.params, "phases": run.phases, "host": run.host, "user": run.user,
         "steps": steps, "restored_steps": list(info.restored),
         "gates": gates, "notes": notes, "questions": questions,
+        # The deployment's last `elematrix audit` (audit/run.py keeps it in the journal).
+        "last_audit": journal.get_meta(LAST_AUDIT),
     }
 
 
@@ -57,6 +62,27 @@ def build_report(journal: Journal, run_id: str, fmt: str = "md") -> str:
     if fmt == "json":
         return json.dumps(data, indent=2, sort_keys=True, default=str)
     return clean(_markdown(data))
+
+
+def _audit_section(a: dict[str, Any] | None) -> list[str]:
+    """The deployment's last audit: what failed, what is accepted and why, the counts."""
+    if not a:
+        return ["", "## Last audit", "", "None yet: `elematrix audit DEPLOYMENT` runs one."]
+    c = a.get("counts") or {}
+    out = ["", "## Last audit", "",
+           f"- {_fmt_ts(a.get('started'))} by {a.get('engine')}; phases passed: "
+           f"{', '.join(a.get('phases') or []) or 'none'}",
+           f"- {c.get('passed', 0)} passed, **{c.get('failed', 0)} failed**, "
+           f"{c.get('accepted', 0)} accepted, {c.get('account', 0)} account-wide "
+           f"(exit {a.get('exit_code')})", ""]
+    shown = [f for f in a.get("findings") or [] if f.get("verdict") in ("failed", "accepted")]
+    if shown:
+        out += ["| control | check | verdict | resource | why |", "|---|---|---|---|---|"]
+        for f in shown:
+            out.append(f"| {cell(f.get('control') or '-')} | {cell(f.get('check'))} | "
+                       f"{'FAILED' if f['verdict'] == 'failed' else 'accepted'} | "
+                       f"{cell(f.get('resource'))} | {cell(f.get('reason') or f.get('message'))} |")
+    return out
 
 
 def cell(value: Any, *, code: bool = False) -> str:
@@ -120,6 +146,7 @@ def _markdown(d: dict[str, Any]) -> str:
     if warnings:
         out += ["", "## Warnings", ""] + [f"- {w.get('text') or w.get('message')}"
                                           for w in warnings]
+    out += _audit_section(d.get("last_audit"))
     out += ["", "## Steps in detail", ""]
     for s in d["steps"]:
         out.append(f"### {s['phase']} / {s['step']} (attempt {s['attempt']}: {s['status']})")

@@ -152,7 +152,12 @@ def test_bucket_gets_every_protection_and_converges(ctx: Any) -> None:
     assert all(s3.get_public_access_block(Bucket=name)["PublicAccessBlockConfiguration"]
                .values())
     rule = s3.get_bucket_encryption(Bucket=name)["ServerSideEncryptionConfiguration"]["Rules"][0]
-    assert rule["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+    # SSE-KMS with the AWS-managed key (no KMSMasterKeyID), the Bucket Key on (FSBP S3.17).
+    assert rule["ApplyServerSideEncryptionByDefault"] == {"SSEAlgorithm": "aws:kms"}
+    assert rule["BucketKeyEnabled"] is True
+    # ACLs disabled (FSBP S3.12).
+    assert s3.get_bucket_ownership_controls(Bucket=name)["OwnershipControls"] == {
+        "Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]}
     policy = json.loads(s3.get_bucket_policy(Bucket=name)["Policy"])
     st = policy["Statement"][0]
     assert st["Effect"] == "Deny" and st["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
@@ -161,10 +166,22 @@ def test_bucket_gets_every_protection_and_converges(ctx: Any) -> None:
     assert ctx.run(Ensure(), inputs).status == "ok"
     s3.delete_bucket_policy(Bucket=name)
     s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Suspended"})
+    # A bucket of an older run: SSE-S3 and ACLs owned by the writer; both converge.
+    s3.put_bucket_encryption(Bucket=name, ServerSideEncryptionConfiguration={"Rules": [
+        {"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]})
+    s3.put_bucket_ownership_controls(Bucket=name, OwnershipControls={
+        "Rules": [{"ObjectOwnership": "ObjectWriter"}]})
     check = ctx.check(Ensure(), inputs)
-    assert set(check.changes) == {"enable versioning", "bucket policy denying non-TLS access"}
+    assert set(check.changes) == {
+        "enable versioning", "bucket policy denying non-TLS access",
+        "default encryption SSE-KMS with the AWS-managed key aws/s3",
+        "disable ACLs (bucket owner enforced)"}
     ctx.run(Ensure(), inputs)
     assert ctx.check(Ensure(), inputs).in_sync is True
+    # A customer-managed key is compared too: naming one is a change.
+    keyed = {**inputs, "spec": {"kms_key_id": "alias/backups"}}
+    assert ctx.check(Ensure(), keyed).changes == [
+        "default encryption SSE-KMS with alias/backups"]
 
 
 def test_role_and_profile_with_managed_and_scoped_inline_policies(ctx: Any) -> None:
@@ -173,7 +190,8 @@ def test_role_and_profile_with_managed_and_scoped_inline_policies(ctx: Any) -> N
     role_in = {"kind": "iam_role", "name": f"elematrix-{ctx.deployment}-instance", "spec": {
         "managed_policies": managed,
         "inline_policies": {"backup-bucket": "aws/backup-role-policy.json"},
-        "variables": {"bucket_arn": f"arn:aws:s3:::elematrix-{ctx.deployment}-123456789012"}}}
+        "variables": {"bucket_arn": f"arn:aws:s3:::elematrix-{ctx.deployment}-123456789012",
+                      "account_id": "123456789012"}}}
     role = ctx.run(Ensure(), role_in).outputs
     prof = ctx.run(Ensure(), {"kind": "instance_profile", "name": f"elematrix-{ctx.deployment}-instance",
                               "spec": {"role_name": role["role_name"]}}).outputs
@@ -188,9 +206,19 @@ def test_role_and_profile_with_managed_and_scoped_inline_policies(ctx: Any) -> N
                          f"arn:aws:s3:::elematrix-{ctx.deployment}-123456789012/*"}
     trust = iam.get_role(RoleName=role["role_name"])["Role"]["AssumeRolePolicyDocument"]
     assert trust["Statement"][0]["Principal"] == {"Service": "ec2.amazonaws.com"}
+    # Confused-deputy prevention: only EC2 acting for this account assumes the role.
+    assert trust["Statement"][0]["Condition"] == {
+        "StringEquals": {"aws:SourceAccount": "123456789012"}}
     assert iam.get_instance_profile(InstanceProfileName=prof["profile_name"])[
         "InstanceProfile"]["Roles"][0]["RoleName"] == role["role_name"]
     assert ctx.run(Ensure(), role_in).status == "ok"
+    # A role of an older run, trusted without the condition: the trust policy converges.
+    iam.update_assume_role_policy(RoleName=role["role_name"], PolicyDocument=json.dumps({
+        "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                                                "Principal": {"Service": "ec2.amazonaws.com"}}]}))
+    assert ctx.check(Ensure(), role_in).changes == ["update the trust policy"]
+    assert ctx.run(Ensure(), role_in).status == "changed"
+    assert ctx.check(Ensure(), role_in).in_sync is True
 
 
 def test_role_of_someone_else_is_not_adopted(ctx: Any) -> None:
@@ -531,7 +559,8 @@ def test_teardown_lists_then_deletes_everything_and_is_safe_twice(ctx: Any) -> N
     boto3.client("s3").put_object(Bucket=f"elematrix-{ctx.deployment}-123456789012", Key="b", Body=b"1")
     boto3.client("s3").put_object(Bucket=f"elematrix-{ctx.deployment}-123456789012", Key="b", Body=b"2")
     ctx.run(Ensure(), {"kind": "iam_role", "name": f"elematrix-{ctx.deployment}-instance", "spec": {
-        "managed_policies": ["arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"]}})
+        "managed_policies": ["arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"],
+        "variables": {"account_id": "123456789012"}}})
     ctx.run(Ensure(), {"kind": "instance_profile", "name": f"elematrix-{ctx.deployment}-instance",
                        "spec": {"role_name": f"elematrix-{ctx.deployment}-instance"}})
     topic = ctx.run(Ensure(), {"kind": "sns_topic", "name": f"elematrix-{ctx.deployment}-alerts"}).outputs

@@ -89,7 +89,7 @@ def test_the_posture_gate_fails_on_hop_limit_2_and_on_a_missing_backup_expiry(
     rb = load_runbook(RUNBOOKS / "poc-ec2.yaml", default_registry())
     rb = rb.model_copy(update={"phases": [p for p in rb.phases if p.id == "infra"]})
     params = {"operator_cidr": CIDR, "host_key_wait": 0, "http_port": 80, "ssh_port": 22,
-              "backup_retention_days": 30}
+              "backup_retention_days": 30, "backup_encryption": "aws:kms"}
     events: list[Any] = []
     assert _runner(rb, tmp_path, params, ["infra"], events).run() == 0, _failures(events)
     ec2, s3 = boto3.client("ec2"), boto3.client("s3")
@@ -106,7 +106,9 @@ def test_the_posture_gate_fails_on_hop_limit_2_and_on_a_missing_backup_expiry(
                            if inst.get("SecurityGroups") else
                            inst["NetworkInterfaces"][0]["Groups"][0]["GroupId"]},
         "instance": {"instance_id": inst["InstanceId"]},
-        "backup_bucket": {"bucket": bucket}}}
+        "backup_bucket": {"bucket": bucket},
+        "instance_role": {"role_name": "elematrix-hard-instance"},
+        "preflight": {"account_id": boto3.client("sts").get_caller_identity()["Account"]}}}
     checks = render_value(gate["with"]["checks"], variables)
     ctx = StandaloneContext(deployment_dir=tmp_path / "g", deployment="hard", params=params)
     (tmp_path / "g").mkdir()

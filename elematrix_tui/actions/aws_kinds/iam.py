@@ -13,7 +13,7 @@ from ...engine.containment import JsonAssetPath
 from ..aws_errors import error_code, explain
 from ..aws_session import AwsApi
 from ..aws_tags import has_deployment_tag, tag_list
-from .base import Found, Kind, Spec, asset_json, canon_json, safe_call
+from .base import Found, Kind, Spec, asset_json, asset_text, canon_json, safe_call
 
 # --------------------------------------------------------------------------- IAM
 
@@ -21,10 +21,18 @@ from .base import Found, Kind, Spec, asset_json, canon_json, safe_call
 class RoleSpec(Spec):
     trust_policy: JsonAssetPath = "aws/ec2-trust-policy.json"
     managed_policies: list[str] = Field(default_factory=list)
-    # policy name -> asset path; ${placeholders} filled from ``variables``.
+    # policy name -> asset path; ${placeholders} filled from ``variables`` (the trust
+    # policy's too: its aws:SourceAccount condition names ${account_id}).
     inline_policies: dict[str, JsonAssetPath] = Field(default_factory=dict)
     variables: dict[str, str] = Field(default_factory=dict)
     description: str = "elematrix-tui instance role"
+
+
+def _trust(spec: RoleSpec) -> Any:
+    """The trust policy with its placeholders filled; a policy without any is read as is
+    (a placeholder-free asset needs no ``variables``)."""
+    return asset_json(spec.trust_policy, spec.variables if "${" in asset_text(
+        spec.trust_policy) else None)
 
 
 class Role(Kind[RoleSpec]):
@@ -54,14 +62,14 @@ class Role(Kind[RoleSpec]):
                         PolicyName=pname)
             if got is None or canon_json(got["PolicyDocument"]) != want:
                 changes.append(f"put inline policy {pname}")
-        trust = canon_json(asset_json(spec.trust_policy))
+        trust = canon_json(_trust(spec))
         if canon_json(role["AssumeRolePolicyDocument"]) != trust:
             changes.append("update the trust policy")
         return Found(role, {"role_name": name, "role_arn": role["Arn"]}, changes)
 
     def apply(self, api: AwsApi, ctx: StepContext, name: str, spec: RoleSpec,
               found: Found) -> tuple[dict[str, Any], bool]:
-        trust = json.dumps(asset_json(spec.trust_policy))
+        trust = json.dumps(_trust(spec))
         changed = False
         if found.obj is None:
             try:

@@ -21,8 +21,13 @@ from .base import Found, Kind, Spec, asset_json, canon_json, safe_call
 class BucketSpec(Spec):
     versioning: bool = True
     block_public: bool = True
-    encryption: Literal["AES256", "aws:kms"] = "AES256"
+    # SSE-KMS (FSBP S3.17); no kms_key_id: the AWS-managed key aws/s3 (no key to create,
+    # no monthly fee; the S3 Bucket Key keeps KMS requests to a few per day).
+    encryption: Literal["AES256", "aws:kms"] = "aws:kms"
     kms_key_id: str | None = None
+    # Bucket owner enforced: ACLs disabled, every object belongs to the bucket owner
+    # (FSBP S3.12). What S3 gives new buckets since April 2023; converged for older ones.
+    acls_disabled: bool = True
     deny_insecure_transport: bool = True
     policy: JsonAssetPath = "aws/bucket-policy.json"
     # More ${placeholders} of ``policy`` besides ${bucket_arn} (the ALB log bucket's
@@ -36,6 +41,7 @@ class BucketSpec(Spec):
     expire_prefix: str = ""
 
 
+OWNERSHIP = {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]}
 _PAB = {"BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True,
         "RestrictPublicBuckets": True}
 
@@ -75,6 +81,15 @@ def _lc_view(rules: list[dict[str, Any]]) -> list[str]:
     return sorted(out)
 
 
+ACLS_OFF = "disable ACLs (bucket owner enforced)"
+
+
+def _enc_text(spec: BucketSpec) -> str:
+    if spec.encryption == "AES256":
+        return "SSE-S3 (AES256)"
+    return f"SSE-KMS with {spec.kms_key_id or 'the AWS-managed key aws/s3'}"
+
+
 def _lc_change(spec: BucketSpec) -> str:
     extra = (f"; current backups under {spec.expire_prefix or '/'} after "
              f"{spec.expire_current_days} days" if spec.expire_current_days else "")
@@ -99,12 +114,19 @@ class Bucket(Kind[BucketSpec]):
                 changes.append("block all public access (4 settings)")
         enc = safe_call(api, "s3", "get_bucket_encryption",
                     ("ServerSideEncryptionConfigurationNotFoundError",), Bucket=name)
-        algo = None
+        algo, key = None, None
         if enc:
             rules = enc["ServerSideEncryptionConfiguration"]["Rules"]
             algo = rules[0]["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"]
-        if algo != spec.encryption:
-            changes.append(f"default encryption {spec.encryption}")
+            key = rules[0]["ApplyServerSideEncryptionByDefault"].get("KMSMasterKeyID")
+        want_key = spec.kms_key_id if spec.encryption == "aws:kms" else None
+        if algo != spec.encryption or (key or None) != (want_key or None):
+            changes.append(f"default encryption {_enc_text(spec)}")
+        if spec.acls_disabled:
+            own = safe_call(api, "s3", "get_bucket_ownership_controls",
+                            ("OwnershipControlsNotFoundError",), Bucket=name)
+            if own is None or own.get("OwnershipControls") != OWNERSHIP:
+                changes.append(ACLS_OFF)
         if spec.deny_insecure_transport:
             pol = safe_call(api, "s3", "get_bucket_policy", ("NoSuchBucketPolicy",), Bucket=name)
             want = canon_json(asset_json(spec.policy, {**spec.policy_variables,
@@ -140,8 +162,9 @@ class Bucket(Kind[BucketSpec]):
 
     def _all(self, spec: BucketSpec) -> list[str]:
         return ["enable versioning", "block all public access (4 settings)",
-                f"default encryption {spec.encryption}", "bucket policy denying non-TLS access",
-                _lc_change(spec), "tag the bucket"]
+                f"default encryption {_enc_text(spec)}",
+                *([ACLS_OFF] if spec.acls_disabled else []),
+                "bucket policy denying non-TLS access", _lc_change(spec), "tag the bucket"]
 
     def apply(self, api: AwsApi, ctx: StepContext, name: str, spec: BucketSpec,
               found: Found) -> tuple[dict[str, Any], bool]:
@@ -176,6 +199,9 @@ class Bucket(Kind[BucketSpec]):
                             ServerSideEncryptionConfiguration={"Rules": [
                                 {"ApplyServerSideEncryptionByDefault": rule,
                                  "BucketKeyEnabled": spec.encryption == "aws:kms"}]})
+            elif change == ACLS_OFF:
+                api.checked("s3", "put_bucket_ownership_controls", Bucket=name,
+                            OwnershipControls=OWNERSHIP)
             elif change.startswith("bucket policy"):
                 api.checked("s3", "put_bucket_policy", Bucket=name, Policy=json.dumps(
                     asset_json(spec.policy, {**spec.policy_variables, "bucket_arn": arn})))

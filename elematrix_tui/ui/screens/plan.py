@@ -40,6 +40,16 @@ def plan_text(plan: Plan) -> Text:
         t.append(f"\nPhase {ph.id}: {ph.title} [{state}]\n", style="bold")
         for st in ph.steps:
             _step(t, st)
+        # The runbook's posture, as `elematrix plan` shows it (planview.py).
+        if ph.satisfies:
+            t.append("  Posture this phase promises (elematrix audit checks it):\n",
+                     style="bold cyan")
+            for line in ph.satisfies:
+                t.append(f"    {line}\n")
+        if ph.accepts:
+            t.append("  Accepted failing once it ran:\n", style="bold")
+            for line in ph.accepts:
+                t.append(f"    {line}\n", style="dim")
     t.append(f"\nPlan: {plan.summary()}.\n", style="bold")
     return t
 

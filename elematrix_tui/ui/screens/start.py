@@ -27,6 +27,8 @@ class StartScreen(Screen[None]):
         Binding("enter", "open", "Open / resume", show=True),
         Binding("tab", "app.focus_next", "Next list", show=False),
         Binding("d", "status", "Status (drift)"),
+        # Not in the footer (its line is full); the help screen and docs/tui.md name it.
+        Binding("a", "audit", "Audit (posture)", show=False),
         Binding("question_mark", "help", "Help"),
         Binding("q", "app.quit", "Quit"),
     ]
@@ -146,6 +148,18 @@ class StartScreen(Screen[None]):
         entry = self.deployments[min(max(dt.cursor_row, 0), len(self.deployments) - 1)]
         self.app.push_screen(StatusScreen(self.session.state_dir, entry.name,
                                           entry.runbook_path))
+
+    def action_audit(self) -> None:
+        """The highlighted deployment's posture against its runbook (Prowler; read-only)."""
+        from .audit import AuditScreen
+
+        if not self.deployments:
+            self.notify("No deployment yet.", severity="warning")
+            return
+        dt = self.query_one("#deployments", DataTable)
+        entry = self.deployments[min(max(dt.cursor_row, 0), len(self.deployments) - 1)]
+        self.app.push_screen(AuditScreen(self.session.state_dir, entry.name,
+                                         entry.runbook_path))
 
     def action_help(self) -> None:
         from .help import HelpScreen
