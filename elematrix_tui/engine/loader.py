@@ -187,6 +187,7 @@ def _semantic(rb: Runbook, tree: Any, path: str, registry: Registry) -> tuple[li
 
     for pi, ph in enumerate(rb.phases):
         cleanup_ids = {c.id for c in ph.cleanup}
+        _check_needs(ph, pi, at)
         for role in ("steps", "gates", "cleanup"):
             for si, st in enumerate(getattr(ph, role)):
                 base = ("phases", pi, role, si)
@@ -196,6 +197,30 @@ def _semantic(rb: Runbook, tree: Any, path: str, registry: Registry) -> tuple[li
                 _check_step(st, base, tree, path, registry, errors, at, order, steps_by_id,
                             my_index, seen_params, cleanup_ids, role)
     return errors, not errors
+
+
+def _check_needs(ph: Phase, pi: int, at: Any) -> None:
+    """``needs:`` names earlier steps of the same phase (engine/schedule.py), on steps only."""
+    earlier: list[str] = []
+    for si, st in enumerate(ph.steps):
+        for ni, name in enumerate(st.needs or []):
+            where = ("phases", pi, "steps", si, "needs", ni)
+            if name == st.id:
+                at(where, f"step {st.id!r}: needs: a step cannot wait for itself")
+            elif name not in earlier:
+                later = any(s.id == name for s in ph.steps)
+                at(where, f"step {st.id!r}: needs: {name!r} "
+                          + ("comes later in the phase; a step can only wait for an earlier one"
+                             if later else
+                             f"is not a step of phase {ph.id!r} (needs: names steps of the "
+                             f"same phase; phases already run one after another)"))
+        earlier.append(st.id)
+    for role in ("gates", "cleanup"):
+        for si, st in enumerate(getattr(ph, role)):
+            if st.needs is not None:
+                at(("phases", pi, role, si, "needs"),
+                   f"step {st.id!r}: needs: applies to a phase's steps only; {role} run one "
+                   f"after another", key=True)
 
 
 def _check_step(st: Step, base: tuple[Any, ...], tree: Any, path: str, registry: Registry,
