@@ -1,4 +1,7 @@
-"""e2e.rehearsal_s: the whole poc-ec2 rehearsal (every phase), with the wall time per phase
+"""e2e.modelled_*: poc-ec2 under the latency model, before and after the critical-path work,
+and the limit (bench/e2e_model.py, docs/latency-model.md); needs nothing but this tree.
+
+e2e.rehearsal_s: the whole poc-ec2 rehearsal (every phase), with the wall time per phase
 and the share spent in the engine itself versus waiting on AWS, SSH and services.
 
 Same environment as tests/rehearsal/test_rehearsal.py: moto on 127.0.0.1 in this process,
@@ -27,6 +30,25 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def run() -> list[tuple[str, float, str]]:
     sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, str(ROOT / "bench"))
+    import e2e_model
+
+    modelled = e2e_model.run()
+    for figure, value, unit in modelled:  # print now: the rehearsal takes minutes
+        shown = f"{value:.3f}" if isinstance(value, float) else str(value)
+        print(f"{figure}: {shown} {unit}".rstrip(), flush=True)
+    if os.environ.get("BENCH_E2E_MODEL_ONLY"):
+        return []
+    try:
+        return rehearsal()
+    except RuntimeError as e:
+        if "needs " not in str(e):
+            raise
+        print(f"e2e.rehearsal: skipped ({e})", flush=True)
+        return []
+
+
+def rehearsal() -> list[tuple[str, float, str]]:
     import pytest
 
     from elematrix_tui.practice import docker_answers
