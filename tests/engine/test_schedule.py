@@ -137,3 +137,59 @@ phases:
     assert "   | b: line 1 of 2" in lines  # a still runs: the line names its step
     assert "   | line 1 of 1" in lines  # c runs alone: as before
     assert any(line.startswith("[ok] a ") for line in lines)
+
+
+def test_cancel_stops_every_running_step_and_resume_finishes(tmp_path: Path,
+                                                            state_dir: Path) -> None:
+    import threading
+
+    text = """
+runbook: cancels
+phases:
+  - id: one
+    steps:
+      - {id: a, action: local.sleep, with: {seconds: 20}}
+      - {id: b, action: local.sleep, needs: [], with: {seconds: 20}}
+      - {id: c, action: local.noop}
+"""
+    path = write_runbook(tmp_path, text)
+    runner, sink = make_runner(path, state_dir)
+    started = threading.Event()
+    runner.sinks.append(lambda e: started.set()
+                        if len(sink.of(ev.StepStarted)) == 2 else None)
+    threading.Thread(target=lambda: (started.wait(10), runner.cancel()), daemon=True).start()
+    assert runner.run() == 130
+    assert sink.statuses() == {"a": "interrupted", "b": "interrupted"}
+    run_id = sink.of(ev.RunStarted)[0].run_id
+    text = text.replace("seconds: 20", "seconds: 0.1")
+    path.write_text(text)
+    runner, sink = make_runner(path, state_dir)
+    assert runner.resume(run_id) == 0
+    assert sink.statuses() == {"a": "ok", "b": "ok", "c": "ok"}
+
+
+def test_questions_are_asked_one_at_a_time() -> None:
+    import threading
+    import time
+
+    from elematrix_tui.engine.schedule import OneQuestionAtATime
+
+    class Slow:
+        asking = 0
+        overlap = False
+
+        def choose(self, step_id: str, prompt: str, options: list[str]) -> str | None:
+            Slow.asking += 1
+            Slow.overlap = Slow.overlap or Slow.asking > 1
+            time.sleep(0.1)
+            Slow.asking -= 1
+            return options[0]
+
+    q = OneQuestionAtATime(Slow())  # type: ignore[arg-type]
+    threads = [threading.Thread(target=q.choose, args=(f"s{i}", "trust?", ["yes"]))
+               for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not Slow.overlap
