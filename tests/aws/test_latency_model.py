@@ -4,6 +4,7 @@ docs/latency-model.md)."""
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -67,3 +68,18 @@ def test_every_figure_says_where_it_comes_from() -> None:
         assert f.source and f.unit
         assert f"`{name}`" in doc, f"docs/latency-model.md does not list {name}"
 
+
+def test_the_shorter_path_is_within_the_limit_and_status_checks_are_off_it() -> None:
+    """The critical path of poc-ec2 under the model, computed without sleeping: the old
+    runbook (every step in sequence, SSH after the status checks, pulls at compose time)
+    against this one. The threaded run through the real engine is bench/run.py e2e."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import e2e_model
+
+    before, before_path = e2e_model.limit(e2e_model.baseline(e2e_model.RUNBOOK),
+                                          e2e_model.baseline(e2e_model.USER_DATA))
+    after, after_path = e2e_model.limit((ROOT / e2e_model.RUNBOOK).read_text(),
+                                        (ROOT / e2e_model.USER_DATA).read_text())
+    assert "instance_status_ok" in dict(before_path)
+    assert "instance_status_ok" not in dict(after_path)
+    assert after < 0.8 * before, (before, after)
