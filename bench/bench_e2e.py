@@ -124,9 +124,17 @@ def rehearsal() -> list[tuple[str, float, str]]:
 def _figures(journal: Path, total: float) -> list[tuple[str, float, str]]:
     db = sqlite3.connect(journal)
     (run_id, started, finished), = db.execute("SELECT id, started, finished FROM runs")
-    # Time inside actions: the step attempts' durations, from the event log (the one record).
-    in_actions = sum(float(json.loads(data).get("duration") or 0.0) for (data,) in db.execute(
-        "SELECT data FROM events WHERE run_id=? AND kind='step.finished'", (run_id,)))
+    # Time inside actions: the union of the step attempts' spans, from the event log (the
+    # one record). A union, not a sum: steps of a phase may run side by side (needs:).
+    spans = sorted((ts - float(json.loads(data).get("duration") or 0.0), ts)
+                   for data, ts in db.execute(
+                       "SELECT data, ts FROM events WHERE run_id=? AND kind='step.finished'",
+                       (run_id,)))
+    in_actions, reach = 0.0, float("-inf")
+    for a, b in spans:
+        if b > reach:
+            in_actions += b - max(a, reach)
+            reach = b
     phases: dict[str, list[float]] = {}
     for _kind, data, ts in db.execute(
             "SELECT kind, data, ts FROM events WHERE run_id=? AND kind IN "
