@@ -83,3 +83,18 @@ def test_the_shorter_path_is_within_the_limit_and_status_checks_are_off_it() -> 
     assert "instance_status_ok" in dict(before_path)
     assert "instance_status_ok" not in dict(after_path)
     assert after < 0.8 * before, (before, after)
+
+
+def test_a_moto_server_answers_each_call_late(moto_server: str) -> None:
+    import boto3
+
+    sts = boto3.client("sts", endpoint_url=moto_server, region_name="us-east-1",
+                       aws_access_key_id="x", aws_secret_access_key="x")
+    sts.get_caller_identity()  # warm the server's backends
+    clock = latency.Clock(0.02)  # api_call_s 0.15 modelled: 3 ms a call
+    with latency.patched_server_latency(clock) as served:
+        t0 = time.monotonic()
+        for _ in range(5):
+            sts.get_caller_identity()
+        assert time.monotonic() - t0 >= 5 * latency.fig("api_call_s") * 0.02
+    assert served == ["GetCallerIdentity"] * 5

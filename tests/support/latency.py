@@ -382,3 +382,27 @@ def patched_api_latency(clock: Clock) -> Iterator[dict[str, float]]:
         yield launched
     finally:
         BaseClient._make_api_call = original
+
+
+@contextlib.contextmanager
+def patched_server_latency(clock: Clock) -> Iterator[list[str]]:
+    """A moto server in this process (``ThreadedMotoServer``, the rehearsal's and the CLI
+    tests'): every action it dispatches sleeps ``api_call_s`` (modelled) first, whichever
+    client sent it (the ``elematrix`` CLI in a subprocess included). Per-call delay only:
+    the state transitions are held back by :func:`patched_api_latency`, in-process.
+    Yields the actions served, in order."""
+    from moto.core.responses import BaseResponse
+
+    served: list[str] = []
+    original = BaseResponse.call_action
+
+    def call_action(self: Any) -> Any:
+        served.append(str(getattr(self, "_get_action", lambda: "?")()))
+        clock.sleep(fig("api_call_s"))
+        return original(self)
+
+    BaseResponse.call_action = call_action  # type: ignore[method-assign]
+    try:
+        yield served
+    finally:
+        BaseResponse.call_action = original  # type: ignore[method-assign]
