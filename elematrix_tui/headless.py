@@ -166,7 +166,10 @@ class Printer:
                   f"{f' attempt {e.attempt}' if e.attempt > 1 else ''}: {e.title}\n")
         elif isinstance(e, ev.LogLine):
             if not self.quiet:
-                w(f"   | {clean_line(e.line)}\n")
+                # Steps of a phase may run at once (needs:): then each line says whose it is.
+                running = sum(st.status in RUNNING for st in self.state.steps().values())
+                who = f"{e.step_id}: " if running > 1 and e.step_id else ""
+                w(f"   | {who}{clean_line(e.line)}\n")
         elif isinstance(e, ev.StepRetry):
             w(f"   ! retrying {e.step_id} in {e.delay:g} s (attempt {e.attempt}): {e.reason}\n")
         elif isinstance(e, ev.StepFinished):

@@ -19,6 +19,7 @@ from .events import Event, LogLine, Note, Progress
 from .journal import Journal
 from .model import Phase, Step
 from .paths import deployment_dir
+from .schedule import DEFAULT_PARALLEL
 from .secrets import Redactor, SecretStore
 
 T = TypeVar("T")
@@ -36,6 +37,9 @@ class RunOptions:
     cancel_grace: float = 5.0
     # Secrets the operator explicitly allows a given value to replace (--replace-secret).
     replace_secrets: set[str] = field(default_factory=set)
+    # At most this many steps of a phase at once, where the runbook's needs: allow it
+    # (engine/schedule.py); 1: one after another whatever the runbook says.
+    parallel: int = DEFAULT_PARALLEL
 
 
 class ContextHost(Protocol):

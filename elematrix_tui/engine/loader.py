@@ -212,6 +212,7 @@ def _semantic(rb: Runbook, tree: Any, path: str, registry: Registry) -> tuple[li
 
     for pi, ph in enumerate(rb.phases):
         cleanup_ids = {c.id for c in ph.cleanup}
+        _check_needs(ph, pi, at)
         for role in ("steps", "gates", "cleanup"):
             for si, st in enumerate(getattr(ph, role)):
                 base = ("phases", pi, role, si)
@@ -276,6 +277,30 @@ def _check_posture(rb: Runbook, tree: Any, at: Any) -> None:
                             at(at_check, f"step {st.id!r}: control {cid} is proved in phase "
                                     f"{ph.id!r}, but the posture section has it satisfied "
                                     f"by {c.satisfied_by or 'no phase (accepted)'}")
+
+
+def _check_needs(ph: Phase, pi: int, at: Any) -> None:
+    """``needs:`` names earlier steps of the same phase (engine/schedule.py), on steps only."""
+    earlier: list[str] = []
+    for si, st in enumerate(ph.steps):
+        for ni, name in enumerate(st.needs or []):
+            where = ("phases", pi, "steps", si, "needs", ni)
+            if name == st.id:
+                at(where, f"step {st.id!r}: needs: a step cannot wait for itself")
+            elif name not in earlier:
+                later = any(s.id == name for s in ph.steps)
+                at(where, f"step {st.id!r}: needs: {name!r} "
+                          + ("comes later in the phase; a step can only wait for an earlier one"
+                             if later else
+                             f"is not a step of phase {ph.id!r} (needs: names steps of the "
+                             f"same phase; phases already run one after another)"))
+        earlier.append(st.id)
+    for role in ("gates", "cleanup"):
+        for si, st in enumerate(getattr(ph, role)):
+            if st.needs is not None:
+                at(("phases", pi, role, si, "needs"),
+                   f"step {st.id!r}: needs: applies to a phase's steps only; {role} run one "
+                   f"after another", key=True)
 
 
 def _check_step(st: Step, base: tuple[Any, ...], tree: Any, path: str, registry: Registry,

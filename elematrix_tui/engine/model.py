@@ -114,6 +114,10 @@ class Step(_Strict):
     # parameters' values; a mapping {name: expression} locks the value the deployment really
     # used (the server name configure chose and rendered, not this run's --set).
     locks: list[str] | dict[str, str] = Field(default_factory=list)
+    # The steps of this phase this one waits for (engine/schedule.py). Absent: every step
+    # before it in the phase (one after another, as always). Given (also []): only these,
+    # plus the steps its expressions read (steps.<id>), so it may run beside others.
+    needs: list[str] | None = None
 
     @field_validator("id")
     @classmethod

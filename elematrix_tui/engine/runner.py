@@ -17,6 +17,7 @@ import getpass
 import hashlib
 import json
 import os
+import queue
 import shutil
 import socket
 import threading
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .action import Questions
-from .context import Interrupted, Paused, RunOptions
+from .context import Interrupted, Paused, RunOptions, StepOutcome
 from .errors import GuardError, InputError, PromptCancelled
 from .events import (
     Event,
@@ -55,6 +56,7 @@ from .resolve import (
     resume_changes,
     should_remember,
 )
+from .schedule import OneQuestionAtATime, concurrent, dependencies, runs_alone
 from .secrets import Redactor, SecretStore
 from .state import DECLINED, RunState, StepState
 from .steps import META_KNOWN_HERE, Declined, StepsMixin
@@ -86,7 +88,7 @@ class Runner(StepsMixin):
         self.deployment = deployment
         self.state_dir = state_dir
         self.raw_params = dict(params or {})
-        self.questions = questions
+        self.questions = questions  # asked one at a time (the property below)
         self.sinks = list(sinks)
         self.registry = registry
         self.options = options or RunOptions()
@@ -101,7 +103,10 @@ class Runner(StepsMixin):
         self.state = RunState()
         self._cancel = threading.Event()
         self._pause = threading.Event()
-        self._step_cancel: threading.Event | None = None
+        # The cancel event of every step attempt running now (several in a concurrent phase).
+        self._step_cancels: set[threading.Event] = set()
+        # One event at a time into the journal, the fold and the sinks, whichever thread.
+        self._emit_lock = threading.RLock()
         self._resources: dict[str, tuple[Any, Callable[[Any], None] | None]] = {}
         self._res_lock = threading.Lock()
         self._secret_names: set[str] = set()
@@ -110,15 +115,25 @@ class Runner(StepsMixin):
         self._seen_before = True
         self._to_remember: dict[str, Any] | None = None
 
+    @property
+    def questions(self) -> Questions:
+        return self._questions
+
+    @questions.setter
+    def questions(self, value: Questions) -> None:
+        # Steps of a concurrent phase may ask at once: the operator gets one question at a time.
+        self._questions = value if isinstance(value, OneQuestionAtATime) \
+            else OneQuestionAtATime(value)
+
     # -- control from other threads (TUI) -----------------------------------------------
     def cancel(self) -> None:
-        """Interrupt now: the running action is told to stop; state is saved (exit 130)."""
+        """Interrupt now: the running actions are told to stop; state is saved (exit 130)."""
         self._cancel.set()
-        if self._step_cancel is not None:
-            self._step_cancel.set()
+        for step_cancel in list(self._step_cancels):
+            step_cancel.set()
 
     def request_pause(self) -> None:
-        """Stop after the current step finishes (state saved; resumable)."""
+        """Stop after the running steps finish (state saved; resumable)."""
         self._pause.set()
 
     # -- entry points --------------------------------------------------------------------
@@ -386,7 +401,13 @@ class Runner(StepsMixin):
         ok = True
         if phase.gates:
             self._emit(GatesCleared(self.run_id, phase_id=phase.id))
+        parallel = self.options.parallel
+        overlap = concurrent(phase) and parallel > 1 and not self.options.only_step
         for role, steps in (("step", phase.steps), ("gate", phase.gates)):
+            if role == "step" and overlap:
+                if not self._run_steps_concurrently(phase, previous, parallel):
+                    return False
+                continue
             for step in steps:
                 if self.options.only_step and step.id != self.options.only_step:
                     continue
@@ -405,16 +426,92 @@ class Runner(StepsMixin):
                     raise Paused
         return ok
 
+    def _run_steps_concurrently(self, phase: Phase, previous: dict[str, StepState],
+                                parallel: int) -> bool:
+        """The phase's steps, each as soon as the steps it needs have finished, at most
+        ``parallel`` at once (engine/schedule.py has the rule). Each step is journaled by
+        ``_run_step`` exactly as in the sequential loop. A failure, an interruption, a
+        pause or a refusal starts nothing new; the steps already running finish (each ends
+        journaled), then the phase ends as the sequential loop would have ended it."""
+        needs = dependencies(phase)
+        pending = list(phase.steps)  # runbook order: the order ready steps start in
+        done: set[str] = set()
+        running: dict[str, Any] = {}  # step id -> the Step, while its thread runs
+        results: queue.Queue[tuple[Any, StepOutcome | None, BaseException | None]] = \
+            queue.Queue()
+        error: BaseException | None = None
+        failed: Any = None  # the step whose failure ends the phase
+        ok = True
+
+        def work(step: Any) -> None:
+            try:
+                results.put((step, self._run_step(phase, step, "step", previous.get(step.id)),
+                             None))
+            except BaseException as e:  # raised again in the runner's thread, below
+                results.put((step, None, e))
+
+        while pending or running:
+            stopping = error is not None or failed is not None or self._pause.is_set()
+            if not stopping and self._cancel.is_set():
+                error = Interrupted()
+                stopping = True
+            if not stopping:
+                alone = any(runs_alone(s) for s in running.values())
+                for step in list(pending):
+                    if alone or len(running) >= parallel:
+                        break
+                    if not all(d in done for d in needs[step.id]):
+                        continue
+                    if runs_alone(step):
+                        if running:
+                            break  # it starts once the running steps have finished
+                        alone = True
+                    pending.remove(step)
+                    running[step.id] = step
+                    threading.Thread(target=work, args=(step,), name=f"phase-{step.id}",
+                                     daemon=True).start()
+            if not running:
+                break  # nothing runs and nothing can start: the phase ends here
+            try:
+                step, outcome, exc = results.get(timeout=0.05)
+            except queue.Empty:
+                continue
+            except KeyboardInterrupt:
+                self.cancel()  # every running step stops; each is journaled interrupted
+                continue
+            del running[step.id]
+            if exc is not None:
+                error = error or exc
+                continue
+            assert outcome is not None
+            if outcome.status == "failed" and step.on_failure != "continue":
+                failed = failed or step
+                continue
+            done.add(step.id)
+        if error is not None:
+            raise error
+        if failed is not None:
+            if failed.on_failure != "abort":
+                cleanup = next(c for c in phase.cleanup if c.id == failed.on_failure)
+                self._run_step(phase, cleanup, "cleanup", None)
+            return False
+        if pending:  # stopped by a pause before every step started
+            raise Paused
+        if self._pause.is_set():
+            raise Paused
+        return ok
+
     # -- events and resources ------------------------------------------------------------
     def _emit(self, event: Event) -> None:
         assert self.journal is not None
-        self.journal.record(event)  # the one record of the run
-        self.state.apply(event)
-        for sink in self.sinks:
-            try:
-                sink(event)
-            except Exception:  # a broken display must never stop a deployment
-                pass
+        with self._emit_lock:
+            self.journal.record(event)  # the one record of the run
+            self.state.apply(event)
+            for sink in self.sinks:
+                try:
+                    sink(event)
+                except Exception:  # a broken display must never stop a deployment
+                    pass
 
     def _notify(self, event: Event) -> None:
         """Tell the sinks only: for an ending with no run recorded (nothing to journal)."""

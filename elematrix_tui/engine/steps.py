@@ -55,7 +55,7 @@ class StepsMixin:
     journal: Journal | None
     run_id: str
     _cancel: threading.Event
-    _step_cancel: threading.Event | None
+    _step_cancels: set[threading.Event]
     _seen_before: bool
 
     def _emit(self, event: Event) -> None:
@@ -65,7 +65,9 @@ class StepsMixin:
         return cast(ContextHost, self)  # this mixin is only ever part of a Runner
 
     def _variables(self) -> dict[str, Any]:
-        return {"params": self.params, "steps": self.outputs, "deployment": self.deployment,
+        # A copy of the outputs: a step running beside this one may add its own meanwhile.
+        return {"params": self.params, "steps": dict(self.outputs),
+                "deployment": self.deployment,
                 "run_id": self.run_id,
                 "deployment_dir": str(deployment_dir(self.state_dir, self.deployment))}
 
@@ -139,12 +141,15 @@ class StepsMixin:
         delay = step.retry.delay
         while True:
             ctx = Context(self._runner(), phase, step, attempt)
-            self._step_cancel = ctx.cancel
+            self._step_cancels.add(ctx.cancel)
             self._emit(StepStarted(self.run_id, phase_id=phase.id, step_id=step.id, title=title,
                                    action=step.action, attempt=attempt, is_gate=is_gate,
                                    inputs=masked, role=role))
             started = time.monotonic()
-            outcome = self._clean(self._attempt(action, ctx, inputs, step))
+            try:
+                outcome = self._clean(self._attempt(action, ctx, inputs, step))
+            finally:
+                self._step_cancels.discard(ctx.cancel)
             duration = time.monotonic() - started
             if outcome.status == "interrupted":
                 self._emit(StepFinished(self.run_id, phase_id=phase.id, step_id=step.id,
@@ -166,7 +171,6 @@ class StepsMixin:
                 attempt += 1
                 continue
             break
-        self._step_cancel = None
         if outcome.status in ("ok", "changed"):
             self.outputs[step.id] = outcome.outputs
             assert self.journal is not None

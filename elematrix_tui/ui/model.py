@@ -125,7 +125,9 @@ class RunModel:
         self.status: str = "idle"  # idle | running | passed | failed | interrupted
         self.exit_code: int | None = None
         self.message: str = ""
-        self.current_step: str | None = None
+        # The steps running now, in the order they started (several in a phase whose
+        # runbook lets steps overlap: engine/schedule.py).
+        self.running: list[str] = []
         for ph in runbook.phases:
             pv = PhaseView(phase_id=ph.id, title=ph.title, description=ph.description)
             pv.steps = [StepView.from_step(ph.id, s, "step") for s in ph.steps]
@@ -218,7 +220,7 @@ class RunModel:
             self.status = e.status
             self.exit_code = e.exit_code
             self.message = e.message
-            self.current_step = None
+            self.running = []
             changed = {"run"}
             for pv in self.phases:
                 if pv.state == "running":
@@ -269,19 +271,20 @@ class RunModel:
             sv.progress = None
             if e.attempt <= 1:
                 sv.notes = []
-            self.current_step = e.step_id
+            if e.step_id not in self.running:
+                self.running.append(e.step_id)
             ph = self.phase(e.phase_id)
             if ph is not None and ph.state != "running":
                 ph.state = "running"
-                return {e.step_id, e.phase_id}
-            return {e.step_id}
+                return {e.step_id, e.phase_id, "run"}
+            return {e.step_id, "run"}
         if isinstance(e, ev.StepFinished):
             sv = self._step(e.phase_id, e.step_id, role="gate" if e.is_gate else "step")
             self._sync(sv, e.run_id)
             sv.progress = None
-            if self.current_step == e.step_id:
-                self.current_step = None
-            return {e.step_id}
+            if e.step_id in self.running:
+                self.running.remove(e.step_id)
+            return {e.step_id, "run"}
         if isinstance(e, ev.StepRetry):
             sv = self.steps.get(e.step_id)
             if sv is None:

@@ -51,8 +51,13 @@ def test_the_elastic_ip_is_attached_as_soon_as_the_instance_runs() -> None:
     assert infra is not None
     steps = [s.id for s in infra.steps]
     assert steps.index("eip_association") == steps.index("instance_running") + 1
-    assert steps.index("eip_association") < steps.index("instance_status_ok")
     assert steps.index("eip_association") < steps.index("address")
+    # It starts the moment the instance runs (needs:, engine/schedule.py), and the status
+    # checks no longer hold anything up in infra: they are a later check (harden).
+    assert infra.steps[steps.index("eip_association")].needs == ["instance_running"]
+    assert "instance_status_ok" not in steps
+    harden = rb.phase("harden")
+    assert harden is not None and "instance_status_ok" in [s.id for s in harden.steps]
 
 
 def test_harden_switches_the_containers_to_cloudwatch_unless_logs_stay_local(

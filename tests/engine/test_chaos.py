@@ -1,7 +1,8 @@
 """Kill -9 at random moments of a multi-phase run; resume until it passes.
 
 Every resumed deployment must end with the same outputs as an uninterrupted run, and no
-step whose finish was journaled may be applied again (counted in applies.log).
+step whose finish was journaled may be applied again (counted in applies.log). Phases one
+and two run steps concurrently (``needs:``): some kills must land while two steps run.
 """
 
 from __future__ import annotations
@@ -53,6 +54,24 @@ def _finished_before(state_dir: Path, deployment: str) -> set[str]:
     return {r[0] for r in rows}
 
 
+def _running_at_kill(state_dir: Path, deployment: str) -> int:
+    """How many steps had started and not finished when the process died (raw read)."""
+    path = state_dir / "deployments" / deployment / "journal.sqlite"
+    if not path.exists():
+        return 0
+    db = sqlite3.connect(path)
+    try:
+        rows = db.execute("SELECT kind, step_id FROM events WHERE kind IN "
+                          "('step.started','step.finished') ORDER BY seq").fetchall()
+    except sqlite3.OperationalError:
+        rows = []
+    db.close()
+    open_steps: set[str] = set()
+    for kind, sid in rows:
+        (open_steps.add if kind == "step.started" else open_steps.discard)(sid)
+    return len(open_steps)
+
+
 def _latest_status(state_dir: Path, deployment: str) -> str | None:
     path = state_dir / "deployments" / deployment / "journal.sqlite"
     if not path.exists():
@@ -82,6 +101,7 @@ def test_kill_9_at_20_random_points(elematrix: str, tmp_path: Path, state_dir: P
 
     rng = random.Random(20261127)
     interrupted = 0
+    two_running = 0  # kills that landed while two steps ran at once
     for i in range(20):
         dep = f"chaos-{i}"
         out = tmp_path / dep
@@ -93,6 +113,7 @@ def test_kill_9_at_20_random_points(elematrix: str, tmp_path: Path, state_dir: P
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         finished_at_kill = _finished_before(state_dir, dep)
+        two_running += _running_at_kill(state_dir, dep) >= 2
         applies_at_kill = Counter((out / "applies.log").read_text().split()) \
             if (out / "applies.log").exists() else Counter()
         interrupted += _latest_status(state_dir, dep) != "passed"
@@ -122,3 +143,5 @@ def test_kill_9_at_20_random_points(elematrix: str, tmp_path: Path, state_dir: P
             assert applies[sid] <= 2, (dep, sid, applies)
     # The kills must mostly land inside runs, or the test proves nothing.
     assert interrupted >= 12, interrupted
+    print(f'kills with two steps running: {two_running} of 20')
+    assert two_running >= 2, two_running

@@ -60,6 +60,20 @@ def mid_run_script(r: FakeRunner) -> int:
     return 130
 
 
+def concurrent_script(r: FakeRunner) -> int:
+    """Three steps of one phase running at once (needs:, engine/schedule.py)."""
+    r.emit(ev.RunStarted(RUN_ID, runbook="ui-long", deployment="staging"))
+    r.emit(ev.PhaseStarted(RUN_ID, phase_id="only", title="Wait for something slow"))
+    for step, title in (("first", "Do the quick part"), ("long_wait", "Wait for the slow part"),
+                        ("last", "Finish")):
+        r.emit(started("only", step, title))
+        r.emit(ev.LogLine(RUN_ID, step_id=step, line=f"{step} is under way"))
+    r.emit(ev.Progress(RUN_ID, step_id="long_wait", message="waiting for running state",
+                       elapsed=12.0, expected=30.0))
+    r.cancelled.wait(30)
+    return 130
+
+
 def gate_fail_script(r: FakeRunner) -> int:
     r.emit(ev.RunStarted(RUN_ID, runbook="ui-long", deployment="staging"))
     r.emit(ev.PhaseStarted(RUN_ID, phase_id="only", title="Wait for something slow"))
@@ -140,6 +154,20 @@ def test_run_screen_mid_run(snap_compare: Any, state_dir: Path) -> None:
         assert isinstance(screen, RunScreen)
         await wait_for(pilot, lambda: screen.model.steps["long_wait"].progress is not None,
                        what="progress")
+
+    assert snap_compare(app, terminal_size=(100, 30), run_before=run)
+
+
+def test_run_screen_concurrent_steps(snap_compare: Any, state_dir: Path) -> None:
+    app = app_for(state_dir, concurrent_script, "staging", "ui-long.yaml")
+
+    async def run(pilot: Pilot[Any]) -> None:
+        await pilot.press("r")
+        screen = pilot.app.screen
+        assert isinstance(screen, RunScreen)
+        await wait_for(pilot, lambda: screen.model.steps["long_wait"].progress is not None
+                       and len(screen.model.running) == 3, what="three steps running")
+        assert "3 steps at once: first, long_wait, last" in screen._head()
 
     assert snap_compare(app, terminal_size=(100, 30), run_before=run)
 

@@ -34,7 +34,7 @@ def test_locks_follow_the_runners_rule() -> None:
     m.apply(ev.PhaseStarted(RUN_ID, phase_id="a", title=""))
     m.apply(started("a", "s1", "S1"))
     assert m.phase("a").state == "running"  # type: ignore[union-attr]
-    assert m.steps["s1"].status == "running" and m.current_step == "s1"
+    assert m.steps["s1"].status == "running" and m.running == ["s1"]
     m.apply(finished("a", "s1", outputs={"x": 1}))
     m.apply(started("a", "g1", "G1", gate=True))
     m.apply(finished("a", "g1", status="failed", gate=True, diagnosis="d", fix="f"))

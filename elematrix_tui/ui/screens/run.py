@@ -117,6 +117,8 @@ class RunScreen(Screen[int]):
             state = f"interrupted run {self.resume_run}: r resumes it"
         elif m.run_id:
             state = f"{m.status} · run {m.run_id}"
+            if len(m.running) > 1:
+                state += f" · {len(m.running)} steps at once: {', '.join(m.running)}"
         cost = self.monthly_cost()
         cost_text = f" · est. USD {cost:.2f}/month" if cost is not None else ""
         return (f"[b]{escape(self.deployment)}[/b] · {escape(title)} · "
