@@ -77,6 +77,46 @@ def elematrix() -> str:
     return str(path)
 
 
+# Under pytest-xdist (`-n N --dist loadgroup`, the README's test command) every test that
+# brings up the real Docker engine's stack runs on one worker, one after another: the stack
+# publishes fixed ports (stack_lock serialises it anyway, but a test waiting on the lock
+# would spend its timeout there), and only that worker starts, and at its end stops, the
+# dockerd. Native Synapse is CPU-heavy at start: its tests share one worker and one server.
+# Found from the code, not a list, so a new engine test is grouped without anyone noticing.
+_ENGINE_WORDS = ("ensure_images(", "engine()", "stack_lock(", "FakeInstance(")
+_SOURCE_CACHE: dict[object, bool] = {}
+
+
+def _mentions_engine(obj: object) -> bool:
+    if obj not in _SOURCE_CACHE:
+        import inspect
+        try:
+            src = inspect.getsource(obj)  # type: ignore[arg-type]
+        except (OSError, TypeError):
+            src = ""
+        _SOURCE_CACHE[obj] = any(w in src for w in _ENGINE_WORDS)
+    return _SOURCE_CACHE[obj]
+
+
+def _xdist_group(item: pytest.Item) -> str | None:
+    if _mentions_engine(getattr(item, "module", None)):
+        return "engine"
+    info = getattr(item, "_fixtureinfo", None)
+    for defs in (info.name2fixturedefs.values() if info else ()):
+        if any(_mentions_engine(d.func) for d in defs):
+            return "engine"
+    if Path(str(item.fspath)).is_relative_to(ROOT / "tests" / "matrix"):
+        return "synapse"
+    return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        group = _xdist_group(item)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """A dockerd this session started is stopped, also when only plain calls to
     ``engine()`` (rehearsal, practice fixtures) started it and no test named the session

@@ -188,3 +188,15 @@ def test_a_stale_folder_in_the_package_never_shadows_the_checkout(tmp_path: Path
         bundled._PACKAGE_DIR, bundled.resources = saved
         bundled._data_dir.cache_clear()
     assert bundled.runbooks_dir() == ROOT / "runbooks"
+
+
+def test_ci_runs_the_readme_test_command_verbatim() -> None:
+    # The README's first code block is the contract: its second line is the whole suite, and
+    # .ci/run must run exactly that line (a second spelling would drift, e.g. the -n flags).
+    block = re.search(r"```sh\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    assert block is not None
+    lines = [ln for ln in block.group(1).splitlines() if ln.strip()]
+    assert len(lines) == 2, lines
+    ci = [ln for ln in (ROOT / ".ci" / "run").read_text().splitlines()
+          if ln.strip() and not ln.lstrip().startswith(("#", "set ", "cd ", "export "))]
+    assert ci == [lines[1]], ci
