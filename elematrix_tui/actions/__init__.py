@@ -36,6 +36,10 @@ BUILTIN: dict[str, str] = {
     "deploy.recorded": "elematrix_tui.actions.restore:Recorded",
     "restore.pick": "elematrix_tui.actions.restore:Pick",
     "matrix.admin_login": "elematrix_tui.actions.restore:AdminLogin",
+    "upgrade.pins": "elematrix_tui.actions.upgrade:Pins",
+    "upgrade.schema": "elematrix_tui.actions.upgrade:Schema",
+    "upgrade.render": "elematrix_tui.actions.upgrade:Rerender",
+    "upgrade.rollback": "elematrix_tui.actions.upgrade:Rollback",
 }
 
 
