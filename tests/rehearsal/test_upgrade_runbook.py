@@ -30,11 +30,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from elematrix_tui.bundled import runbooks_dir
 from elematrix_tui.stack.values import IMAGES
 from tests.rehearsal.instance import FakeInstance
 from tests.rehearsal.test_rehearsal import _env, _params, _report
 from tests.support.docker import builder
+
+# The instance fixture may wait for stack_lock() (another stack on the engine) before the
+# deploy even starts: more than the suite's default 300 s in all.
+pytestmark = pytest.mark.timeout(1200)
 
 DEPLOY = runbooks_dir() / "poc-ec2.yaml"
 UPGRADE = runbooks_dir() / "upgrade.yaml"
