@@ -250,6 +250,8 @@ class GateSpec(BaseModel):
     with_: dict[str, Any] = Field(default_factory=dict, alias="with")
     attempts: int = Field(default=1, ge=1, le=20)
     delay: float = Field(default=5, ge=0, le=60)
+    # The gate's own ``when`` (rendered): False skips it here as the run skips it.
+    when: bool = True
 
 
 class RollbackInputs(Inputs):
@@ -340,6 +342,9 @@ class Rollback(Action[RollbackInputs]):
         Up().apply(ctx, compose)
         proven: list[str] = []
         for gate in inputs.prove:
+            if not gate.when:
+                ctx.log(f"gate {gate.id} skipped (its when is false)")
+                continue
             msg = _run_gate(ctx, gate)
             ctx.log(f"gate {gate.id} passed after the rollback: {msg}")
             proven.append(gate.id)

@@ -85,3 +85,19 @@ def test_upgrade_uploads_like_poc_ec2() -> None:
     mine, theirs = upload("upgrade.yaml", "upgrade_upload"), upload("poc-ec2.yaml", "upload")
     for key in ("source", "modes", "owners", "sudo"):
         assert mine[key] == theirs[key], key
+
+
+def test_day_two_runbooks_never_reuse_the_step_ids_they_read_from_poc_ec2() -> None:
+    """deploy.recorded reads the latest outputs by step id across every run of the
+    deployment: a restore or upgrade step named like a poc-ec2 step it reads (a gate named
+    ``canary``) would replace those outputs, and the next run would read its own instead."""
+    from elematrix_tui.actions import default_registry
+    from elematrix_tui.engine.loader import load_runbook
+
+    for name in ("restore.yaml", "upgrade.yaml"):
+        rb = load_runbook(runbooks_dir() / name, default_registry())
+        steps = [s for _, s, _ in rb.all_steps()]
+        recorded = next(s for s in steps if s.action == "deploy.recorded")
+        read = {ref.split(".", 1)[0] for ref in recorded.with_["values"].values()}
+        assert read, name
+        assert not read & {s.id for s in steps}, (name, read & {s.id for s in steps})

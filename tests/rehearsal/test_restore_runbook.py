@@ -70,10 +70,10 @@ def test_restore_runbook_brings_the_backup_back(elematrix: str, instance: FakeIn
     report = _report(elematrix, env, "rehearsal")
     assert report["runbook"] == "restore", report.get("runbook")
     gates = {g["gate_id"]: g["passed"] for g in report["gates"]}
-    assert gates == {"synapse_health": True, "admin_login": True, "canary": True,
+    assert gates == {"synapse_health": True, "admin_login": True, "canary_back": True,
                      "e2ee": True}, gates
     steps = {s["step"]: s for s in report["steps"]}
-    assert steps["canary"]["outputs"]["proven"] == [
+    assert steps["canary_back"]["outputs"]["proven"] == [
         "both users log in", "event", "media byte-identical", "thumbnail", "same signing key"]
     out = steps["report"]["outputs"]
     assert out["backup"].startswith("rehearsal/") and out["backup"] == steps["choose"][

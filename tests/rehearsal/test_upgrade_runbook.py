@@ -107,7 +107,8 @@ def test_upgrade_passes_then_a_failed_one_rolls_back(elematrix: str, instance: F
     report = _report(elematrix, env, "rehearsal")
     assert report["runbook"] == "upgrade"
     gates = {g["gate_id"]: g["passed"] for g in report["gates"]}
-    assert gates == {"synapse_health": True, "admin_login": True, "e2ee": True}, gates
+    assert gates == {"synapse_health": True, "admin_login": True, "canary_intact": True,
+                     "e2ee": True}, gates
     steps = _steps(report)
     assert steps["upgrade_snapshot"]["outputs"]["snapshot_id"].startswith("snap-")
     assert steps["pre_upgrade"]["outputs"]["prefix"].startswith("rehearsal/")
@@ -132,7 +133,8 @@ def test_upgrade_passes_then_a_failed_one_rolls_back(elematrix: str, instance: F
     assert steps["upgrade_synapse"]["status"] == "failed", steps["upgrade_synapse"]
     rollback = steps["upgrade_rollback"]
     assert rollback["status"] in ("ok", "changed"), rollback
-    assert rollback["outputs"]["proven"] == ["synapse_health", "admin_login", "e2ee"]
+    assert rollback["outputs"]["proven"] == ["synapse_health", "admin_login", "canary_intact",
+                                             "e2ee"]
     assert rollback["outputs"]["db_restored"] is False
     assert _running(instance) == {**IMAGES, **new}
     health = instance.compose("exec", "-T", "synapse", "curl", "-fsS",
