@@ -4,7 +4,7 @@ Runs tests/rehearsal/test_upgrade_runbook.py (poc-ec2 infra+configure+deploy on 
 FakeInstance's real sshd, the real Docker engine, a moto server; an upgrade that passes; an
 upgrade whose Synapse refuses to start, rolled back and proven by the gates) and reads the
 figures it prints: rollback_s is the rollback step's wall time (old images rendered and
-uploaded, the stack up again, the three gates passed again). Needs root, the Docker engine
+uploaded, the stack up again, the four gates passed again). Needs root, the Docker engine
 and the stack's images, as the test does.
 """
 
