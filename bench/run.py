@@ -1,6 +1,6 @@
 """Run the benchmarks and print one line per figure: ``figure: value unit``.
 
-    python bench/run.py [NAME...]      # engine cli aws ssh matrix tui e2e images restore (default: all), capacity
+    python bench/run.py [NAME...]      # engine cli aws ssh matrix tui e2e images restore upgrade (default: all), capacity
 
 Each ``bench/bench_<name>.py`` exposes ``run() -> list[(figure, value, unit)]``. Only
 loopback addresses are contacted. A benchmark whose prerequisites are missing prints
@@ -17,7 +17,8 @@ import traceback
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ["engine", "cli", "aws", "ssh", "matrix", "tui", "e2e", "images", "restore", "capacity"]
+ORDER = ["engine", "cli", "aws", "ssh", "matrix", "tui", "e2e", "images", "restore", "upgrade",
+         "capacity"]
 # Run only when named: capacity brings two full stacks up, one after the other (minutes).
 OPT_IN = frozenset({"capacity"})
 

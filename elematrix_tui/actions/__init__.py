@@ -42,6 +42,13 @@ BUILTIN: dict[str, str] = {
     "stack.render_workers": "elematrix_tui.actions.stack_workers:RenderWorkers",
     "matrix.routes": "elematrix_tui.actions.matrix_routes:Routes",
     "browser.secure_context": "elematrix_tui.actions.browser:SecureContext",
+    "matrix.canary": "elematrix_tui.actions.canary:Canary",
+    "matrix.canary_check": "elematrix_tui.actions.canary:CanaryCheck",
+    "status.host": "elematrix_tui.actions.host_status:HostStatus",
+    "upgrade.pins": "elematrix_tui.actions.upgrade:Pins",
+    "upgrade.schema": "elematrix_tui.actions.upgrade:Schema",
+    "upgrade.render": "elematrix_tui.actions.upgrade:Rerender",
+    "upgrade.rollback": "elematrix_tui.actions.upgrade:Rollback",
 }
 
 

@@ -24,9 +24,12 @@ from typing import Any, Literal
 
 from .journal import Journal
 from .model import Runbook
+from .paths import deployment_dir
 from .plan import build_plan
-from .plan_model import StepPlan
+from .plan_model import Plan, StepPlan
+from .readonly import ReadOnlyContext
 from .registry import Registry
+from .secrets import Redactor
 
 Verdict = Literal["ok", "drifted", "unknown"]
 
@@ -40,7 +43,16 @@ LIVE_ACTIONS = frozenset({"aws.assert"})
 NOT_STATE = frozenset({"ssh.run", "ssh.forward", "ssm.forward", "approve", "local.noop",
                        "local.sleep", "local.write", "local.fail", "aws.wait", "aws.call",
                        "aws.preflight", "aws.ssm_run", "aws.logs_flowing", "matrix.validate",
+                       "matrix.canary",
                        "matrix.bootstrap"})
+# The host facts no step holds (running images against the pins, disk use, the last
+# backup's age): one read-only action, run where a compose step says the project lives.
+HOST_ACTION = "status.host"
+HOST_PHASE = "host"
+# A live look-up that failed for this reason is a failed check (drift), not "could not ask".
+_ASSERT_FAILED = "could not look it up: posture check failed"
+_AWS_TODO = ("AWS did not answer: check the credentials and region (aws sts "
+             "get-caller-identity with the same profile) and the network, then ask again")
 # Exit codes (the CLI's: 2 is bad input, raised as InputError).
 CLEAN, DRIFTED = 0, 1
 
@@ -131,6 +143,9 @@ def _line(phase: str, sp: StepPlan, runbook: str, deployment: str) -> StatusLine
         failed = [f for f in sp.found if f.startswith(("FAIL", "could not"))]
         if sp.found and not failed:
             return line("ok")
+        if failed and not any(f.startswith(("FAIL", _ASSERT_FAILED)) for f in failed):
+            # The look-up itself failed (AWS unreachable, no credentials): no answer.
+            return line("unknown", failed, _AWS_TODO)
         if failed:
             return line("drifted", failed, todo)
         if sp.action not in LIVE_ACTIONS:
@@ -154,4 +169,42 @@ def build_status(rb: Runbook, *, deployment: str, state_dir: Path, registry: Reg
                 line = _line(ph.id, sp, rb.runbook, deployment)
                 if line is not None:
                     lines.append(line)
+        lines += _host_lines(plan, registry, state_dir, deployment)
     return Status(deployment=deployment, runbook=rb.runbook, phases=phases, lines=lines)
+
+
+def _host_lines(plan: Plan, registry: Registry, state_dir: Path,
+                deployment: str) -> list[StatusLine]:
+    """The host facts of ``HOST_ACTION``, on the host a recorded compose step names."""
+    if HOST_ACTION not in registry:
+        return []
+    compose = next((sp.inputs for ph in plan.phases for sp in ph.steps
+                    if sp.action == "compose.up" and sp.inputs), None)
+    if compose is None:
+        return []
+    fields = {k: compose[k] for k in ("host", "port", "user", "key_path",
+                                      "host_key_fingerprints", "project_dir", "sudo")
+              if k in compose}
+    if any("<steps." in str(v) or "<params." in str(v) for v in fields.values()):
+        return [StatusLine(HOST_PHASE, "host", "The host's images, disk and backups", HOST_ACTION,
+                           "unknown", ["the host's address or key was never recorded"],
+                           "run the deploy phase first")]
+    # The journal's meta holds the host keys the runs accepted (the SSH layer reads them).
+    with Journal.open(state_dir, deployment) as j:
+        meta = j.meta()
+    ctx = ReadOnlyContext(deployment=deployment, deployment_dir=deployment_dir(state_dir,
+                          deployment), params={}, meta=meta, secret=lambda _name: None,
+                          redact=Redactor())
+    action = registry.create(HOST_ACTION)
+    try:
+        result = action.apply(ctx, action.Inputs.model_validate(
+            {"compose": fields, "deployment": deployment}))
+    except Exception as e:  # one extra look-up must never hide the plan's lines
+        return [StatusLine(HOST_PHASE, "host", "The host's images, disk and backups",
+                           HOST_ACTION, "unknown", [f"{type(e).__name__}: {e}"],
+                           "make the host reachable over SSH and ask again")]
+    finally:
+        ctx.close()
+    return [StatusLine(HOST_PHASE, str(x["step"]), str(x["title"]), HOST_ACTION,
+                       x["verdict"], list(x["detail"]), str(x["todo"]))
+            for x in result.outputs.get("lines", [])]

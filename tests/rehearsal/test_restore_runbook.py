@@ -6,7 +6,10 @@ stack; the instance holds stack_lock() while it runs). poc-ec2's infra, configur
 deploy phases run first (deploy ends with backup.sh's first backup into moto's S3). Then a
 change is planted after that backup, in the database and in the media store; the restore
 runbook lists the backups, picks the latest, restores it with the host's restore.sh, and
-its gates (Synapse healthy, the admin logs in, two-user E2EE) pass; the change is gone.
+its gates (Synapse healthy, the admin logs in, the canary, two-user E2EE) pass; the change
+is gone. The canary (poc-ec2's deploy step, before the first backup) is proven back: both
+its users log in, its event, its media byte-identical (the media store was emptied after
+the backup) and a thumbnail, the same signing key.
 RPO and RTO are step outputs of the run's report, and printed.
 """
 
@@ -16,9 +19,15 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from elematrix_tui.bundled import runbooks_dir
 from tests.rehearsal.instance import FakeInstance
 from tests.rehearsal.test_rehearsal import _env, _params, _report
+
+# The instance fixture may wait for stack_lock() (another stack on the engine) before the
+# deploy even starts: more than the suite's default 300 s in all.
+pytestmark = pytest.mark.timeout(1200)
 
 DEPLOY = runbooks_dir() / "poc-ec2.yaml"
 RESTORE = runbooks_dir() / "restore.yaml"
@@ -47,6 +56,10 @@ def test_restore_runbook_brings_the_backup_back(elematrix: str, instance: FakeIn
     assert instance.compose("exec", "-T", "-u", "0", "synapse", "sh", "-c",
                             f"echo planted > /media_store/{PLANTED}").returncode == 0
     assert _psql(instance, f"SELECT to_regclass('{PLANTED}') IS NOT NULL") == "t"
+    # And the canary's media and thumbnails lost: the restore must bring them back.
+    assert instance.compose("exec", "-T", "-u", "0", "synapse", "sh", "-c",
+                            "rm -rf /media_store/local_content /media_store/local_thumbnails"
+                            ).returncode == 0
 
     started = time.monotonic()
     res = subprocess.run([elematrix, "run", str(RESTORE), "--deployment", "rehearsal", "--yes"],
@@ -57,8 +70,11 @@ def test_restore_runbook_brings_the_backup_back(elematrix: str, instance: FakeIn
     report = _report(elematrix, env, "rehearsal")
     assert report["runbook"] == "restore", report.get("runbook")
     gates = {g["gate_id"]: g["passed"] for g in report["gates"]}
-    assert gates == {"synapse_health": True, "admin_login": True, "e2ee": True}, gates
+    assert gates == {"synapse_health": True, "admin_login": True, "canary_back": True,
+                     "e2ee": True}, gates
     steps = {s["step"]: s for s in report["steps"]}
+    assert steps["canary_back"]["outputs"]["proven"] == [
+        "both users log in", "event", "media byte-identical", "thumbnail", "same signing key"]
     out = steps["report"]["outputs"]
     assert out["backup"].startswith("rehearsal/") and out["backup"] == steps["choose"][
         "outputs"]["prefix"]

@@ -5,7 +5,9 @@ Docker engine; the instance holds stack_lock()). poc-ec2's infra, configure and 
 phases run, then `elematrix status rehearsal` must say 0 drifted (exit 0). Then drift is
 planted by hand, as an operator's slip would: an extra security group rule (5432 open to
 the world), IMDS set back to optional tokens, a changed homeserver.yaml on the host, a
-stopped container. Each is reported on its own line (exit 1), and `--json` parses.
+stopped container. Each is reported on its own line (exit 1), and `--json` parses. The host
+lines (running images against the pins, disk use, the last backup's age) are ok on the
+clean deployment, and with AWS unreachable no AWS line says drifted (posture: unknown).
 """
 
 from __future__ import annotations
@@ -47,6 +49,23 @@ def test_status_clean_then_each_planted_drift(elematrix: str, instance: FakeInst
     report = json.loads(clean.stdout)
     assert clean.returncode == 0 and report["counts"]["drifted"] == 0, clean.stdout[-6000:]
     assert report["phases"] == DEPLOY_PHASES and report["counts"]["ok"] >= 10
+    host = {x["step"]: x for x in report["lines"] if x["phase"] == "host"}
+    assert {k: v["verdict"] for k, v in host.items()} == {
+        "images": "ok", "disk": "ok", "last_backup": "ok"}, host
+    assert host["last_backup"]["detail"][0].startswith("rehearsal/"), host
+
+    # AWS unreachable (nothing listens there): unknown with what to do, never drifted.
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{s.getsockname()[1]}"
+    away = json.loads(_status(elematrix, {**env, "AWS_ENDPOINT_URL": closed,
+                                          "ELEMATRIX_AWS_MAX_ATTEMPTS": "1"}, "--json").stdout)
+    aws_lines = [x for x in away["lines"] if x["phase"] == "infra"]
+    assert aws_lines and all(x["verdict"] != "drifted" for x in aws_lines), aws_lines
+    posture = next(x for x in aws_lines if x["step"] == "posture")
+    assert posture["verdict"] == "unknown" and "AWS did not answer" in posture["todo"], posture
 
     ec2 = _ec2(aws_env)
     tag = [{"Name": f"tag:{TAG}", "Values": ["rehearsal"]}]

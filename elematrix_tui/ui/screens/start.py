@@ -27,6 +27,8 @@ class StartScreen(Screen[None]):
         Binding("enter", "open", "Open / resume", show=True),
         Binding("tab", "app.focus_next", "Next list", show=False),
         Binding("d", "status", "Status (drift)"),
+        Binding("u", "day_two('upgrade')", "Upgrade"),
+        Binding("b", "day_two('restore')", "Restore a backup"),
         # Not in the footer (its line is full); the help screen and docs/tui.md name it.
         Binding("a", "audit", "Audit (posture)", show=False),
         Binding("question_mark", "help", "Help"),
@@ -160,6 +162,24 @@ class StartScreen(Screen[None]):
         entry = self.deployments[min(max(dt.cursor_row, 0), len(self.deployments) - 1)]
         self.app.push_screen(AuditScreen(self.session.state_dir, entry.name,
                                          entry.runbook_path))
+
+    def action_day_two(self, runbook: str) -> None:
+        """A bundled day-two runbook (upgrade, restore) for the highlighted deployment."""
+        import dataclasses
+
+        if not self.deployments:
+            self.notify("No deployment yet.", severity="warning")
+            return
+        path = next((r.path for r in catalog.list_runbooks() if r.name == runbook), None)
+        if path is None:
+            self.notify(f"No {runbook} runbook found.", severity="error")
+            return
+        dt = self.query_one("#deployments", DataTable)
+        entry = self.deployments[min(max(dt.cursor_row, 0), len(self.deployments) - 1)]
+        # Its own run of that runbook: poc-ec2's interrupted run is not resumed here.
+        self.flows.open_deployment(dataclasses.replace(
+            entry, runbook=runbook, runbook_path=path,
+            interrupted_run=None))
 
     def action_help(self) -> None:
         from .help import HelpScreen
