@@ -139,15 +139,21 @@ class StartScreen(Screen[None]):
         event.stop()
         self.action_open()
 
+    def _highlighted(self) -> catalog.DeploymentEntry | None:
+        """The deployment under the cursor; None (and a notice) when there is none yet."""
+        if not self.deployments:
+            self.notify("No deployment yet.", severity="warning")
+            return None
+        dt = self.query_one("#deployments", DataTable)
+        return self.deployments[min(max(dt.cursor_row, 0), len(self.deployments) - 1)]
+
     def action_status(self) -> None:
         """The highlighted deployment's live state against its runs (read-only)."""
         from .status import StatusScreen
 
-        if not self.deployments:
-            self.notify("No deployment yet.", severity="warning")
+        entry = self._highlighted()
+        if entry is None:
             return
-        dt = self.query_one("#deployments", DataTable)
-        entry = self.deployments[min(max(dt.cursor_row, 0), len(self.deployments) - 1)]
         self.app.push_screen(StatusScreen(self.session.state_dir, entry.name,
                                           entry.runbook_path))
 
@@ -155,11 +161,9 @@ class StartScreen(Screen[None]):
         """The highlighted deployment's posture against its runbook (Prowler; read-only)."""
         from .audit import AuditScreen
 
-        if not self.deployments:
-            self.notify("No deployment yet.", severity="warning")
+        entry = self._highlighted()
+        if entry is None:
             return
-        dt = self.query_one("#deployments", DataTable)
-        entry = self.deployments[min(max(dt.cursor_row, 0), len(self.deployments) - 1)]
         self.app.push_screen(AuditScreen(self.session.state_dir, entry.name,
                                          entry.runbook_path))
 
@@ -167,15 +171,13 @@ class StartScreen(Screen[None]):
         """A bundled day-two runbook (upgrade, restore) for the highlighted deployment."""
         import dataclasses
 
-        if not self.deployments:
-            self.notify("No deployment yet.", severity="warning")
+        entry = self._highlighted()
+        if entry is None:
             return
         path = next((r.path for r in catalog.list_runbooks() if r.name == runbook), None)
         if path is None:
             self.notify(f"No {runbook} runbook found.", severity="error")
             return
-        dt = self.query_one("#deployments", DataTable)
-        entry = self.deployments[min(max(dt.cursor_row, 0), len(self.deployments) - 1)]
         # Its own run of that runbook: poc-ec2's interrupted run is not resumed here.
         self.flows.open_deployment(dataclasses.replace(
             entry, runbook=runbook, runbook_path=path,
