@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..engine.action import Action, ActionFailed, Check, Inputs, Result, StepContext
 from ..engine.events import StepFinished, StepStarted
 from ..engine.journal import Journal
+from ..engine.poll import PollCancelled, PollTimeout, poll_step
 from ..stack.values import IMAGES, SECRET_NAMES
 from .restore import JOURNAL_FILE
 
@@ -288,19 +289,27 @@ def _run_gate(ctx: StepContext, gate: GateSpec) -> str:
     action = default_registry().create(gate.action)
     inputs = action.Inputs.model_validate(gate.with_)
     last = ""
-    for attempt in range(gate.attempts):
-        if ctx.cancel.is_set():
-            raise ActionFailed("interrupted while proving the rollback")
+
+    def attempt(_n: int) -> str | None:
+        nonlocal last
         try:
             res = action.apply(ctx, inputs)
         except ActionFailed as e:
             last = e.args[0] if e.args else str(e)
-        else:
-            if res.status != "failed":
-                return res.message or res.status
-            last = res.message or "failed"
-        if attempt + 1 < gate.attempts:
-            time.sleep(gate.delay)
+            return None
+        if res.status != "failed":
+            return res.message or res.status
+        last = res.message or "failed"
+        return None
+
+    # The gate's own attempts and delay, through the one polling helper (deadline, cancel).
+    try:
+        return poll_step(ctx, attempt, what=f"gate {gate.id} after the rollback",
+                         timeout=gate.delay * max(gate.attempts - 1, 0), interval=gate.delay)
+    except PollCancelled as e:
+        raise ActionFailed("interrupted while proving the rollback") from e
+    except PollTimeout:
+        pass
     raise ActionFailed(f"the rollback is not proven: gate {gate.id} failed: {last}",
                        diagnosis="the old images are back but the service does not pass "
                                  "the gate again",
@@ -323,8 +332,11 @@ class Rollback(Action[RollbackInputs]):
 
         started = time.monotonic()
         ctx.log("rolling back to " + ", ".join(f"{k} {v}" for k, v in inputs.images.items()))
-        Rerender().apply(ctx, RerenderInputs(images=inputs.images))
-        Upload().apply(ctx, UploadInputs.model_validate(inputs.upload))
+        rendered = Rerender().apply(ctx, RerenderInputs(images=inputs.images))
+        # The owners come from the rendering (its layout: stack/layout.py), as the upgrade's
+        # own upload takes them from upgrade_render: one home for who owns which file.
+        upload = {**inputs.upload, "owners": rendered.outputs.get("owners")}
+        Upload().apply(ctx, UploadInputs.model_validate(upload))
         compose = UpInputs.model_validate(inputs.compose)
         now = _db_version(ctx, compose)
         restored = False
