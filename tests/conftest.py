@@ -115,6 +115,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         group = _xdist_group(item)
         if group is not None:
             item.add_marker(pytest.mark.xdist_group(group))
+        # A stack test's time includes the wait for stack_lock and a whole stack's boot on
+        # a machine the other workers share: the suite's 300 s would kill the worker (the
+        # thread method exits the process) in the middle of a healthy run. Its own
+        # subprocess timeouts (900 s) bound it instead; an explicit marker still wins.
+        if group == "engine" and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(1200))
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

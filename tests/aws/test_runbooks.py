@@ -86,3 +86,25 @@ def test_harden_switches_the_containers_to_cloudwatch_unless_logs_stay_local(
         assert s.when == local
     assert rb.param("container_logs").default == "cloudwatch"
     assert practice_params(tmp_path)["container_logs"] == "local"
+
+
+def test_the_first_backup_waits_for_what_the_restore_proves() -> None:
+    # Found by the restore rehearsal after `needs:` came in: first_backup needed only the
+    # signing key, ran beside bootstrap, and the restored database had no admin to log in.
+    from elematrix_tui.engine.schedule import dependencies
+
+    rb = load_runbook(runbooks_dir() / "poc-ec2.yaml", default_registry())
+    deploy = next(ph for ph in rb.phases if ph.id == "deploy")
+    deps = dependencies(deploy)
+
+    def before(step: str) -> set[str]:
+        seen: set[str] = set()
+        todo = list(deps[step])
+        while todo:
+            s = todo.pop()
+            if s not in seen:
+                seen.add(s)
+                todo.extend(deps[s])
+        return seen
+
+    assert {"bootstrap", "canary", "signing_key"} <= before("first_backup")
