@@ -22,7 +22,7 @@ class RoleSpec(Spec):
     trust_policy: JsonAssetPath = "aws/ec2-trust-policy.json"
     managed_policies: list[str] = Field(default_factory=list)
     # policy name -> asset path; ${placeholders} filled from ``variables`` (the trust
-    # policy's too: its aws:SourceAccount condition names ${account_id}).
+    # policy's too).
     inline_policies: dict[str, JsonAssetPath] = Field(default_factory=dict)
     variables: dict[str, str] = Field(default_factory=dict)
     description: str = "elematrix-tui instance role"
