@@ -375,13 +375,13 @@ def _recover_secrets(args: argparse.Namespace) -> int:
     """Fill the store's missing stack secrets from the rendering; never replace one."""
     from .engine.errors import InputError
     from .engine.lock import DeploymentLock
-    from .engine.paths import DEPLOYMENT_RE, deployment_dir
+    from .engine.paths import deployment_dir, deployment_name_error
     from .engine.secrets import SecretStore
     from .stack.recover import RecoverError, recover_secrets
 
     dep = str(args.deployment)
-    if not DEPLOYMENT_RE.fullmatch(dep):
-        raise InputError(f"deployment name {dep!r} is not valid")
+    if (bad := deployment_name_error(dep)) is not None:
+        raise InputError(bad)
     ddir = deployment_dir(_state_dir(args), dep)
     source = Path(args.source) if args.source else ddir / "stack"
     try:
@@ -441,7 +441,7 @@ def _tui(args: argparse.Namespace, *, runbook: Path | None = None, deployment: s
 
 def _practice(args: argparse.Namespace) -> int:
     from .engine.errors import InputError
-    from .engine.paths import DEPLOYMENT_RE, deployment_dir
+    from .engine.paths import deployment_dir, deployment_name_error
     from .practice import (
         PRACTICE_RUNBOOK,
         PracticeUnavailable,
@@ -449,9 +449,8 @@ def _practice(args: argparse.Namespace) -> int:
         run_practice_headless,
     )
 
-    if not DEPLOYMENT_RE.fullmatch(args.deployment):
-        raise InputError(f"deployment name {args.deployment!r}: a lower-case letter, then "
-                         f"lower-case letters, digits or '-' (2-31 characters)")
+    if (bad := deployment_name_error(args.deployment)) is not None:
+        raise InputError(bad)
     ddir = deployment_dir(_state_dir(args), args.deployment)
     try:
         # Only the emulator's start raises PracticeUnavailable.
@@ -471,12 +470,11 @@ def _status(args: argparse.Namespace) -> int:
     """Exit 0: every checked fact holds; 1: something drifted; 2: bad input."""
     from .engine.errors import InputError
     from .engine.journal import Journal
-    from .engine.paths import DEPLOYMENT_RE
+    from .engine.paths import deployment_name_error
     from .engine.status import build_status
 
-    if not DEPLOYMENT_RE.fullmatch(args.deployment):
-        raise InputError(f"deployment name {args.deployment!r}: a lower-case letter, then "
-                         f"lower-case letters, digits or '-' (2-31 characters)")
+    if (bad := deployment_name_error(args.deployment)) is not None:
+        raise InputError(bad)
     if not Journal.exists(_state_dir(args), args.deployment):
         raise InputError(f"no deployment {args.deployment!r} in {_state_dir(args)}; "
                          f"'elematrix runs' lists the deployments' runs")
@@ -494,11 +492,10 @@ def _audit(args: argparse.Namespace) -> int:
     from .audit.run import AuditUnavailable, run_audit
     from .engine.errors import InputError
     from .engine.journal import Journal
-    from .engine.paths import DEPLOYMENT_RE
+    from .engine.paths import deployment_name_error
 
-    if not DEPLOYMENT_RE.fullmatch(args.deployment):
-        raise InputError(f"deployment name {args.deployment!r}: a lower-case letter, then "
-                         f"lower-case letters, digits or '-' (2-31 characters)")
+    if (bad := deployment_name_error(args.deployment)) is not None:
+        raise InputError(bad)
     if not Journal.exists(_state_dir(args), args.deployment):
         raise InputError(f"no deployment {args.deployment!r} in {_state_dir(args)}; "
                          f"'elematrix runs' lists the deployments' runs")

@@ -7,6 +7,15 @@ import re
 from pathlib import Path
 
 DEPLOYMENT_RE = re.compile(r"^[a-z][a-z0-9-]{1,30}$")
+# The rule above in words, for every message that refuses a name (CLI, runner, TUI form).
+DEPLOYMENT_RULE = "2-31 characters: a lower-case letter, then lower-case letters, digits or '-'"
+
+
+def deployment_name_error(name: str) -> str | None:
+    """Why ``name`` cannot name a deployment, or None."""
+    if DEPLOYMENT_RE.fullmatch(name):
+        return None
+    return f"deployment name {name!r}: {DEPLOYMENT_RULE}"
 
 
 def state_dir(override: str | os.PathLike[str] | None = None) -> Path:

@@ -45,7 +45,7 @@ from .events import (
 from .journal import Journal, RunRow
 from .lock import DeploymentLock
 from .model import Phase, Runbook
-from .paths import DEPLOYMENT_RE, deployment_dir
+from .paths import deployment_dir, deployment_name_error
 from .registry import Registry
 from .resolve import (
     META_PARAMS,
@@ -147,9 +147,8 @@ class Runner(StepsMixin):
 
     # -- the run --------------------------------------------------------------------------
     def _execute(self, resume_of: str | None) -> int:
-        if not DEPLOYMENT_RE.fullmatch(self.deployment):
-            raise InputError(f"deployment name {self.deployment!r} must be 2-31 characters: a "
-                             f"lower-case letter, then lower-case letters, digits or '-'")
+        if (bad := deployment_name_error(self.deployment)) is not None:
+            raise InputError(bad)
         self._check_phase_selection()
         ddir = deployment_dir(self.state_dir, self.deployment)
         created = not ddir.exists()

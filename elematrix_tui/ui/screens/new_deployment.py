@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -14,10 +13,10 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Input, Label, Select, Static
 
+from ...engine.paths import DEPLOYMENT_RE, DEPLOYMENT_RULE
 from .. import catalog
 from ..markup import escape
 
-NAME_RE = re.compile(r"^[a-z][a-z0-9-]{1,30}$")
 ENV_PROFILE = "(environment / default chain)"
 
 
@@ -33,8 +32,8 @@ class NewDeployment:
 
 def check_name(name: str, existing: set[str]) -> str | None:
     """Why ``name`` cannot be a new deployment's name, or None."""
-    if not NAME_RE.match(name):
-        return "2-31 characters: lower-case letters, digits and '-', starting with a letter"
+    if not DEPLOYMENT_RE.fullmatch(name):
+        return DEPLOYMENT_RULE
     if name in existing:
         return f"a deployment named {name!r} exists already: open it from the start screen"
     return None
