@@ -18,7 +18,7 @@ from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
-from .status import DEFAULT_RUNBOOK
+from .status import deployment_runbook
 
 if TYPE_CHECKING:
     from ...audit.model import AuditReport
@@ -64,14 +64,10 @@ class AuditScreen(Screen[None]):
     @work(thread=True, group="audit", exclusive=True, exit_on_error=False)
     def _audit(self, native: bool) -> None:
         try:
-            from ...actions import default_registry
             from ...audit.run import run_audit
-            from ...engine.catalog import resolve_runbook
-            from ...engine.loader import load_runbook
 
-            path = self.runbook_path or resolve_runbook(DEFAULT_RUNBOOK)
-            reg = default_registry()
-            report = run_audit(load_runbook(path, reg), deployment=self.deployment,
+            rb, reg = deployment_runbook(self.runbook_path)
+            report = run_audit(rb, deployment=self.deployment,
                                state_dir=self.state_dir, registry=reg, native=native)
         except Exception as exc:
             self.app.call_from_thread(self._failed, str(exc))

@@ -17,10 +17,23 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
 if TYPE_CHECKING:
+    from ...engine.model import Runbook
+    from ...engine.registry import Registry
     from ...engine.status import Status
 
 # The runbook a deployment is compared with when its journal names none.
 DEFAULT_RUNBOOK = "poc-ec2"
+
+
+def deployment_runbook(runbook_path: Path | None) -> tuple[Runbook, Registry]:
+    """The deployment's runbook, loaded, and the registry it was loaded with (the status
+    and audit screens both read a deployment against its runbook)."""
+    from ...actions import default_registry
+    from ...engine.catalog import resolve_runbook
+    from ...engine.loader import load_runbook
+
+    reg = default_registry()
+    return load_runbook(runbook_path or resolve_runbook(DEFAULT_RUNBOOK), reg), reg
 
 
 class StatusScreen(Screen[None]):
@@ -55,14 +68,10 @@ class StatusScreen(Screen[None]):
     @work(thread=True, group="status", exclusive=True, exit_on_error=False)
     def _check(self) -> None:
         try:
-            from ...actions import default_registry
-            from ...engine.catalog import resolve_runbook
-            from ...engine.loader import load_runbook
             from ...engine.status import build_status
 
-            path = self.runbook_path or resolve_runbook(DEFAULT_RUNBOOK)
-            reg = default_registry()
-            status = build_status(load_runbook(path, reg), deployment=self.deployment,
+            rb, reg = deployment_runbook(self.runbook_path)
+            status = build_status(rb, deployment=self.deployment,
                                   state_dir=self.state_dir, registry=reg)
         except Exception as exc:
             self.app.call_from_thread(self._failed, str(exc))
