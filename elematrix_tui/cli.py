@@ -466,19 +466,26 @@ def _practice(args: argparse.Namespace) -> int:
         return 1
 
 
-def _status(args: argparse.Namespace) -> int:
-    """Exit 0: every checked fact holds; 1: something drifted; 2: bad input."""
+def _existing_deployment_runbook(args: argparse.Namespace) -> Runbook:
+    """The runbook of ``args.runbook`` for ``args.deployment``, which must already exist
+    (status and audit read what a run recorded; they never start a deployment)."""
     from .engine.errors import InputError
     from .engine.journal import Journal
     from .engine.paths import deployment_name_error
-    from .engine.status import build_status
 
     if (bad := deployment_name_error(args.deployment)) is not None:
         raise InputError(bad)
     if not Journal.exists(_state_dir(args), args.deployment):
         raise InputError(f"no deployment {args.deployment!r} in {_state_dir(args)}; "
                          f"'elematrix runs' lists the deployments' runs")
-    rb = _load(resolve_runbook_path(args.runbook))
+    return _load(resolve_runbook_path(args.runbook))
+
+
+def _status(args: argparse.Namespace) -> int:
+    """Exit 0: every checked fact holds; 1: something drifted; 2: bad input."""
+    from .engine.status import build_status
+
+    rb = _existing_deployment_runbook(args)
     status = build_status(rb, deployment=args.deployment, state_dir=_state_dir(args),
                           registry=_registry())
     print(status.to_json() if args.json else status.to_text())
@@ -490,16 +497,8 @@ def _audit(args: argparse.Namespace) -> int:
     input or no Prowler (the message says how to install it)."""
     from .audit.prowler import ProwlerError
     from .audit.run import AuditUnavailable, run_audit
-    from .engine.errors import InputError
-    from .engine.journal import Journal
-    from .engine.paths import deployment_name_error
 
-    if (bad := deployment_name_error(args.deployment)) is not None:
-        raise InputError(bad)
-    if not Journal.exists(_state_dir(args), args.deployment):
-        raise InputError(f"no deployment {args.deployment!r} in {_state_dir(args)}; "
-                         f"'elematrix runs' lists the deployments' runs")
-    rb = _load(resolve_runbook_path(args.runbook))
+    rb = _existing_deployment_runbook(args)
     try:
         report = run_audit(rb, deployment=args.deployment, state_dir=_state_dir(args),
                            registry=_registry(), native=args.native)

@@ -146,6 +146,57 @@ def bucket_policy_permission(self: Any, action: str, resource: str) -> Any:
         action, resource)
 
 
+class OneRequestAtATime:
+    """A WSGI wrapper that lets the emulator handle one AWS request at a time.
+
+    The runner overlaps steps (engine/schedule.py), so requests arrive at once. moto draws
+    every id from one generator seeded by ``SEED`` while it handles a request, and its
+    recorder writes the request when it arrives (``moto/core/utils.py:
+    convert_to_flask_response.__call__``: ``_record_request`` and then the callback, with no
+    lock between them). Two requests handled at once can draw their ids in another order
+    than the one recorded; the next start replays the recording one request at a time, so
+    the ids come out differently and a recorded AssociateAddress names an instance that does
+    not exist (session 4: practice's second run found ``eip_association`` changed).
+    Recording and handling under one lock makes the recorded order the handled order. AWS
+    answers concurrent calls, and so does this: they are only queued for a few milliseconds.
+
+    ``/moto-api/`` is not serialized: the replay is itself a moto-api request that sends the
+    recorded requests back to this server and waits for them.
+    """
+
+    def __init__(self, app: Any) -> None:
+        import threading
+
+        self.app = app
+        self.lock = threading.Lock()
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        if str(environ.get("PATH_INFO", "")).startswith("/moto-api/"):
+            return self.app(environ, start_response)
+        with self.lock:
+            # The whole body inside the lock: moto's responses are not streamed lazily
+            # from state, but an iterator finished outside it could be.
+            return list(self.app(environ, start_response))
+
+
+def _serial_moto_server(server_class: Any) -> Any:
+    """moto's ThreadedMotoServer with its application wrapped in ``OneRequestAtATime``."""
+    from moto.moto_server import werkzeug_app as tms
+    from werkzeug.serving import make_server
+
+    class SerialMotoServer(server_class):  # type: ignore[misc]
+        # Same as ThreadedMotoServer._server_entry (moto 5.x, moto_server/
+        # threaded_moto_server.py) but for the wrapper.
+        def _server_entry(self) -> None:
+            app = OneRequestAtATime(tms.DomainDispatcherApplication(tms.create_backend_app))
+            self._server = make_server(self._ip_address, self._port, app, True,
+                                       request_handler=tms.MotoRequestHandler)
+            self._server_ready_event.set()
+            self._server.serve_forever()
+
+    return SerialMotoServer
+
+
 @dataclass
 class Emulator:
     """A moto server on 127.0.0.1 whose state is recorded into ``directory``."""
@@ -179,7 +230,8 @@ class Emulator:
 
         FakeBucket.get_permission = bucket_policy_permission  # type: ignore[method-assign]
         default_vpc_like_aws()
-        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self._server = _serial_moto_server(ThreadedMotoServer)(
+            ip_address="127.0.0.1", port=0, verbose=False)
         self._server.start()
         host, port = self._server.get_host_and_port()
         self.url = f"http://{host}:{port}"
