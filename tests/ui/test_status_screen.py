@@ -52,3 +52,19 @@ async def test_status_screen_from_the_start_screen(state_dir: Path, tmp_path: Pa
         await pilot.press("escape")
         await pilot.pause()
         assert isinstance(app.screen, StartScreen)
+
+
+async def test_a_failure_that_looks_like_markup_is_shown_as_text(state_dir: Path,
+                                                                tmp_path: Path) -> None:
+    """The status screen showed a failure's text as rich markup (the audit screen escaped
+    it): a runbook path with ``[/`` in it broke the head instead of saying why."""
+    bad = tmp_path / "[/b]gone.yaml"
+    runner, _ = make_runner(write_runbook(tmp_path, NOOP), state_dir, deployment="staging")
+    assert runner.run() == 0
+    app = ElematrixApp(state_dir)
+    async with app.run_test(size=(110, 32)) as pilot:
+        app.push_screen(StatusScreen(state_dir, "staging", bad))
+        await pilot.pause()
+        head = app.screen.query_one("#status-head", Static)
+        await wait_for(pilot, lambda: "cannot check" in str(head.render()), what="the failure")
+        assert "[/b]gone.yaml" in str(head.render())
