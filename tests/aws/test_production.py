@@ -118,10 +118,10 @@ def _run(env: dict[str, str], *extra: str) -> subprocess.CompletedProcess[str]:
                      "--set", "host_key_wait=0", *OPERATOR, *extra, timeout=600)
 
 
-def _left(env: dict[str, str]) -> dict[str, list[str]]:
+def _left(env: dict[str, str], dep: str = DEP) -> dict[str, list[str]]:
     """Every resource of the kinds the runbook creates that carries the deployment tag (or,
     for untaggable Route 53 records, anything but the zone's own NS/SOA), by plain boto3."""
-    flt = [{"Name": "tag:elematrix:deployment", "Values": [DEP]}]
+    flt = [{"Name": "tag:elematrix:deployment", "Values": [dep]}]
     ec2 = _client(env, "ec2")
     out: dict[str, list[str]] = {
         "vpc": [v["VpcId"] for v in ec2.describe_vpcs(Filters=flt)["Vpcs"]],
@@ -158,13 +158,13 @@ def _left(env: dict[str, str]) -> dict[str, list[str]]:
     out["cache_subnet_group"] = [g["CacheSubnetGroupName"] for g in
                                  ec.describe_cache_subnet_groups()["CacheSubnetGroups"]]
     out["bucket"] = [b["Name"] for b in _client(env, "s3").list_buckets()["Buckets"]
-                     if b["Name"].startswith(f"elematrix-{DEP}-")]
+                     if b["Name"].startswith(f"elematrix-{dep}-")]
     iam = _client(env, "iam")
     out["role"] = [r["RoleName"] for r in iam.list_roles()["Roles"]
-                   if r["RoleName"].startswith(f"elematrix-{DEP}-")]
+                   if r["RoleName"].startswith(f"elematrix-{dep}-")]
     out["instance_profile"] = [p["InstanceProfileName"] for p in
                                iam.list_instance_profiles()["InstanceProfiles"]
-                               if p["InstanceProfileName"].startswith(f"elematrix-{DEP}-")]
+                               if p["InstanceProfileName"].startswith(f"elematrix-{dep}-")]
     r53 = _client(env, "route53")
     out["dns_record"] = [f"{z['Name']} {r['Type']} {r['Name']}"
                          for z in r53.list_hosted_zones()["HostedZones"]
