@@ -207,6 +207,8 @@ def test_production_runbook_preflight_to_validate_then_teardown_leaves_nothing(
                                        "--yes", *_params(rehearsal)),
                          env=env, capture_output=True, text=True, timeout=1800)
     run_s = time.monotonic() - t0
+    # The run's own summary table (shown with -s, kept by pytest on a failure).
+    print(res.stdout[res.stdout.rfind("PHASE "):] if "PHASE " in res.stdout else "")
     assert res.returncode == 0, res.stdout[-8000:] + res.stderr[-3000:]
     report = _report(elematrix, env)
     assert report["status"] == "passed", report["status"]
@@ -219,6 +221,14 @@ def test_production_runbook_preflight_to_validate_then_teardown_leaves_nothing(
     gates = {g["gate_id"]: g["passed"] for g in report["gates"]}
     assert gates == {"posture": True, "instance_posture": True, "routes": True,
                      "e2ee": True, "browser": True}, gates
+    said = {g["gate_id"]: g["message"] or "" for g in report["gates"]}
+    assert "route classes answered by the mapped workers" in said["routes"], said
+    assert said["browser"] == "Element's page is a secure context with WebCrypto", said
+    # The edge's posture and the instance's (6 checks), all passed, in the output.
+    assert "11 checks passed" in res.stdout or "10 checks passed" in res.stdout
+    assert "6 checks passed" in res.stdout
+    # Synapse was reached over the instance's address, through the ALB stand-in over TLS.
+    assert f"https://{DOMAIN}" in res.stdout
     # The host the synapse phase used is the instance the instances phase launched.
     ec2 = boto3.client("ec2", **kw)
     insts = [i for r in ec2.describe_instances(Filters=[
@@ -249,4 +259,5 @@ def test_production_runbook_preflight_to_validate_then_teardown_leaves_nothing(
     left = {k: v for k, v in _left({"AWS_ENDPOINT_URL": aws_env["AWS_ENDPOINT_URL"]},
                                     DEP).items() if v}
     assert left == {}, left
-    print(f"production rehearsal: run {run_s:.1f} s, teardown {td_s:.1f} s")
+    print(f"production rehearsal: lock wait {inst.lock_wait_s:.1f} s, run {run_s:.1f} s, "
+          f"teardown {td_s:.1f} s")
