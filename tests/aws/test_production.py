@@ -460,3 +460,27 @@ def test_without_route53_the_records_are_printed_and_the_run_waits_until_they_re
     assert f"_d930b28be6c5927595552b219965053e.{DOMAIN}.  CNAME  " in r.stdout
     assert f"{DOMAIN}.  CNAME  {dep}-alb-" in r.stdout
     assert len(created) == 2 and dns.queries >= 2 and time.monotonic() - t0 < 600
+
+
+def test_an_existing_host_overrides_the_instance_and_needs_nothing_of_its_phase() -> None:
+    """params.host set: the SSH inputs of synapse/validate come from the parameters and
+    never touch the instances phase's outputs (absent: that phase did not run); empty: the
+    instance's address, generated key and pinned host keys."""
+    import yaml
+
+    from elematrix_tui.engine.expressions import render_string
+
+    ssh = yaml.safe_load((RUNBOOKS / "production.yaml").read_text())["x-ssh"]
+    params = {"host": "203.0.113.9", "ssh_port": 22, "ssh_user": "ec2-user",
+              "ssh_private_key_path": "/k/id", "ssh_host_key": "SHA256:a,SHA256:b"}
+    got = {k: render_string(v, {"params": params, "steps": {}}) for k, v in ssh.items()}
+    assert got == {"host": "203.0.113.9", "port": 22, "user": "ec2-user",
+                   "key_path": "/k/id", "host_key_fingerprints": ["SHA256:a", "SHA256:b"]}
+    steps = {"address": {"public_ip": "198.51.100.4"},
+             "key_pair": {"private_key_path": "/state/keys/id_ed25519"},
+             "host_keys": {"fingerprints": ["SHA256:pinned"]}}
+    params.update(host="", ssh_private_key_path="", ssh_host_key="")
+    got = {k: render_string(v, {"params": params, "steps": steps}) for k, v in ssh.items()}
+    assert got == {"host": "198.51.100.4", "port": 22, "user": "ec2-user",
+                   "key_path": "/state/keys/id_ed25519",
+                   "host_key_fingerprints": ["SHA256:pinned"]}
