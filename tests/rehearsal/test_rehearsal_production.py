@@ -45,7 +45,7 @@ from elematrix_tui.bundled import runbooks_dir
 from elematrix_tui.stack.values import IMAGES
 from tests.aws.production_gaps import production_moto  # noqa: F401 - a fixture
 from tests.aws.test_production import ADMIN_PW, _left, rds_standin  # noqa: F401 - a fixture
-from tests.conftest import require
+from tests.conftest import require, require_binary
 from tests.rehearsal.conftest import pick_address
 from tests.rehearsal.instance import FakeInstance, missing_binaries, moto_points_at, port_free
 from tests.support import tls_edge
@@ -131,6 +131,7 @@ def rehearsal(tmp_path: Path, aws_env: dict[str, str]) -> Iterator[dict[str, Any
     require(not missing, f"rehearsal prerequisites ({', '.join(missing)})")
     require(os.geteuid() == 0, "root (sshd on a 127.x address, a mount namespace)")
     need_chromium()
+    require_binary("unshare")
     ensure_images()
     _worker_images()
     import moto.ec2.models.elastic_network_interfaces as eni
@@ -247,6 +248,17 @@ def test_production_runbook_preflight_to_validate_then_teardown_leaves_nothing(
     assert any(s.startswith("synapse-sync") for s in services), services
     # The secrets stay out of the output.
     assert ADMIN_PW not in res.stdout + res.stderr
+    # The joined runbook converges: a plan now finds the instance, its groups, its target
+    # registration and the edge in place (nothing would be launched or registered again).
+    plan = subprocess.run(_in_namespace(rehearsal["hosts"], elematrix, "plan",
+                                        str(RUNBOOKS / "production.yaml"), "--json",
+                                        "--deployment", DEP, *_params(rehearsal)),
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert plan.returncode == 0, plan.stdout[-3000:] + plan.stderr[-3000:]
+    planned = {s["id"]: s for ph in json.loads(plan.stdout)["phases"] for s in ph["steps"]}
+    for step in ("key_pair", "ssh_sg", "instance", "targets", "target_group",
+                 "load_balancer", "listeners", "upload"):
+        assert planned[step]["symbol"] == "=" and not planned[step]["changes"], planned[step]
 
     t1 = time.monotonic()
     td = subprocess.run([elematrix, "run", str(RUNBOOKS / "teardown.yaml"), "--yes",
