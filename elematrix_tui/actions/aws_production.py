@@ -17,6 +17,7 @@ from pydantic import Field, field_validator
 
 from ..engine.action import Action, ActionFailed, Check, Inputs, Result, StepContext
 from ..engine.poll import PollCancelled, PollTimeout, poll_step
+from .aws import AL2023_PARAMETER
 from .aws_session import aws_for
 
 # A fully qualified host name: letters, digits and hyphens per label, at least two labels,
@@ -57,6 +58,8 @@ class PreflightInputs(Inputs):
     cache_type: str = "cache.t4g.small"
     cache_nodes: int = Field(default=2, ge=1)
     media_gb: float = Field(default=50, ge=0)
+    # The instances' image: the same public SSM parameter as the POC (one home: aws.py).
+    ami_parameter: str = AL2023_PARAMETER
 
     @field_validator("domain")
     @classmethod
@@ -149,6 +152,7 @@ class ProductionPreflight(Action[PreflightInputs]):
         else:
             chosen = zones[:2]
         zone = _zone_for(api, inputs.domain, inputs.hosted_zone_id)
+        ami = api.checked("ssm", "get_parameter", Name=inputs.ami_parameter)["Parameter"]["Value"]
         try:
             cost = estimate_production(
                 api.region, instance_type=inputs.instance_type, instances=inputs.instances,
@@ -159,6 +163,7 @@ class ProductionPreflight(Action[PreflightInputs]):
             raise ActionFailed(str(e).strip("'\""), fix="Pick a priced size, or add its "
                                "price to assets/prices.yaml with its date.") from e
         ctx.log(f"account {ident['Account']}, region {api.region}, zones {', '.join(chosen)}")
+        ctx.log(f"AMI {ami} (from SSM {inputs.ami_parameter})")
         if zone is not None:
             ctx.log(f"hosted zone {zone['Name']} ({zone['Id']}): the certificate's validation "
                     f"records and {inputs.domain} are written there")
@@ -176,7 +181,7 @@ class ProductionPreflight(Action[PreflightInputs]):
                "zone_id": zone["Id"].rsplit("/", 1)[-1] if zone else "",
                "zone_name": zone["Name"] if zone else "",
                "dns_mode": "route53" if zone else "manual",
-               "partition": api.partition,
+               "partition": api.partition, "ami_id": ami,
                "elb_log_principal": f"arn:{api.partition}:iam::"
                                     f"{ELB_LOG_ACCOUNTS.get(api.region, ident['Account'])}:root",
                "monthly_usd": cost["total_usd"],

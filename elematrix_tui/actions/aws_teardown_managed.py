@@ -195,6 +195,7 @@ def delete_front(api: AwsApi, ctx: StepContext, items: dict[str, list[str]],
             LoadBalancerArns=[a]))
         done.append(f"load balancer {arn}")
     for arn in items["target_group"]:
+        deregister_targets(api, ctx, arn)
         _until(ctx, f"target group {arn} to be free", max_wait, lambda a=arn: _gone(
             api, "elbv2", "delete_target_group", ("TargetGroupNotFound",),
             TargetGroupArn=a), busy=("ResourceInUse",))
@@ -245,6 +246,34 @@ def delete_front(api: AwsApi, ctx: StepContext, items: dict[str, list[str]],
             DBSubnetGroupName=n), busy=("InvalidDBSubnetGroupStateFault",))
         done.append(f"db subnet group {name}")
     return done
+
+
+def deregister_targets(api: AwsApi, ctx: StepContext, arn: str) -> list[str]:
+    """Take every registered target out of the group ``arn`` (the instances phase put ours
+    there) before the group and the instances go: said and done explicitly, not left to the
+    group's deletion, so a kept or failed group never sends traffic to a dying instance."""
+    r = safe_describe_health(api, arn)
+    ids = [d["Target"] for d in r
+           if d.get("TargetHealth", {}).get("Reason") not in ("Target.NotRegistered",
+                                                              "Target.DeregistrationInProgress")]
+    if not ids:
+        return []
+    _gone(api, "elbv2", "deregister_targets", ("TargetGroupNotFound", "InvalidTarget"),
+          TargetGroupArn=arn, Targets=[{k: t[k] for k in ("Id", "Port") if k in t}
+                                       for t in ids])
+    ctx.log(f"deregistered {', '.join(t['Id'] for t in ids)} from {arn}")
+    return [t["Id"] for t in ids]
+
+
+def safe_describe_health(api: AwsApi, arn: str) -> list[dict[str, Any]]:
+    """The group's target health descriptions; [] when the group is already gone."""
+    try:
+        r = api.call("elbv2", "describe_target_health", TargetGroupArn=arn)
+    except Exception as e:
+        if error_code(e) == "TargetGroupNotFound":
+            return []
+        raise explain(e, "elbv2", "describe_target_health", api.region) from e
+    return list(r.get("TargetHealthDescriptions", []))
 
 
 def revoke_group_references(api: AwsApi, group_ids: list[str]) -> None:

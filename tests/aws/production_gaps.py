@@ -31,6 +31,19 @@ docs/production.md lists them ("What moto lacks").
    finishes (minutes later; DescribeReplicationGroups then answers
    ReplicationGroupNotFoundFault). Patched: a ``deleting`` group is shown once more as
    ``deleting``, then it is gone; the subnet group stays in use until then.
+6. A registered target is ``initial`` (``Elb.InitialHealthChecking``) until the ALB's
+   health checks have passed ``HealthyThresholdCount`` times in a row (5 by default),
+   ``unhealthy`` after ``UnhealthyThresholdCount`` failures (2) (ELB user guide, "Health
+   checks for Application Load Balancer target groups", "Target health status"). moto
+   answers ``healthy`` for every registered running instance, whether anything listens
+   or not (moto/elbv2/models.py ``FakeTargetGroup.health_for``, its last line). Patched:
+   every DescribeTargetHealth makes one real health check, ``GET <HealthCheckPath>`` on
+   the group's port at the instance's public address, passing only on the matcher's code
+   (200), and healthy only after ``healthy_threshold_count`` passes in a row. Only a
+   loopback address is contacted (the rehearsal's FakeInstance); any other address is a
+   failed check. Not copied: the ALB checks every 30 s whether anyone asks or not (here
+   a check per question, so a poll every second sees five passes in five seconds) and
+   from its own nodes to the private address (nothing serves that here).
 """
 
 from __future__ import annotations
@@ -72,7 +85,7 @@ def _validation_records(cert: Any) -> list[tuple[str, str]]:
 
 @pytest.fixture
 def production_moto(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Install the five patches for one test (the moto server runs in this process)."""
+    """Install the six patches for one test (the moto server runs in this process)."""
     from moto.acm import models as acm
     from moto.elasticache import models as ec_models
     from moto.elasticache import responses as ec_responses
@@ -161,8 +174,47 @@ def production_moto(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
                         raising=False)
     monkeypatch.setattr(ec_responses.ElastiCacheResponse, "delete_cache_subnet_group",
                         delete_response, raising=False)
+    def health_for(self: Any, target: dict[str, Any], ec2_backend: Any) -> Any:
+        status = orig_health(self, target, ec2_backend)
+        if status.status != "healthy":
+            return status
+        inst = ec2_backend.get_instance_by_id(target["Id"])
+        passes = _health_check(getattr(inst, "public_ip", None), int(status.port),
+                               self.health_check_path or "/")
+        runs = self.__dict__.setdefault("_elematrix_checks", {})
+        ok, bad = runs.get(target["Id"], (0, 0))
+        ok, bad = (ok + 1, 0) if passes else (0, bad + 1)
+        runs[target["Id"]] = (ok, bad)
+        if ok >= int(self.healthy_threshold_count):
+            return status
+        if bad >= int(self.unhealthy_threshold_count):
+            return elb.FakeHealthStatus(target["Id"], status.port, self.health_check_port,
+                                        "unhealthy", "Target.FailedHealthChecks",
+                                        "Health checks failed")
+        return elb.FakeHealthStatus(target["Id"], status.port, self.health_check_port,
+                                    "initial", "Elb.InitialHealthChecking",
+                                    "Initial health checks in progress")
+
+    orig_health = elb.FakeTargetGroup.health_for
+    monkeypatch.setattr(elb.FakeTargetGroup, "health_for", health_for)
     yield
     published.clear()
+
+
+def _health_check(address: str | None, port: int, path: str) -> bool:
+    """One ALB health check: GET ``path``, passing on 200 only (the target group's matcher),
+    within 5 s (the ALB's default HealthCheckTimeoutSeconds). Loopback addresses only."""
+    import ipaddress
+    import urllib.request
+
+    if not address or not ipaddress.ip_address(address).is_loopback:
+        return False
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(f"http://{address}:{port}{path}", timeout=5) as r:
+            return int(r.status) == 200
+    except OSError:
+        return False
 
 
 def _check_log_bucket(account: str, region: str, bucket: str, prefix: str,

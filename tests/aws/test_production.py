@@ -37,7 +37,9 @@ RUNBOOKS = runbooks_dir()
 DOMAIN = "matrix.example.com"
 DEP = "prodt"
 ADMIN_PW = "Rds0Master0Password0For0Tests000"
-PHASES = ("preflight", "network", "data", "edge")
+PHASES = ("preflight", "network", "data", "edge", "instances")
+# The instances' SSH source (a loopback CIDR: nobody could reach a moto instance anyway).
+OPERATOR = ("--set", "operator_cidr=127.0.0.1/32")
 
 
 @pytest.fixture
@@ -113,13 +115,13 @@ def _run(env: dict[str, str], *extra: str) -> subprocess.CompletedProcess[str]:
                      "--deployment", DEP, "--set", f"domain={DOMAIN}",
                      "--set", "db_admin_host=local",
                      "--set", f"db_admin_password={ADMIN_PW}", "--set", "db_wait=60",
-                     *extra, timeout=600)
+                     "--set", "host_key_wait=0", *OPERATOR, *extra, timeout=600)
 
 
-def _left(env: dict[str, str]) -> dict[str, list[str]]:
+def _left(env: dict[str, str], dep: str = DEP) -> dict[str, list[str]]:
     """Every resource of the kinds the runbook creates that carries the deployment tag (or,
     for untaggable Route 53 records, anything but the zone's own NS/SOA), by plain boto3."""
-    flt = [{"Name": "tag:elematrix:deployment", "Values": [DEP]}]
+    flt = [{"Name": "tag:elematrix:deployment", "Values": [dep]}]
     ec2 = _client(env, "ec2")
     out: dict[str, list[str]] = {
         "vpc": [v["VpcId"] for v in ec2.describe_vpcs(Filters=flt)["Vpcs"]],
@@ -130,12 +132,19 @@ def _left(env: dict[str, str]) -> dict[str, list[str]]:
             Filters=flt)["RouteTables"]],
         "security_group": [g["GroupId"] for g in ec2.describe_security_groups(
             Filters=flt)["SecurityGroups"]],
+        "instance": [i["InstanceId"] for r in ec2.describe_instances(Filters=flt)[
+            "Reservations"] for i in r["Instances"] if i["State"]["Name"] != "terminated"],
+        "key_pair": [k["KeyName"] for k in ec2.describe_key_pairs(Filters=flt)["KeyPairs"]],
+        "volume": [v["VolumeId"] for v in ec2.describe_volumes(Filters=flt)["Volumes"]],
     }
     elb = _client(env, "elbv2")
     out["load_balancer"] = [x["LoadBalancerArn"] for x in
                             elb.describe_load_balancers()["LoadBalancers"]]
     out["target_group"] = [x["TargetGroupArn"] for x in
                            elb.describe_target_groups()["TargetGroups"]]
+    out["target"] = [f"{x} {d['Target']['Id']}" for x in out["target_group"]
+                     for d in elb.describe_target_health(TargetGroupArn=x)[
+                         "TargetHealthDescriptions"]]
     out["certificate"] = [c["CertificateArn"] for c in _client(env, "acm").list_certificates()[
         "CertificateSummaryList"]]
     rds = _client(env, "rds")
@@ -149,13 +158,13 @@ def _left(env: dict[str, str]) -> dict[str, list[str]]:
     out["cache_subnet_group"] = [g["CacheSubnetGroupName"] for g in
                                  ec.describe_cache_subnet_groups()["CacheSubnetGroups"]]
     out["bucket"] = [b["Name"] for b in _client(env, "s3").list_buckets()["Buckets"]
-                     if b["Name"].startswith(f"elematrix-{DEP}-")]
+                     if b["Name"].startswith(f"elematrix-{dep}-")]
     iam = _client(env, "iam")
     out["role"] = [r["RoleName"] for r in iam.list_roles()["Roles"]
-                   if r["RoleName"].startswith(f"elematrix-{DEP}-")]
+                   if r["RoleName"].startswith(f"elematrix-{dep}-")]
     out["instance_profile"] = [p["InstanceProfileName"] for p in
                                iam.list_instance_profiles()["InstanceProfiles"]
-                               if p["InstanceProfileName"].startswith(f"elematrix-{DEP}-")]
+                               if p["InstanceProfileName"].startswith(f"elematrix-{dep}-")]
     r53 = _client(env, "route53")
     out["dns_record"] = [f"{z['Name']} {r['Type']} {r['Name']}"
                          for z in r53.list_hosted_zones()["HostedZones"]
@@ -198,7 +207,7 @@ def test_production_aws_side_runs_passes_its_posture_gate_and_tears_down_to_noth
     assert all(not v for v in before.values()), before
     # The first plan, before anything exists: it runs and creates nothing.
     first = elematrix(cli_env, "plan", str(RUNBOOKS / "production.yaml"), "--json",
-                      "--deployment", DEP, "--set", f"domain={DOMAIN}")
+                      "--deployment", DEP, "--set", f"domain={DOMAIN}", *OPERATOR)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-2000:]
     planned = {s["id"]: s for ph in json.loads(first.stdout)["phases"] for s in ph["steps"]}
     assert planned["preflight"]["symbol"] != "!" and planned["vpc"]["symbol"] in ("+", "?")
@@ -226,6 +235,48 @@ def test_production_aws_side_runs_passes_its_posture_gate_and_tears_down_to_noth
     rules = elb.describe_rules(ListenerArn=ls[443]["ListenerArn"])["Rules"]
     admin = [x for x in rules if not x["IsDefault"]]
     assert admin[0]["Actions"][0]["FixedResponseConfig"]["StatusCode"] == "404"
+    # The Synapse host, read back: in the first public subnet with a public IPv4, IMDSv2
+    # required (hop 1), an encrypted gp3 root volume, the media-bucket profile, the app
+    # group (ALB only) and the SSH group (the operator only), the POC's user-data, and
+    # registered in the target group.
+    ec2 = _client(cli_env, "ec2")
+    vpc_id = _client(cli_env, "ec2").describe_vpcs(Filters=[
+        {"Name": "tag:elematrix:deployment", "Values": [DEP]}])["Vpcs"][0]["VpcId"]
+    inst = [i for r in ec2.describe_instances(Filters=[
+        {"Name": "tag:elematrix:deployment", "Values": [DEP]}])["Reservations"]
+        for i in r["Instances"]]
+    assert len(inst) == 1, inst
+    i = inst[0]
+    public = {sn["SubnetId"] for sn in ec2.describe_subnets(Filters=[
+        {"Name": "vpc-id", "Values": [vpc_id]}])["Subnets"] if sn["MapPublicIpOnLaunch"]
+        or any(t["Key"] == "Name" and "public" in t["Value"] for t in sn.get("Tags", []))}
+    assert i["SubnetId"] in public and i.get("PublicIpAddress"), (i["SubnetId"], public)
+    assert i["MetadataOptions"]["HttpTokens"] == "required"
+    assert i["MetadataOptions"]["HttpPutResponseHopLimit"] == 1
+    vol = ec2.describe_volumes(Filters=[{"Name": "attachment.instance-id",
+                                         "Values": [i["InstanceId"]]}])["Volumes"][0]
+    assert (vol["Encrypted"], vol["VolumeType"]) == (True, "gp3")
+    assert i["IamInstanceProfile"]["Arn"].endswith(f"/elematrix-{DEP}-app")
+    groups = {g["GroupName"]: g["GroupId"] for n in i["NetworkInterfaces"] for g in n["Groups"]}
+    assert len(i["NetworkInterfaces"]) == 1
+    assert set(groups) == {f"elematrix-{DEP}-app", f"elematrix-{DEP}-ssh"}, groups
+    ssh = ec2.describe_security_groups(GroupIds=[groups[f"elematrix-{DEP}-ssh"]])[
+        "SecurityGroups"][0]["IpPermissions"]
+    assert [(p["FromPort"], [r["CidrIp"] for r in p["IpRanges"]]) for p in ssh] == \
+        [(22, ["127.0.0.1/32"])]
+    from base64 import b64decode
+
+    from elematrix_tui.actions.aws_kinds.base import asset_text
+
+    ud = ec2.describe_instance_attribute(InstanceId=i["InstanceId"], Attribute="userData")
+    assert b64decode(ud["UserData"]["Value"]).decode() == asset_text("cloud-init/user-data.yaml")
+    tgs = elb.describe_target_groups()["TargetGroups"]
+    health = elb.describe_target_health(TargetGroupArn=tgs[0]["TargetGroupArn"])[
+        "TargetHealthDescriptions"]
+    assert [h["Target"]["Id"] for h in health] == [i["InstanceId"]]
+    # Nothing answers the health check here: the target is not healthy (production_gaps 6).
+    assert health[0]["TargetHealth"]["State"] in ("initial", "unhealthy"), health
+    assert "7 checks passed" in out or "6 checks passed" in out, out[-3000:]
     records = {(x["Type"], x["Name"]) for x in r53.list_resource_record_sets(
         HostedZoneId=zone_id)["ResourceRecordSets"]}
     assert ("A", f"{DOMAIN}.") in records and any(t == "CNAME" for t, _ in records)
@@ -238,7 +289,7 @@ def test_production_aws_side_runs_passes_its_posture_gate_and_tears_down_to_noth
     token = tokens[0]
     plan = elematrix(cli_env, "plan", str(RUNBOOKS / "production.yaml"), "--json",
                      "--deployment", DEP,
-                     "--set", f"domain={DOMAIN}", "--set", "db_admin_host=local")
+                     "--set", f"domain={DOMAIN}", "--set", "db_admin_host=local", *OPERATOR)
     assert plan.returncode == 0, plan.stdout[-3000:] + plan.stderr[-2000:]
     journals = [p for p in (tmp_path / "state").rglob("*") if p.is_file()]
     assert not _secrets_in(journals, [out, r.stderr, plan.stdout, plan.stderr],
@@ -248,7 +299,8 @@ def test_production_aws_side_runs_passes_its_posture_gate_and_tears_down_to_noth
     for step in ("vpc", "alb_sg", "app_sg", "db_subnets", "database", "cache_subnets", "redis",
                  "media_bucket", "instance_role", "certificate", "validation_route53",
                  "logs_bucket", "target_group", "load_balancer", "listeners",
-                 "domain_route53", "synapse_database"):
+                 "domain_route53", "synapse_database", "key_pair", "ssh_sg", "instance",
+                 "targets"):
         assert steps[step]["symbol"] == "=" and not steps[step]["changes"], steps[step]
 
     # Drift on the posture (someone weakened the TLS policy and made RDS public): the plan
@@ -258,7 +310,7 @@ def test_production_aws_side_runs_passes_its_posture_gate_and_tears_down_to_noth
                                                PubliclyAccessible=True, ApplyImmediately=True)
     drift = elematrix(cli_env, "plan", str(RUNBOOKS / "production.yaml"), "--json",
                       "--deployment", DEP, "--set", f"domain={DOMAIN}",
-                      "--set", "db_admin_host=local")
+                      "--set", "db_admin_host=local", *OPERATOR)
     steps = {s["id"]: s for ph in json.loads(drift.stdout)["phases"] for s in ph["steps"]}
     assert "TLS policy ELBSecurityPolicy-2016-08 -> ELBSecurityPolicy-TLS13-1-2-Res-PQ-2025-09" \
         in steps["listeners"]["changes"], steps["listeners"]
@@ -281,6 +333,8 @@ def test_production_aws_side_runs_passes_its_posture_gate_and_tears_down_to_noth
     assert kept == {"db_instance": 1, "db_subnet_group": 1, "security_group": 1, "vpc": 1,
                     "subnet": 4, "igw": 1, "route_table": 1, "bucket": 2}, kept
     assert "keep db instance elematrix-prodt (holds the Synapse database" in td.stdout
+    # The instance left the target group explicitly before the group and it were deleted.
+    assert "deregistered i-" in td.stdout and "instance i-" in td.stdout, td.stdout[-3000:]
 
     # Teardown: everything the runbook created, RDS included (typed confirmation).
     td = elematrix(cli_env, "run", str(RUNBOOKS / "teardown.yaml"), "--yes", "--deployment", DEP,
@@ -396,7 +450,8 @@ def test_without_route53_the_records_are_printed_and_the_run_waits_until_they_re
                       *[a for p in PHASES for a in ("--phase", p)], "--yes",
                       "--deployment", dep, "--set", f"domain={DOMAIN}",
                       "--set", "hosted_zone_id=none", "--set", f"dns_nameserver={dns.address}",
-                      "--set", "db_wait=60", "--set", "dns_poll=1", timeout=600)
+                      "--set", "db_wait=60", "--set", "dns_poll=1", "--set", "host_key_wait=0",
+                      *OPERATOR, timeout=600)
         stop.set()
         t.join(timeout=5)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-3000:]
@@ -405,3 +460,27 @@ def test_without_route53_the_records_are_printed_and_the_run_waits_until_they_re
     assert f"_d930b28be6c5927595552b219965053e.{DOMAIN}.  CNAME  " in r.stdout
     assert f"{DOMAIN}.  CNAME  {dep}-alb-" in r.stdout
     assert len(created) == 2 and dns.queries >= 2 and time.monotonic() - t0 < 600
+
+
+def test_an_existing_host_overrides_the_instance_and_needs_nothing_of_its_phase() -> None:
+    """params.host set: the SSH inputs of synapse/validate come from the parameters and
+    never touch the instances phase's outputs (absent: that phase did not run); empty: the
+    instance's address, generated key and pinned host keys."""
+    import yaml
+
+    from elematrix_tui.engine.expressions import render_string
+
+    ssh = yaml.safe_load((RUNBOOKS / "production.yaml").read_text())["x-ssh"]
+    params = {"host": "203.0.113.9", "ssh_port": 22, "ssh_user": "ec2-user",
+              "ssh_private_key_path": "/k/id", "ssh_host_key": "SHA256:a,SHA256:b"}
+    got = {k: render_string(v, {"params": params, "steps": {}}) for k, v in ssh.items()}
+    assert got == {"host": "203.0.113.9", "port": 22, "user": "ec2-user",
+                   "key_path": "/k/id", "host_key_fingerprints": ["SHA256:a", "SHA256:b"]}
+    steps = {"address": {"public_ip": "198.51.100.4"},
+             "key_pair": {"private_key_path": "/state/keys/id_ed25519"},
+             "host_keys": {"fingerprints": ["SHA256:pinned"]}}
+    params.update(host="", ssh_private_key_path="", ssh_host_key="")
+    got = {k: render_string(v, {"params": params, "steps": steps}) for k, v in ssh.items()}
+    assert got == {"host": "198.51.100.4", "port": 22, "user": "ec2-user",
+                   "key_path": "/state/keys/id_ed25519",
+                   "host_key_fingerprints": ["SHA256:pinned"]}

@@ -13,6 +13,8 @@ import pytest
 from elematrix_tui.actions.aws import Ensure
 from elematrix_tui.engine.action import ActionFailed
 
+from .production_gaps import production_moto  # noqa: F401 - a fixture
+
 pytestmark = pytest.mark.usefixtures("moto")
 
 ZONES = ["us-east-1a", "us-east-1b"]
@@ -114,3 +116,56 @@ def test_the_preflight_refuses_a_deployment_name_rds_and_elasticache_would_refus
     with pytest.raises(ActionFailed) as e:
         ctx.run(ProductionPreflight(), {"domain": "matrix.example.com"})
     assert "holds '--'" in e.value.message and e.value.retry is False
+
+
+@pytest.mark.usefixtures("production_moto")
+def test_targets_register_once_and_health_needs_real_passing_checks(
+        ctx: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ``targets`` kind registers the instance (then is in sync); the target is healthy
+    only after five real GETs of the health path answered 200 at its loopback address
+    (production_gaps 6; moto alone says healthy at once), unhealthy after two failures."""
+    import http.server
+    import threading
+
+    from moto.ec2.models import elastic_network_interfaces as eni
+
+    monkeypatch.setattr(eni, "random_public_ip", lambda: "127.0.0.1")
+    ec2, elb = boto3.client("ec2"), boto3.client("elbv2")
+    vpc = ec2.create_vpc(CidrBlock="10.9.0.0/16")["Vpc"]["VpcId"]
+    sub = ec2.create_subnet(VpcId=vpc, CidrBlock="10.9.1.0/24")["Subnet"]["SubnetId"]
+    iid = ec2.run_instances(ImageId="ami-12c6146b", MinCount=1, MaxCount=1, NetworkInterfaces=[
+        {"DeviceIndex": 0, "SubnetId": sub, "AssociatePublicIpAddress": True}])[
+        "Instances"][0]["InstanceId"]
+    codes = [503]
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(codes[0] if self.path == "/health" else 404)
+            self.end_headers()
+
+        def log_message(self, *a: Any) -> None:
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        tg = elb.create_target_group(Name="t-tg", Protocol="HTTP", Port=srv.server_port,
+                                     VpcId=vpc, HealthCheckPath="/health")[
+            "TargetGroups"][0]["TargetGroupArn"]
+        inputs = {"kind": "targets", "name": "t", "spec": {"target_group_arn": tg,
+                                                           "instance_ids": [iid]}}
+        plan = ctx.check(Ensure(), inputs)
+        assert plan.in_sync is False and plan.changes == [f"register {iid} in {tg}"]
+        assert ctx.run(Ensure(), inputs).status == "changed"
+        assert ctx.check(Ensure(), inputs).in_sync is True
+
+        def state() -> str:
+            return str(elb.describe_target_health(TargetGroupArn=tg)[
+                "TargetHealthDescriptions"][0]["TargetHealth"]["State"])
+
+        # Every DescribeTargetHealth is one check (find() made two already): failing.
+        assert [state(), state()] == ["unhealthy", "unhealthy"]
+        codes[0] = 200
+        assert [state() for _ in range(5)] == ["initial"] * 4 + ["healthy"]
+    finally:
+        srv.shutdown()

@@ -33,6 +33,8 @@ from .elbv2 import (
     LoadBalancerSpec,
     TargetGroup,
     TargetGroupSpec,
+    Targets,
+    TargetsSpec,
 )
 from .generic import Generic, GenericSpec, OpSpec
 from .iam import InstanceProfile, InstanceProfileSpec, Role, RoleSpec
@@ -78,6 +80,7 @@ KINDS: dict[str, Kind[Any]] = {
     "certificate": Certificate(),
     "dns_records": DnsRecords(),
     "target_group": TargetGroup(),
+    "targets": Targets(),
     "load_balancer": LoadBalancer(),
     "listeners": Listeners(),
 }
@@ -139,6 +142,8 @@ __all__ = [
     "SsmParameterSpec",
     "TargetGroup",
     "TargetGroupSpec",
+    "Targets",
+    "TargetsSpec",
     "Topic",
     "TopicSpec",
     "Vpc",

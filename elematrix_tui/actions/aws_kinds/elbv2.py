@@ -3,6 +3,8 @@
 - ``load_balancer``: internet-facing, in the public subnets, its attributes converged:
   invalid header fields dropped, access logs to the logs bucket.
 - ``target_group``: HTTP to the instances' nginx.
+- ``targets``: the Synapse instances registered in the target group (the instances
+  phase); whether they are healthy is a wait of its own, once nginx answers.
 - ``listeners``: HTTP:80 only redirects to HTTPS (301); HTTPS:443 with the ACM certificate
   and a named TLS policy forwards to the target group, except ``/_synapse/admin`` (and
   everything under it), which a listener rule answers with a fixed 404: the admin API is
@@ -80,6 +82,47 @@ class TargetGroup(Kind[TargetGroupSpec]):
                          Matcher={"HttpCode": "200"},
                          Tags=tag_list(ctx, name))["TargetGroups"][0]
         return {"target_group_arn": tg["TargetGroupArn"]}, True
+
+
+class TargetsSpec(Spec):
+    target_group_arn: str
+    instance_ids: list[str] = Field(min_length=1)
+
+
+# A target whose describe_target_health says it is not (or no longer) in the group
+# (ELBv2 API reference, TargetHealth: "unused" with Target.NotRegistered, "draining" while
+# deregistration is in progress).
+_NOT_REGISTERED = ("Target.NotRegistered", "Target.DeregistrationInProgress")
+
+
+class Targets(Kind[TargetsSpec]):
+    """The deployment's instances registered in its target group (by instance id, on the
+    group's port). Others' targets in the group are left alone; the teardown deregisters
+    ours before the group is deleted."""
+
+    Spec = TargetsSpec
+    title = "target registration"
+
+    def find(self, api: AwsApi, ctx: StepContext, name: str, spec: TargetsSpec) -> Found:
+        r = api.checked("elbv2", "describe_target_health", TargetGroupArn=spec.target_group_arn,
+                        Targets=[{"Id": i} for i in spec.instance_ids])
+        state = {d["Target"]["Id"]: d.get("TargetHealth", {})
+                 for d in r.get("TargetHealthDescriptions", [])}
+        missing = [i for i in spec.instance_ids
+                   if state.get(i, {}).get("Reason") in _NOT_REGISTERED or i not in state]
+        outputs = {"target_group_arn": spec.target_group_arn,
+                   "instance_ids": list(spec.instance_ids),
+                   "states": {i: state.get(i, {}).get("State") for i in spec.instance_ids}}
+        changes = [f"register {', '.join(missing)} in {spec.target_group_arn}"] if missing else []
+        return Found(None if missing else state, outputs, changes)
+
+    def apply(self, api: AwsApi, ctx: StepContext, name: str, spec: TargetsSpec,
+              found: Found) -> tuple[dict[str, Any], bool]:
+        if not found.changes:
+            return found.outputs, False
+        api.checked("elbv2", "register_targets", TargetGroupArn=spec.target_group_arn,
+                    Targets=[{"Id": i} for i in spec.instance_ids])
+        return found.outputs, True
 
 
 class LoadBalancerSpec(Spec):
