@@ -52,6 +52,9 @@ MAIN_REPLICATION_PORT = 9093
 # replication listener on WORKER_REPLICATION_BASE + n.
 WORKER_HTTP_BASE = 8100
 WORKER_REPLICATION_BASE = 9100
+# The files the local Redis container serves TLS with (redis_tls with redis_host "redis"),
+# relative to the stack directory; not rendered: the operator's (or the test CA's).
+REDIS_TLS_FILES: tuple[str, str] = ("redis/tls/server.crt", "redis/tls/server.key")
 # The Redis stand-in image the engine tests build (scripts/images/redis; docs/test-images.md).
 REDIS_IMAGE = "elematrix-local/redis:7.0"
 # Our Synapse image plus Synapse's [redis] extra, which upstream's image has ([all]).
@@ -110,7 +113,16 @@ class WorkerLayout(BaseModel):
     # Redis: the stand-in container by default; ElastiCache's endpoint in production.
     redis_host: str = "redis"
     redis_port: int = Field(default=6379, ge=1, le=65535)
+    # TLS to Redis (ElastiCache with in-transit encryption refuses plaintext). With the
+    # local container, it then serves TLS only (no plaintext port) with the certificate
+    # and key the operator puts in redis/tls/ (REDIS_TLS_FILES; the rehearsal's test CA).
     redis_tls: bool = False
+    # Synapse's redis.ca_file, a path inside the Synapse containers (./synapse is
+    # /config): the CA of a private Redis certificate; empty for ElastiCache's.
+    # Note: Synapse 1.163 loads it but never turns on peer verification
+    # (synapse/replication/tcp/context.py: twisted's ClientContextFactory, VERIFY_NONE):
+    # TLS encrypts, it does not authenticate Redis (docs/production-workers.md).
+    redis_ca_file: str = ""
     # The addresses nginx trusts for X-Forwarded-For (the ALB's subnets in production).
     trusted_proxies: tuple[str, ...] = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
     # https public address (the ALB's name); empty: the stack's public_address over https.
@@ -141,6 +153,14 @@ class WorkerLayout(BaseModel):
 
         if not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,252})", v):
             raise ValueError(f"redis_host {v!r} is not a host name")
+        return v
+
+    @field_validator("redis_ca_file")
+    @classmethod
+    def _ca(cls, v: str) -> str:
+        if v and not v.startswith("/config/"):
+            raise ValueError(f"redis_ca_file {v!r} must be a path under /config/ "
+                             "(the stack's synapse/ directory in the containers)")
         return v
 
     @field_validator("public_baseurl")
@@ -380,6 +400,7 @@ def _context(v: StackValues, layout: WorkerLayout,
         "main_http_port": MAIN_HTTP_PORT, "main_replication_port": MAIN_REPLICATION_PORT,
         "header": WORKER_HEADER, "baseurl": public_baseurl(v, layout),
         "redis_image": REDIS_IMAGE, "synapse_image": SYNAPSE_WORKERS_IMAGE,
+        "redis_tls_files": REDIS_TLS_FILES,
     }
 
 

@@ -198,6 +198,41 @@ def test_browser_on_plain_http_reports_not_possible(stack: WorkerStack, tmp_path
                                   "resolve": {PUBLIC_HOST: "127.0.0.1"}, "require_secure": True})
 
 
+def test_redis_is_tls_only_with_auth_and_every_process_replicates_over_it(
+        stack: WorkerStack) -> None:
+    """As ElastiCache with in-transit encryption and an AUTH token: a plaintext client is
+    refused (there is no plaintext port), a TLS client without the token gets NOAUTH, a
+    wrong token WRONGPASS; Synapse's processes are connected (over TLS: the only way in)
+    and publish on the replication channel."""
+    from elematrix_tui.stack.workers import REDIS_IMAGE, workers_of
+    from tests.support.docker import docker
+    from tests.support.worker_stack import REDIS_CA_IN_SYNAPSE
+
+    ca = stack.dir / "synapse" / REDIS_CA_IN_SYNAPSE
+
+    def cli(*args: str, auth: str = "") -> str:
+        env = ["-e", f"REDISCLI_AUTH={auth}"] if auth else []
+        proc = docker("run", "--rm", "--network", f"{stack.project}_default", *env,
+                      "-v", f"{ca}:/ca.pem:ro", "--entrypoint", "redis-cli", REDIS_IMAGE,
+                      "-h", "redis", "-p", "6379", *args, check=False)
+        return proc.stdout + proc.stderr
+
+    plain = cli("ping")
+    assert "PONG" not in plain and "NOAUTH" not in plain, plain
+    assert any(m in plain for m in ("reset by peer", "closed the connection", "I/O error")), plain
+    assert "NOAUTH" in cli("--tls", "--cacert", "/ca.pem", "ping")
+    assert "WRONGPASS" in cli("--tls", "--cacert", "/ca.pem", "ping", auth="not-the-token-x")
+    token = stack.secrets["redis_password"]
+    tls = ("--tls", "--cacert", "/ca.pem", "--no-auth-warning")
+    assert cli(*tls, "config", "get", "port", auth=token).split() == ["port", "0"]
+    clients = [c for c in cli(*tls, "client", "list", auth=token).splitlines()
+               if "cmd=client" not in c]
+    processes = 1 + len(workers_of(stack.layout))
+    assert len(clients) >= processes, clients
+    # Synapse subscribes to channels named after the server (replication/tcp/redis.py).
+    assert SERVER_NAME in cli(*tls, "pubsub", "channels", auth=token).split()
+
+
 def test_redis_image_keeps_the_contract_and_is_not_kinder(docker_images: dict[str, str]) -> None:
     """The Redis stand-in: runs as redis (999) after the entrypoint's chown of /data; with no
     password it refuses another container (protected mode: stricter than upstream, which

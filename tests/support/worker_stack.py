@@ -23,6 +23,7 @@ from pathlib import Path
 
 from elematrix_tui.stack.values import IMAGES, SECRET_NAMES
 from elematrix_tui.stack.workers import (
+    REDIS_TLS_FILES,
     WORKER_SECRET_NAMES,
     WorkerLayout,
     worker_files,
@@ -36,6 +37,8 @@ SERVER_NAME = "prod.test"
 # The public name a browser uses (resolved to 127.0.0.1 by Chromium's own rule): not a
 # loopback name, so plain HTTP to it is not a secure context, as on the real POC.
 PUBLIC_HOST = "matrix.prod.test"
+# The Redis CA, relative to the stack's synapse/ directory (/config in the containers).
+REDIS_CA_IN_SYNAPSE = "tls/redis-ca.pem"
 
 
 @dataclass
@@ -90,12 +93,22 @@ def worker_stack(root: Path, layout: WorkerLayout | None = None,
     plain_port = free_port()
     lay = (layout or WorkerLayout()).model_copy(update={
         "admin_port": admin_port, "publish_router": False,
-        "public_baseurl": f"https://127.0.0.1:{tls_port}/"})
+        "public_baseurl": f"https://127.0.0.1:{tls_port}/",
+        # As ElastiCache with in-transit encryption: TLS only, AUTH token required.
+        "redis_tls": True, "redis_ca_file": "/config/" + REDIS_CA_IN_SYNAPSE})
     stack_secrets = {n: secrets.token_urlsafe(24).replace("-", "x")
                      for n in (*SECRET_NAMES, *WORKER_SECRET_NAMES)}
     values = {"server_name": SERVER_NAME, "public_address": f"127.0.0.1:{tls_port}",
               "deployment": "prod-workers", "federation": True}
     out = write_worker_stack(worker_files(values, stack_secrets, lay), root / "stack")
+    # The Redis container's certificate from a CA of its own (the name Synapse dials:
+    # "redis"); Synapse gets that CA as redis.ca_file.
+    rca = make_ca(out / "redis" / "tls", ("redis",), ips=())
+    assert (rca.server_crt.relative_to(out).as_posix(),
+            rca.server_key.relative_to(out).as_posix()) == REDIS_TLS_FILES
+    rca.server_key.chmod(0o600)
+    (out / "synapse" / REDIS_CA_IN_SYNAPSE).parent.mkdir(parents=True, exist_ok=True)
+    rca.ca_pem.replace(out / "synapse" / REDIS_CA_IN_SYNAPSE)
     _chown_tree(out / "synapse", 991, 991)
     if (out / "redis").is_dir():
         _chown_tree(out / "redis", 999, 999)
