@@ -103,6 +103,55 @@ def test_route_map_gate_catches_a_misrouted_path(stack: WorkerStack, tmp_path: P
     assert _routes(stack) == {}
 
 
+def _federation(st: WorkerStack, tmp_path: Path) -> dict[str, object]:
+    from elematrix_tui.actions.matrix_federation import Federation
+
+    ctx = StandaloneContext(deployment_dir=tmp_path)
+    return ctx.run(Federation(), {
+        "server_name": SERVER_NAME, "connect": st.federation_connect,
+        "ca_file": str(st.ca.ca_pem), "layout": st.layout.model_dump(mode="json")}).outputs
+
+
+def test_federation_self_check_over_the_public_name(stack: WorkerStack, tmp_path: Path) -> None:
+    """As another server: https://prod.test/.well-known/matrix/server (Synapse's
+    serve_server_wellknown, through the edge and nginx) delegates to prod.test:443, whose
+    certificate verifies for that name; the version endpoint is answered by the federation
+    inbound worker; the signing keys pass the federation tester's checks; the client
+    well-known names a base URL that answers."""
+    out = _federation(stack, tmp_path)
+    assert out["passed"] is True
+    assert out["m.server"] == f"{SERVER_NAME}:443"
+    assert out["version_answered_by"] == "fedin1"
+    assert out["checks"] == {"WellKnownServer": True, "ValidCertificates": True,
+                             "Version": True, "FederationInboundWorker": True,
+                             "MatchingServerName": True, "FutureValidUntilTS": True,
+                             "HasEd25519Key": True, "AllEd25519ChecksOK": True,
+                             "WellKnownClient": True}
+    assert str(out["server"]).startswith("Synapse 1.163.2")
+
+
+def test_federation_self_check_catches_a_missing_delegation(stack: WorkerStack,
+                                                            tmp_path: Path) -> None:
+    """nginx no longer routing /.well-known/matrix/server to Synapse (Element's page
+    answers it instead): other servers would dial 8448; the gate fails and says why."""
+    conf = stack.dir / "nginx" / "default.conf"
+    good = conf.read_text()
+    bad = good.replace("location = /.well-known/matrix/server {",
+                       "location = /.well-known/matrix/server-off {")
+    assert bad != good
+    try:
+        conf.write_text(bad)
+        stack.compose("exec", "-T", "nginx", "nginx", "-s", "reload")
+        time.sleep(1.0)
+        with pytest.raises(ActionFailed, match="WellKnownServer: HTTP"):
+            _federation(stack, tmp_path)
+    finally:
+        conf.write_text(good)
+        stack.compose("exec", "-T", "nginx", "nginx", "-s", "reload")
+        time.sleep(1.0)
+    assert _federation(stack, tmp_path)["passed"] is True
+
+
 def test_edge_redirects_http_and_speaks_tls_only_with_the_ca(stack: WorkerStack) -> None:
     r = httpx.get(f"http://127.0.0.1:{stack.http_port}/_matrix/client/versions",
                   headers={"Host": PUBLIC_HOST})

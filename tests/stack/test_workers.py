@@ -167,3 +167,14 @@ def test_elasticache_auth_token_is_synapses_redis_password(tmp_path: Path) -> No
     assert not (out / "redis").exists()  # no local Redis with an external one
     assert token not in "\n".join(line for _s, line in ctx.logs)
     assert ctx.check(RenderWorkers(), inputs).in_sync is True
+
+
+def test_federation_delegates_on_443_through_synapse() -> None:
+    files = worker_files(VALUES, SECRETS)
+    assert yaml.safe_load(files["synapse/workers.yaml"])["serve_server_wellknown"] is True
+    conf = files["nginx/default.conf"]
+    block = conf.split("location = /.well-known/matrix/server {", 1)[1].split("}", 1)[0]
+    assert "proxy_pass http://synapse_main;" in block
+    off = worker_files({**VALUES, "federation": False}, SECRETS)
+    assert "serve_server_wellknown" not in off["synapse/workers.yaml"]
+    assert "/.well-known/matrix/server" not in off["nginx/default.conf"]

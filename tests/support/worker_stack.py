@@ -63,6 +63,11 @@ class WorkerStack:
         return f"https://127.0.0.1:{self.tls_port}"
 
     @property
+    def federation_connect(self) -> dict[str, str]:
+        """Where another server dialling <server_name>:443 reaches the edge here."""
+        return {f"{SERVER_NAME}:443": f"127.0.0.1:{self.tls_port}"}
+
+    @property
     def admin_url(self) -> str:
         return f"http://127.0.0.1:{self.admin_port}"
 
@@ -112,7 +117,8 @@ def worker_stack(root: Path, layout: WorkerLayout | None = None,
     _chown_tree(out / "synapse", 991, 991)
     if (out / "redis").is_dir():
         _chown_tree(out / "redis", 999, 999)
-    ca = make_ca(out / "edge" / "tls", (PUBLIC_HOST, "localhost"))
+    # The server name too: federation's well-known is fetched at https://<server_name>/.
+    ca = make_ca(out / "edge" / "tls", (PUBLIC_HOST, SERVER_NAME, "localhost"))
     ca_pem = root / "ca.pem"
     ca_pem.write_bytes(ca.ca_pem.read_bytes())
     (out / "edge" / "tls" / "ca.pem").unlink()  # the edge holds no CA key or cert it needs
