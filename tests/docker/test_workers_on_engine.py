@@ -25,7 +25,13 @@ from elematrix_tui.engine.action import ActionFailed
 from elematrix_tui.engine.standalone import StandaloneContext
 from elematrix_tui.stack.workers import WORKER_HEADER
 from tests.support.docker import need_chromium, stack_lock
-from tests.support.worker_stack import PUBLIC_HOST, SERVER_NAME, WorkerStack, worker_stack
+from tests.support.worker_stack import (
+    PUBLIC_HOST,
+    SERVER_NAME,
+    WorkerStack,
+    media_s3,
+    worker_stack,
+)
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -54,7 +60,8 @@ def stack(docker_images: dict[str, str], tmp_path_factory: pytest.TempPathFactor
     t1 = time.monotonic()
     with stack_lock():
         t2 = time.monotonic()
-        with worker_stack(root) as st:
+        with media_s3() as s3, worker_stack(root, s3=s3) as st:
+            st.s3 = s3
             print(f"worker stack: images {t1 - t0:.1f} s, lock wait {t2 - t1:.1f} s, "
                   f"up {st.up_seconds:.1f} s")
             yield st
@@ -213,6 +220,39 @@ def test_events_are_written_by_the_event_persister(stack: WorkerStack) -> None:
                         "-tAc", "SELECT DISTINCT instance_name FROM events WHERE room_id = "
                         f"'{room}'").stdout.split()
     assert out == ["persister1"], out
+
+
+def test_media_goes_to_s3_and_comes_back_without_the_local_copy(stack: WorkerStack) -> None:
+    """Upload through the edge (to media1): with store_synchronous the object is in the
+    bucket when the upload is answered, byte for byte; with the local copy removed from
+    the media store, the download fetches it back from S3, identical. The media worker
+    holds only the media policy of the instance role (moto enforces it)."""
+    import os
+    import ssl
+
+    assert stack.s3 is not None
+    token = _register(stack, "mediauser")
+    blob = os.urandom(300_000)
+    tls = ssl.create_default_context(cafile=str(stack.ca.ca_pem))
+    with httpx.Client(base_url=stack.base_url, timeout=30, verify=tls,
+                      headers={"Authorization": f"Bearer {token}"}) as c:
+        up = c.post("/_matrix/media/v3/upload", params={"filename": "s3.bin"}, content=blob,
+                    headers={"Content-Type": "application/octet-stream"})
+        assert up.status_code == 200, up.text
+        assert up.headers[WORKER_HEADER] == "media1"
+        media_id = up.json()["content_uri"].removeprefix(f"mxc://{SERVER_NAME}/")
+        # Synapse's layout of local media (synapse/media/filepath.py: local_media_filepath).
+        key = f"local_content/{media_id[0:2]}/{media_id[2:4]}/{media_id[4:]}"
+        s3 = stack.s3.client()
+        assert s3.get_object(Bucket=stack.s3.bucket, Key=key)["Body"].read() == blob
+        stack.compose("exec", "-T", "synapse-media1", "rm", f"/media_store/{key}")
+        gone = stack.compose("exec", "-T", "synapse-media1", "test", "-e", f"/media_store/{key}",
+                             check=False)
+        assert gone.returncode == 1
+        down = c.get(f"/_matrix/client/v1/media/download/{SERVER_NAME}/{media_id}")
+        assert down.status_code == 200, down.text
+        assert down.headers[WORKER_HEADER] == "media1"
+        assert down.content == blob
 
 
 def test_browser_secure_context_on_tls(stack: WorkerStack, tmp_path: Path) -> None:

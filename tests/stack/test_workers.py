@@ -178,3 +178,29 @@ def test_federation_delegates_on_443_through_synapse() -> None:
     off = worker_files({**VALUES, "federation": False}, SECRETS)
     assert "serve_server_wellknown" not in off["synapse/workers.yaml"]
     assert "/.well-known/matrix/server" not in off["nginx/default.conf"]
+
+
+def test_s3_media_is_configured_on_the_media_worker_without_keys() -> None:
+    from elematrix_tui.stack.workers import S3_PROVIDER_MODULE
+
+    layout = {"media_bucket": "elematrix-prod-media-123456789012", "media_region": "eu-west-1"}
+    files = worker_files(VALUES, SECRETS, layout)
+    media = yaml.safe_load(files["synapse/workers/media1.yaml"])
+    (prov,) = media["media_storage_providers"]
+    assert prov["module"] == S3_PROVIDER_MODULE
+    assert prov["store_local"] and prov["store_remote"] and prov["store_synchronous"]
+    assert prov["config"] == {"bucket": "elematrix-prod-media-123456789012",
+                              "region_name": "eu-west-1"}  # no keys: the instance role
+    assert "media_storage_providers" not in yaml.safe_load(files["synapse/workers.yaml"])
+    # Without a media worker, the main process (which then runs the media repo) has it.
+    main = yaml.safe_load(worker_files(VALUES, SECRETS, {**layout, "media_repository": 0})
+                          ["synapse/workers.yaml"])
+    assert main["media_storage_providers"][0]["config"]["bucket"] == layout["media_bucket"]
+    off = worker_files(VALUES, SECRETS)
+    assert "media_storage_providers" not in off["synapse/workers/media1.yaml"]
+
+
+@pytest.mark.parametrize("bad", [{"media_bucket": "Bad_Bucket"}, {"media_region": "mars"}])
+def test_bad_media_settings_are_render_errors(bad: dict[str, object]) -> None:
+    with pytest.raises(RenderError, match="invalid worker layout"):
+        worker_files(VALUES, SECRETS, bad)
