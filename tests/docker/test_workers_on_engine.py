@@ -322,6 +322,28 @@ def test_redis_is_tls_only_with_auth_and_every_process_replicates_over_it(
     assert SERVER_NAME in cli(*tls, "pubsub", "channels", auth=token).split()
 
 
+def test_synapse_encrypts_to_redis_but_does_not_verify_its_certificate(
+        stack: WorkerStack) -> None:
+    """A limit of the pinned Synapse (docs/production-workers.md, "Redis over TLS"), held
+    here so the docs change the day it does: its Redis TLS context
+    (synapse/replication/tcp/context.py) loads redis.ca_file but keeps OpenSSL's
+    VERIFY_NONE, so the certificate is not checked. Run in the image the stack runs."""
+    from elematrix_tui.stack.workers import SYNAPSE_WORKERS_IMAGE
+    from tests.support.docker import docker
+    from tests.support.worker_stack import REDIS_CA_IN_SYNAPSE
+
+    ca = stack.dir / "synapse" / REDIS_CA_IN_SYNAPSE
+    code = ("from types import SimpleNamespace as N\n"
+            "from OpenSSL import SSL\n"
+            "from synapse.replication.tcp.context import ClientContextFactory\n"
+            "c = ClientContextFactory(N(redis_certificate=None, redis_private_key=None,"
+            " redis_ca_file='/ca.pem', redis_ca_path=None)).getContext()\n"
+            "print(c.get_verify_mode() == SSL.VERIFY_NONE)\n")
+    out = docker("run", "--rm", "-v", f"{ca}:/ca.pem:ro", "--entrypoint",
+                 "/opt/synapse/bin/python", SYNAPSE_WORKERS_IMAGE, "-c", code).stdout
+    assert out.strip() == "True", out
+
+
 def test_redis_image_keeps_the_contract_and_is_not_kinder(docker_images: dict[str, str]) -> None:
     """The Redis stand-in: runs as redis (999) after the entrypoint's chown of /data; with no
     password it refuses another container (protected mode: stricter than upstream, which
