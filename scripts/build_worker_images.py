@@ -7,7 +7,7 @@
   contract on Debian bookworm's redis-server; in production ElastiCache takes its place.
 - ``elematrix-local/synapse-workers`` (``scripts/images/synapse-workers``): our
   ``matrixdotorg/synapse`` stand-in plus Synapse's ``[redis]`` extra, which upstream's
-  image carries and a worker needs.
+  image carries and a worker needs, and matrix-org's S3 storage provider module.
 
 The tags are read (parsed, not imported) from ``elematrix_tui/stack/workers.py``, their
 one home. Building, caching by input hash, the label and the lock are those of
@@ -37,16 +37,20 @@ def _builder() -> ModuleType:
     return mod
 
 
+_NAMES = ("REDIS_IMAGE", "SYNAPSE_WORKERS_IMAGE", "S3_STORAGE_PROVIDER")
+
+
 def worker_image_refs(path: Path = WORKERS_PY) -> dict[str, str]:
-    """``REDIS_IMAGE`` and ``SYNAPSE_WORKERS_IMAGE`` of workers.py, without importing it."""
+    """``REDIS_IMAGE``, ``SYNAPSE_WORKERS_IMAGE`` and ``S3_STORAGE_PROVIDER`` (the pip
+    requirement installed into the latter) of workers.py, without importing it."""
     out: dict[str, str] = {}
     for node in ast.parse(path.read_text(), str(path)).body:
         if isinstance(node, ast.Assign) and len(node.targets) == 1:
             t = node.targets[0]
-            if isinstance(t, ast.Name) and t.id in ("REDIS_IMAGE", "SYNAPSE_WORKERS_IMAGE"):
+            if isinstance(t, ast.Name) and t.id in _NAMES:
                 out[t.id] = str(ast.literal_eval(node.value))
-    if len(out) != 2:
-        raise SystemExit(f"{path}: REDIS_IMAGE and SYNAPSE_WORKERS_IMAGE must be defined")
+    if len(out) != len(_NAMES):
+        raise SystemExit(f"{path}: {', '.join(_NAMES)} must be defined")
     return out
 
 
@@ -66,7 +70,8 @@ def ensure_worker_images() -> dict[str, str]:
             raise b.BuildError(f"{synapse_ref} is missing after ensure_images")
         sw = b.Image("synapse-workers", refs["SYNAPSE_WORKERS_IMAGE"],
                      refs["SYNAPSE_WORKERS_IMAGE"],
-                     {"SYNAPSE_VERSION": syn_tag.removeprefix("v")})
+                     {"SYNAPSE_VERSION": syn_tag.removeprefix("v"),
+                      "S3_STORAGE_PROVIDER": refs["S3_STORAGE_PROVIDER"]})
         done[sw.ref] = b.build_one(sw, synapse_ref, str(info["Id"]))
     return done
 

@@ -41,6 +41,7 @@ BUILTIN: dict[str, str] = {
     "matrix.admin_login": "elematrix_tui.actions.restore:AdminLogin",
     "stack.render_workers": "elematrix_tui.actions.stack_workers:RenderWorkers",
     "matrix.routes": "elematrix_tui.actions.matrix_routes:Routes",
+    "matrix.federation": "elematrix_tui.actions.matrix_federation:Federation",
     "browser.secure_context": "elematrix_tui.actions.browser:SecureContext",
     "matrix.canary": "elematrix_tui.actions.canary:Canary",
     "matrix.canary_check": "elematrix_tui.actions.canary:CanaryCheck",

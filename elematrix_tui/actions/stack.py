@@ -72,6 +72,11 @@ class Render(Action[RenderInputs]):
         """The tree to render; None: the bundled templates (``stack.render``)."""
         return None
 
+    def secret_overrides(self, inputs: RenderInputs) -> dict[str, str]:
+        """Secrets given by the step itself (a runbook's secret parameter), which win over
+        the keyring's for this rendering; none for ``stack.render``."""
+        return {}
+
     def describe(self, inputs: RenderInputs) -> str:
         return f"render the Matrix/Element stack for {inputs.server_name} ({inputs.public_address})"
 
@@ -97,6 +102,7 @@ class Render(Action[RenderInputs]):
             return Check(in_sync=False, changes=[f"generate secret {n}" for n in missing]
                          + ["render the stack"])
         secrets = {n: ctx.get_secret(n) or "" for n in self.secret_names}
+        secrets.update(self.secret_overrides(inputs))
         out = _out_dir(ctx, inputs)
         try:
             values = _values(ctx, inputs)
@@ -132,6 +138,9 @@ class Render(Action[RenderInputs]):
                 value = generate_secret(SECRET_LENGTH)
                 ctx.set_secret(name, value)
                 ctx.log(f"generated secret {name} (stored in the keyring)")
+            ctx.add_secret(value)
+            secrets[name] = value
+        for name, value in self.secret_overrides(inputs).items():
             ctx.add_secret(value)
             secrets[name] = value
         out = _out_dir(ctx, inputs)

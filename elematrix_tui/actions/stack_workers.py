@@ -24,6 +24,10 @@ class RenderWorkersInputs(RenderInputs):
     """The stack values, where to render, and the worker layout (``WorkerLayout``)."""
 
     layout: dict[str, Any] = Field(default_factory=dict)
+    # The AUTH token ElastiCache was created with (the runbook's secret parameter): Synapse
+    # must present exactly that one. Empty: the generated keyring secret redis_password
+    # (the local Redis container is rendered with it).
+    redis_auth_token: str = ""
 
 
 class RenderWorkers(Render):
@@ -33,6 +37,11 @@ class RenderWorkers(Render):
     Inputs = RenderWorkersInputs
     stored_secrets = frozenset((*SECRET_NAMES, *WORKER_SECRET_NAMES))
     secret_names = (*SECRET_NAMES, *WORKER_SECRET_NAMES)
+
+    def secret_overrides(self, inputs: RenderInputs) -> dict[str, str]:
+        """ElastiCache's AUTH token, when the step gives one, as Synapse's Redis password."""
+        token = inputs.redis_auth_token if isinstance(inputs, RenderWorkersInputs) else ""
+        return {"redis_password": token} if token else {}
 
     def describe(self, inputs: RenderInputs) -> str:
         return (f"render the Matrix/Element stack with Synapse workers for "

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from jinja2 import StrictUndefined
+from jinja2 import FunctionLoader, StrictUndefined
 from jinja2.sandbox import SandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -52,10 +52,20 @@ MAIN_REPLICATION_PORT = 9093
 # replication listener on WORKER_REPLICATION_BASE + n.
 WORKER_HTTP_BASE = 8100
 WORKER_REPLICATION_BASE = 9100
+# The files the local Redis container serves TLS with (redis_tls with redis_host "redis"),
+# relative to the stack directory; not rendered: the operator's (or the test CA's).
+REDIS_TLS_FILES: tuple[str, str] = ("redis/tls/server.crt", "redis/tls/server.key")
 # The Redis stand-in image the engine tests build (scripts/images/redis; docs/test-images.md).
 REDIS_IMAGE = "elematrix-local/redis:7.0"
-# Our Synapse image plus Synapse's [redis] extra, which upstream's image has ([all]).
-SYNAPSE_WORKERS_IMAGE = "elematrix-local/synapse-workers:v1.163.2"
+# Our Synapse image plus Synapse's [redis] extra, which upstream's image has ([all]), and
+# the S3 storage provider module (its own tag: other worktrees keep building the old one).
+SYNAPSE_WORKERS_IMAGE = "elematrix-local/synapse-workers:v1.163.2-s3"
+# matrix-org/synapse-s3-storage-provider, installed into that image (PyPI). 1.7.0 imports
+# synapse.rest.media.v1._base/storage_provider, which Synapse 1.163.2 still ships, and
+# needs boto3 >= 1.36 (AWS_ENDPOINT_URL_S3 is honoured); checked at build and on the engine.
+S3_STORAGE_PROVIDER = "synapse-s3-storage-provider==1.7.0"
+# The module's provider class (its README).
+S3_PROVIDER_MODULE = "s3_storage_provider.S3StorageProviderBackend"
 
 Role = Literal["sync", "client_reader", "federation_inbound", "federation_sender",
                "event_persister", "media_repository", "stream_writer"]
@@ -110,7 +120,22 @@ class WorkerLayout(BaseModel):
     # Redis: the stand-in container by default; ElastiCache's endpoint in production.
     redis_host: str = "redis"
     redis_port: int = Field(default=6379, ge=1, le=65535)
+    # TLS to Redis (ElastiCache with in-transit encryption refuses plaintext). With the
+    # local container, it then serves TLS only (no plaintext port) with the certificate
+    # and key the operator puts in redis/tls/ (REDIS_TLS_FILES; the rehearsal's test CA).
     redis_tls: bool = False
+    # Synapse's redis.ca_file, a path inside the Synapse containers (./synapse is
+    # /config): the CA of a private Redis certificate; empty for ElastiCache's.
+    # Note: Synapse 1.163 loads it but never turns on peer verification
+    # (synapse/replication/tcp/context.py: twisted's ClientContextFactory, VERIFY_NONE):
+    # TLS encrypts, it does not authenticate Redis (docs/production-workers.md).
+    redis_ca_file: str = ""
+    # S3 media (matrix-org's storage provider module, on the media repository worker or,
+    # without one, the main process): the bucket phase data made; empty: local disk only.
+    # No keys in the config: boto3's default chain finds the instance role (IMDSv2).
+    media_bucket: str = ""
+    # The bucket's region (boto3 does not read it from the instance); empty: boto3's own.
+    media_region: str = ""
     # The addresses nginx trusts for X-Forwarded-For (the ALB's subnets in production).
     trusted_proxies: tuple[str, ...] = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
     # https public address (the ALB's name); empty: the stack's public_address over https.
@@ -141,6 +166,32 @@ class WorkerLayout(BaseModel):
 
         if not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,252})", v):
             raise ValueError(f"redis_host {v!r} is not a host name")
+        return v
+
+    @field_validator("redis_ca_file")
+    @classmethod
+    def _ca(cls, v: str) -> str:
+        if v and not v.startswith("/config/"):
+            raise ValueError(f"redis_ca_file {v!r} must be a path under /config/ "
+                             "(the stack's synapse/ directory in the containers)")
+        return v
+
+    @field_validator("media_bucket")
+    @classmethod
+    def _bucket(cls, v: str) -> str:
+        import re
+
+        if v and not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", v):
+            raise ValueError(f"media_bucket {v!r} is not an S3 bucket name")
+        return v
+
+    @field_validator("media_region")
+    @classmethod
+    def _region(cls, v: str) -> str:
+        import re
+
+        if v and not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-[0-9]+", v):
+            raise ValueError(f"media_region {v!r} is not an AWS region")
         return v
 
     @field_validator("public_baseurl")
@@ -329,8 +380,10 @@ def route_upstream(route: RouteClass, layout: WorkerLayout) -> str:
 
 
 def _env() -> SandboxedEnvironment:
+    # The loader serves {% include %} of the bundled worker templates (s3.yaml.j2).
     env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False,
-                               keep_trailing_newline=True)
+                               keep_trailing_newline=True,
+                               loader=FunctionLoader(_template))
     env.filters["q"] = lambda v: json.dumps(str(v), ensure_ascii=False)
     return env
 
@@ -380,6 +433,7 @@ def _context(v: StackValues, layout: WorkerLayout,
         "main_http_port": MAIN_HTTP_PORT, "main_replication_port": MAIN_REPLICATION_PORT,
         "header": WORKER_HEADER, "baseurl": public_baseurl(v, layout),
         "redis_image": REDIS_IMAGE, "synapse_image": SYNAPSE_WORKERS_IMAGE,
+        "redis_tls_files": REDIS_TLS_FILES, "s3_module": S3_PROVIDER_MODULE,
     }
 
 

@@ -126,3 +126,81 @@ def test_render_workers_action_generates_secrets_and_is_idempotent(tmp_path: Pat
     chk = ctx.check(RenderWorkers(), {**VALUES, "layout": {"sync": 2}})
     assert "update nginx/default.conf" in chk.changes
     assert "update docker-compose.yml" in chk.changes
+
+
+def test_redis_tls_renders_a_tls_only_server_and_synapse_uses_it() -> None:
+    layout = WorkerLayout(redis_tls=True, redis_ca_file="/config/tls/redis-ca.pem")
+    files = worker_files(VALUES, SECRETS, layout)
+    conf = files["redis/redis.conf"].splitlines()
+    # ElastiCache with in-transit encryption has no plaintext port: neither has the stand-in.
+    assert "port 0" in conf and "tls-port 6379" in conf
+    assert "tls-cert-file /usr/local/etc/redis/tls/server.crt" in conf
+    redis = yaml.safe_load(files["synapse/workers.yaml"])["redis"]
+    assert redis["use_tls"] is True and redis["ca_file"] == "/config/tls/redis-ca.pem"
+    svc = yaml.safe_load(files["docker-compose.yml"])["services"]["redis"]
+    assert "./redis/tls:/usr/local/etc/redis/tls:ro" in svc["volumes"]
+    assert "--tls" in svc["healthcheck"]["test"][1]
+    plain = worker_files(VALUES, SECRETS)["redis/redis.conf"].splitlines()
+    assert "port 6379" in plain and not any(x.startswith("tls-") for x in plain)
+
+
+def test_redis_ca_file_must_be_under_config() -> None:
+    with pytest.raises(RenderError, match="redis_ca_file"):
+        worker_files(VALUES, SECRETS, {"redis_ca_file": "/etc/ca.pem"})
+
+
+def test_elasticache_auth_token_is_synapses_redis_password(tmp_path: Path) -> None:
+    """The token ElastiCache was created with (a runbook secret) is the one Synapse
+    presents; before, Synapse had the keyring's generated redis_password: AUTH failed."""
+    from elematrix_tui.actions.stack_workers import RenderWorkers
+    from elematrix_tui.engine.standalone import StandaloneContext
+
+    token = "Tok3n" + secrets.token_hex(20)
+    ctx = StandaloneContext(deployment_dir=tmp_path / "dep", deployment="prod")
+    inputs = {**VALUES, "redis_auth_token": token,
+              "layout": {"redis_host": "em-prod-redis.abc.use1.cache.amazonaws.com",
+                         "redis_tls": True}}
+    ctx.run(RenderWorkers(), inputs)
+    out = ctx.deployment_dir / "stack"
+    shared = yaml.safe_load((out / "synapse/workers.yaml").read_text())
+    assert shared["redis"]["password"] == token and shared["redis"]["use_tls"] is True
+    assert not (out / "redis").exists()  # no local Redis with an external one
+    assert token not in "\n".join(line for _s, line in ctx.logs)
+    assert ctx.check(RenderWorkers(), inputs).in_sync is True
+
+
+def test_federation_delegates_on_443_through_synapse() -> None:
+    files = worker_files(VALUES, SECRETS)
+    assert yaml.safe_load(files["synapse/workers.yaml"])["serve_server_wellknown"] is True
+    conf = files["nginx/default.conf"]
+    block = conf.split("location = /.well-known/matrix/server {", 1)[1].split("}", 1)[0]
+    assert "proxy_pass http://synapse_main;" in block
+    off = worker_files({**VALUES, "federation": False}, SECRETS)
+    assert "serve_server_wellknown" not in off["synapse/workers.yaml"]
+    assert "/.well-known/matrix/server" not in off["nginx/default.conf"]
+
+
+def test_s3_media_is_configured_on_the_media_worker_without_keys() -> None:
+    from elematrix_tui.stack.workers import S3_PROVIDER_MODULE
+
+    layout = {"media_bucket": "elematrix-prod-media-123456789012", "media_region": "eu-west-1"}
+    files = worker_files(VALUES, SECRETS, layout)
+    media = yaml.safe_load(files["synapse/workers/media1.yaml"])
+    (prov,) = media["media_storage_providers"]
+    assert prov["module"] == S3_PROVIDER_MODULE
+    assert prov["store_local"] and prov["store_remote"] and prov["store_synchronous"]
+    assert prov["config"] == {"bucket": "elematrix-prod-media-123456789012",
+                              "region_name": "eu-west-1"}  # no keys: the instance role
+    assert "media_storage_providers" not in yaml.safe_load(files["synapse/workers.yaml"])
+    # Without a media worker, the main process (which then runs the media repo) has it.
+    main = yaml.safe_load(worker_files(VALUES, SECRETS, {**layout, "media_repository": 0})
+                          ["synapse/workers.yaml"])
+    assert main["media_storage_providers"][0]["config"]["bucket"] == layout["media_bucket"]
+    off = worker_files(VALUES, SECRETS)
+    assert "media_storage_providers" not in off["synapse/workers/media1.yaml"]
+
+
+@pytest.mark.parametrize("bad", [{"media_bucket": "Bad_Bucket"}, {"media_region": "mars"}])
+def test_bad_media_settings_are_render_errors(bad: dict[str, object]) -> None:
+    with pytest.raises(RenderError, match="invalid worker layout"):
+        worker_files(VALUES, SECRETS, bad)
