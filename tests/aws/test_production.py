@@ -236,7 +236,7 @@ def test_production_aws_side_runs_passes_its_posture_gate_and_tears_down_to_noth
     admin = [x for x in rules if not x["IsDefault"]]
     assert admin[0]["Actions"][0]["FixedResponseConfig"]["StatusCode"] == "404"
     # The Synapse host, read back: in the first public subnet with a public IPv4, IMDSv2
-    # required (hop 1), an encrypted gp3 root volume, the media-bucket profile, the app
+    # required (hop 2), an encrypted gp3 root volume, the media-bucket profile, the app
     # group (ALB only) and the SSH group (the operator only), the POC's user-data, and
     # registered in the target group.
     ec2 = _client(cli_env, "ec2")
@@ -252,7 +252,9 @@ def test_production_aws_side_runs_passes_its_posture_gate_and_tears_down_to_noth
         or any(t["Key"] == "Name" and "public" in t["Value"] for t in sn.get("Tags", []))}
     assert i["SubnetId"] in public and i.get("PublicIpAddress"), (i["SubnetId"], public)
     assert i["MetadataOptions"]["HttpTokens"] == "required"
-    assert i["MetadataOptions"]["HttpPutResponseHopLimit"] == 1
+    # 2, not the POC's 1: the media worker's container takes the role for S3 (a hop
+    # further); with 1 it gets no credentials on a real instance.
+    assert i["MetadataOptions"]["HttpPutResponseHopLimit"] == 2
     vol = ec2.describe_volumes(Filters=[{"Name": "attachment.instance-id",
                                          "Values": [i["InstanceId"]]}])["Volumes"][0]
     assert (vol["Encrypted"], vol["VolumeType"]) == (True, "gp3")
