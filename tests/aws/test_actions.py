@@ -578,9 +578,18 @@ def test_teardown_lists_then_deletes_everything_and_is_safe_twice(ctx: Any) -> N
         GroupName=f"elematrix-{ctx.deployment}x", Description="x", TagSpecifications=[{
             "ResourceType": "security-group",
             "Tags": [{"Key": "elematrix:deployment", "Value": f"{ctx.deployment}x"}]}])["GroupId"]
+    # The upgrade runbook's pre-upgrade snapshot (its tags, runbooks/upgrade.yaml), and one
+    # of another deployment that must survive.
+    ec2 = boto3.client("ec2")
+    vol = ec2.describe_volumes(Filters=[{"Name": "attachment.instance-id",
+                                        "Values": [inst["instance_id"]]}])["Volumes"][0]
+    snaps = [ec2.create_snapshot(VolumeId=vol["VolumeId"], TagSpecifications=[{
+        "ResourceType": "snapshot", "Tags": [{"Key": "elematrix:deployment", "Value": d}]}]
+    )["SnapshotId"] for d in (ctx.deployment, f"{ctx.deployment}x")]
     before = count_tagged(boto3.Session(), ctx.deployment)
-    assert before["instance"] == before["bucket"] == before["alarm"] == 1
+    assert before["instance"] == before["bucket"] == before["alarm"] == before["snapshot"] == 1
     listing = ctx.check(Teardown(), {**TD, "dry_run": True})
+    assert any(r.startswith(f"keep snapshot {snaps[0]}") for r in listing.outputs["resources"])
     assert f"delete instance {inst['instance_id']}" in listing.outputs["resources"]
     assert any(r.startswith("keep bucket") for r in listing.outputs["resources"])
     plan = ctx.check(Teardown(), TD)
@@ -588,14 +597,17 @@ def test_teardown_lists_then_deletes_everything_and_is_safe_twice(ctx: Any) -> N
     r = ctx.run(Teardown(), TD)
     assert r.outputs["remaining"] == 0 and r.outputs["kept"]
     left = count_tagged(boto3.Session(), ctx.deployment)
-    assert left["bucket"] == 1 and sum(left.values()) == 1
+    # The data (the bucket, the disk's snapshot) stays without the typed confirmation.
+    assert left["bucket"] == left["snapshot"] == 1 and sum(left.values()) == 2, left
     r = ctx.run(Teardown(), {**TD, "include_bucket": True})
-    assert r.outputs["deleted"] == [f"bucket elematrix-{ctx.deployment}-123456789012"]
+    assert r.outputs["deleted"] == [f"snapshot {snaps[0]}",
+                                    f"bucket elematrix-{ctx.deployment}-123456789012"]
     assert sum(count_tagged(boto3.Session(), ctx.deployment).values()) == 0
     assert ctx.check(Teardown(), {**TD, "include_bucket": True}).in_sync is True
     again = ctx.run(Teardown(), {**TD, "include_bucket": True})
     assert again.status == "ok" and again.outputs["deleted"] == []
     assert boto3.client("ec2").describe_security_groups(GroupIds=[other])["SecurityGroups"]
+    assert ec2.describe_snapshots(SnapshotIds=[snaps[1]])["Snapshots"]
 
 
 def test_actions_module_imports_no_sdk() -> None:
