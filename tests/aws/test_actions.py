@@ -732,3 +732,43 @@ def test_logs_flowing_needs_a_stream_with_events_in_every_group(ctx: Any) -> Non
     with pytest.raises(ActionFailed) as e:
         ctx.run(LogsFlowing(), {**inputs, "log_groups": [f"{prefix}/containers"]})
     assert "does not exist" in e.value.message
+
+
+# -- the restore drill's server-side copy ----------------------------------------------------
+
+def test_copy_backup_copies_the_latest_complete_backup_under_this_deployments_prefix(
+        ctx: Any) -> None:
+    """The drill's backup reaches the drill's bucket bucket-to-bucket, with its stamp (the
+    RPO) kept; an incomplete backup is never chosen, a named one not complete is refused."""
+    from elematrix_tui.actions.backup_copy import BACKUP_PARTS, CopyBackup
+
+    s3 = boto3.client("s3")
+    src, dst = f"src-{ctx.deployment}", f"dst-{ctx.deployment}"
+    for b in (src, dst):
+        s3.create_bucket(Bucket=b)
+    for stamp, parts in (("20261201T010000Z", BACKUP_PARTS),
+                         ("20261201T020000Z", BACKUP_PARTS),
+                         ("20261201T030000Z", BACKUP_PARTS[:3])):  # media never arrived
+        for part in parts:
+            s3.put_object(Bucket=src, Key=f"prod/{stamp}/{part}", Body=f"{stamp}{part}".encode())
+    s3.put_object(Bucket=src, Key="other/20261201T040000Z/signing.key", Body=b"x")
+    inputs = {"source_bucket": src, "source_deployment": "prod", "bucket": dst,
+              "deployment": "prod-drill"}
+    assert ctx.check(CopyBackup(), inputs).in_sync is False
+    r = ctx.run(CopyBackup(), inputs)
+    assert r.status == "changed", r
+    assert r.outputs["source_prefix"] == "prod/20261201T020000Z"
+    assert r.outputs["prefix"] == "prod-drill/20261201T020000Z"
+    keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=dst)["Contents"])
+    assert keys == sorted(f"prod-drill/20261201T020000Z/{p}" for p in BACKUP_PARTS)
+    body = s3.get_object(Bucket=dst, Key="prod-drill/20261201T020000Z/signing.key")["Body"]
+    assert body.read() == b"20261201T020000Zsigning.key"
+    again = ctx.check(CopyBackup(), inputs)
+    assert again.in_sync is True and again.outputs["prefix"] == "prod-drill/20261201T020000Z"
+    older = ctx.run(CopyBackup(), {**inputs, "backup": "20261201T010000Z"})
+    assert older.outputs["prefix"] == "prod-drill/20261201T010000Z"
+    with pytest.raises(ActionFailed, match="not a complete backup of prod") as e:
+        ctx.run(CopyBackup(), {**inputs, "backup": "prod/20261201T030000Z"})
+    assert "prod/20261201T010000Z" in (e.value.diagnosis or "")
+    with pytest.raises(ActionFailed, match="same bucket"):
+        ctx.run(CopyBackup(), {**inputs, "bucket": src})
