@@ -10,7 +10,8 @@ bundled runbooks against the drill deployment, one after another, each through
    remembered parameters (its SSH CIDR, sizes, ports...; the source's server name, which
    a restored database needs) and the source's stored secrets copied into the drill's
    keyring entries first (the stack's secrets, the admin's and the canary users'
-   passwords): the restored database then matches them;
+   passwords), and again right before the restore (the drill's bootstrap stored an admin
+   token of its own): the restored database then matches them;
 2. ``restore`` with ``source=NAME``: its ``copy_backup`` step copies the chosen backup
    server-side from the source's bucket into the drill's (the drill's instance role reads
    only its own bucket; the source's permissions are never widened), then the restore
@@ -248,6 +249,11 @@ def run_drill(req: DrillRequest) -> int:
             store.delete(drill, name)
         raise
     if codes["deploy"] == 0:
+        # Once restored, the database is the source's: every stored secret must be the
+        # source's again (the drill's own bootstrap stored an admin token of its own, which
+        # the restored database does not know).
+        copied = sorted(set(copied) | set(_copy_secrets(store, source, drill,
+                                                        src.secret_names)))
         say(f"restoring {source}'s backup {to_restore.get('backup', 'latest')!r} into {drill}")
         codes["restore"] = run_headless(
             restore, deployment=drill, state_dir=state_dir,

@@ -169,7 +169,7 @@ def _drill(elematrix: str, env: dict[str, str], source: FakeInstance,
         res = subprocess.run(
             [elematrix, "run", "restore", "--deployment", "rehearsal", "--set", "drill=true",
              "--yes", "--quiet", *[x for k, v in overrides.items() for x in ("--set", f"{k}={v}")]],
-            env=env, capture_output=True, text=True, timeout=1500)
+            env=env, capture_output=True, text=True, timeout=900)
     wall = time.monotonic() - started
     assert res.returncode == 0, res.stdout[-8000:] + res.stderr[-3000:]
     out = res.stdout
