@@ -202,6 +202,8 @@ def _drill_secret_names(state_dir: Path, drill: str) -> set[str]:
 
 
 def _restore_report(state_dir: Path, drill: str) -> dict[str, Any]:
+    if not Journal.exists(state_dir, drill):  # the restore run refused before it began
+        return {}
     with Journal(deployment_dir(state_dir, drill) / "journal.sqlite") as journal:
         outputs = journal.latest_outputs()
     return {**outputs.get("copy_backup", {}), **outputs.get("report", {})}
