@@ -367,6 +367,18 @@ def _plan(args: argparse.Namespace) -> int:
     path = resolve_runbook_path(args.runbook)
     rb = _load(path)
     deployment = _need_deployment(args)
+    if rb.runbook == "restore":
+        from .drill import drill_name, wants_drill
+
+        drill, args.sets = wants_drill(list(args.sets or []))
+        if drill:
+            from .engine.errors import InputError, Located
+
+            raise InputError([Located("--set", 0, 0, (
+                f"drill=true: the drill is three runs against {drill_name(deployment)} (poc-ec2, "
+                "restore, teardown), a deployment that exists only while it runs; plan "
+                f"poc-ec2 for it (elematrix plan poc-ec2 --deployment {drill_name(deployment)}) "
+                f"or run it: elematrix run restore --deployment {deployment} --set drill=true"))])
     live = frozenset() if args.offline else frozenset({"aws.preflight", "aws.assert"})
     plan = build_plan(rb, deployment=deployment, state_dir=_state_dir(args),
                       params=_params(args, rb), phases=args.phases, registry=_registry(),

@@ -51,6 +51,9 @@ def test_bad_drill_input_exits_2_located_and_writes_nothing(elematrix: str,
         assert "s3cret-value-not-printed" not in res.stdout + res.stderr
     assert not Journal.exists(state_dir, "src-drill")
     assert SecretStore().names("src-drill") == []
+    plan = subprocess.run([elematrix, "plan", "restore", "--deployment", "src", "--set",
+                           "drill=true"], capture_output=True, text=True, timeout=60)
+    assert plan.returncode == 2 and "--set: drill=true: the drill is three runs" in plan.stderr
 
 
 def test_drill_false_is_the_plain_restore(elematrix: str, state_dir: Path) -> None:
