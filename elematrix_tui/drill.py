@@ -57,7 +57,9 @@ TEARDOWN_RUNBOOK = "teardown"
 DEPLOY_PHASES = ["infra", "configure", "deploy"]
 # Files of a deployment's directory that change when only read (SQLite's WAL files).
 _VOLATILE = ("journal.sqlite", "journal.sqlite-wal", "journal.sqlite-shm", "lock")
-_EXIT_INPUT = 2
+# Remembered values that describe the source's own machine, never the drill's: its host
+# key fingerprints (the drill's instance has keys of its own, read from its console).
+NOT_CARRIED = frozenset({"ssh_host_key"})
 
 
 def drill_name(source: str) -> str:
@@ -176,7 +178,8 @@ def _split_sets(sets: Mapping[str, str], deploy: Runbook, restore: Runbook
 
 def _deploy_params(src: _Source, deploy: Runbook, overrides: Mapping[str, str]
                    ) -> dict[str, Any]:
-    names = {p.name for p in deploy.params if p.type != "secret" and p.remember}
+    names = {p.name for p in deploy.params
+             if p.type != "secret" and p.remember and p.name not in NOT_CARRIED}
     params: dict[str, Any] = {k: v for k, v in src.remembered.items() if k in names}
     # The restored database is of the source's server name (restore.sh refuses another).
     params["server_name"] = src.server_name

@@ -72,7 +72,8 @@ def _deployed(state_dir: Path, name: str) -> None:
 
     with Journal.open(state_dir, name) as j:
         j.set_meta(META_SECRET_NAMES, ["postgres_password", "canary_password_a"])
-        j.set_meta(META_PARAMS, {"operator_cidr": "198.51.100.7/32", "http_port": 8080})
+        j.set_meta(META_PARAMS, {"operator_cidr": "198.51.100.7/32", "http_port": 8080,
+                                 "ssh_host_key": "SHA256:the-source-hosts-key"})
         for step, outputs in (("server_name", {"server_name": "chat.example.org"}),
                               ("backup_bucket", {"bucket": f"elematrix-{name}-1"}),
                               ("canary", {"event_id": "$e"})):
@@ -114,6 +115,7 @@ def test_a_failed_drill_is_torn_down_and_the_source_left_as_it_was(
     deploy = calls[0][2]
     assert deploy["server_name"] == "chat.example.org" and deploy["http_port"] == "8081"
     assert deploy["operator_cidr"] == "198.51.100.7/32"
+    assert "ssh_host_key" not in deploy  # the source's machine's, not the drill's
     if code == 130:
         assert names == ["poc-ec2", "restore"]
         assert ("elematrix run teardown --deployment src-drill --set "
