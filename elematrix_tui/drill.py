@@ -37,7 +37,7 @@ from typing import Any
 from .actions import default_registry
 from .engine.catalog import resolve_runbook
 from .engine.context import RunOptions
-from .engine.errors import InputError, Located
+from .engine.errors import GuardError, InputError, Located, LockedError
 from .engine.journal import Journal
 from .engine.loader import load_runbook
 from .engine.model import Runbook
@@ -260,10 +260,16 @@ def run_drill(req: DrillRequest) -> int:
         copied = sorted(set(copied) | set(_copy_secrets(store, source, drill,
                                                         src.secret_names)))
         say(f"restoring {source}'s backup {to_restore.get('backup', 'latest')!r} into {drill}")
-        codes["restore"] = run_headless(
-            restore, deployment=drill, state_dir=state_dir,
-            params={**to_restore, "source": source}, runbook_path=restore_path,
-            options=RunOptions(assume_yes=req.assume_yes), quiet=req.quiet)
+        try:
+            codes["restore"] = run_headless(
+                restore, deployment=drill, state_dir=state_dir,
+                params={**to_restore, "source": source}, runbook_path=restore_path,
+                options=RunOptions(assume_yes=req.assume_yes), quiet=req.quiet)
+        except (InputError, LockedError, GuardError) as e:
+            # The drill is deployed by now: it is torn down below all the same.
+            why = "; ".join(map(str, e.errors)) if isinstance(e, InputError) else str(e)
+            say(f"the restore run was refused: {why}")
+            codes["restore"] = 1
     if 130 in codes.values():
         say(f"interrupted: {drill} is left as it is. Tear it down with: "
             f"{teardown_command(drill)}")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from elematrix_tui.engine.errors import InputError
 from elematrix_tui.engine.journal import Journal
 from elematrix_tui.engine.model import Runbook
 from elematrix_tui.engine.resolve import META_SECRET_NAMES
@@ -84,7 +85,7 @@ def _deployed(state_dir: Path, name: str) -> None:
 
 
 @pytest.mark.parametrize(("failing", "code"), [("poc-ec2", 1), ("restore", 1),
-                                               ("restore", 130)])
+                                               ("restore", 2), ("restore", 130)])
 def test_a_failed_drill_is_torn_down_and_the_source_left_as_it_was(
         state_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
         failing: str, code: int) -> None:
@@ -103,13 +104,15 @@ def test_a_failed_drill_is_torn_down_and_the_source_left_as_it_was(
         if rb.runbook == "poc-ec2":  # the drill's copies are there while it runs
             assert SecretStore().get("src-drill", "postgres_password") == \
                 "postgres_password-of-src"
+        if rb.runbook == failing and code == 2:
+            raise InputError("refused")  # e.g. a parameter the run itself refuses
         return code if rb.runbook == failing else 0
 
     monkeypatch.setattr(drill, "run_headless", fake)
     rc = drill.run_drill(drill.DrillRequest(source="src", state_dir=state_dir,
                                             sets={"http_port": "8081"}, assume_yes=True))
     out = capsys.readouterr().out
-    assert rc == code, out
+    assert rc == (130 if code == 130 else 1), out
     names = [c[0] for c in calls]
     assert all(c[1] == "src-drill" for c in calls)
     deploy = calls[0][2]
