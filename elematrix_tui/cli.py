@@ -309,6 +309,23 @@ def _run(args: argparse.Namespace) -> int:
     path = resolve_runbook_path(args.runbook)
     rb = _load(path)
     deployment = _need_deployment(args)
+    if rb.runbook == "restore":
+        from .drill import DrillRequest, run_drill, wants_drill
+
+        drill, args.sets = wants_drill(list(args.sets or []))
+        if drill:
+            from .engine.errors import InputError, Located
+
+            if args.params or args.json:
+                raise InputError("--set drill=true takes its values from --set only (not "
+                                 "--params or --json)")
+            if bad := [i for i in args.sets if "=" not in i or not i.partition("=")[0].strip()]:
+                raise InputError([Located("--set", 0, 0, f"{i!r}: expected KEY=VALUE")
+                                  for i in bad])
+            sets = dict(item.partition("=")[::2] for item in args.sets)
+            return run_drill(DrillRequest(source=deployment, state_dir=_state_dir(args),
+                                          sets={k.strip(): v for k, v in sets.items()},
+                                          assume_yes=args.yes, quiet=args.quiet))
     return run_headless(rb, deployment=deployment, state_dir=_state_dir(args),
                         params=_params(args, rb), runbook_path=path, quiet=args.quiet,
                         json_lines=args.json,
@@ -350,6 +367,18 @@ def _plan(args: argparse.Namespace) -> int:
     path = resolve_runbook_path(args.runbook)
     rb = _load(path)
     deployment = _need_deployment(args)
+    if rb.runbook == "restore":
+        from .drill import drill_name, wants_drill
+
+        drill, args.sets = wants_drill(list(args.sets or []))
+        if drill:
+            from .engine.errors import InputError, Located
+
+            raise InputError([Located("--set", 0, 0, (
+                f"drill=true: the drill is three runs against {drill_name(deployment)} (poc-ec2, "
+                "restore, teardown), a deployment that exists only while it runs; plan "
+                f"poc-ec2 for it (elematrix plan poc-ec2 --deployment {drill_name(deployment)}) "
+                f"or run it: elematrix run restore --deployment {deployment} --set drill=true"))])
     live = frozenset() if args.offline else frozenset({"aws.preflight", "aws.assert"})
     plan = build_plan(rb, deployment=deployment, state_dir=_state_dir(args),
                       params=_params(args, rb), phases=args.phases, registry=_registry(),

@@ -57,8 +57,8 @@ NO_AWS_CLI = (
 # Short enough for the banner (at most 4 rows, with the practice line): docs say the rest.
 LOCAL_NOTICE = (
     "Practice deploys onto THIS machine: compose project '{project}' on your Docker (nginx "
-    ":{http_port}, 127.0.0.1:8008). Skipped here: cloud-init, systemd units, SSM/CloudWatch "
-    "agents. Remove: docker compose -p {project} down -v")
+    ":{http_port}, 127.0.0.1:{admin_port}). Skipped here: cloud-init, systemd units, "
+    "SSM/CloudWatch agents. Remove: docker compose -p {project} down -v")
 # scripts/setup.sh --test installs the aws CLI here (a source checkout).
 REPO_AWS_CLI = Path(__file__).resolve().parents[1] / ".tools" / "awscli" / "bin" / "aws"
 
@@ -343,27 +343,43 @@ def prepare_host(deployment: str, deployment_dir: Path) -> dict[str, str]:
     return env
 
 
-def _port_free(port: int) -> bool:
+def _port_free(port: int, host: str = "0.0.0.0") -> bool:
     with socket.socket() as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            s.bind(("0.0.0.0", port))
+            s.bind((host, port))
         except OSError:
             return False
     return True
 
 
-def practice_http_port(deployment_dir: Path) -> int:
-    """nginx's published port: 80 when free, else the first free of 8080-8099; remembered
-    in the deployment (the running practice stack holds it on the next start)."""
-    memo = deployment_dir / "practice-http-port"
+def _remembered_port(deployment_dir: Path, memo_name: str, candidates: tuple[int, ...],
+                     host: str) -> int:
+    """The first free of ``candidates`` on ``host`` (the first when none is), remembered in
+    the deployment: its running practice stack holds the port on the next start."""
+    memo = deployment_dir / memo_name
     if memo.exists():
         with contextlib.suppress(ValueError):
             return int(memo.read_text().strip())
-    port = next((p for p in (80, *range(8080, 8100)) if _port_free(p)), 80)
+    port = next((p for p in candidates if _port_free(p, host)), candidates[0])
     deployment_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     memo.write_text(f"{port}\n")
     return port
+
+
+def practice_http_port(deployment_dir: Path) -> int:
+    """nginx's published port: 80 when free, else the first free of 8080-8099; remembered
+    in the deployment (the running practice stack holds it on the next start)."""
+    return _remembered_port(deployment_dir, "practice-http-port", (80, *range(8080, 8100)),
+                            "0.0.0.0")
+
+
+def practice_admin_port(deployment_dir: Path) -> int:
+    """Synapse's admin API's host port (loopback): 8008 when free, else the first free of
+    8010-8029; remembered like the http port. Two practice deployments' stacks then run at
+    once on one machine (each has its compose project, compose_project())."""
+    return _remembered_port(deployment_dir, "practice-admin-port", (8008, *range(8010, 8030)),
+                            "127.0.0.1")
 
 
 def practice_params(deployment_dir: Path, *, local_host: bool = False) -> dict[str, Any]:
@@ -386,6 +402,7 @@ def practice_params(deployment_dir: Path, *, local_host: bool = False) -> dict[s
     if local_host:
         params["remote_dir"] = str(deployment_dir / "host" / "stack")
         params["http_port"] = practice_http_port(deployment_dir)
+        params["admin_port"] = practice_admin_port(deployment_dir)
     return params
 
 
@@ -454,7 +471,8 @@ def practice_session(deployment: str, deployment_dir: Path) -> Iterator[Practice
             params = practice_params(deployment_dir, local_host=True)
             os.environ.update(prepare_host(deployment, deployment_dir))
             notices.append(LOCAL_NOTICE.format(project=compose_project(deployment),
-                                               http_port=params["http_port"]))
+                                               http_port=params["http_port"],
+                                               admin_port=params["admin_port"]))
         yield PracticeSession(params=params, phases=phases, notices=notices)
     finally:
         emulator.stop()

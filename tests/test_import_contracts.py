@@ -24,7 +24,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PKG = "elematrix_tui"
 SDKS = frozenset({"textual", "rich", "boto3", "botocore", "paramiko", "nio", "httpx"})
-FRONT_ENDS = (f"{PKG}.cli", f"{PKG}.headless", f"{PKG}.practice")
+FRONT_ENDS = (f"{PKG}.cli", f"{PKG}.headless", f"{PKG}.practice", f"{PKG}.drill")
 
 
 def _modules(root: Path, pkg: str) -> dict[str, Path]:
@@ -178,6 +178,7 @@ PARTS: dict[str, set[str]] = {
     "history": {"engine"},
     "planview": {"engine"},
     "practice": {"engine", "headless"},
+    "drill": {"engine", "headless", "actions"},
     "bundled": set(),
 }
 FRONT_DOOR = "cli"  # may import any part: it is where the parts meet

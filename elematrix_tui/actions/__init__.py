@@ -38,6 +38,7 @@ BUILTIN: dict[str, str] = {
     "deploy.server_name": "elematrix_tui.actions.deploy:ServerName",
     "deploy.recorded": "elematrix_tui.actions.restore:Recorded",
     "restore.pick": "elematrix_tui.actions.restore:Pick",
+    "restore.copy_backup": "elematrix_tui.actions.backup_copy:CopyBackup",
     "matrix.admin_login": "elematrix_tui.actions.restore:AdminLogin",
     "stack.render_workers": "elematrix_tui.actions.stack_workers:RenderWorkers",
     "matrix.routes": "elematrix_tui.actions.matrix_routes:Routes",

@@ -31,7 +31,8 @@ from .aws_teardown_managed import (
 # Deletion order; discovery fills the same keys. The production runbook's managed services
 # (``aws_teardown_managed``) go before the instances (FRONT) and after their groups (BACK).
 ORDER = ["alarm", "topic", "log_group", "ssm_parameter", *FRONT, "eip", "instance",
-         "security_group", *BACK, "instance_profile", "role", "key_pair", "bucket"]
+         "security_group", *BACK, "instance_profile", "role", "key_pair", "snapshot",
+         "bucket"]
 
 
 @dataclass
@@ -54,6 +55,10 @@ class Inventory:
                 if k == "bucket" and not include_bucket:
                     out.append(f"keep bucket {ident} (holds backups; pass "
                                "confirm_deployment=<deployment name> to delete it)")
+                elif k == "snapshot" and not include_bucket:
+                    out.append(f"keep snapshot {ident} (the upgrade runbook's copy of the "
+                               "instance's disk; pass confirm_deployment=<deployment name> "
+                               "to delete it)")
                 elif k == "db_instance" and not include_bucket:
                     out.append(f"keep db instance {ident} (holds the Synapse database; pass "
                                "confirm_deployment=<deployment name> to delete it)")
@@ -107,6 +112,11 @@ def discover(api: AwsApi, ctx: StepContext, prefix: str, log_prefix: str,
         inv.items["security_group"].append(g["GroupId"])
     for k in api.checked("ec2", "describe_key_pairs", Filters=deployment_filter(dep))["KeyPairs"]:
         inv.items["key_pair"].append(k["KeyName"])
+    # The upgrade runbook's pre-upgrade snapshots carry the tag; only this account's own
+    # (OwnerIds=self: never the public snapshots EC2 would list too).
+    for page in _pages(api, "ec2", "describe_snapshots", "Snapshots", "NextToken",
+                       "NextToken", OwnerIds=["self"], Filters=deployment_filter(dep)):
+        inv.items["snapshot"].append(page["SnapshotId"])
     # IAM: list by name prefix (cheap), then trust only the tag.
     for role in _pages(api, "iam", "list_roles", "Roles", "Marker", "Marker"):
         if role["RoleName"].startswith(prefix):
@@ -259,6 +269,10 @@ def delete_all(api: AwsApi, ctx: StepContext, inv: Inventory, include_bucket: bo
         _gone(api, "ec2", "delete_key_pair", (), KeyName=k)
         done.append(f"key pair {k}")
     if include_bucket:
+        for snap in it["snapshot"]:
+            _gone(api, "ec2", "delete_snapshot", ("InvalidSnapshot.NotFound",),
+                  SnapshotId=snap)
+            done.append(f"snapshot {snap}")
         for b in it["bucket"]:
             _empty_and_delete_bucket(api, ctx, b)
             done.append(f"bucket {b}")

@@ -25,8 +25,9 @@ FRONT = ["load_balancer", "target_group", "certificate", "dns_record", "cache_cl
          "cache_subnet_group", "db_instance", "db_subnet_group"]
 # ...and after them.
 BACK = ["vpc"]
-# Kinds that hold data: deleted only with the typed confirmation.
-DATA_KINDS = frozenset({"bucket", "db_instance"})
+# Kinds that hold data: deleted only with the typed confirmation. An EBS snapshot (the
+# upgrade runbook's pre-upgrade one) is the instance's disk, database included.
+DATA_KINDS = frozenset({"bucket", "db_instance", "snapshot"})
 
 
 def _norm(name: str) -> str:

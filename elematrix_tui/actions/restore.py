@@ -34,10 +34,24 @@ class RecordedInputs(Inputs):
     values: dict[str, str]
     # Names in ``values`` that may have no recorded value (None then).
     optional: list[str] = Field(default_factory=list)
+    # Another deployment whose journal is read (only read: the restore drill reads its
+    # source's bucket and canary); empty or this deployment's name: this one.
+    deployment: str = ""
 
 
-def _recorded_outputs(ctx: StepContext) -> dict[str, dict[str, Any]]:
-    path = Path(ctx.deployment_dir) / JOURNAL_FILE
+def _journal_of(ctx: StepContext, deployment: str) -> Path:
+    """The journal file of ``deployment`` (a sibling of this one's directory)."""
+    from ..engine.paths import deployment_name_error
+
+    if not deployment or deployment == ctx.deployment:
+        return Path(ctx.deployment_dir) / JOURNAL_FILE
+    if (bad := deployment_name_error(deployment)) is not None:
+        raise ActionFailed(bad)
+    return Path(ctx.deployment_dir).parent / deployment / JOURNAL_FILE
+
+
+def _recorded_outputs(ctx: StepContext, deployment: str = "") -> dict[str, dict[str, Any]]:
+    path = _journal_of(ctx, deployment)
     if not path.exists():
         return {}
     # A second reader of the runner's own journal (WAL: readers never block the writer).
@@ -53,7 +67,8 @@ class Recorded(Action[RecordedInputs]):
     read_only = True
 
     def _values(self, ctx: StepContext, inputs: RecordedInputs) -> dict[str, Any]:
-        known = _recorded_outputs(ctx)
+        known = _recorded_outputs(ctx, inputs.deployment)
+        dep = inputs.deployment or ctx.deployment
         out: dict[str, Any] = {}
         missing: list[str] = []
         for name, ref in inputs.values.items():
@@ -64,10 +79,10 @@ class Recorded(Action[RecordedInputs]):
             out[name] = value
         if missing:
             raise ActionFailed(
-                f"deployment {ctx.deployment!r} has no recorded {', '.join(missing)}",
+                f"deployment {dep!r} has no recorded {', '.join(missing)}",
                 diagnosis="these values come from the poc-ec2 runbook's runs of this "
                           "deployment; none recorded them",
-                fix=f"deploy it first: elematrix run poc-ec2 --deployment {ctx.deployment}")
+                fix=f"deploy it first: elematrix run poc-ec2 --deployment {dep}")
         return out
 
     def check(self, ctx: StepContext, inputs: RecordedInputs) -> Check:
@@ -82,7 +97,9 @@ class Recorded(Action[RecordedInputs]):
                       message=", ".join(sorted(values)))
 
     def describe(self, inputs: RecordedInputs) -> str:
-        return "read " + ", ".join(sorted(set(inputs.values.values()))) + " from the journal"
+        whose = f" of deployment {inputs.deployment}" if inputs.deployment else ""
+        return ("read " + ", ".join(sorted(set(inputs.values.values())))
+                + f" from the journal{whose}")
 
 
 class PickInputs(Inputs):

@@ -32,6 +32,8 @@ from ..stack.values import IMAGES, SECRET_NAMES
 from .restore import JOURNAL_FILE
 
 RENDER_ACTION = "stack.render"
+# poc-ec2's step for a stack of the operator's own (stack_source): never re-rendered here.
+ADAPT_ACTION = "stack.adapt"
 # The file of a rendering that names the images (assets/stack/docker-compose.yml.j2).
 COMPOSE_FILE = "docker-compose.yml"
 
@@ -79,6 +81,7 @@ class Pins(Action[PinsInputs]):
                               "synapse_changed"})
 
     def _compare(self, ctx: StepContext, inputs: PinsInputs) -> dict[str, Any]:
+        refuse_own_stack(ctx)
         old = rendered_images(Path(ctx.deployment_dir) / inputs.stack_dir)
         if not old:
             raise ActionFailed(
@@ -182,19 +185,45 @@ class Schema(Action[SchemaInputs]):
         return "compare the database's schema with the new Synapse's"
 
 
-def last_render_inputs(ctx: StepContext) -> dict[str, Any]:
-    """The inputs of this deployment's last successful ``stack.render`` step (any run)."""
+def last_stack_step(ctx: StepContext) -> tuple[str, dict[str, Any]] | None:
+    """(action, inputs) of this deployment's last successful ``stack.render`` or
+    ``stack.adapt`` step (any run): which of the two made the stack the host runs."""
     path = Path(ctx.deployment_dir) / JOURNAL_FILE
-    started: dict[tuple[str, str], dict[str, Any]] = {}
-    found: dict[str, Any] | None = None
+    started: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
+    found: tuple[str, dict[str, Any]] | None = None
     if path.exists():
         with Journal(path) as journal:
             for e in journal.read_events():
-                if isinstance(e, StepStarted) and e.action == RENDER_ACTION:
-                    started[(e.run_id, e.step_id)] = dict(e.inputs)
+                if isinstance(e, StepStarted) and e.action in (RENDER_ACTION, ADAPT_ACTION):
+                    started[(e.run_id, e.step_id)] = (e.action, dict(e.inputs))
                 elif isinstance(e, StepFinished) and e.status in ("ok", "changed") \
                         and (e.run_id, e.step_id) in started:
                     found = started[(e.run_id, e.step_id)]
+    return found
+
+
+def refuse_own_stack(ctx: StepContext) -> None:
+    """Fail (before the backup, the snapshot or any change) when the host runs the
+    operator's own stack, adapted by ``stack.adapt``: this runbook renders the bundled
+    stack, which would replace the operator's files and services."""
+    last = last_stack_step(ctx)
+    if last is not None and last[0] == ADAPT_ACTION:
+        raise ActionFailed(
+            f"deployment {ctx.deployment!r} runs your own stack (stack_source="
+            f"{last[1].get('source', '?')}), which the upgrade runbook does not upgrade",
+            diagnosis="upgrade renders the bundled stack again with the pinned images; on "
+                      "your stack that would replace your compose file, your services' "
+                      "names and your images with elematrix's",
+            fix="change the image references in your own compose file, then run "
+                f"'elematrix run poc-ec2 --deployment {ctx.deployment} --phase configure "
+                "--phase deploy' (the adapt step shows the diff first); a backup before it "
+                "('elematrix run restore' brings it back)", retry=False)
+
+
+def last_render_inputs(ctx: StepContext) -> dict[str, Any]:
+    """The inputs of this deployment's last successful ``stack.render`` step (any run)."""
+    last = last_stack_step(ctx)
+    found = last[1] if last is not None and last[0] == RENDER_ACTION else None
     if found is None:
         raise ActionFailed(f"deployment {ctx.deployment!r} never rendered the bundled stack",
                            diagnosis="upgrade renders the bundled stack again with new "

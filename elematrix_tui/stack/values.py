@@ -80,6 +80,11 @@ def _hostport(v: str, what: str) -> str:
     return v
 
 
+# The host port of Synapse's admin API by default (the bundled stack publishes it on
+# 127.0.0.1; the runbooks' SSH tunnels reach it there).
+ADMIN_PORT = 8008
+
+
 class StackValues(BaseModel):
     """What the templates see as values (secrets are passed separately)."""
 
@@ -103,6 +108,10 @@ class StackValues(BaseModel):
     log_group_prefix: str = ""
     # Host port nginx is published on (the security group opens it).
     http_port: int = Field(default=80, ge=1, le=65535)
+    # Host port of Synapse's admin API, on the host's loopback only (reached through an SSH
+    # port forward). Another port lets a second stack run beside the first on one host (the
+    # rehearsal's restore drill: docs/day-two.md); Synapse itself always listens on 8008.
+    admin_port: int = Field(default=ADMIN_PORT, ge=1, le=65535)
     # Where the rendered stack lives on the instance.
     remote_dir: str = "/opt/elematrix/stack"
     # Federation needs TLS on a real domain: off for the HTTP-only POC.

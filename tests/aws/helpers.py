@@ -30,6 +30,7 @@ def count_tagged(session: Any, dep: str) -> dict[str, int]:
     out["key_pair"] = len(ec2.describe_key_pairs(Filters=flt)["KeyPairs"])
     out["volume"] = len(ec2.describe_volumes(Filters=[*flt, {"Name": "status", "Values": [
         "creating", "available", "in-use"]}])["Volumes"])
+    out["snapshot"] = len(ec2.describe_snapshots(OwnerIds=["self"], Filters=flt)["Snapshots"])
     iam = session.client("iam")
     out["role"] = sum(1 for r in iam.list_roles()["Roles"]
                       if _tagged(iam.list_role_tags(RoleName=r["RoleName"])["Tags"], dep))
@@ -83,7 +84,7 @@ def count_all(session: Any) -> dict[str, int]:
 
 INFRA_SET = {"instance": 1, "eip": 1, "security_group": 1, "key_pair": 1, "volume": 1,
              "role": 1, "instance_profile": 1, "bucket": 1, "alarm": 0, "topic": 0,
-             "log_group": 0}
+             "log_group": 0, "snapshot": 0}
 
 
 class _Raw:

@@ -578,9 +578,18 @@ def test_teardown_lists_then_deletes_everything_and_is_safe_twice(ctx: Any) -> N
         GroupName=f"elematrix-{ctx.deployment}x", Description="x", TagSpecifications=[{
             "ResourceType": "security-group",
             "Tags": [{"Key": "elematrix:deployment", "Value": f"{ctx.deployment}x"}]}])["GroupId"]
+    # The upgrade runbook's pre-upgrade snapshot (its tags, runbooks/upgrade.yaml), and one
+    # of another deployment that must survive.
+    ec2 = boto3.client("ec2")
+    vol = ec2.describe_volumes(Filters=[{"Name": "attachment.instance-id",
+                                        "Values": [inst["instance_id"]]}])["Volumes"][0]
+    snaps = [ec2.create_snapshot(VolumeId=vol["VolumeId"], TagSpecifications=[{
+        "ResourceType": "snapshot", "Tags": [{"Key": "elematrix:deployment", "Value": d}]}]
+    )["SnapshotId"] for d in (ctx.deployment, f"{ctx.deployment}x")]
     before = count_tagged(boto3.Session(), ctx.deployment)
-    assert before["instance"] == before["bucket"] == before["alarm"] == 1
+    assert before["instance"] == before["bucket"] == before["alarm"] == before["snapshot"] == 1
     listing = ctx.check(Teardown(), {**TD, "dry_run": True})
+    assert any(r.startswith(f"keep snapshot {snaps[0]}") for r in listing.outputs["resources"])
     assert f"delete instance {inst['instance_id']}" in listing.outputs["resources"]
     assert any(r.startswith("keep bucket") for r in listing.outputs["resources"])
     plan = ctx.check(Teardown(), TD)
@@ -588,14 +597,17 @@ def test_teardown_lists_then_deletes_everything_and_is_safe_twice(ctx: Any) -> N
     r = ctx.run(Teardown(), TD)
     assert r.outputs["remaining"] == 0 and r.outputs["kept"]
     left = count_tagged(boto3.Session(), ctx.deployment)
-    assert left["bucket"] == 1 and sum(left.values()) == 1
+    # The data (the bucket, the disk's snapshot) stays without the typed confirmation.
+    assert left["bucket"] == left["snapshot"] == 1 and sum(left.values()) == 2, left
     r = ctx.run(Teardown(), {**TD, "include_bucket": True})
-    assert r.outputs["deleted"] == [f"bucket elematrix-{ctx.deployment}-123456789012"]
+    assert r.outputs["deleted"] == [f"snapshot {snaps[0]}",
+                                    f"bucket elematrix-{ctx.deployment}-123456789012"]
     assert sum(count_tagged(boto3.Session(), ctx.deployment).values()) == 0
     assert ctx.check(Teardown(), {**TD, "include_bucket": True}).in_sync is True
     again = ctx.run(Teardown(), {**TD, "include_bucket": True})
     assert again.status == "ok" and again.outputs["deleted"] == []
     assert boto3.client("ec2").describe_security_groups(GroupIds=[other])["SecurityGroups"]
+    assert ec2.describe_snapshots(SnapshotIds=[snaps[1]])["Snapshots"]
 
 
 def test_actions_module_imports_no_sdk() -> None:
@@ -720,3 +732,43 @@ def test_logs_flowing_needs_a_stream_with_events_in_every_group(ctx: Any) -> Non
     with pytest.raises(ActionFailed) as e:
         ctx.run(LogsFlowing(), {**inputs, "log_groups": [f"{prefix}/containers"]})
     assert "does not exist" in e.value.message
+
+
+# -- the restore drill's server-side copy ----------------------------------------------------
+
+def test_copy_backup_copies_the_latest_complete_backup_under_this_deployments_prefix(
+        ctx: Any) -> None:
+    """The drill's backup reaches the drill's bucket bucket-to-bucket, with its stamp (the
+    RPO) kept; an incomplete backup is never chosen, a named one not complete is refused."""
+    from elematrix_tui.actions.backup_copy import BACKUP_PARTS, CopyBackup
+
+    s3 = boto3.client("s3")
+    src, dst = f"src-{ctx.deployment}", f"dst-{ctx.deployment}"
+    for b in (src, dst):
+        s3.create_bucket(Bucket=b)
+    for stamp, parts in (("20261201T010000Z", BACKUP_PARTS),
+                         ("20261201T020000Z", BACKUP_PARTS),
+                         ("20261201T030000Z", BACKUP_PARTS[:3])):  # media never arrived
+        for part in parts:
+            s3.put_object(Bucket=src, Key=f"prod/{stamp}/{part}", Body=f"{stamp}{part}".encode())
+    s3.put_object(Bucket=src, Key="other/20261201T040000Z/signing.key", Body=b"x")
+    inputs = {"source_bucket": src, "source_deployment": "prod", "bucket": dst,
+              "deployment": "prod-drill"}
+    assert ctx.check(CopyBackup(), inputs).in_sync is False
+    r = ctx.run(CopyBackup(), inputs)
+    assert r.status == "changed", r
+    assert r.outputs["source_prefix"] == "prod/20261201T020000Z"
+    assert r.outputs["prefix"] == "prod-drill/20261201T020000Z"
+    keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=dst)["Contents"])
+    assert keys == sorted(f"prod-drill/20261201T020000Z/{p}" for p in BACKUP_PARTS)
+    body = s3.get_object(Bucket=dst, Key="prod-drill/20261201T020000Z/signing.key")["Body"]
+    assert body.read() == b"20261201T020000Zsigning.key"
+    again = ctx.check(CopyBackup(), inputs)
+    assert again.in_sync is True and again.outputs["prefix"] == "prod-drill/20261201T020000Z"
+    older = ctx.run(CopyBackup(), {**inputs, "backup": "20261201T010000Z"})
+    assert older.outputs["prefix"] == "prod-drill/20261201T010000Z"
+    with pytest.raises(ActionFailed, match="not a complete backup of prod") as e:
+        ctx.run(CopyBackup(), {**inputs, "backup": "prod/20261201T030000Z"})
+    assert "prod/20261201T010000Z" in (e.value.diagnosis or "")
+    with pytest.raises(ActionFailed, match="same bucket"):
+        ctx.run(CopyBackup(), {**inputs, "bucket": src})

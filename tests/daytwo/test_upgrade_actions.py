@@ -26,6 +26,7 @@ from elematrix_tui.actions.upgrade import (
 )
 from elematrix_tui.bundled import runbooks_dir
 from elematrix_tui.engine.action import ActionFailed
+from elematrix_tui.engine.journal import Journal
 from elematrix_tui.engine.standalone import StandaloneContext
 from elematrix_tui.stack.values import IMAGES
 
@@ -104,3 +105,41 @@ def test_day_two_runbooks_never_reuse_the_step_ids_they_read_from_poc_ec2() -> N
         read = {ref.split(".", 1)[0] for ref in recorded.with_["values"].values()}
         assert read, name
         assert not read & {s.id for s in steps}, (name, read & {s.id for s in steps})
+
+
+def test_an_adapted_stack_of_your_own_is_refused_before_anything_changes(
+        tmp_path: Path) -> None:
+    """A deployment whose last stack step was stack.adapt (stack_source) runs the operator's
+    compose file: upgrade.pins, the runbook's first step after the tunnel, refuses it with
+    what to do instead, before the backup and the snapshot; a later bundled rendering
+    makes the deployment upgradable again."""
+    from elematrix_tui.engine.events import StepFinished, StepStarted
+
+    ctx = _ctx(tmp_path, dict(IMAGES))
+    path = tmp_path / "journal.sqlite"
+
+    def step(run: str, action: str, inputs: dict[str, str]) -> None:
+        with _journal(path) as j:
+            j.record(StepStarted(run, phase_id="configure", step_id=action.split(".")[1],
+                                 title="t", action=action, attempt=1, inputs=inputs))
+            j.record(StepFinished(run, phase_id="configure", step_id=action.split(".")[1],
+                                  status="changed", attempt=1, duration=0.1))
+
+    step("r1", "stack.render", {"server_name": "x"})
+    assert Pins().check(ctx, PinsInputs()).in_sync is True
+    step("r2", "stack.adapt", {"source": "/srv/mystack"})
+    with pytest.raises(ActionFailed, match=r"runs your own stack \(stack_source=/srv/mystack\)"):
+        Pins().apply(ctx, PinsInputs())
+    check = Pins().check(ctx, PinsInputs())
+    assert check.in_sync is None and "your own stack" in (check.unknown_because or "")
+    step("r3", "stack.render", {"server_name": "x"})
+    assert Pins().check(ctx, PinsInputs()).in_sync is True
+
+
+def _journal(path: Path) -> Journal:
+    """The deployment's journal file, made as Journal.open makes one."""
+    from elematrix_tui.engine.journal import _create
+
+    if not path.exists():
+        _create(path)
+    return Journal(path)

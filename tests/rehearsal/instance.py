@@ -80,6 +80,10 @@ def port_free(host: str, port: int) -> bool:
     return True
 
 
+# moto's SAMPLE_CONSOLE_OUTPUT as moto ships it (moto_points_at patches the module's copy).
+_CONSOLE_BASE: str | None = None
+
+
 @contextlib.contextmanager
 def moto_points_at(inst: FakeInstance) -> Iterator[None]:
     """Make an in-process moto (``mock_aws`` or ``ThreadedMotoServer``) describe ``inst``:
@@ -90,7 +94,12 @@ def moto_points_at(inst: FakeInstance) -> Iterator[None]:
     import moto.ec2.models.elastic_ip_addresses as eip
     import moto.ec2.responses.general as general
 
-    console = general.SAMPLE_CONSOLE_OUTPUT + inst.console_output()
+    global _CONSOLE_BASE
+    if _CONSOLE_BASE is None:  # moto's own text, before any patch of ours
+        _CONSOLE_BASE = general.SAMPLE_CONSOLE_OUTPUT
+    # Nested (a second instance beside the first): only this instance's host keys, as its
+    # own console would print them; never the first's block before them.
+    console = _CONSOLE_BASE + inst.console_output()
     with mock.patch.object(eip, "random_ip", lambda: inst.address), \
             mock.patch.object(general, "SAMPLE_CONSOLE_OUTPUT", console):
         yield
@@ -168,12 +177,15 @@ class FakeInstance:
     def __init__(self, address: str, state_root: Path, *, port: int | None = None,
                  user: str | None = None, aws_env: dict[str, str] | None = None,
                  unit_dir: Path | None = None, cloud_init_markers: bool = True,
-                 project: str | None = None) -> None:
+                 project: str | None = None, hold_lock: bool = True) -> None:
         """``port=None``: 22 when free on ``address``, else a free port (see :attr:`port`).
         ``aws_env``: AWS_* variables for the session (a moto server); missing ones are taken
         from this process's environment. ``unit_dir``: where the runbook installs its
         systemd units (default ``<state_root>/systemd``). ``project``: the compose project
-        name (default ``rer-<hash of state_root>``)."""
+        name (default ``rer-<hash of state_root>``). ``hold_lock=False``: the caller holds
+        ``stack_lock()`` already, for this stack beside its own (the restore drill's second
+        instance, its stack on other host ports: an flock taken again by this process on a
+        new descriptor would wait for itself)."""
         self.address = address
         self.state_root = Path(state_root).resolve()
         self.requested_port = port
@@ -189,6 +201,7 @@ class FakeInstance:
         self.cloud_init_markers = cloud_init_markers
         self._created: list[Path] = []
         self._lock: contextlib.ExitStack | None = None
+        self.hold_lock = hold_lock
         self._events = _VolumeEvents(self.state_root / "volume-events.jsonl")
         self.started = False
         self.lock_wait_s = 0.0
@@ -289,7 +302,8 @@ class FakeInstance:
     def _start(self) -> None:
         lock = contextlib.ExitStack()
         t0 = time.monotonic()
-        lock.enter_context(stack_lock())
+        if self.hold_lock:
+            lock.enter_context(stack_lock())
         self.lock_wait_s = time.monotonic() - t0  # another stack on the machine (bench)
         self._lock = lock
         remove_project(self.project)  # a killed earlier run of the same test

@@ -11,18 +11,33 @@ is gone. The canary (poc-ec2's deploy step, before the first backup) is proven b
 its users log in, its event, its media byte-identical (the media store was emptied after
 the backup) and a thumbnail, the same signing key.
 RPO and RTO are step outputs of the run's report, and printed.
+
+Then, on the same deployment, the restore drill (``--set drill=true``, elematrix_tui/drill.py):
+a second FakeInstance on another 127.x address (its sshd, its compose project, its stack on
+other host ports: Synapse's admin API and nginx; this test holds stack_lock() for both, so
+the second one takes no lock), moto's next Elastic IP and console output pointing at it.
+The drill deploys ``rehearsal-drill``, copies the latest backup server-side into its
+bucket, restores it with every gate (the source's canary), tears it down (moto: nothing
+tagged with it is left, its keyring entries are gone) and prints RPO and RTO; the source's
+journal, state directory, AWS resources and backups are unchanged.
 """
 
 from __future__ import annotations
 
+import re
+import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from elematrix_tui.bundled import runbooks_dir
-from tests.rehearsal.instance import FakeInstance
+from elematrix_tui.engine.secrets import SecretStore
+from tests.aws.helpers import count_tagged
+from tests.rehearsal.conftest import pick_address
+from tests.rehearsal.instance import FakeInstance, moto_points_at
 from tests.rehearsal.test_rehearsal import _env, _params, _report
 
 # The instance fixture may wait for stack_lock() (another stack on the engine) before the
@@ -86,3 +101,110 @@ def test_restore_runbook_brings_the_backup_back(elematrix: str, instance: FakeIn
     assert gone.returncode == 1
     print(f"restore: rpo {out['rpo_s']} s, rto {float(out['rto_s']):.1f} s, "
           f"runbook {wall:.1f} s")
+
+    _drill(elematrix, env, instance, aws_env, tmp_path)
+
+
+class _Aws:
+    """A boto3 "session" whose clients reach the rehearsal's moto server."""
+
+    def __init__(self, aws_env: dict[str, str]) -> None:
+        self.env = aws_env
+
+    def client(self, service: str) -> Any:
+        import boto3
+
+        return boto3.client(service, endpoint_url=self.env["AWS_ENDPOINT_URL"],
+                            region_name="us-east-1", aws_access_key_id="x",
+                            aws_secret_access_key="x")
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _source_view(elematrix: str, env: dict[str, str], aws: _Aws,
+                 state_dir: Path) -> dict[str, Any]:
+    from elematrix_tui.drill import source_fingerprint
+
+    s3 = aws.client("s3")
+    bucket = next(b["Name"] for b in s3.list_buckets()["Buckets"]
+                  if b["Name"].startswith("elematrix-rehearsal-")
+                  and not b["Name"].startswith("elematrix-rehearsal-drill-"))
+    runs = subprocess.run([elematrix, "runs", "--deployment", "rehearsal"], env=env,
+                          capture_output=True, text=True, check=True).stdout
+    return {"tagged": count_tagged(aws, "rehearsal"), "runs": runs,
+            "backups": sorted((o["Key"], o["ETag"]) for o in
+                              s3.list_objects_v2(Bucket=bucket).get("Contents", [])),
+            "state": source_fingerprint(state_dir, "rehearsal")}
+
+
+def _drill(elematrix: str, env: dict[str, str], source: FakeInstance,
+           aws_env: dict[str, str], tmp_path: Path) -> None:
+    from elematrix_tui.engine.paths import state_dir as state_dir_of
+
+    aws = _Aws(aws_env)
+    state_dir = state_dir_of()
+    before = _source_view(elematrix, env, aws, state_dir)
+    assert before["tagged"]["instance"] == 1
+    # The second instance: this test already holds stack_lock() (the source's instance).
+    drill = FakeInstance(pick_address(), tmp_path / "drill-instance", aws_env=aws_env,
+                         unit_dir=tmp_path / "drill-systemd", hold_lock=False)
+    assert drill.project != source.project
+    overrides = {
+        # The drill's own host: its login, its key, its directories, its host ports.
+        "ssh_public_key_path": f"{drill.key_path}.pub",
+        "ssh_private_key_path": str(drill.key_path),
+        "ssh_user": drill.user,
+        "remote_dir": str(tmp_path / "drill-opt" / "elematrix"),
+        "systemd_dir": str(drill.unit_dir),
+        "http_port": str(_free_port("0.0.0.0")),
+        "admin_port": str(_free_port("127.0.0.1")),
+    }
+    started = time.monotonic()
+    with drill, moto_points_at(drill):
+        overrides["ssh_port"] = str(drill.port)
+        res = subprocess.run(
+            [elematrix, "run", "restore", "--deployment", "rehearsal", "--set", "drill=true",
+             "--yes", "--quiet", *[x for k, v in overrides.items() for x in ("--set", f"{k}={v}")]],
+            env=env, capture_output=True, text=True, timeout=900)
+    wall = time.monotonic() - started
+    assert res.returncode == 0, res.stdout[-8000:] + res.stderr[-3000:]
+    out = res.stdout
+    assert "drill: deploy passed restore passed teardown passed" in out, out[-3000:]
+    assert "drill: source rehearsal: unchanged" in out, out[-3000:]
+    m = re.search(r"drill: backup (rehearsal/\S+): RPO (\d+) s, RTO ([\d.]+) s", out)
+    assert m, out[-3000:]
+
+    # The drill's restore: the source's canary, every gate (its report stays in its journal).
+    report = _report(elematrix, env, "rehearsal-drill")
+    assert report["runbook"] == "teardown"
+    runs = subprocess.run([elematrix, "runs", "--deployment", "rehearsal-drill"], env=env,
+                          capture_output=True, text=True, check=True).stdout.splitlines()
+    restore_run = next(ln.split()[0] for ln in runs[1:] if " restore " in f" {ln} ")
+    import json
+
+    restore = json.loads(subprocess.run(
+        [elematrix, "report", restore_run, "--format", "json"], env=env,
+        capture_output=True, text=True, check=True).stdout)
+    gates = {g["gate_id"]: g["passed"] for g in restore["gates"]}
+    assert gates == {"synapse_health": True, "admin_login": True, "canary_back": True,
+                     "e2ee": True}, gates
+    steps = {s["step"]: s for s in restore["steps"]}
+    assert steps["canary_back"]["outputs"]["proven"] == [
+        "both users log in", "event", "media byte-identical", "thumbnail", "same signing key"]
+    assert steps["copy_backup"]["outputs"]["source_prefix"] == m.group(1)
+    assert steps["report"]["outputs"]["backup"].startswith("rehearsal-drill/")
+
+    # Nothing of the drill is left (moto), nor its keyring entries.
+    left = count_tagged(aws, "rehearsal-drill")
+    assert sum(left.values()) == 0, left
+    assert not [b for b in aws.client("s3").list_buckets()["Buckets"]
+                if b["Name"].startswith("elematrix-rehearsal-drill-")]
+    assert SecretStore().names("rehearsal-drill") == []
+    # The source: the same journal, state directory, resources and backups.
+    assert _source_view(elematrix, env, aws, state_dir) == before
+    print(f"drill: rpo {m.group(2)} s, rto {float(m.group(3)):.1f} s, drill {wall:.1f} s")
+

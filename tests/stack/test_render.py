@@ -19,7 +19,7 @@ from elematrix_tui.stack.render import (
 )
 from elematrix_tui.stack.values import SECRET_NAMES, StackValues
 
-from .conftest import PARAM_SETS, SECRETS
+from .conftest import PARAM_SETS, SECRETS, render
 
 DEFAULT = PARAM_SETS["default"]
 EXPECTED_FILES = [
@@ -232,3 +232,17 @@ def test_any_brand_renders_valid_files(tmp_path: Path) -> None:
         assert diagnose(res.path) == []
 
     check()
+
+
+def test_the_admin_port_is_a_parameter_and_8008_the_default(tmp_path: Path) -> None:
+    """A second stack beside the first on one host (the restore drill on the rehearsal)
+    needs its own host port for Synapse's admin API; the default renders as before."""
+    default = (render(tmp_path, PARAM_SETS["default"], "a").path / "docker-compose.yml")
+    assert '"127.0.0.1:8008:8008"' in default.read_text()
+    other = render(tmp_path, {**PARAM_SETS["default"], "admin_port": 8018}, "b").path
+    text = (other / "docker-compose.yml").read_text()
+    # Only the host side moves: Synapse listens on 8008 in its container as always.
+    assert '"127.0.0.1:8018:8008"' in text and "127.0.0.1:8008" not in text
+    assert "http://localhost:8008/health" in text
+    with pytest.raises(RenderError):
+        render(tmp_path, {**PARAM_SETS["default"], "admin_port": 0}, "c")
