@@ -50,6 +50,7 @@ from tests.rehearsal.conftest import pick_address
 from tests.rehearsal.instance import FakeInstance, missing_binaries, moto_points_at, port_free
 from tests.support import tls_edge
 from tests.support.docker import ensure_images, need_chromium
+from tests.support.worker_stack import bridge_forward
 
 RUNBOOKS = runbooks_dir()
 DOMAIN = "matrix.prodinst.test"
@@ -138,17 +139,43 @@ def rehearsal(tmp_path: Path, aws_env: dict[str, str]) -> Iterator[dict[str, Any
 
     inst = FakeInstance(pick_address(), tmp_path / "instance", aws_env=aws_env,
                         unit_dir=tmp_path / "systemd")
-    with inst, moto_points_at(inst), \
+    moto_port = int(aws_env["AWS_ENDPOINT_URL"].rsplit(":", 1)[1])
+    with inst, moto_points_at(inst), bridge_forward(moto_port) as s3_port, \
             mock.patch.object(eni, "random_public_ip", lambda: inst.address):
         edge_addr = _edge_address()
         edge, ca = _start_edge(tmp_path / "edge", edge_addr, inst.address, 80)
+        remote_dir = tmp_path / "opt" / "elematrix"
+        _media_worker_reaches_moto(remote_dir, s3_port)
         try:
             hosts = tmp_path / "hosts"
             hosts.write_text(Path("/etc/hosts").read_text() + f"\n{edge_addr} {DOMAIN}\n")
             yield {"instance": inst, "edge": edge_addr, "ca": ca, "hosts": hosts,
-                   "remote_dir": str(tmp_path / "opt" / "elematrix")}
+                   "remote_dir": str(remote_dir)}
         finally:
             _docker("rm", "-f", edge)
+
+
+def _media_worker_reaches_moto(remote_dir: Path, s3_port: int) -> None:
+    """What the instance role and S3's endpoint are on AWS, for the media worker only: the
+    rendered config names the bucket and no endpoint or key (boto3's default chain finds
+    the role through IMDS). Here a compose override file in the stack's directory (compose
+    reads ``docker-compose.override.yml`` beside ``docker-compose.yml`` when no ``-f`` is
+    given, as compose.up runs it) gives that one container boto3's S3 endpoint variable,
+    the moto server through ``bridge_forward`` and moto's any-key credentials. Without it
+    the S3 storage provider would go to AWS itself and the first upload fails (HTTP 500)."""
+    from elematrix_tui.stack.workers import WorkerLayout, workers_of
+    from tests.support.worker_stack import S3_HOST
+
+    media = next(w.service for w in workers_of(WorkerLayout())
+                 if w.role == "media_repository")
+    env = {"AWS_ENDPOINT_URL_S3": f"http://{S3_HOST}:{s3_port}",
+           "AWS_ACCESS_KEY_ID": "rehearsal", "AWS_SECRET_ACCESS_KEY": "rehearsal",
+           "AWS_EC2_METADATA_DISABLED": "true"}
+    remote_dir.mkdir(parents=True, exist_ok=True)
+    (remote_dir / "docker-compose.override.yml").write_text(
+        f"services:\n  {media}:\n    environment:\n"
+        + "".join(f"      {k}: {json.dumps(v)}\n" for k, v in env.items())
+        + f"    extra_hosts:\n      - \"{S3_HOST}:host-gateway\"\n")
 
 
 def _params(r: dict[str, Any]) -> list[str]:
@@ -221,7 +248,7 @@ def test_production_runbook_preflight_to_validate_then_teardown_leaves_nothing(
                                                                        "skipped")}, status
     gates = {g["gate_id"]: g["passed"] for g in report["gates"]}
     assert gates == {"posture": True, "instance_posture": True, "routes": True,
-                     "e2ee": True, "browser": True}, gates
+                     "federation": True, "e2ee": True, "browser": True}, gates
     said = {g["gate_id"]: g["message"] or "" for g in report["gates"]}
     assert "route classes answered by the mapped workers" in said["routes"], said
     assert said["browser"] == "Element's page is a secure context with WebCrypto", said
@@ -246,6 +273,11 @@ def test_production_runbook_preflight_to_validate_then_teardown_leaves_nothing(
     services = set(ps.split())
     assert {"synapse", "nginx", "redis", "postgres"} <= services
     assert any(s.startswith("synapse-sync") for s in services), services
+    # The E2EE gate's media check uploaded through the media worker into the bucket the
+    # data phase made (the S3 storage provider, store_synchronous).
+    s3 = boto3.client("s3", **kw)
+    bucket = next(b["Name"] for b in s3.list_buckets()["Buckets"] if "media" in b["Name"])
+    assert s3.list_objects_v2(Bucket=bucket).get("KeyCount", 0) >= 1, bucket
     # The secrets stay out of the output.
     assert ADMIN_PW not in res.stdout + res.stderr
     # The joined runbook converges: a plan now finds the instance, its groups, its target

@@ -229,3 +229,52 @@ def worker_stack(root: Path, layout: WorkerLayout | None = None,
         yield st
     finally:
         st.compose("down", "-v", "--remove-orphans", "-t", "5", check=False, timeout=180)
+
+
+@contextlib.contextmanager
+def bridge_forward(target_port: int) -> Iterator[int]:
+    """A TCP forwarder on the Docker bridge's gateway address (what ``host-gateway`` names)
+    to ``127.0.0.1:target_port``: the containers of a rehearsal reach the moto server the
+    CLI talks to on loopback. It forwards to that one port and nothing else. Yields the
+    forwarder's port."""
+    import socket
+    import threading
+
+    gw = docker_gateway()
+    listener = socket.create_server((gw, 0))
+    listener.settimeout(0.5)
+    stop = threading.Event()
+
+    def pipe(a: socket.socket, b: socket.socket) -> None:
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (a, b):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                client, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", target_port), timeout=10)
+            upstream.settimeout(None)
+            client.settimeout(None)
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=pipe, args=(a, b), daemon=True).start()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        stop.set()
+        listener.close()
+        thread.join(timeout=5)
