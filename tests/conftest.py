@@ -28,6 +28,15 @@ from elematrix_tui.practice import default_vpc_like_aws
 
 default_vpc_like_aws()
 
+# moto has no DLM: one stand-in per test process (elematrix_tui/practice_dlm.py, its
+# docstring says what it copies), on 127.0.0.1, reached through boto3's per-service
+# endpoint variable by in-process moto, the moto servers the fixtures start and the CLIs
+# they run. Its policies live as long as the moto IAM backend their roles are in.
+from elematrix_tui.practice_dlm import ENV_ENDPOINT, DlmStandIn
+
+DLM = DlmStandIn().start()
+os.environ[ENV_ENDPOINT] = DLM.url
+
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = ROOT / ".venv" / "bin"
 

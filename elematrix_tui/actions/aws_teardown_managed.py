@@ -26,7 +26,8 @@ FRONT = ["load_balancer", "target_group", "certificate", "dns_record", "cache_cl
 # ...and after them.
 BACK = ["vpc"]
 # Kinds that hold data: deleted only with the typed confirmation.
-DATA_KINDS = frozenset({"bucket", "db_instance"})
+# The root volume's DLM snapshots are backups like the bucket's.
+DATA_KINDS = frozenset({"bucket", "db_instance", "snapshot"})
 
 
 def _norm(name: str) -> str:

@@ -36,6 +36,8 @@ from typing import Any
 import boto3
 import pytest
 
+from elematrix_tui.practice_dlm import ENV_ENDPOINT as DLM_ENDPOINT
+
 from elematrix_tui.bundled import runbooks_dir
 
 from ..conftest import ROOT, require
@@ -91,7 +93,8 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str
     try:
         host, port = server.get_host_and_port()
         assert host == "127.0.0.1"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        env = {k: v for k, v in os.environ.items()
+           if not k.startswith("AWS_") or k == DLM_ENDPOINT}
         env.update(FAKE_ENV)
         env.update({"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
                     "AWS_CONFIG_FILE": str(tmp / "no-aws-config"),

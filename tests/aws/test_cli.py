@@ -17,6 +17,8 @@ from typing import Any
 import boto3
 import pytest
 
+from elematrix_tui.practice_dlm import ENV_ENDPOINT as DLM_ENDPOINT
+
 from elematrix_tui.bundled import runbooks_dir
 
 from .conftest import FAKE_ENV
@@ -31,7 +33,8 @@ AWS_CALL_LINE = re.compile(r"\baws [a-z0-9-]+\.[a-z_]+ -> ")
 
 @pytest.fixture
 def cli_env(moto_server: str, tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("AWS_") or k == DLM_ENDPOINT}
     env.update(FAKE_ENV)
     env.update({
         "AWS_ENDPOINT_URL": moto_server,
@@ -61,7 +64,9 @@ class _Endpoint:
         self.session = _session(env)
 
     def client(self, service: str) -> Any:
-        return self.session.client(service, endpoint_url=self.env["AWS_ENDPOINT_URL"])
+        # DLM is the stand-in beside moto (tests/conftest.py), as for the CLI.
+        return self.session.client(service, endpoint_url=self.env.get(
+            f"AWS_ENDPOINT_URL_{service.upper()}") or self.env["AWS_ENDPOINT_URL"])
 
 
 def elematrix(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
