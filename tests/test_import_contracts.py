@@ -177,7 +177,8 @@ PARTS: dict[str, set[str]] = {
     "headless": {"engine", "actions"},
     "history": {"engine"},
     "planview": {"engine"},
-    "practice": {"engine", "headless"},
+    "practice": {"engine", "headless", "practice_dlm"},
+    "practice_dlm": set(),
     "bundled": set(),
 }
 FRONT_DOOR = "cli"  # may import any part: it is where the parts meet
