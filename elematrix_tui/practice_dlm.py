@@ -76,7 +76,7 @@ import threading
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -117,12 +117,12 @@ def _not_found(message: str) -> DlmError:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
 
 def role_trusts_dlm(document: Any) -> bool:
     """Whether a trust policy lets ``dlm.amazonaws.com`` assume the role (an Allow of
-    sts:AssumeRole, or sts:*, for that service principal)."""
+    sts:AssumeRole, or sts:*, for that service principal, without a condition)."""
     if isinstance(document, str):
         try:
             document = json.loads(unquote(document) if document.startswith("%") else document)
@@ -132,7 +132,9 @@ def role_trusts_dlm(document: Any) -> bool:
     if isinstance(statements, dict):
         statements = [statements]
     for st in statements:
-        if not isinstance(st, dict) or st.get("Effect") != "Allow":
+        # A condition the stand-in cannot evaluate: not counted (stricter than DLM, which
+        # would assume the role when the condition holds).
+        if not isinstance(st, dict) or st.get("Effect") != "Allow" or "Condition" in st:
             continue
         actions = st.get("Action", [])
         actions = [actions] if isinstance(actions, str) else actions
@@ -161,7 +163,7 @@ def _caller_account(access_key: str) -> str:
     """The account moto gives these credentials (its default account for unknown keys)."""
     from moto.iam.models import get_account_id_from
 
-    return get_account_id_from(access_key)
+    return str(get_account_id_from(access_key))
 
 
 class DlmState:
@@ -231,7 +233,7 @@ class DlmState:
             raise _invalid(f"ExecutionRoleArn {arn}: Amazon Data Lifecycle Manager cannot "
                            f"assume the role (its trust policy does not allow "
                            f"{DLM_PRINCIPAL} sts:AssumeRole)")
-        return arn
+        return str(arn)
 
     @classmethod
     def _details(cls, d: Any) -> dict[str, Any]:
@@ -402,7 +404,8 @@ class DlmState:
     def get(self, account: str, region: str, pid: str) -> dict[str, Any]:
         return {"Policy": self._get(account, region, pid)}
 
-    def list(self, account: str, region: str, query: dict[str, list[str]]) -> dict[str, Any]:
+    def summaries(self, account: str, region: str,
+                  query: dict[str, list[str]]) -> dict[str, Any]:
         scope = self._scope(account, region)
         ids = query.get("policyIds")
         if ids:
@@ -467,7 +470,7 @@ class DlmState:
                     if method == "POST":
                         return 200, self.create(account, region, self._body(body))
                     if method == "GET":
-                        return 200, self.list(account, region, query)
+                        return 200, self.summaries(account, region, query)
                 else:
                     pid = parts[1]
                     if not _POLICY_ID.fullmatch(pid) or len(pid) > 64:

@@ -403,7 +403,7 @@ def posture_lines(rb: Runbook, phase_id: str, params: dict[str, Any] | None = No
 
     def why(c: Any) -> str:
         if c.off(params):
-            return c.reason(params)
+            return str(c.reason(params))
         return f"{c.accepted}; removed by: {c.removed_by or c.satisfied_by}"
 
     accepts = [f"{c.id}: {c.title} (accepted: {why(c)})"

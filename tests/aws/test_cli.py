@@ -17,9 +17,8 @@ from typing import Any
 import boto3
 import pytest
 
-from elematrix_tui.practice_dlm import ENV_ENDPOINT as DLM_ENDPOINT
-
 from elematrix_tui.bundled import runbooks_dir
+from elematrix_tui.practice_dlm import ENV_ENDPOINT as DLM_ENDPOINT
 
 from .conftest import FAKE_ENV
 from .helpers import INFRA_SET, count_all, count_tagged

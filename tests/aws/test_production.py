@@ -25,10 +25,9 @@ from typing import Any
 import boto3
 import pytest
 
-from elematrix_tui.practice_dlm import ENV_ENDPOINT as DLM_ENDPOINT
-
 from elematrix_tui.bundled import runbooks_dir
 from elematrix_tui.engine.action import ActionFailed
+from elematrix_tui.practice_dlm import ENV_ENDPOINT as DLM_ENDPOINT
 
 from ..support.dnsserver import dns_server
 from .conftest import FAKE_ENV

@@ -10,10 +10,11 @@ outputs, so a resumed run sees the same ``steps.<id>.<output>`` values.
 
 One module per AWS service (``network``: security groups and Elastic IPs, ``ec2``: key
 pair and instance, ``iam``, ``s3``, ``sns``, ``logs``, ``cloudwatch``, ``ssm``,
-``dlm`` (the root volume's snapshot schedule), ``generic``; for the production runbook ``vpc``, ``rds``, ``elasticache``, ``acm`` (with
-Route 53 records) and ``elbv2``) over the framework in ``base`` (``Kind[Spec]``); this
-module is the registry of kinds by name and re-exports every public name, so
-``from .aws_kinds import X`` works as it did when this was one file.
+``dlm`` (the root volume's snapshot schedule), ``generic``; for the production runbook
+``vpc``, ``rds``, ``elasticache``, ``acm`` (with Route 53 records) and ``elbv2``) over
+the framework in ``base`` (``Kind[Spec]``); this module is the registry of kinds by name
+and re-exports every public name, so ``from .aws_kinds import X`` works as it did when
+this was one file.
 """
 
 from __future__ import annotations
@@ -133,10 +134,10 @@ __all__ = [
     "Role",
     "RoleSpec",
     "Rule",
-    "SnapshotPolicy",
-    "SnapshotPolicySpec",
     "SecurityGroup",
     "SecurityGroupSpec",
+    "SnapshotPolicy",
+    "SnapshotPolicySpec",
     "Spec",
     "SpecT",
     "SsmParameter",
