@@ -105,10 +105,10 @@ def findings(results: list[dict[str, Any]], *, posture: Posture, converged: set[
              params: dict[str, Any] | None = None) -> list[Finding]:
     """Every result on the deployment's resources (and the account-wide ones), classified.
 
-    A result about the region or account as a whole whose check the posture section names
-    is judged as the runbook's: the runbook promises (or accepts) it. That is
-    ``dlm_ebs_snapshot_lifecycle_policy_exists``, whose resource is the region's DLM
-    (``arn:aws:dlm:<region>:<account>:policy``) and which passes when the region has a
+    A Region-wide result of a check whose control says ``region_wide`` is judged as the
+    runbook's: the runbook promises (or accepts) it. That is
+    ``dlm_ebs_snapshot_lifecycle_policy_exists``, whose resource is the Region's DLM
+    (``arn:aws:dlm:<region>:<account>:policy``) and which passes when the Region has a
     lifecycle policy: the deployment's own snapshot schedule (its native check proves the
     policy is the deployment's)."""
     out: list[Finding] = []
@@ -120,7 +120,8 @@ def findings(results: list[dict[str, Any]], *, posture: Posture, converged: set[
         fsbp = list(((r.get("unmapped") or {}).get("compliance") or {}).get(FSBP) or [])
         account = str((r.get("unmapped") or {}).get("provider_uid") or "")
         msg = str(r.get("status_detail") or r.get("message") or "")
-        if owned(r, deployment, recorded) or (posture.by_check(check) is not None
+        control = posture.by_check(check)
+        if owned(r, deployment, recorded) or (control is not None and control.region_wide
                                               and is_account_level(uid, name, account)):
             verdict, cid, reason = classify(posture, converged, check, status, fsbp, params)
             out.append(Finding(check, cid, status, verdict, uid, msg, reason))

@@ -41,6 +41,9 @@ class Control(BaseModel):
     # when the operator turns it off, the control is accepted for ``accepted_when_off``.
     option: str | None = None
     accepted_when_off: str | None = None
+    # Prowler reports the check once per Region (its resource is the Region's service, not
+    # a resource of the deployment): such a result is judged against this control.
+    region_wide: bool = False
 
     @field_validator("id")
     @classmethod
