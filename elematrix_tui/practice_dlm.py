@@ -48,8 +48,9 @@ It is never kinder than DLM. What it copies, and where that is written:
     which this stand-in does not take) or ``Interval`` + ``IntervalUnit``, not both.
   - Tags (TagMap l.1345: 1..200; TagKey l.1333: 1..128 of ``[a-zA-Z+-=._:/]``, never
     ``aws:``; TagValue l.1375: at most 256).
-  - Service quota "lifecycle policies per Region": 100 (Amazon EBS User Guide, "Quotas
-    for Amazon Data Lifecycle Manager"): the 101st create is ``LimitExceededException``.
+  - At most 100 lifecycle policies (DLM API Reference, CreateLifecyclePolicy, as the SDKs
+    carry it: "You can create up to 100 lifecycle policies"), counted per account and
+    Region here: the 101st create is ``LimitExceededException``.
 - Answers: LifecyclePolicy (l.771) with ``PolicyArn``
   ``arn:aws:dlm:<region>:<account>:policy/<id>`` (PolicyArn l.922), ``PolicyId``
   ``policy-`` + hex (l.1004), timestamps ISO 8601 (l.1427); GetLifecyclePolicies gives
