@@ -4,7 +4,9 @@ The emulator is a moto server on 127.0.0.1 (never 0.0.0.0), started and stopped 
 app. Its state is kept in the practice deployment: every request is recorded to
 ``<deployment>/emulator/recording.jsonl``, and the next start replays the recording into a
 fresh server seeded the same way, so the resources come back with the same ids and a
-practice run can be resumed like a real one.
+practice run can be resumed like a real one. moto has no Data Lifecycle Manager: a
+stand-in (``practice_dlm.py``) serves it beside the server and keeps its policies in
+``<deployment>/emulator/dlm.json``.
 
 The deploy and harden phases need an instance. In practice the "instance" is this machine,
 through the ``local`` host transport: the stack runs on this machine's Docker engine, as
@@ -204,10 +206,16 @@ class Emulator:
     directory: Path
     url: str = ""
     _server: Any = None
+    _dlm: Any = None
 
     @property
     def recording(self) -> Path:
         return self.directory / "recording.jsonl"
+
+    @property
+    def dlm_state(self) -> Path:
+        """The DLM stand-in's policies (moto has no DLM to record): practice_dlm.py."""
+        return self.directory / "dlm.json"
 
     def start(self) -> Emulator:
         try:
@@ -244,6 +252,11 @@ class Emulator:
         else:
             self.recording.touch()
         requests.post(f"{api}/recorder/start-recording", timeout=10)
+        from .practice_dlm import DlmStandIn
+
+        # moto has no DLM: the stand-in beside it keeps its policies in the emulator
+        # directory, so a resumed practice run finds its snapshot policy again.
+        self._dlm = DlmStandIn(self.dlm_state).start()
         return self
 
     def stop(self) -> None:
@@ -256,11 +269,15 @@ class Emulator:
                 pass
             self._server.stop()
             self._server = None
+        if self._dlm is not None:
+            self._dlm.stop()
+            self._dlm = None
 
     def environ(self) -> dict[str, str]:
         """What boto3 needs to talk to the emulator and nothing else."""
         return {
             "AWS_ENDPOINT_URL": self.url,
+            **(self._dlm.environ() if self._dlm is not None else {}),
             "AWS_ACCESS_KEY_ID": "practice",
             "AWS_SECRET_ACCESS_KEY": "practice",
             "AWS_SESSION_TOKEN": "practice",

@@ -25,8 +25,16 @@ os.environ.setdefault("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
 # subnet without an internet route, so every in-process moto (mock_aws and the servers the
 # fixtures start) gets AWS's default VPC. One home: elematrix_tui/practice.py.
 from elematrix_tui.practice import default_vpc_like_aws
+from elematrix_tui.practice_dlm import ENV_ENDPOINT, DlmStandIn
 
 default_vpc_like_aws()
+
+# moto has no DLM: one stand-in per test process (elematrix_tui/practice_dlm.py, its
+# docstring says what it copies), on 127.0.0.1, reached through boto3's per-service
+# endpoint variable by in-process moto, the moto servers the fixtures start and the CLIs
+# they run. Its policies live as long as the moto IAM backend their roles are in.
+DLM = DlmStandIn().start()
+os.environ[ENV_ENDPOINT] = DLM.url
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = ROOT / ".venv" / "bin"

@@ -177,7 +177,8 @@ PARTS: dict[str, set[str]] = {
     "headless": {"engine", "actions"},
     "history": {"engine"},
     "planview": {"engine"},
-    "practice": {"engine", "headless"},
+    "practice": {"engine", "headless", "practice_dlm"},
+    "practice_dlm": set(),
     "drill": {"engine", "headless", "actions"},
     "bundled": set(),
 }

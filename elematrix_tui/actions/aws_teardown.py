@@ -15,6 +15,7 @@ from typing import Any
 from ..engine.action import ActionFailed, StepContext
 from ..engine.poll import PollCancelled, PollTimeout, poll_step
 from .aws_errors import error_code, explain
+from .aws_kinds.base import safe_call
 from .aws_session import AwsApi
 from .aws_tags import TAG_DEPLOYMENT, deployment_filter, has_deployment_tag
 from .aws_teardown_managed import (
@@ -30,9 +31,9 @@ from .aws_teardown_managed import (
 
 # Deletion order; discovery fills the same keys. The production runbook's managed services
 # (``aws_teardown_managed``) go before the instances (FRONT) and after their groups (BACK).
-ORDER = ["alarm", "topic", "log_group", "ssm_parameter", *FRONT, "eip", "instance",
-         "security_group", *BACK, "instance_profile", "role", "key_pair", "snapshot",
-         "bucket"]
+ORDER = ["alarm", "topic", "log_group", "ssm_parameter", "dlm_policy", *FRONT, "eip",
+         "instance", "security_group", *BACK, "instance_profile", "role", "key_pair",
+         "snapshot", "bucket"]
 
 
 @dataclass
@@ -56,9 +57,10 @@ class Inventory:
                     out.append(f"keep bucket {ident} (holds backups; pass "
                                "confirm_deployment=<deployment name> to delete it)")
                 elif k == "snapshot" and not include_bucket:
-                    out.append(f"keep snapshot {ident} (the upgrade runbook's copy of the "
-                               "instance's disk; pass confirm_deployment=<deployment name> "
-                               "to delete it)")
+                    out.append(f"keep snapshot {ident} (a copy of the instance's disk, "
+                               "database included: a DLM backup or the upgrade runbook's "
+                               "pre-upgrade snapshot; pass confirm_deployment=<deployment "
+                               "name> to delete it)")
                 elif k == "db_instance" and not include_bucket:
                     out.append(f"keep db instance {ident} (holds the Synapse database; pass "
                                "confirm_deployment=<deployment name> to delete it)")
@@ -112,11 +114,6 @@ def discover(api: AwsApi, ctx: StepContext, prefix: str, log_prefix: str,
         inv.items["security_group"].append(g["GroupId"])
     for k in api.checked("ec2", "describe_key_pairs", Filters=deployment_filter(dep))["KeyPairs"]:
         inv.items["key_pair"].append(k["KeyName"])
-    # The upgrade runbook's pre-upgrade snapshots carry the tag; only this account's own
-    # (OwnerIds=self: never the public snapshots EC2 would list too).
-    for page in _pages(api, "ec2", "describe_snapshots", "Snapshots", "NextToken",
-                       "NextToken", OwnerIds=["self"], Filters=deployment_filter(dep)):
-        inv.items["snapshot"].append(page["SnapshotId"])
     # IAM: list by name prefix (cheap), then trust only the tag.
     for role in _pages(api, "iam", "list_roles", "Roles", "Marker", "Marker"):
         if role["RoleName"].startswith(prefix):
@@ -160,6 +157,16 @@ def discover(api: AwsApi, ctx: StepContext, prefix: str, log_prefix: str,
                            ResourceId=p["Name"])["TagList"]
         if has_deployment_tag(tags, dep):
             inv.items["ssm_parameter"].append(p["Name"])
+    # DLM: the policies carry the deployment tag (set in the create call). Snapshots: the
+    # ones DLM took carry it (CopyTags copies the volume's tags), and so do the upgrade
+    # runbook's pre-upgrade ones; only this account's own (OwnerIds=self: never the
+    # public snapshots EC2 would list too). One listing: both were listed twice.
+    r = safe_call(api, "dlm", "get_lifecycle_policies", ("ResourceNotFoundException",))
+    inv.items["dlm_policy"] += [p["PolicyId"] for p in (r or {}).get("Policies", [])
+                                if has_deployment_tag(p.get("Tags") or {}, dep)]
+    for snap in _pages(api, "ec2", "describe_snapshots", "Snapshots", "NextToken",
+                       "NextToken", OwnerIds=["self"], Filters=deployment_filter(dep)):
+        inv.items["snapshot"].append(snap["SnapshotId"])
     # S3: a bucket may be untagged if a run died between create and tag; its name is ours.
     expected = f"{prefix}-{api.account_id}"
     for b in api.checked("s3", "list_buckets").get("Buckets", []):
@@ -230,6 +237,11 @@ def delete_all(api: AwsApi, ctx: StepContext, inv: Inventory, include_bucket: bo
     for p in it["ssm_parameter"]:
         _gone(api, "ssm", "delete_parameter", ("ParameterNotFound",), Name=p)
         done.append(f"ssm parameter {p}")
+    for pid in it["dlm_policy"]:
+        # First: a deleted policy takes no snapshot of a volume that is about to go.
+        _gone(api, "dlm", "delete_lifecycle_policy", ("ResourceNotFoundException",),
+              PolicyId=pid)
+        done.append(f"dlm policy {pid}")
     for alloc in it["eip"]:
         assoc = inv.extra.get("eip_assoc", {}).get(alloc)
         if assoc:

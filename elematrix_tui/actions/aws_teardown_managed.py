@@ -26,7 +26,8 @@ FRONT = ["load_balancer", "target_group", "certificate", "dns_record", "cache_cl
 # ...and after them.
 BACK = ["vpc"]
 # Kinds that hold data: deleted only with the typed confirmation. An EBS snapshot (the
-# upgrade runbook's pre-upgrade one) is the instance's disk, database included.
+# root volume's DLM backups, the upgrade runbook's pre-upgrade copy) is the instance's
+# disk, database included.
 DATA_KINDS = frozenset({"bucket", "db_instance", "snapshot"})
 
 

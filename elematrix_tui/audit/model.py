@@ -126,16 +126,20 @@ def is_account_level(resource_uid: str, resource_name: str, account: str) -> boo
 
 
 def classify(posture: Posture, converged: set[str], check: str, status: str,
-             fsbp: list[str]) -> tuple[Verdict, str | None, str]:
+             fsbp: list[str], params: dict[str, Any] | None = None
+             ) -> tuple[Verdict, str | None, str]:
     """The verdict, the control id and the reason of one result on the deployment's
     resource. ``fsbp``: the FSBP ids Prowler maps the check to (named when the posture
-    section does not know the check)."""
+    section does not know the check); ``params``: the deployment's parameters (a control
+    whose option they turn off is accepted)."""
     control = posture.by_check(check)
     cid = control.id if control else (fsbp[0] if fsbp else None)
     if status != "FAIL":
         return "passed", cid, ""
     if control is None:
         return "failed", cid, "unexplained: the runbook's posture section does not name this check"
+    if control.off(params):
+        return "accepted", cid, control.reason(params)
     if control.accepted_now(converged):
         # accepted_now: either accepted for good, or its phase has not run yet.
         until = f" (until {control.satisfied_by} has run)" if control.satisfied_by else ""

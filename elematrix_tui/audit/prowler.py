@@ -101,8 +101,16 @@ def owned(result: dict[str, Any], deployment: str, recorded: set[str]) -> bool:
 
 
 def findings(results: list[dict[str, Any]], *, posture: Posture, converged: set[str],
-             deployment: str, recorded: set[str]) -> list[Finding]:
-    """Every result on the deployment's resources (and the account-wide ones), classified."""
+             deployment: str, recorded: set[str],
+             params: dict[str, Any] | None = None) -> list[Finding]:
+    """Every result on the deployment's resources (and the account-wide ones), classified.
+
+    A Region-wide result of a check whose control says ``region_wide`` is judged as the
+    runbook's: the runbook promises (or accepts) it. That is
+    ``dlm_ebs_snapshot_lifecycle_policy_exists``, whose resource is the Region's DLM
+    (``arn:aws:dlm:<region>:<account>:policy``) and which passes when the Region has a
+    lifecycle policy: the deployment's own snapshot schedule (its native check proves the
+    policy is the deployment's)."""
     out: list[Finding] = []
     for r in results:
         res = (r.get("resources") or [{}])[0]
@@ -112,8 +120,10 @@ def findings(results: list[dict[str, Any]], *, posture: Posture, converged: set[
         fsbp = list(((r.get("unmapped") or {}).get("compliance") or {}).get(FSBP) or [])
         account = str((r.get("unmapped") or {}).get("provider_uid") or "")
         msg = str(r.get("status_detail") or r.get("message") or "")
-        if owned(r, deployment, recorded):
-            verdict, cid, reason = classify(posture, converged, check, status, fsbp)
+        control = posture.by_check(check)
+        if owned(r, deployment, recorded) or (control is not None and control.region_wide
+                                              and is_account_level(uid, name, account)):
+            verdict, cid, reason = classify(posture, converged, check, status, fsbp, params)
             out.append(Finding(check, cid, status, verdict, uid, msg, reason))
         elif is_account_level(uid, name, account):
             out.append(Finding(check, fsbp[0] if fsbp else None, status, "account", uid, msg))

@@ -48,6 +48,10 @@ def run_audit(rb: Runbook, *, deployment: str, state_dir: Path, registry: Regist
     phases = converged_phases(rb, state_dir, deployment)
     with Journal.open(state_dir, deployment) as j:
         outputs = j.latest_outputs()
+        runs = [r for r in j.runs() if r.runbook == rb.runbook]
+    # The parameters of the deployment's latest run of this runbook: an option turned off
+    # there (snapshot_schedule) makes its control accepted.
+    params: dict[str, Any] = dict(runs[0].params) if runs else {}
     started = time.time()
     if native:
         report = _native(rb, posture, deployment, state_dir, registry, phases, started)
@@ -62,7 +66,10 @@ def run_audit(rb: Runbook, *, deployment: str, state_dir: Path, registry: Regist
         report = AuditReport(deployment, rb.runbook, f"prowler {PROWLER_VERSION}", phases,
                              started, round(took, 1), findings(
                                  results, posture=posture, converged=set(phases),
-                                 deployment=deployment, recorded=_recorded(outputs)))
+                                 deployment=deployment, recorded=_recorded(outputs),
+                                 params=params))
+        for c in posture.off_in(params):
+            report.notes.append(f"{c.id} accepted: {c.reason(params)}")
     if not phases:
         report.notes.append("no phase of this runbook has passed its gates yet: nothing is "
                             "promised, every failure is judged as unexplained")

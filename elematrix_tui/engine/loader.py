@@ -241,6 +241,10 @@ def _check_posture(rb: Runbook, tree: Any, at: Any) -> None:
             if c.id in known:
                 at((*loc, "id"), f"control {c.id} is listed twice")
             known.add(c.id)
+            if c.option is not None and c.option not in {
+                    p.name for p in rb.params if p.type == "bool"}:
+                at((*loc, "option"), f"control {c.id}: option {c.option!r} is not a bool "
+                                     f"parameter of this runbook")
             if c.satisfied_by is not None and c.satisfied_by not in phase_ids:
                 at((*loc, "satisfied_by"), f"control {c.id}: no phase {c.satisfied_by!r} "
                                            f"(phases: {', '.join(sorted(phase_ids))})")

@@ -177,7 +177,7 @@ def build_plan(rb: Runbook, *, deployment: str, state_dir: Path, params: dict[st
                     steps.append(sp)
                     on_machine += [f"{ph.id}/{st.id} ({st.action}): {e}"
                                    for e in sp.on_this_machine]
-            satisfies, accepts = posture_lines(rb, ph.id)
+            satisfies, accepts = posture_lines(rb, ph.id, res.values)
             out_phases.append(PhasePlan(id=ph.id, title=clean(ph.title),
                                         gates_passed=ph.id in passed, steps=steps,
                                         satisfies=satisfies, accepts=accepts))
@@ -389,17 +389,25 @@ def _check_waiting(action: Action, ctx: ReadOnlyContext, rendered: dict[str, Any
     return "unknown", [], f"its inputs are known only after {after} run(s)"
 
 
-def posture_lines(rb: Runbook, phase_id: str) -> tuple[list[str], list[str]]:
+def posture_lines(rb: Runbook, phase_id: str, params: dict[str, Any] | None = None
+                  ) -> tuple[list[str], list[str]]:
     """What the phase promises of the runbook's posture, and (on a phase that promises
-    something) what stays accepted once it ran, as the plan shows them."""
+    something) what stays accepted once it ran, as the plan shows them. A control whose
+    option ``params`` turn off is accepted instead of promised."""
     if rb.posture is None:
         return [], []
-    satisfies = [f"{c.id}: {c.title}" for c in rb.posture.satisfied_in(phase_id)]
-    if not satisfies:
+    promised = rb.posture.satisfied_in(phase_id)
+    satisfies = [f"{c.id}: {c.title}" for c in promised if not c.off(params)]
+    if not promised:
         return [], []
-    accepts = [f"{c.id}: {c.title} (accepted: {c.accepted}; removed by: "
-               f"{c.removed_by or c.satisfied_by})"
-               for c in rb.posture.accepted_in(phase_id, [p.id for p in rb.phases])]
+
+    def why(c: Any) -> str:
+        if c.off(params):
+            return str(c.reason(params))
+        return f"{c.accepted}; removed by: {c.removed_by or c.satisfied_by}"
+
+    accepts = [f"{c.id}: {c.title} (accepted: {why(c)})"
+               for c in rb.posture.accepted_in(phase_id, [p.id for p in rb.phases], params)]
     return satisfies, accepts
 
 

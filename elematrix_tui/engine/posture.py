@@ -37,6 +37,13 @@ class Control(BaseModel):
     satisfied_by: str | None = None
     accepted: str | None = None
     removed_by: str | None = None
+    # A bool parameter that builds what satisfies the control (e.g. snapshot_schedule):
+    # when the operator turns it off, the control is accepted for ``accepted_when_off``.
+    option: str | None = None
+    accepted_when_off: str | None = None
+    # Prowler reports the check once per Region (its resource is the Region's service, not
+    # a resource of the deployment): such a result is judged against this control.
+    region_wide: bool = False
 
     @field_validator("id")
     @classmethod
@@ -54,13 +61,33 @@ class Control(BaseModel):
         if self.accepted is not None and not (self.removed_by or self.satisfied_by):
             raise ValueError(f"control {self.id}: an accepted control names what removes it "
                              f"('removed_by: <phase or option>')")
+        if (self.option is None) != (self.accepted_when_off is None):
+            raise ValueError(f"control {self.id}: 'option' and 'accepted_when_off' go "
+                             f"together (the parameter that builds it, and why it is "
+                             f"accepted when that is off)")
         return self
 
-    def accepted_now(self, converged: set[str]) -> bool:
-        """Accepted given the phases whose gates passed: always, or until its phase ran."""
+    def off(self, params: dict[str, object] | None) -> bool:
+        """Its option parameter is turned off in ``params`` (absent: the default, on)."""
+        if self.option is None or params is None:
+            return False
+        return str(params.get(self.option, True)).lower() in ("false", "0", "no", "off")
+
+    def accepted_now(self, converged: set[str],
+                     params: dict[str, object] | None = None) -> bool:
+        """Accepted given the phases whose gates passed: always, until its phase ran, or
+        while its option is off."""
+        if self.off(params):
+            return True
         if self.accepted is None:
             return False
         return self.satisfied_by is None or self.satisfied_by not in converged
+
+    def reason(self, params: dict[str, object] | None = None) -> str:
+        """Why it is accepted (the option's reason when that is off)."""
+        if self.off(params):
+            return f"{self.accepted_when_off}; removed by: {self.option}=true"
+        return self.accepted or ""
 
     def must_pass(self, converged: set[str]) -> bool:
         """Its phase ran (the control is promised now)."""
@@ -87,7 +114,12 @@ class Posture(BaseModel):
     def satisfied_in(self, phase_id: str) -> list[Control]:
         return [c for c in self.controls if c.satisfied_by == phase_id]
 
-    def accepted_in(self, phase_id: str, phase_ids: list[str]) -> list[Control]:
+    def accepted_in(self, phase_id: str, phase_ids: list[str],
+                    params: dict[str, object] | None = None) -> list[Control]:
         """Controls still accepted once ``phase_id`` (and the phases before it) ran."""
         done = set(phase_ids[:phase_ids.index(phase_id) + 1]) if phase_id in phase_ids else set()
-        return [c for c in self.controls if c.accepted_now(done)]
+        return [c for c in self.controls if c.accepted_now(done, params)]
+
+    def off_in(self, params: dict[str, object] | None) -> list[Control]:
+        """The controls whose option ``params`` turn off (accepted instead)."""
+        return [c for c in self.controls if c.off(params)]

@@ -61,6 +61,9 @@ def count_tagged(session: Any, dep: str) -> dict[str, int]:
     out["log_group"] = sum(
         1 for g in logs.describe_log_groups()["logGroups"]
         if logs.list_tags_log_group(logGroupName=g["logGroupName"])["tags"].get(TAG) == dep)
+    out["dlm_policy"] = sum(1 for p in session.client("dlm").get_lifecycle_policies()["Policies"]
+                            if (p.get("Tags") or {}).get(TAG) == dep)
+    out["snapshot"] = len(ec2.describe_snapshots(OwnerIds=["self"], Filters=flt)["Snapshots"])
     return out
 
 
@@ -79,12 +82,14 @@ def count_all(session: Any) -> dict[str, int]:
         "instance_profile": len(session.client("iam").list_instance_profiles()[
             "InstanceProfiles"]),
         "bucket": len(session.client("s3").list_buckets().get("Buckets", [])),
+        "dlm_policy": len(session.client("dlm").get_lifecycle_policies()["Policies"]),
     }
 
 
+# Two roles: the instance's and DLM's execution role (snapshot_schedule, on by default).
 INFRA_SET = {"instance": 1, "eip": 1, "security_group": 1, "key_pair": 1, "volume": 1,
-             "role": 1, "instance_profile": 1, "bucket": 1, "alarm": 0, "topic": 0,
-             "log_group": 0, "snapshot": 0}
+             "role": 2, "instance_profile": 1, "bucket": 1, "alarm": 0, "topic": 0,
+             "log_group": 0, "dlm_policy": 1, "snapshot": 0}
 
 
 class _Raw:

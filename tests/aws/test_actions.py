@@ -573,6 +573,17 @@ def test_teardown_lists_then_deletes_everything_and_is_safe_twice(ctx: Any) -> N
     ctx.run(Ensure(), {"kind": "log_groups", "name": f"/elematrix/{ctx.deployment}", "spec": {"names": ["a"]}})
     ctx.run(Ensure(), {"kind": "ssm_parameter", "name": f"AmazonCloudWatch-elematrix-{ctx.deployment}",
                        "spec": {"value": "{}"}})
+    # The root volume's snapshot schedule, and a snapshot as DLM leaves it (the volume's
+    # tags copied onto it): the policy goes with everything else, the snapshot is a backup.
+    dlm_role = ctx.run(Ensure(), {"kind": "iam_role", "name": f"elematrix-{ctx.deployment}-dlm",
+                                  "spec": {"trust_policy": "aws/dlm-trust-policy.json"}})
+    ctx.run(Ensure(), {"kind": "snapshot_policy", "name": f"elematrix-{ctx.deployment}-root",
+                       "spec": {"role_arn": dlm_role.outputs["role_arn"]}})
+    vol = boto3.client("ec2").describe_volumes(Filters=[
+        {"Name": "attachment.instance-id", "Values": [inst["instance_id"]]}])["Volumes"][0]
+    snap = boto3.client("ec2").create_snapshot(VolumeId=vol["VolumeId"], TagSpecifications=[{
+        "ResourceType": "snapshot",
+        "Tags": [{"Key": "elematrix:deployment", "Value": ctx.deployment}]}])["SnapshotId"]
     # Another deployment's resources must survive.
     other = boto3.client("ec2").create_security_group(
         GroupName=f"elematrix-{ctx.deployment}x", Description="x", TagSpecifications=[{
@@ -587,21 +598,26 @@ def test_teardown_lists_then_deletes_everything_and_is_safe_twice(ctx: Any) -> N
         "ResourceType": "snapshot", "Tags": [{"Key": "elematrix:deployment", "Value": d}]}]
     )["SnapshotId"] for d in (ctx.deployment, f"{ctx.deployment}x")]
     before = count_tagged(boto3.Session(), ctx.deployment)
-    assert before["instance"] == before["bucket"] == before["alarm"] == before["snapshot"] == 1
+    assert before["instance"] == before["bucket"] == before["alarm"] == 1
+    # Two snapshots of this deployment: DLM's and the upgrade runbook's.
+    assert before["dlm_policy"] == 1 and before["snapshot"] == 2 and before["role"] == 2
     listing = ctx.check(Teardown(), {**TD, "dry_run": True})
     assert any(r.startswith(f"keep snapshot {snaps[0]}") for r in listing.outputs["resources"])
     assert f"delete instance {inst['instance_id']}" in listing.outputs["resources"]
     assert any(r.startswith("keep bucket") for r in listing.outputs["resources"])
+    assert any(r.startswith(f"keep snapshot {snap}") for r in listing.outputs["resources"])
+    assert any(r.startswith("delete dlm policy policy-") for r in listing.outputs["resources"])
     plan = ctx.check(Teardown(), TD)
     assert plan.in_sync is False and not any("bucket" in c for c in plan.changes)
     r = ctx.run(Teardown(), TD)
     assert r.outputs["remaining"] == 0 and r.outputs["kept"]
     left = count_tagged(boto3.Session(), ctx.deployment)
-    # The data (the bucket, the disk's snapshot) stays without the typed confirmation.
-    assert left["bucket"] == left["snapshot"] == 1 and sum(left.values()) == 2, left
+    # The data (the bucket, the disk's snapshots) stays without the typed confirmation.
+    assert left["bucket"] == 1 and left["snapshot"] == 2 and sum(left.values()) == 3, left
     r = ctx.run(Teardown(), {**TD, "include_bucket": True})
-    assert r.outputs["deleted"] == [f"snapshot {snaps[0]}",
-                                    f"bucket elematrix-{ctx.deployment}-123456789012"]
+    assert sorted(r.outputs["deleted"][:2]) == sorted([f"snapshot {snap}",
+                                                        f"snapshot {snaps[0]}"])
+    assert r.outputs["deleted"][2:] == [f"bucket elematrix-{ctx.deployment}-123456789012"]
     assert sum(count_tagged(boto3.Session(), ctx.deployment).values()) == 0
     assert ctx.check(Teardown(), {**TD, "include_bucket": True}).in_sync is True
     again = ctx.run(Teardown(), {**TD, "include_bucket": True})

@@ -14,6 +14,11 @@ is listed, ``PingStatus: Online``, and an ``InstanceIds`` filter narrows the lis
 real API does. Prowler's SSM.1 check (``ec2_instance_managed_by_ssm``) reads that list.
 It is no kinder than SSM: an instance is listed only while moto says it runs.
 
+DLM: moto has none; the stand-in ``elematrix_tui/practice_dlm.py`` (started by
+tests/conftest.py, at least as strict as DLM: docs/aws.md) answers the runbook, the CLI and
+Prowler's ``dlm`` service through ``AWS_ENDPOINT_URL_DLM``. It takes no snapshots, so
+``ec2_ebs_volume_snapshots_exists`` fails and is accepted (until the first scheduled one).
+
 The deploy phase is not run (it needs a Docker host): harden's ``hardened`` gate therefore
 stays blocked for the native check (it says so in its notes), and the native audit judges
 EC2.13 and the rest by infra's ``posture`` gate, whose checks hold before and after harden.
@@ -37,6 +42,7 @@ import boto3
 import pytest
 
 from elematrix_tui.bundled import runbooks_dir
+from elematrix_tui.practice_dlm import ENV_ENDPOINT as DLM_ENDPOINT
 
 from ..conftest import ROOT, require
 from .conftest import FAKE_ENV
@@ -48,6 +54,7 @@ ELEMATRIX = str(Path(sys.executable).parent / "elematrix")
 RUNBOOKS = runbooks_dir()
 CIDR = "203.0.113.5/32"
 DEP = "audited"
+SNAPSHOTS = "PROWLER.dlm_ebs_snapshot_lifecycle_policy_exists"
 PROWLER = os.environ.get("ELEMATRIX_PROWLER") or str(ROOT / ".tools" / "prowler" / "bin" /
                                                       "prowler")
 
@@ -91,7 +98,8 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str
     try:
         host, port = server.get_host_and_port()
         assert host == "127.0.0.1"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        env = {k: v for k, v in os.environ.items()
+           if not k.startswith("AWS_") or k == DLM_ENDPOINT}
         env.update(FAKE_ENV)
         env.update({"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
                     "AWS_CONFIG_FILE": str(tmp / "no-aws-config"),
@@ -151,7 +159,10 @@ def test_clean_deployment_then_planted_faults(deployed: dict[str, str]) -> None:
                                             "Values": [DEP]}])["Reservations"][0]["Instances"][0]
     sg = ec2.describe_security_groups(Filters=[{"Name": "tag:elematrix:deployment",
                                                 "Values": [DEP]}])["SecurityGroups"][0]["GroupId"]
-    ours = {inst["InstanceId"], sg, DEP,
+    # Prowler's DLM check reports on the Region's DLM (its per-Region result, region_wide
+    # in the posture section): the deployment's snapshot schedule is what passes it.
+    region_dlm = "arn:aws:dlm:us-east-1:123456789012:policy"
+    ours = {inst["InstanceId"], sg, DEP, region_dlm,
             *(b["Ebs"]["VolumeId"] for b in inst["BlockDeviceMappings"]),
             *(a["AllocationId"] for a in ec2.describe_addresses()["Addresses"]
               if a.get("InstanceId") == inst["InstanceId"])}
@@ -161,6 +172,11 @@ def test_clean_deployment_then_planted_faults(deployed: dict[str, str]) -> None:
     assert data["engine"].startswith("prowler ") and data["phases"] == [
         "infra", "configure", "harden"]
     verdicts = {(f["control"], f["verdict"]) for f in data["findings"]}
+    # The snapshot schedule is seen by Prowler's dlm service (it reports on a Region that
+    # holds snapshots of the account: moto's own AMIs have some) and passes; EC2.28 (AWS
+    # Backup) stays accepted with its reason.
+    assert (SNAPSHOTS, "passed") in verdicts
+    assert ("EC2.28", "accepted") in verdicts
     # Promised and seen passing; accepted with a reason; SSM.1 promised after harden.
     assert {("EC2.8", "passed"), ("EC2.13", "passed"), ("S3.12", "passed"),
             ("S3.17", "passed"), ("SSM.1", "passed"), ("EC2.9", "accepted")} <= verdicts
@@ -183,6 +199,13 @@ def test_clean_deployment_then_planted_faults(deployed: dict[str, str]) -> None:
             {"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
              "Resource": f"arn:aws:s3:::{bucket}/*"}]}))
 
+    # The root volume's snapshot policy disabled (by hand, in the console): Prowler's DLM
+    # check passes on any policy in the Region, the native check sees it is not enabled.
+    dlm = s.client("dlm", endpoint_url=deployed[DLM_ENDPOINT])
+    policy = next(p for p in dlm.get_lifecycle_policies()["Policies"]
+                  if p["Tags"].get("elematrix:deployment") == DEP)
+    dlm.update_lifecycle_policy(PolicyId=policy["PolicyId"], State="DISABLED")
+
     code, data, err = audit(deployed)
     assert code == 1, err
     assert {"EC2.13", "EC2.8", "S3.2"} <= failed_controls(data)
@@ -193,7 +216,13 @@ def test_clean_deployment_then_planted_faults(deployed: dict[str, str]) -> None:
     assert code == 1, err
     # Each fault by its own check (FAIL), not by a gate that could not look (ERROR).
     assert {f["control"] for f in data["findings"] if f["status"] == "FAIL"} >= {
-        "EC2.13", "EC2.8", "S3.2"}, data["findings"]
+        "EC2.13", "EC2.8", "S3.2", SNAPSHOTS}, data["findings"]
+    # `elematrix status` says the policy drifted, and what infra would change.
+    st = json.loads(subprocess.run([ELEMATRIX, "status", DEP, "--json"], env=deployed,
+                                   capture_output=True, text=True, timeout=120).stdout)
+    line = next(x for x in st["lines"] if x["step"] == "snapshots")
+    assert line["verdict"] == "drifted" and any(
+        d.startswith("enable DLM policy") for d in line["detail"]), line
     # The run report shows the last audit.
     from elematrix_tui.engine.journal import Journal
 
@@ -202,6 +231,23 @@ def test_clean_deployment_then_planted_faults(deployed: dict[str, str]) -> None:
     report = subprocess.run([ELEMATRIX, "report", run_id, "--deployment", DEP], env=deployed,
                             capture_output=True, text=True, timeout=60).stdout
     assert "## Last audit" in report and "EC2.13" in report
+
+
+def test_a_deleted_snapshot_policy_fails_the_native_audit(deployed: dict[str, str]) -> None:
+    """The policy deleted: the native audit fails with the snapshot control's id (FAIL, by
+    its own check), and `elematrix status` says infra would create it again."""
+    dlm = boto3.Session(region_name="us-east-1").client(
+        "dlm", endpoint_url=deployed[DLM_ENDPOINT])
+    for p in dlm.get_lifecycle_policies()["Policies"]:
+        if p["Tags"].get("elematrix:deployment") == DEP:
+            dlm.delete_lifecycle_policy(PolicyId=p["PolicyId"])
+    code, data, err = audit(deployed, "--native")
+    assert code == 1, err
+    assert (SNAPSHOTS, "FAIL") in {(f["control"], f["status"]) for f in data["findings"]}
+    st = json.loads(subprocess.run([ELEMATRIX, "status", DEP, "--json"], env=deployed,
+                                   capture_output=True, text=True, timeout=120).stdout)
+    line = next(x for x in st["lines"] if x["step"] == "snapshots")
+    assert line["verdict"] == "drifted" and line["detail"][0].startswith("create DLM policy")
 
 
 def test_missing_prowler_says_how_to_install(deployed: dict[str, str], tmp_path: Path) -> None:

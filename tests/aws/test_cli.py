@@ -18,6 +18,7 @@ import boto3
 import pytest
 
 from elematrix_tui.bundled import runbooks_dir
+from elematrix_tui.practice_dlm import ENV_ENDPOINT as DLM_ENDPOINT
 
 from .conftest import FAKE_ENV
 from .helpers import INFRA_SET, count_all, count_tagged
@@ -31,7 +32,8 @@ AWS_CALL_LINE = re.compile(r"\baws [a-z0-9-]+\.[a-z_]+ -> ")
 
 @pytest.fixture
 def cli_env(moto_server: str, tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("AWS_") or k == DLM_ENDPOINT}
     env.update(FAKE_ENV)
     env.update({
         "AWS_ENDPOINT_URL": moto_server,
@@ -61,7 +63,9 @@ class _Endpoint:
         self.session = _session(env)
 
     def client(self, service: str) -> Any:
-        return self.session.client(service, endpoint_url=self.env["AWS_ENDPOINT_URL"])
+        # DLM is the stand-in beside moto (tests/conftest.py), as for the CLI.
+        return self.session.client(service, endpoint_url=self.env.get(
+            f"AWS_ENDPOINT_URL_{service.upper()}") or self.env["AWS_ENDPOINT_URL"])
 
 
 def elematrix(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -145,6 +149,24 @@ def test_infra_creates_exactly_the_resources_and_a_second_run_creates_nothing(
                                                 "AmazonSSMManagedInstanceCore"}
     inline = iam.get_role_policy(RoleName=role, PolicyName="backup-bucket")["PolicyDocument"]
     assert f"arn:aws:s3:::{bucket}" in json.dumps(inline)
+    # The root volume's snapshot schedule: DLM's role, and one policy on the deployment tag.
+    dlm_role = iam.get_role(RoleName=f"elematrix-{dep}-dlm")["Role"]
+    assert dlm_role["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == {
+        "Service": "dlm.amazonaws.com"}
+    assert [p["PolicyArn"] for p in iam.list_attached_role_policies(
+        RoleName=f"elematrix-{dep}-dlm")["AttachedPolicies"]] == [
+        "arn:aws:iam::aws:policy/service-role/AWSDataLifecycleManagerServiceRole"]
+    assert {t["Key"] for t in vol.get("Tags", [])} >= {"elematrix:deployment"}
+    dlm = aws.client("dlm")
+    [summary] = [p for p in dlm.get_lifecycle_policies()["Policies"]
+                 if p["Tags"].get("elematrix:deployment") == dep]
+    policy = dlm.get_lifecycle_policy(PolicyId=summary["PolicyId"])["Policy"]
+    assert (policy["State"], policy["ExecutionRoleArn"]) == ("ENABLED", dlm_role["Arn"])
+    details = policy["PolicyDetails"]
+    assert details["TargetTags"] == [{"Key": "elematrix:deployment", "Value": dep}]
+    assert details["ResourceTypes"] == ["VOLUME"]
+    assert (details["Schedules"][0]["CreateRule"], details["Schedules"][0]["RetainRule"]) == (
+        {"Interval": 24, "IntervalUnit": "HOURS", "Times": ["03:00"]}, {"Count": 7})
     key = Path(cli_env["ELEMATRIX_STATE_DIR"]) / "deployments" / dep / "keys" / "id_ed25519"
     assert key.stat().st_mode & 0o777 == 0o600
     assert "estimated cost ~USD" in r.stdout and "price table of 2026-11-27" in r.stdout
@@ -186,6 +208,29 @@ def _kill_then_resume(env: dict[str, str], dep: str, point: int) -> tuple[bool, 
     proc.stdout.close()
     killed = proc.returncode == -signal.SIGKILL
     return killed, elematrix(env, "resume", "--deployment", dep, "--yes")
+
+
+def test_snapshot_schedule_off_creates_no_dlm_role_or_policy_and_the_plan_accepts_it(
+        cli_env: dict[str, str]) -> None:
+    dep = "cli-nosnap"
+    aws = _Endpoint(cli_env)
+    r = infra(cli_env, dep, "--set", "snapshot_schedule=false", "--set", "snapshot_retain=3")
+    assert r.returncode == 0, r.stdout + r.stderr
+    results = step_results(r.stdout)
+    assert (results["snapshot_role"], results["snapshots"]) == ("skipped", "skipped"), results
+    assert results["snapshot_schedule"] == "skipped"
+    counts = count_tagged(_EndpointSession(aws), dep)
+    assert counts == {**INFRA_SET, "role": 1, "dlm_policy": 0}, counts
+    plan = elematrix(cli_env, "plan", str(RUNBOOKS / "poc-ec2.yaml"), "--deployment", dep,
+                     "--phase", "infra", "--json")
+    infra_plan = json.loads(plan.stdout)["phases"][0]
+    snap = "PROWLER.dlm_ebs_snapshot_lifecycle_policy_exists"
+    assert not any(x.startswith(snap) for x in infra_plan["satisfies"]), infra_plan
+    assert any(x.startswith(snap) and "snapshot_schedule is off" in x
+               for x in infra_plan["accepts"]), infra_plan["accepts"]
+    # A DLM rule in the parameter: refused before anything is written (exit 2).
+    bad = infra(cli_env, "cli-badsnap", "--set", "snapshot_time=3:00")
+    assert bad.returncode == 2 and "snapshot_time" in bad.stderr, bad.stderr
 
 
 def test_kill_9_at_ten_random_points_then_resume_leaves_one_set(

@@ -27,6 +27,7 @@ import pytest
 
 from elematrix_tui.bundled import runbooks_dir
 from elematrix_tui.engine.action import ActionFailed
+from elematrix_tui.practice_dlm import ENV_ENDPOINT as DLM_ENDPOINT
 
 from ..support.dnsserver import dns_server
 from .conftest import FAKE_ENV
@@ -44,7 +45,8 @@ OPERATOR = ("--set", "operator_cidr=127.0.0.1/32")
 
 @pytest.fixture
 def cli_env(moto_server: str, tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("AWS_") or k == DLM_ENDPOINT}
     env.update(FAKE_ENV)
     env.update({"AWS_ENDPOINT_URL": moto_server,
                 "AWS_CONFIG_FILE": str(tmp_path / "no-aws-config"),

@@ -30,7 +30,9 @@ def test_poc_ec2_params_and_phase_order() -> None:
     assert close.confirm and close.destructive
     steps = [s.id for s in harden.steps]
     assert steps.index("ssm_ready") < steps.index("close_ssh")
-    assert [g.action for g in rb.phase("infra").gates] == ["aws.assert"]
+    # posture, and the root volume's snapshot schedule (snapshot_schedule on).
+    assert [(g.id, g.action) for g in rb.phase("infra").gates] == [
+        ("posture", "aws.assert"), ("snapshot_schedule", "aws.assert")]
 
 
 def test_teardown_keeps_the_bucket_unless_confirmed() -> None:

@@ -72,4 +72,8 @@ class _Client:
         self.url = url
 
     def client(self, service: str) -> Any:
-        return self.session.client(service, endpoint_url=self.url)
+        import os
+
+        # DLM is the stand-in beside moto (tests/conftest.py), as for the runner.
+        return self.session.client(service, endpoint_url=os.environ.get(
+            f"AWS_ENDPOINT_URL_{service.upper()}") or self.url)

@@ -122,3 +122,45 @@ def test_the_plan_shows_per_phase_what_it_promises_and_accepts(elematrix: str,
     assert "SSM.1: SSM (accepted: agent comes in harden" in infra
     assert "EC2.9: public ip (accepted: HTTP POC; removed by: ALB)" in infra
     assert "    SSM.1: SSM\n" in harden and "SSM.1: SSM (accepted" not in harden
+
+
+def test_a_control_whose_option_is_off_is_accepted_with_its_reason(elematrix: str,
+                                                                   tmp_path: Path) -> None:
+    """``option``/``accepted_when_off`` (poc-ec2's snapshot schedule): promised while the
+    bool parameter is on, accepted with its reason when the operator turns it off, in the
+    audit's classification and in the plan; an option naming no bool parameter is located."""
+    text = RUNBOOK.replace("runbook: p\n", "runbook: p\nparams:\n  - {name: snaps, type: bool, "
+                           "default: true}\n").replace(
+        "    - {id: EC2.9,", "    - {id: PROWLER.dlm_x, title: snapshots, satisfied_by: infra, "
+        "option: snaps, accepted_when_off: \"no schedule: the bucket has the backup\", "
+        "prowler: [dlm_x]}\n    - {id: EC2.9,")
+    path = tmp_path / "p.yaml"
+    path.write_text(text)
+    p = Posture.model_validate({"controls": [
+        {"id": "PROWLER.dlm_x", "title": "s", "satisfied_by": "infra", "option": "snaps",
+         "region_wide": True,
+         "accepted_when_off": "no schedule", "prowler": ["dlm_x"]}]})
+    assert classify(p, {"infra"}, "dlm_x", "FAIL", [])[0] == "failed"
+    assert classify(p, {"infra"}, "dlm_x", "FAIL", [], {"snaps": True})[0] == "failed"
+    verdict, _, why = classify(p, {"infra"}, "dlm_x", "FAIL", [], {"snaps": False})
+    assert verdict == "accepted" and why == "no schedule; removed by: snaps=true"
+    on = subprocess.run([elematrix, "plan", str(path), "--deployment", "d", "--offline"],
+                        capture_output=True, text=True, timeout=60)
+    assert on.returncode == 0, on.stderr
+    assert "    PROWLER.dlm_x: snapshots\n" in on.stdout.split("Phase harden")[0]
+    off = subprocess.run([elematrix, "plan", str(path), "--deployment", "d", "--offline",
+                          "--set", "snaps=false"], capture_output=True, text=True, timeout=60)
+    infra = off.stdout.split("Phase harden")[0]
+    assert "    PROWLER.dlm_x: snapshots\n" not in infra
+    assert "PROWLER.dlm_x: snapshots (accepted: no schedule: the bucket has the backup; " \
+           "removed by: snaps=true)" in infra, infra
+    r = _validate(elematrix, tmp_path, text.replace("option: snaps", "option: snapz"))
+    assert r.returncode == 2 and "option 'snapz' is not a bool parameter" in r.stderr, r.stderr
+    # A Region-wide result (Prowler's DLM check) counts for a region_wide control only.
+    region = {"metadata": {"event_code": "dlm_x"}, "status_code": "PASS",
+              "resources": [{"uid": "arn:aws:dlm:us-east-1:123456789012:policy",
+                             "labels": [], "name": "123456789012"}],
+              "unmapped": {"provider_uid": "123456789012", "compliance": {}}}
+    assert [(f.control, f.verdict) for f in findings(
+        [region], posture=p, converged={"infra"}, deployment="d", recorded=set())] == [
+        ("PROWLER.dlm_x", "passed")]

@@ -15,24 +15,32 @@ from elematrix_tui.practice import Emulator
 emu = Emulator(Path(sys.argv[1])).start()
 assert emu.url.startswith("http://127.0.0.1:"), emu.url
 env = emu.environ()
-kw = dict(endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env["AWS_REGION"],
-          aws_access_key_id="x", aws_secret_access_key="x")
-ec2 = boto3.client("ec2", **kw)
+kw = dict(region_name=env["AWS_REGION"], aws_access_key_id="x", aws_secret_access_key="x")
+ec2 = boto3.client("ec2", **kw, endpoint_url=env["AWS_ENDPOINT_URL"])
 if sys.argv[2] == "create":
     sg = ec2.create_security_group(GroupName="practice", Description="p")["GroupId"]
-    ami = boto3.client("ssm", **kw).get_parameter(
+    ami = boto3.client("ssm", **kw, endpoint_url=env["AWS_ENDPOINT_URL"]).get_parameter(
         Name="/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64")
     ec2.run_instances(ImageId=ami["Parameter"]["Value"], MinCount=1, MaxCount=1,
                       InstanceType="t3.medium")
     ec2.allocate_address(Domain="vpc")
+    role = boto3.client("iam", **kw, endpoint_url=env["AWS_ENDPOINT_URL"]).create_role(RoleName="practice-dlm",
+        AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Principal": {"Service": "dlm.amazonaws.com"},
+             "Action": "sts:AssumeRole"}]}))["Role"]["Arn"]
+    boto3.client("dlm", **kw, endpoint_url=env["AWS_ENDPOINT_URL_DLM"]).create_lifecycle_policy(
+        ExecutionRoleArn=role, Description="practice", State="ENABLED", PolicyDetails={
+            "ResourceTypes": ["VOLUME"], "TargetTags": [{"Key": "k", "Value": "v"}],
+            "Schedules": [{"CreateRule": {"Interval": 24, "IntervalUnit": "HOURS",
+                                          "Times": ["03:00"]}, "RetainRule": {"Count": 7}}]})
 if sys.argv[2] == "concurrent":
     # As infra's overlapping steps do: launches, allocations and associations in flight
     # at once. Each thread's association names ids its own requests were answered with.
     from concurrent.futures import ThreadPoolExecutor
-    ami = boto3.client("ssm", **kw).get_parameter(
+    ami = boto3.client("ssm", **kw, endpoint_url=env["AWS_ENDPOINT_URL"]).get_parameter(
         Name="/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64")
     def one(_: int) -> None:
-        c = boto3.client("ec2", **kw)
+        c = boto3.client("ec2", **kw, endpoint_url=env["AWS_ENDPOINT_URL"])
         for _ in range(3):
             i = c.run_instances(ImageId=ami["Parameter"]["Value"], MinCount=1, MaxCount=1,
                                 InstanceType="t3.medium")["Instances"][0]["InstanceId"]
@@ -50,9 +58,15 @@ associated = sorted(a["PublicIp"] + ">" + a["InstanceId"]
                     for a in ec2.describe_addresses()["Addresses"] if a.get("InstanceId"))
 tagged = sorted(i["InstanceId"] + "=" + t["Value"] for r in ec2.describe_instances()["Reservations"]
                 for i in r["Instances"] for t in i.get("Tags", []) if t["Key"] == "n")
+dlm = boto3.client("dlm", **kw, endpoint_url=env["AWS_ENDPOINT_URL_DLM"])
+policies = sorted(p["PolicyId"] for p in dlm.get_lifecycle_policies()["Policies"])
+# Its execution role came back with moto's replay: the stand-in still accepts it.
+for p in policies:
+    dlm.update_lifecycle_policy(PolicyId=p, ExecutionRoleArn=dlm.get_lifecycle_policy(
+        PolicyId=p)["Policy"]["ExecutionRoleArn"])
 emu.stop()
 print(json.dumps({"groups": groups, "instances": instances, "eips": eips,
-                  "associated": associated, "tagged": tagged}))
+                  "associated": associated, "tagged": tagged, "policies": policies}))
 """
 
 
@@ -66,6 +80,8 @@ def _run(directory: Path, mode: str) -> dict[str, list[str]]:
 def test_state_survives_a_restart_with_the_same_ids(tmp_path: Path) -> None:
     first = _run(tmp_path / "emulator", "create")
     assert len(first["groups"]) == 1 and len(first["instances"]) == 1
+    # The DLM stand-in's policy is kept beside the recording (moto has no DLM to record).
+    assert len(first["policies"]) == 1 and (tmp_path / "emulator" / "dlm.json").exists()
     # Recorded into the deployment, not into moto's default ./moto_recording (moto reads
     # MOTO_RECORDER_FILEPATH when first imported).
     assert (tmp_path / "emulator" / "recording.jsonl").stat().st_size > 0

@@ -58,6 +58,9 @@ def test_practice_headless_without_an_engine_stops_before_deploy(elematrix: str,
     odd = [r for ph in rows.values() for r in ph
            if not (r[2] == "ok" or (r[1], r[2]) in tolerated)]
     assert rows and not odd, (odd, second.stdout[-3000:])
+    # The DLM stand-in kept its policy in the emulator directory: found again, not created.
+    again = {r[1]: r[2] for r in rows["infra"]}
+    assert again["snapshots"] == "ok" and again["snapshot_schedule"] == "ok", again
 
 
 def test_practice_headless_runs_every_phase_on_the_engine(elematrix: str, tmp_path: Path,

@@ -72,10 +72,14 @@ def _count_tagged(aws_env: dict[str, str], deployment: str) -> dict[str, int]:
     s3 = boto3.client("s3", **kw)
     buckets = [b["Name"] for b in s3.list_buckets()["Buckets"]
                if b["Name"].startswith(f"elematrix-{deployment}-")]
+    # The DLM stand-in beside moto (tests/conftest.py): one snapshot policy, also after kills.
+    dlm = boto3.client("dlm", **{**kw, "endpoint_url": os.environ["AWS_ENDPOINT_URL_DLM"]})
+    policies = [p for p in dlm.get_lifecycle_policies()["Policies"]
+                if (p.get("Tags") or {}).get(TAG) == deployment]
     return {"instances": len(instances),
             "security_groups": len(ec2.describe_security_groups(Filters=tag)["SecurityGroups"]),
             "eips": len(ec2.describe_addresses(Filters=tag)["Addresses"]),
-            "buckets": len(buckets)}
+            "buckets": len(buckets), "dlm_policies": len(policies)}
 
 
 def _backup_objects(aws_env: dict[str, str], deployment: str) -> list[str]:
@@ -144,7 +148,8 @@ def test_rehearsal_headless_every_phase(elematrix: str, instance: FakeInstance,
     assert len(checks) >= 6 and all(c["passed"] for c in checks)
     assert any(k.endswith("synapse.sql.gz") for k in _backup_objects(aws_env, "rehearsal"))
     assert _count_tagged(aws_env, "rehearsal") == {"instances": 1, "security_groups": 1,
-                                                   "eips": 1, "buckets": 1}
+                                                   "eips": 1, "buckets": 1,
+                                                   "dlm_policies": 1}
     assert instance.initdb_count() == 1
     assert instance.postgres_init_logged() == 1
     print(f"rehearsal: {elapsed:.1f} s")
@@ -181,7 +186,8 @@ def test_rehearsal_chaos_kill_9_and_resume(elematrix: str, instance: FakeInstanc
     report = _report(elematrix, env, "chaos")
     assert report["status"] == "passed"
     assert _count_tagged(aws_env, "chaos") == {"instances": 1, "security_groups": 1,
-                                               "eips": 1, "buckets": 1}
+                                               "eips": 1, "buckets": 1,
+                                               "dlm_policies": 1}
     assert instance.initdb_count() == 1
     assert instance.postgres_init_logged() <= 1
     print(f"chaos: {kills} kills, {time.monotonic() - started:.1f} s")

@@ -110,6 +110,7 @@ async def test_rehearsal_in_the_tui(state_dir: Path, instance: FakeInstance,
     assert set(_all_step_ids()) <= done
     assert any(k.endswith("synapse.sql.gz") for k in _backup_objects(aws_env, "tui-rehearsal"))
     assert _count_tagged(aws_env, "tui-rehearsal") == {"instances": 1, "security_groups": 1,
-                                                       "eips": 1, "buckets": 1}
+                                                       "eips": 1, "buckets": 1,
+                                                       "dlm_policies": 1}
     assert instance.initdb_count() == 1
     print(f"tui rehearsal: {time.monotonic() - started:.1f} s")

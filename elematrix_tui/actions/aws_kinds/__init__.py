@@ -10,10 +10,11 @@ outputs, so a resumed run sees the same ``steps.<id>.<output>`` values.
 
 One module per AWS service (``network``: security groups and Elastic IPs, ``ec2``: key
 pair and instance, ``iam``, ``s3``, ``sns``, ``logs``, ``cloudwatch``, ``ssm``,
-``generic``; for the production runbook ``vpc``, ``rds``, ``elasticache``, ``acm`` (with
-Route 53 records) and ``elbv2``) over the framework in ``base`` (``Kind[Spec]``); this
-module is the registry of kinds by name and re-exports every public name, so
-``from .aws_kinds import X`` works as it did when this was one file.
+``dlm`` (the root volume's snapshot schedule), ``generic``; for the production runbook
+``vpc``, ``rds``, ``elasticache``, ``acm`` (with Route 53 records) and ``elbv2``) over
+the framework in ``base`` (``Kind[Spec]``); this module is the registry of kinds by name
+and re-exports every public name, so ``from .aws_kinds import X`` works as it did when
+this was one file.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 from .acm import Certificate, CertificateSpec, DnsRecords, DnsRecordsSpec
 from .base import Found, Kind, Spec, SpecT, asset_json, asset_text, canon_json, safe_call
 from .cloudwatch import AlarmDef, Alarms, AlarmsSpec, alarm_drift
+from .dlm import SnapshotPolicy, SnapshotPolicySpec
 from .ec2 import Instance, InstanceSpec, KeyPair, KeyPairSpec, launch_token
 from .elasticache import CacheSubnetGroup, CacheSubnetGroupSpec, Redis, RedisSpec
 from .elbv2 import (
@@ -70,6 +72,7 @@ KINDS: dict[str, Kind[Any]] = {
     "log_groups": LogGroups(),
     "alarms": Alarms(),
     "ssm_parameter": SsmParameter(),
+    "snapshot_policy": SnapshotPolicy(),
     "generic": Generic(),
     # The production runbook's managed services (docs/production.md).
     "vpc": Vpc(),
@@ -136,6 +139,8 @@ __all__ = [
     "Rule",
     "SecurityGroup",
     "SecurityGroupSpec",
+    "SnapshotPolicy",
+    "SnapshotPolicySpec",
     "Spec",
     "SpecT",
     "SsmParameter",

@@ -42,7 +42,7 @@ class Role(Kind[RoleSpec]):
     def find(self, api: AwsApi, ctx: StepContext, name: str, spec: RoleSpec) -> Found:
         r = safe_call(api, "iam", "get_role", ("NoSuchEntity",), RoleName=name)
         if r is None:
-            return Found(None, changes=[f"create IAM role {name} (EC2 trust)"]
+            return Found(None, changes=[f"create IAM role {name} (trust: {spec.trust_policy})"]
                          + [f"attach {p}" for p in spec.managed_policies]
                          + [f"put inline policy {n}" for n in spec.inline_policies])
         role = r["Role"]
