@@ -135,3 +135,42 @@ def test_run_headless_sends_every_line_to_the_callback(
     assert capsys.readouterr() == ("", "")
     assert got and all("\n" not in x for x in got)
     assert any("s" in x and "ok" in x for x in got)
+
+
+async def test_quitting_during_a_drill_lets_it_finish_on_stderr(
+        state_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """ctrl+c leaves the UI, not the drill: its thread never waits on the gone app (it
+    would hang a drill before its teardown), and its last lines reach stderr."""
+    import threading
+
+    _deployed(state_dir, tmp_path)
+    go, done = threading.Event(), threading.Event()
+
+    def slow(req: drill.DrillRequest) -> drill.DrillOutcome:
+        assert req.lines is not None
+        req.lines("drill: deploying staging-drill")
+        assert go.wait(10)
+        req.lines("drill: tearing staging-drill down (after the UI left)")
+        done.set()
+        return drill.DrillOutcome(0, "staging-drill", {"teardown": 0}, torn_down=True)
+
+    monkeypatch.setattr(drill, "drill_outcome", slow)
+    app = ElematrixApp(state_dir)
+    async with app.run_test(size=(110, 32)) as pilot:
+        await pilot.press("D")
+        await wait_for(pilot, lambda: shown(app, YesNoModal), what="the confirmation")
+        await pilot.press("y")
+        await wait_for(pilot, lambda: isinstance(app.screen, DrillScreen), what="drill screen")
+        screen = app.screen
+        await wait_for(pilot, lambda: any("deploying" in str(x)
+                                          for x in screen.query_one(Log).lines),
+                       what="the first line")
+        await pilot.press("escape")  # refused while it runs
+        await pilot.pause()
+        assert app.screen is screen
+        await pilot.press("ctrl+c")
+        await pilot.pause()
+    go.set()
+    assert done.wait(10), "the drill thread hung after the app left"
+    assert "tearing staging-drill down (after the UI left)" in capsys.readouterr().err

@@ -6,10 +6,18 @@ The same drill as ``elematrix run restore --deployment NAME --set drill=true``
 callback (never a redirected ``sys.stdout``) into a log pane; the verdict, RPO and RTO
 come from the drill's outcome, and a failed drill shows the command that tears
 ``NAME-drill`` down. ``escape`` goes back once the drill has ended.
+
+The drill thread never waits on the UI: it appends to a queue the screen drains on a
+timer (``call_from_thread`` blocks until the app's loop answers, and would hang a drill
+whose app had gone). If the app goes while the drill runs (ctrl+c), the drill goes on to
+its end, teardown included (the process waits for it), and its lines go to stderr.
 """
 
 from __future__ import annotations
 
+import sys
+import threading
+from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
@@ -27,6 +35,8 @@ if TYPE_CHECKING:
 
 # The log pane's "step" column for the drill's lines.
 _LOG_STEP = "drill"
+# How often the screen drains the drill's lines (the run screen's log ticks as often).
+TICK_S = 0.1
 
 
 def confirm_text(source: str) -> str:
@@ -49,6 +59,10 @@ class DrillScreen(Screen[None]):
         self.source = source
         self.outcome: DrillOutcome | None = None
         self.running = False
+        self._lines: deque[str] = deque()
+        self._end: tuple[DrillOutcome | None, str] | None = None  # (outcome, why not run)
+        self._lock = threading.Lock()
+        self._detached = False  # the screen is gone: lines go to stderr
 
     def compose(self) -> ComposeResult:
         from ...drill import drill_name
@@ -61,14 +75,43 @@ class DrillScreen(Screen[None]):
 
     def on_mount(self) -> None:
         self.running = True
+        self.set_interval(TICK_S, self._drain)
         self._run()
 
-    def _line(self, text: str) -> None:
-        # Called in the worker thread, once per line.
-        self.app.call_from_thread(self._add, text)
+    def on_unmount(self) -> None:
+        with self._lock:
+            self._detached = True
+            left = list(self._lines)
+            self._lines.clear()
+        if self.running:
+            for text in left:
+                print(text, file=sys.stderr, flush=True)
 
-    def _add(self, text: str) -> None:
-        self.query_one(LogPane).add([(_LOG_STEP, "stdout", text)])
+    def _line(self, text: str) -> None:
+        # In the drill's thread, once per line: never waits on the UI.
+        with self._lock:
+            if not self._detached:
+                self._lines.append(text)
+                return
+        print(text, file=sys.stderr, flush=True)
+
+    def _finish(self, outcome: DrillOutcome | None, why: str = "") -> None:
+        with self._lock:
+            self._end = (outcome, why)
+
+    def _drain(self) -> None:
+        with self._lock:
+            batch = list(self._lines)
+            self._lines.clear()
+            end, self._end = self._end, None
+        if batch:
+            self.query_one(LogPane).add([(_LOG_STEP, "stdout", t) for t in batch])
+        if end is not None:
+            outcome, why = end
+            if outcome is None:
+                self._refused(why)
+            else:
+                self._show(outcome)
 
     @work(thread=True, exclusive=True, exit_on_error=False)
     def _run(self) -> None:
@@ -83,12 +126,12 @@ class DrillScreen(Screen[None]):
         try:
             outcome = drill.drill_outcome(req)
         except InputError as e:
-            self.app.call_from_thread(self._refused, "; ".join(map(str, e.errors)))
+            self._finish(None, "; ".join(map(str, e.errors)))
             return
         except Exception as e:  # shown, never a traceback over the screen
-            self.app.call_from_thread(self._refused, f"{type(e).__name__}: {e}")
+            self._finish(None, f"{type(e).__name__}: {e}")
             return
-        self.app.call_from_thread(self._show, outcome)
+        self._finish(outcome)
 
     def _head(self, rest: str) -> None:
         self.query_one("#drill-head", Static).update(
