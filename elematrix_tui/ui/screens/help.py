@@ -22,7 +22,7 @@ HELP = """\
 | `u` | upgrade the highlighted deployment (the `upgrade` runbook) |
 | `b` | restore a backup into the highlighted deployment (the `restore` runbook) |
 | `a` | audit of the highlighted deployment's posture (read-only) |
-| `D` | restore drill: the latest backup restored into a throwaway `NAME-drill`, every gate, then torn down; asks first (it costs money on AWS while it runs; `NAME` is never touched) |
+| `D` | restore drill into a throwaway `NAME-drill`, torn down after; asks first |
 | `ctrl+p` | command palette: every action of the screen |
 | `q` | quit |
 
