@@ -29,8 +29,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +102,43 @@ class DrillRequest:
     sets: Mapping[str, str]
     assume_yes: bool = False
     quiet: bool = False
+    # Where the drill's lines and its runs' output go, one line a call; None prints them
+    # on stdout (the CLI). The TUI passes a callback: it never redirects sys.stdout, and
+    # its runs ask no question on the terminal (see headless.run_headless ``lines``).
+    lines: Callable[[str], None] | None = None
+
+
+@dataclass
+class DrillOutcome:
+    """What a drill ended with: the exit code (the CLI contract of :func:`run_drill`), each
+    run's code, the restore's RPO/RTO when it reported them, whether the drill deployment
+    was torn down and whether the source is unchanged."""
+
+    code: int
+    drill: str
+    codes: dict[str, int] = field(default_factory=dict)
+    backup: str | None = None
+    rpo_s: float | None = None
+    rto_s: float | None = None
+    torn_down: bool = False
+    source_unchanged: bool = True
+
+
+def what_it_does(source: str) -> list[str]:
+    """The drill, in the words the TUI's confirmation shows (docs/day-two.md)."""
+    drill = drill_name(source)
+    return [
+        f"deploys a throwaway deployment {drill} (poc-ec2 {', '.join(DEPLOY_PHASES)}) with "
+        f"{source}'s parameters and secrets: a new EC2 instance, security group, role and "
+        "backup bucket of its own",
+        f"restores {source}'s latest backup into {drill} and runs every gate (the canary "
+        "back byte-identical, logins, E2EE); reports RPO and RTO",
+        f"costs money on AWS while it runs (an instance of {source}'s size, for the length "
+        "of a deploy and a restore)",
+        f"tears {drill} down afterwards, bucket included, also when a run failed (if the "
+        "teardown fails, the command to finish it is shown)",
+        f"{source} itself is never touched: only its journal, secrets and backups are read",
+    ]
 
 
 def _load(name: str) -> tuple[Runbook, Path]:
@@ -213,10 +250,16 @@ def _restore_report(state_dir: Path, drill: str) -> dict[str, Any]:
 
 
 def run_drill(req: DrillRequest) -> int:
+    """The drill as the CLI runs it: :func:`drill_outcome`'s exit code."""
+    return drill_outcome(req).code
+
+
+def drill_outcome(req: DrillRequest) -> DrillOutcome:
     """Deploy ``<source>-drill``, restore the source's backup into it with every gate, tear
-    it down; print RPO, RTO and that the source is unchanged. The exit code follows the
-    CLI contract: 0 every run passed, 1 a run failed (the drill is torn down all the same,
-    or the command to do it is printed), 2 bad input (nothing run), 130 interrupted."""
+    it down; print RPO, RTO and that the source is unchanged (on ``req.lines`` when given).
+    The outcome's exit code follows the CLI contract: 0 every run passed, 1 a run failed
+    (the drill is torn down all the same, or the command to do it is printed), 2 bad input
+    (nothing run; raised as InputError), 130 interrupted."""
     source, state_dir = req.source, req.state_dir
     drill = drill_name(source)
     if (bad := deployment_name_error(source)) is not None:
@@ -236,7 +279,10 @@ def run_drill(req: DrillRequest) -> int:
     store = SecretStore()
 
     def say(text: str) -> None:
-        print(f"drill: {text}", flush=True)
+        if req.lines is not None:
+            req.lines(f"drill: {text}")
+        else:
+            print(f"drill: {text}", flush=True)
 
     say(f"deploying {drill} (poc-ec2 {', '.join(DEPLOY_PHASES)}) with {source}'s parameters "
         f"and secrets; server name {src.server_name}")
@@ -247,7 +293,7 @@ def run_drill(req: DrillRequest) -> int:
         codes["deploy"] = run_headless(deploy, deployment=drill, state_dir=state_dir,
                                        params=_deploy_params(src, deploy, to_deploy),
                                        runbook_path=deploy_path, options=options,
-                                       quiet=req.quiet)
+                                       quiet=req.quiet, lines=req.lines)
     except InputError:
         # Refused before anything ran: the copies are all the drill had written.
         for name in copied:
@@ -264,7 +310,7 @@ def run_drill(req: DrillRequest) -> int:
             codes["restore"] = run_headless(
                 restore, deployment=drill, state_dir=state_dir,
                 params={**to_restore, "source": source}, runbook_path=restore_path,
-                options=RunOptions(assume_yes=req.assume_yes), quiet=req.quiet)
+                options=RunOptions(assume_yes=req.assume_yes), quiet=req.quiet, lines=req.lines)
         except (InputError, LockedError, GuardError) as e:
             # The drill is deployed by now: it is torn down below all the same.
             why = "; ".join(map(str, e.errors)) if isinstance(e, InputError) else str(e)
@@ -273,21 +319,26 @@ def run_drill(req: DrillRequest) -> int:
     if 130 in codes.values():
         say(f"interrupted: {drill} is left as it is. Tear it down with: "
             f"{teardown_command(drill)}")
-        return 130
+        return DrillOutcome(130, drill, codes)
     say(f"tearing {drill} down (teardown, bucket included)")
     codes["teardown"] = run_headless(
         teardown, deployment=drill, state_dir=state_dir,
         params={"confirm_deployment": drill}, runbook_path=teardown_path,
-        options=RunOptions(assume_yes=req.assume_yes), quiet=req.quiet)
+        options=RunOptions(assume_yes=req.assume_yes), quiet=req.quiet, lines=req.lines)
     if codes["teardown"] == 0:
         for name in sorted(set(copied) | _drill_secret_names(state_dir, drill)):
             store.delete(drill, name)
     else:
         say(f"the teardown of {drill} did not finish: run {teardown_command(drill)}")
     unchanged = source_fingerprint(state_dir, source) == before
+    outcome = DrillOutcome(1, drill, codes, torn_down=codes["teardown"] == 0,
+                           source_unchanged=unchanged)
     if "restore" in codes:
         rep = _restore_report(state_dir, drill)
         if "rto_s" in rep:
+            outcome.backup = str(rep.get("source_prefix", rep.get("backup")))
+            outcome.rto_s = float(rep["rto_s"])
+            outcome.rpo_s = float(rep["rpo_s"]) if rep.get("rpo_s") is not None else None
             say(f"backup {rep.get('source_prefix', rep.get('backup'))}: "
                 f"RPO {rep.get('rpo_s')} s, RTO {float(rep['rto_s']):.1f} s")
     say(f"source {source}: " + ("unchanged (journal, state directory)" if unchanged else
@@ -295,8 +346,10 @@ def run_drill(req: DrillRequest) -> int:
     ok = all(c == 0 for c in codes.values()) and unchanged
     say(" ".join(f"{k} {'passed' if c == 0 else 'failed'}" for k, c in codes.items())
         + ("" if "restore" in codes else " (restore not run: the deploy failed)"))
-    return 0 if ok else 1
+    outcome.code = 0 if ok else 1
+    return outcome
 
 
-__all__ = ["DRILL_SUFFIX", "DrillRequest", "drill_name", "run_drill", "source_fingerprint",
-           "teardown_command", "wants_drill"]
+__all__ = ["DRILL_SUFFIX", "DrillOutcome", "DrillRequest", "drill_name", "drill_outcome",
+           "run_drill", "source_fingerprint", "teardown_command", "wants_drill",
+           "what_it_does"]

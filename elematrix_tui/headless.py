@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import getpass
+import io
 import json
 import signal
 import sys
 import threading
 import time
 from types import FrameType, TracebackType
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
 from .engine import events as ev
 from .engine.errors import InputError
@@ -17,6 +18,7 @@ from .engine.state import DECLINED, RUNNING, RunState
 from .engine.text import clean, clean_line
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
     from .engine.model import Runbook
@@ -29,10 +31,14 @@ _MARK = {"ok": "ok", "changed": "changed", "failed": "FAILED", "skipped": "skipp
 class HeadlessQuestions:
     """Answers the engine's questions on a terminal, or refuses when there is none."""
 
-    def __init__(self, assume_yes: bool, stream: TextIO | None = None) -> None:
+    def __init__(self, assume_yes: bool, stream: TextIO | None = None,
+                 interactive: bool | None = None) -> None:
         self.assume_yes = assume_yes
         self.out = stream or sys.stderr
-        self.interactive = sys.stdin is not None and sys.stdin.isatty()
+        # False where the terminal belongs to someone else (the TUI's drill): nothing is
+        # read from stdin, every question is answered as with no terminal.
+        self.interactive = (sys.stdin is not None and sys.stdin.isatty()
+                            if interactive is None else interactive)
 
     def _ask(self, prompt: str) -> str:
         if not self.interactive:
@@ -244,6 +250,33 @@ class JsonLines:
         self.out.flush()
 
 
+class LineStream(io.TextIOBase):
+    """A text stream that hands each complete line to a callback (the TUI's drill screen),
+    so a headless run's output can go there without touching ``sys.stdout``. Not a
+    terminal: the printer writes plain progress lines, never carriage returns."""
+
+    def __init__(self, emit: Callable[[str], None]) -> None:
+        super().__init__()
+        self.emit = emit
+        self._part = ""
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return False
+
+    def write(self, s: str) -> int:
+        *done, self._part = (self._part + s).split("\n")
+        for line in done:
+            self.emit(line)
+        return len(s)
+
+    def flush(self) -> None:
+        # A progress line is flushed before it ends: it is shown only once ended.
+        pass
+
+
 # The runner's exit code for an interrupted run (state saved, resumable).
 _EXIT_INTERRUPTED = 130
 
@@ -295,25 +328,32 @@ class StopSignals:
 
 def run_headless(rb: Runbook, *, deployment: str, state_dir: Path, params: dict[str, Any],
                  runbook_path: Path, options: RunOptions, quiet: bool = False,
-                 resume_of: str | None = None, json_lines: bool = False) -> int:
+                 resume_of: str | None = None, json_lines: bool = False,
+                 lines: Callable[[str], None] | None = None) -> int:
     """Run (or resume ``resume_of``) on the terminal: the engine's runner, wired once
     (``engine.wiring``), printing as it goes and a summary at the end; SIGTERM/SIGHUP stop
     it as Ctrl-C does. Returns the exit code. ``elematrix run``, ``resume --yes`` and
     ``practice --headless`` all come here. ``json_lines``: stdout carries only the
     events, one JSON object a line (:class:`JsonLines`); questions and signals still speak
-    on stderr, and the summary is left out (the last line is ``run.finished``)."""
+    on stderr, and the summary is left out (the last line is ``run.finished``). ``lines``:
+    every line (output, questions' refusals, the summary) goes to this callback instead of
+    stdout/stderr, and no question is asked on the terminal (the TUI's drill)."""
     from .actions import default_registry
     from .engine.wiring import RunRequest, build_runner
 
-    printer = Printer(quiet=quiet)
-    sink: Any = JsonLines() if json_lines else printer
+    # A TextIOBase is a text stream at run time; typing's TextIO is a separate protocol.
+    stream = cast("TextIO", LineStream(lines)) if lines is not None else None
+    printer = Printer(quiet=quiet, stream=stream)
+    sink: Any = JsonLines(stream) if json_lines else printer
+    questions = HeadlessQuestions(assume_yes=options.assume_yes, stream=stream,
+                                  interactive=False if lines is not None else None)
     runner = build_runner(RunRequest(
         runbook=rb, deployment=deployment, state_dir=state_dir, params=params,
-        questions=HeadlessQuestions(assume_yes=options.assume_yes), sinks=[sink],
+        questions=questions, sinks=[sink],
         runbook_path=runbook_path, options=options), default_registry())
     if isinstance(sink, JsonLines):
         sink.redact = runner.redact
-    with StopSignals(deployment) as stop:
+    with StopSignals(deployment, stream) as stop:
         code = runner.resume(resume_of) if resume_of else runner.run()
     if not json_lines:
         printer.summary(runner)

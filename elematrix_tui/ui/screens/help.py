@@ -18,6 +18,11 @@ HELP = """\
 |---|---|
 | `n` | new deployment (name, runbook, AWS profile and region, then parameters) |
 | `enter` | open the highlighted deployment, or resume its interrupted run |
+| `d` | status of the highlighted deployment: its live state against its runs (read-only) |
+| `u` | upgrade the highlighted deployment (the `upgrade` runbook) |
+| `b` | restore a backup into the highlighted deployment (the `restore` runbook) |
+| `a` | audit of the highlighted deployment's posture (read-only) |
+| `D` | restore drill into a throwaway `NAME-drill`, torn down after; asks first |
 | `ctrl+p` | command palette: every action of the screen |
 | `q` | quit |
 

@@ -31,6 +31,7 @@ class StartScreen(Screen[None]):
         Binding("b", "day_two('restore')", "Restore a backup"),
         # Not in the footer (its line is full); the help screen and docs/tui.md name it.
         Binding("a", "audit", "Audit (posture)", show=False),
+        Binding("D", "drill", "Restore drill", show=False),
         Binding("question_mark", "help", "Help"),
         Binding("q", "app.quit", "Quit"),
     ]
@@ -166,6 +167,25 @@ class StartScreen(Screen[None]):
             return
         self.app.push_screen(AuditScreen(self.session.state_dir, entry.name,
                                          entry.runbook_path))
+
+    def action_drill(self) -> None:
+        """The restore drill of the highlighted deployment, once the operator confirmed
+        what it creates (a throwaway ``NAME-drill``, torn down at its end)."""
+        from .drill import DrillScreen, confirm_text
+        from .modals import YesNoModal
+
+        entry = self._highlighted()
+        if entry is None:
+            return
+        name = entry.name
+
+        def answered(go: bool | None) -> None:
+            if go:
+                self.app.push_screen(DrillScreen(self.session.state_dir, name))
+
+        self.app.push_screen(YesNoModal(f"Run a restore drill of {name}?",
+                                        confirm_text(name), yes="Run the drill",
+                                        no="Cancel"), answered)
 
     def action_day_two(self, runbook: str) -> None:
         """A bundled day-two runbook (upgrade, restore) for the highlighted deployment."""
