@@ -19,6 +19,7 @@ import pytest
 
 from elematrix_tui.bundled import runbooks_dir
 from elematrix_tui.practice_dlm import ENV_ENDPOINT as DLM_ENDPOINT
+from tests.support.moto_session import endpoint_for
 
 from .conftest import FAKE_ENV
 from .helpers import INFRA_SET, count_all, count_tagged
@@ -64,8 +65,8 @@ class _Endpoint:
 
     def client(self, service: str) -> Any:
         # DLM is the stand-in beside moto (tests/conftest.py), as for the CLI.
-        return self.session.client(service, endpoint_url=self.env.get(
-            f"AWS_ENDPOINT_URL_{service.upper()}") or self.env["AWS_ENDPOINT_URL"])
+        return self.session.client(service, endpoint_url=endpoint_for(
+            service, self.env["AWS_ENDPOINT_URL"], self.env))
 
 
 def elematrix(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:

@@ -11,6 +11,7 @@ import boto3
 import pytest
 
 from elematrix_tui.bundled import runbooks_dir
+from tests.support.moto_session import endpoint_for
 
 from .helpers import INFRA_SET, count_tagged, hook_sessions, inject
 
@@ -72,8 +73,5 @@ class _Client:
         self.url = url
 
     def client(self, service: str) -> Any:
-        import os
-
         # DLM is the stand-in beside moto (tests/conftest.py), as for the runner.
-        return self.session.client(service, endpoint_url=os.environ.get(
-            f"AWS_ENDPOINT_URL_{service.upper()}") or self.url)
+        return self.session.client(service, endpoint_url=endpoint_for(service, self.url))

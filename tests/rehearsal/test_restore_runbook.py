@@ -39,6 +39,7 @@ from tests.aws.helpers import count_tagged
 from tests.rehearsal.conftest import pick_address
 from tests.rehearsal.instance import FakeInstance, moto_points_at
 from tests.rehearsal.test_rehearsal import _env, _params, _report
+from tests.support.moto_session import MotoSession
 
 # The instance fixture may wait for stack_lock() (another stack on the engine) before the
 # deploy even starts: more than the suite's default 300 s in all.
@@ -105,27 +106,13 @@ def test_restore_runbook_brings_the_backup_back(elematrix: str, instance: FakeIn
     _drill(elematrix, env, instance, aws_env, tmp_path)
 
 
-class _Aws:
-    """A boto3 "session" whose clients reach the rehearsal's moto server."""
-
-    def __init__(self, aws_env: dict[str, str]) -> None:
-        self.env = aws_env
-
-    def client(self, service: str) -> Any:
-        import boto3
-
-        return boto3.client(service, endpoint_url=self.env["AWS_ENDPOINT_URL"],
-                            region_name="us-east-1", aws_access_key_id="x",
-                            aws_secret_access_key="x")
-
-
 def _free_port(host: str) -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
 
 
-def _source_view(elematrix: str, env: dict[str, str], aws: _Aws,
+def _source_view(elematrix: str, env: dict[str, str], aws: MotoSession,
                  state_dir: Path) -> dict[str, Any]:
     from elematrix_tui.drill import source_fingerprint
 
@@ -145,7 +132,7 @@ def _drill(elematrix: str, env: dict[str, str], source: FakeInstance,
            aws_env: dict[str, str], tmp_path: Path) -> None:
     from elematrix_tui.engine.paths import state_dir as state_dir_of
 
-    aws = _Aws(aws_env)
+    aws = MotoSession(aws_env["AWS_ENDPOINT_URL"], aws_env)
     state_dir = state_dir_of()
     before = _source_view(elematrix, env, aws, state_dir)
     assert before["tagged"]["instance"] == 1
