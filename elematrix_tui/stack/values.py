@@ -66,8 +66,10 @@ _HOSTPORT_RE = re.compile(
     r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*(:(\d{1,5}))?$"
 )
 _LOG_GROUP_RE = re.compile(r"^[A-Za-z0-9_\-/.#]{0,400}$")
-_BUCKET_RE = re.compile(r"^$|^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-_REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
+# The one home of these two rules for the stack (values and the worker layout); empty is
+# allowed where the field is optional.
+BUCKET_RE = re.compile(r"^$|^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
 
 
 def _hostport(v: str, what: str) -> str:
@@ -163,14 +165,14 @@ class StackValues(BaseModel):
     @field_validator("backup_bucket")
     @classmethod
     def _bucket(cls, v: str) -> str:
-        if not _BUCKET_RE.fullmatch(v):
+        if not BUCKET_RE.fullmatch(v):
             raise ValueError(f"backup_bucket {v!r} is not a valid S3 bucket name")
         return v
 
     @field_validator("aws_region")
     @classmethod
     def _region(cls, v: str) -> str:
-        if not _REGION_RE.fullmatch(v):
+        if not REGION_RE.fullmatch(v):
             raise ValueError(f"aws_region {v!r} is not an AWS region name")
         return v
 

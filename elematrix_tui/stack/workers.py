@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..bundled import assets_dir
 from .render import EXECUTABLE_FILES, SECRET_FILES, RenderError, element_config, render_files
-from .values import StackValues
+from .values import BUCKET_RE, REGION_RE, StackValues
 
 # Secrets a worker deployment adds to the bundled stack's (values.SECRET_NAMES): Redis's
 # AUTH token (ElastiCache's, in production) and the replication secret between processes.
@@ -179,18 +179,14 @@ class WorkerLayout(BaseModel):
     @field_validator("media_bucket")
     @classmethod
     def _bucket(cls, v: str) -> str:
-        import re
-
-        if v and not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", v):
+        if not BUCKET_RE.fullmatch(v):
             raise ValueError(f"media_bucket {v!r} is not an S3 bucket name")
         return v
 
     @field_validator("media_region")
     @classmethod
     def _region(cls, v: str) -> str:
-        import re
-
-        if v and not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-[0-9]+", v):
+        if v and not REGION_RE.fullmatch(v):
             raise ValueError(f"media_region {v!r} is not an AWS region")
         return v
 
