@@ -112,8 +112,10 @@ def _run_cli(cli: str, url: str, calls: list[tuple[str, str, dict[str, Any]]],
     for i, (svc, op, params) in enumerate(calls):
         path = tmp / f"call-{i}.json"
         path.write_text(json.dumps(params))
+        # The same endpoint the runbook's call had (DLM: the stand-in beside moto).
+        endpoint = os.environ.get(f"AWS_ENDPOINT_URL_{svc.upper()}") or url
         cmd = [cli, CLI_SERVICE.get(svc, svc), xform_name(op, "-"),
-               "--cli-input-json", f"file://{path}", "--endpoint-url", url,
+               "--cli-input-json", f"file://{path}", "--endpoint-url", endpoint,
                "--region", "us-east-1", "--output", "json"]
         s = time.perf_counter()
         r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
@@ -134,15 +136,28 @@ def run() -> list[tuple[str, float, str]]:
 
     default_vpc_like_aws()  # AWS's default VPC (an internet gateway), as in the tests
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no access log on stderr
+    from elematrix_tui.practice_dlm import ENV_ENDPOINT, DlmStandIn
+
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     url = f"http://127.0.0.1:{server.get_host_and_port()[1]}"
     saved = os.environ.get("AWS_ENDPOINT_URL")
     os.environ["AWS_ENDPOINT_URL"] = url
+    # moto has no DLM: infra's snapshot policy goes to the stand-in, for both sides.
+    dlm = DlmStandIn().start()
+    saved_dlm = os.environ.get(ENV_ENDPOINT)
+    os.environ[ENV_ENDPOINT] = dlm.url
+    # HOME and the secret store are the bench's own while it runs: left set, the next
+    # bench (e2e) ran ssh with a deleted HOME and its host_ready failed at once.
+    saved_home = os.environ.get("HOME")
+    saved_store = os.environ.get("ELEMATRIX_SECRET_STORE")
     try:
         with tempfile.TemporaryDirectory() as d:
             tmp = Path(d)
             os.environ["HOME"] = str(tmp)  # no operator key: the runbook generates one
+            # This machine has no keyring: the bench's secrets go to a 0600 file in tmp
+            # (bench_engine.py did this for the whole run; alone, this one failed).
+            os.environ.setdefault("ELEMATRIX_SECRET_STORE", "file")
             # Warm moto's lazily loaded data (AMIs, instance types, managed policies) so
             # neither side pays for it.
             import boto3
@@ -156,10 +171,13 @@ def run() -> list[tuple[str, float, str]]:
             infra_s, calls = _run_elematrix(url, tmp)
             cli_s, per_call, errors = _run_cli(cli, url, calls, tmp)
     finally:
-        if saved is None:
-            os.environ.pop("AWS_ENDPOINT_URL", None)
-        else:
-            os.environ["AWS_ENDPOINT_URL"] = saved
+        for key, value in (("AWS_ENDPOINT_URL", saved), (ENV_ENDPOINT, saved_dlm),
+                           ("HOME", saved_home), ("ELEMATRIX_SECRET_STORE", saved_store)):
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        dlm.stop()
         server.stop()
     return [
         ("aws.infra_vs_cli_ratio", cli_s / infra_s, "x"),

@@ -99,7 +99,7 @@ def rehearsal() -> list[tuple[str, float, str]]:
                         env={**os.environ, **aws_env}, capture_output=True, text=True, timeout=900)
                     total = time.perf_counter() - t0
                     if res.returncode != 0:
-                        raise RuntimeError(f"rehearsal failed: {res.stdout[-1500:]}")
+                        raise RuntimeError(f"rehearsal failed: {res.stdout[-6000:]}")
                     figures = _figures(tmp / "state" / "deployments" / "bench" / "journal.sqlite",
                                        total)
                 t_down = time.perf_counter()
