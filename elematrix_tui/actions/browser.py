@@ -20,11 +20,13 @@ host. ``ca_file`` is trusted in a throwaway NSS database (Chromium's store on Li
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -165,8 +167,12 @@ def secure_context(inputs: SecureContextInputs) -> dict[str, Any]:
             flags.append("--no-sandbox")
         env = {"HOME": str(home), "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
                "LANG": "C.UTF-8"}
+        # Its own session, so the end below reaches Chromium's helpers too (renderer, GPU,
+        # crashpad): they outlive a terminated browser process for a moment and kept writing
+        # into the profile while the temporary directory was removed (ENOTEMPTY in CI).
         proc = subprocess.Popen([exe, *flags, "about:blank"], stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, text=True, env=env)
+                                stderr=subprocess.PIPE, text=True, env=env,
+                                start_new_session=True)
         try:
             ws_url = ""
             deadline = time.monotonic() + inputs.timeout
@@ -185,12 +191,23 @@ def secure_context(inputs: SecureContextInputs) -> dict[str, Any]:
             return asyncio.run(asyncio.wait_for(
                 _cdp_evaluate(ws_url, inputs.url, inputs.timeout), inputs.timeout + 5))
         finally:
-            proc.terminate()
+            _end_session(proc)
+
+
+def _end_session(proc: subprocess.Popen[str]) -> None:
+    """Terminate Chromium's whole session and wait until none of it is left."""
+    for sig, grace in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 10.0)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=grace)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
             try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+                os.killpg(proc.pid, 0)
+            except ProcessLookupError:
+                return  # the group is empty: nobody writes into the profile any more
+            time.sleep(0.05)
 
 
 class SecureContext(Action[SecureContextInputs]):

@@ -76,6 +76,23 @@ class E2ee(GateCore):
                     if undecryptable_since is None:
                         undecryptable_since = time.monotonic()
 
+    async def _sync_until_member(self, client: Any, room_id: str, user_id: str) -> None:
+        """Sync until ``client`` sees ``user_id`` joined to ``room_id`` (at most 3 x
+        ``timeout``): on a single process the first sync already does."""
+        from nio import SyncResponse
+
+        give_up = time.monotonic() + min(self.remaining() - 1, 3 * self.s.timeout)
+        while True:
+            resp = await client.sync(timeout=0 if client.next_batch is None else 1000)
+            if not isinstance(resp, SyncResponse):
+                raise CheckFailed("unexpected", f"sync failed: {resp}")
+            room = client.rooms.get(room_id)
+            if room is not None and user_id in room.users:
+                return
+            if time.monotonic() >= give_up:
+                raise CheckFailed("unexpected", f"{client.user_id} did not see {user_id} "
+                                  f"in {room_id} within {3 * self.s.timeout:g} s of syncing")
+
     async def e2ee_roundtrip(self, out: Outcome) -> None:
         from nio import JoinResponse, RoomSendResponse
 
@@ -96,8 +113,11 @@ class E2ee(GateCore):
             j = await b.join(room_id)
             if not isinstance(j, JoinResponse):
                 raise CheckFailed("unexpected", f"B join: {j}")
-            # B syncs first (the room and A's membership), A then learns B joined.
-            await asyncio.gather(b.sync(timeout=0), a.sync(timeout=0))
+            # Each must know the other is in the room before A shares its room key: with
+            # workers, a sync may be served by a process the join has not yet reached over
+            # replication, and A would then encrypt for itself alone (B: not_decrypted).
+            await asyncio.gather(self._sync_until_member(b, room_id, a_sess.user_id),
+                                 self._sync_until_member(a, room_id, b_sess.user_id))
             for sender, receiver, label in ((a, b, "A -> B"), (b, a, "B -> A")):
                 nonce = "elematrix-nonce-" + secrets.token_hex(16)
                 sent = await sender.room_send(room_id, "m.room.message",
