@@ -5,9 +5,11 @@ then read back before Synapse ever starts.
 RDS creates the database named in ``DBName`` with the engine's default collation
 (``en_US.UTF-8``), which Synapse refuses at its first start (FACTS.md); the locale can only
 be chosen at ``CREATE DATABASE``. RDS is never public, so ``psql`` runs on a host inside the
-VPC (the Synapse instance, over the same transport as every host step). The passwords go
-to that host on standard input, never on a command line: ``sh -s`` reads a script that
-exports ``PGPASSWORD`` and feeds psql its SQL through a quoted here-document.
+VPC (the Synapse instance, over the same transport as every host step). The instance has
+Docker but no psql: with ``psql_image`` it runs in a throwaway container of the stack's own
+pinned PostgreSQL image on the host's network (``docker run --rm -i --network host``).
+The passwords go to that host on standard input, never on a command line: ``sh -s`` reads
+a script that exports ``PGPASSWORD`` and feeds psql its SQL through a quoted here-document.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from .postgres_host import QUERY
 from .ssh import SshInputs, _on_this_machine, _remaining, _tail_lines, build_command
 
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_IMAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}$")
 # What Synapse accepts (FACTS.md): exactly these.
 WANT = {"encoding": "UTF8", "collate": "C", "ctype": "C"}
 
@@ -39,7 +42,18 @@ class CreateDbInputs(SshInputs):
     database: str = "synapse"
     owner: str = "synapse"
     owner_password: str
+    # Run psql in this image on the host (its network, no volume); empty: the host's psql.
+    psql_image: str = ""
+    # The container needs Docker on the host: root, as every compose step there.
+    sudo: bool = False
     timeout: float = Field(default=120.0, gt=0)
+
+    @field_validator("psql_image")
+    @classmethod
+    def _image(cls, v: str) -> str:
+        if v and not _IMAGE.match(v):
+            raise ValueError(f"psql_image {v!r} is not an image reference")
+        return v
 
     @field_validator("database", "owner", "admin_user")
     @classmethod
@@ -90,7 +104,12 @@ class CreateDatabase(Action[CreateDbInputs]):
               what: str) -> str:
         conn = host_connection(ctx, inputs, interactive=False)
         limit = _remaining(ctx, inputs.timeout)
-        res = conn.exec(build_command("sh -s", {}, False, conn.target.local, limit),
+        shell = "sh -s"
+        if inputs.psql_image:
+            # -i: the script arrives on stdin; nothing of the host is mounted.
+            shell = (f"docker run --rm -i --network host {shlex.quote(inputs.psql_image)} "
+                     "sh -s")
+        res = conn.exec(build_command(shell, {}, inputs.sudo, conn.target.local, limit),
                         timeout=limit, cancel=ctx.cancel, sink=lambda line, s: None,
                         stdin=_script(inputs, sql, dbname).encode())
         if res.cancelled:

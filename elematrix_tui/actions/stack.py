@@ -38,7 +38,9 @@ def _layout(ctx: StepContext, inputs: RenderInputs) -> dict[str, Any]:
     the same outputs stack.adapt gives for an operator's stack."""
     from ..stack.layout import bundled_layout
 
-    return bundled_layout(_values(ctx, inputs)).outputs()
+    values = _values(ctx, inputs)
+    # The pinned PostgreSQL image: psql for a database outside the stack runs in it.
+    return {**bundled_layout(values).outputs(), "postgres_image": values.images["postgres"]}
 
 
 def _out_dir(ctx: StepContext, inputs: RenderInputs) -> Path:

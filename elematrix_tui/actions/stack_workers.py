@@ -28,6 +28,10 @@ class RenderWorkersInputs(RenderInputs):
     # must present exactly that one. Empty: the generated keyring secret redis_password
     # (the local Redis container is rendered with it).
     redis_auth_token: str = ""
+    # The password postgres.create_database gave Synapse's role on an external server
+    # (RDS; the runbook's secret parameter): Synapse must present exactly that one. Empty:
+    # the generated keyring secret postgres_password (the local container is made with it).
+    db_password: str = ""
 
 
 class RenderWorkers(Render):
@@ -36,12 +40,17 @@ class RenderWorkers(Render):
     name = "stack.render_workers"
     Inputs = RenderWorkersInputs
     stored_secrets = frozenset((*SECRET_NAMES, *WORKER_SECRET_NAMES))
+    secret_inputs = frozenset({"redis_auth_token", "db_password"})
     secret_names = (*SECRET_NAMES, *WORKER_SECRET_NAMES)
 
     def secret_overrides(self, inputs: RenderInputs) -> dict[str, str]:
-        """ElastiCache's AUTH token, when the step gives one, as Synapse's Redis password."""
-        token = inputs.redis_auth_token if isinstance(inputs, RenderWorkersInputs) else ""
-        return {"redis_password": token} if token else {}
+        """ElastiCache's AUTH token and the RDS role's password, when the step gives them,
+        as Synapse's Redis and database passwords."""
+        if not isinstance(inputs, RenderWorkersInputs):
+            return {}
+        out = {"redis_password": inputs.redis_auth_token, "postgres_password":
+               inputs.db_password}
+        return {k: v for k, v in out.items() if v}
 
     def describe(self, inputs: RenderInputs) -> str:
         return (f"render the Matrix/Element stack with Synapse workers for "

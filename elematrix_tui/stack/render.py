@@ -140,13 +140,43 @@ def element_config(v: StackValues) -> dict[str, Any]:
     return cfg
 
 
+# Files only a stack with its own PostgreSQL container has: the container's environment,
+# and restore.sh, which loads a dump into that container (a database on RDS is restored
+# from RDS's own snapshots or point-in-time recovery, not by this script).
+CONTAINER_DB_FILES = frozenset({"postgres.env", "restore.sh"})
+_DB_HOST = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,252})")
+
+
+@dataclass(frozen=True)
+class Database:
+    """The PostgreSQL server Synapse's ``database:`` names. The default is the stack's own
+    container; ``external`` is a server outside the stack (RDS): then no container, no
+    ``postgres.env``, and backup.sh leaves the database to that server's own backups."""
+
+    host: str = "postgres"
+    port: int = 5432
+    # psycopg2's sslmode; empty: libpq's default (prefer), as on the stack's own network.
+    sslmode: str = ""
+    external: bool = False
+
+    def __post_init__(self) -> None:
+        # Written into homeserver.yaml and backup.sh as they are: a host name, nothing else.
+        if not _DB_HOST.fullmatch(self.host):
+            raise RenderError(f"database host {self.host!r} is not a host name")
+        if self.sslmode not in ("", "disable", "require"):
+            raise RenderError(f"database sslmode {self.sslmode!r}: use require or disable "
+                              "(verify-ca/verify-full need a CA bundle in the containers)")
+
+
 def _context(v: StackValues, secrets: Mapping[str, str],
-             layout: StackLayout | None = None) -> dict[str, Any]:
+             layout: StackLayout | None = None,
+             db: Database | None = None) -> dict[str, Any]:
     lay = layout or bundled_layout(v)
     return {
         "v": v,
         "s": dict(secrets),
         "l": lay,
+        "db": db or Database(),
         "owner": SYNAPSE_OWNER,
         "element_config": element_config(v),
         "synapse_entrypoint": chown_entrypoint(list(lay.synapse_writes)),
@@ -176,8 +206,11 @@ def render_ops(values: Mapping[str, Any] | StackValues, layout: StackLayout) -> 
 
 
 def render_files(values: Mapping[str, Any] | StackValues,
-                 secrets: Mapping[str, str]) -> dict[str, str]:
-    """Render every template to text, keyed by relative path. Writes nothing."""
+                 secrets: Mapping[str, str], db: Database | None = None) -> dict[str, str]:
+    """Render every template to text, keyed by relative path. Writes nothing.
+
+    ``db`` names an external PostgreSQL server (:class:`Database`); the default is the
+    stack's own container."""
     v = _values(values)
     missing = [n for n in SECRET_NAMES if not secrets.get(n)]
     if missing:
@@ -188,9 +221,11 @@ def render_files(values: Mapping[str, Any] | StackValues,
         if not all(c.isalnum() or c in "-_." for c in value) or len(value) < 16:
             raise RenderError(f"secret {name} must be >= 16 characters of [A-Za-z0-9._-]")
     env = _environment()
-    ctx = _context(v, secrets)
+    ctx = _context(v, secrets, db=db)
     out: dict[str, str] = {}
     for rel, entry in _walk(template_root()):
+        if db is not None and db.external and rel in CONTAINER_DB_FILES:
+            continue
         tmpl = env.from_string(entry.read_text(encoding="utf-8"), globals=None)
         tmpl.name = rel
         out[rel] = tmpl.render(ctx)

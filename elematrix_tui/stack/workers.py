@@ -31,10 +31,17 @@ from typing import Any, Literal
 
 from jinja2 import FunctionLoader, StrictUndefined
 from jinja2.sandbox import SandboxedEnvironment
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from ..bundled import assets_dir
-from .render import EXECUTABLE_FILES, SECRET_FILES, RenderError, element_config, render_files
+from .render import (
+    EXECUTABLE_FILES,
+    SECRET_FILES,
+    Database,
+    RenderError,
+    element_config,
+    render_files,
+)
 from .values import BUCKET_RE, REGION_RE, StackValues
 
 # Secrets a worker deployment adds to the bundled stack's (values.SECRET_NAMES): Redis's
@@ -117,6 +124,15 @@ class WorkerLayout(BaseModel):
     media_repository: int = Field(default=1, ge=0, le=1)
     # typing/to_device/account_data/presence/push_rules allow a single writer.
     stream_writer: int = Field(default=1, ge=0, le=1)
+    # PostgreSQL: the stack's own container by default ("postgres"); in production RDS's
+    # endpoint, and then no container is rendered (render.Database, external). Synapse's
+    # password is then the one postgres.create_database gave its role (the keyring's
+    # synapse_db_password, through stack.render_workers' db_password).
+    db_host: str = "postgres"
+    db_port: int = Field(default=5432, ge=1, le=65535)
+    # TLS to that server: RDS PostgreSQL 15+ refuses plain connections (rds.force_ssl=1).
+    # Ignored for the container (the project's network only).
+    db_sslmode: Literal["require", "disable"] = "require"
     # Redis: the stand-in container by default; ElastiCache's endpoint in production.
     redis_host: str = "redis"
     redis_port: int = Field(default=6379, ge=1, le=65535)
@@ -159,14 +175,20 @@ class WorkerLayout(BaseModel):
                 raise ValueError(f"trusted_proxies: {c!r} is not a CIDR block") from e
         return v
 
-    @field_validator("redis_host")
+    @field_validator("redis_host", "db_host")
     @classmethod
-    def _host(cls, v: str) -> str:
+    def _host(cls, v: str, info: ValidationInfo) -> str:
         import re
 
         if not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,252})", v):
-            raise ValueError(f"redis_host {v!r} is not a host name")
+            raise ValueError(f"{info.field_name} {v!r} is not a host name")
         return v
+
+    def database(self) -> Database:
+        """What Synapse's ``database:`` names under this layout."""
+        if self.db_host == "postgres":
+            return Database()
+        return Database(self.db_host, self.db_port, self.db_sslmode, external=True)
 
     @field_validator("redis_ca_file")
     @classmethod
@@ -444,7 +466,7 @@ def worker_files(values: Mapping[str, Any] | StackValues, secrets: Mapping[str, 
     missing = [n for n in WORKER_SECRET_NAMES if not secrets.get(n)]
     if missing:
         raise RenderError(f"missing secrets: {', '.join(missing)}")
-    files = render_files(values, secrets)
+    files = render_files(values, secrets, lay.database())
     v = values if isinstance(values, StackValues) else StackValues.model_validate(values)
     for name in WORKER_SECRET_NAMES:
         if not all(c.isalnum() or c in "-_." for c in secrets[name]) or len(secrets[name]) < 16:

@@ -15,7 +15,11 @@ What stands in for what, each no kinder than what it replaces:
   interface: the FakeInstance's address (moto draws a random one,
   ``elastic_network_interfaces.random_public_ip``).
 - RDS's endpoint: the native PostgreSQL of tests/aws/test_production.py (TLS required, the
-  master no superuser): the data phase creates the Synapse database there.
+  master no superuser). moto's endpoint for it is the Docker bridge's gateway address and
+  a ``bridge_forward`` port to that server: where the instance's containers (Synapse and
+  its workers; psql in the pinned postgres image, on the host's network) reach it, as
+  instances in the VPC reach RDS. The synapse phase creates the Synapse database there
+  from the instance, and Synapse keeps its data there (no PostgreSQL container).
 - ElastiCache: the stack's own Redis container (``redis_host=redis``, no TLS): the
   synapse phase is not yet wired to ElastiCache's endpoint.
 - **The one replacement: the ALB.** An nginx with a test CA's certificate on
@@ -29,6 +33,7 @@ What stands in for what, each no kinder than what it replaces:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -125,8 +130,29 @@ def _start_edge(root: Path, edge: str, target: str, port: int) -> tuple[str, tls
     return name, tls_edge.TestCA(ca_pem, ca.server_crt, ca.server_key)
 
 
+@contextlib.contextmanager
+def _rds_on_the_bridge(pg: Any) -> Iterator[None]:
+    """moto's RDS endpoint: the bridge's gateway and a forward to the stand-in's port."""
+    from moto.rds import models as rds
+
+    from tests.support.worker_stack import docker_gateway
+
+    gw = docker_gateway()
+    with bridge_forward(pg.port) as port:
+        init = rds.DBInstance.__init__
+
+        def on_bridge(self: Any, *a: Any, **kw: Any) -> None:
+            init(self, *a, **kw)
+            self.port = port
+
+        with mock.patch.object(rds.DBInstance, "address", property(lambda self: gw)), \
+                mock.patch.object(rds.DBInstance, "__init__", on_bridge):
+            yield
+
+
 @pytest.fixture
-def rehearsal(tmp_path: Path, aws_env: dict[str, str]) -> Iterator[dict[str, Any]]:
+def rehearsal(tmp_path: Path, aws_env: dict[str, str],
+              rds_standin: Any) -> Iterator[dict[str, Any]]:  # noqa: F811
     """The FakeInstance (moto describes it), the edge, and the files the run needs."""
     missing = missing_binaries()
     require(not missing, f"rehearsal prerequisites ({', '.join(missing)})")
@@ -141,6 +167,7 @@ def rehearsal(tmp_path: Path, aws_env: dict[str, str]) -> Iterator[dict[str, Any
                         unit_dir=tmp_path / "systemd")
     moto_port = int(aws_env["AWS_ENDPOINT_URL"].rsplit(":", 1)[1])
     with inst, moto_points_at(inst), bridge_forward(moto_port) as s3_port, \
+            _rds_on_the_bridge(rds_standin), \
             mock.patch.object(eni, "random_public_ip", lambda: inst.address):
         edge_addr = _edge_address()
         edge, ca = _start_edge(tmp_path / "edge", edge_addr, inst.address, 80)
@@ -186,7 +213,7 @@ def _params(r: dict[str, Any]) -> list[str]:
         "ssh_private_key_path": str(inst.key_path), "ssh_user": inst.user,
         "ssh_port": str(inst.port), "host_key_wait": "0",
         "remote_dir": r["remote_dir"],
-        "db_admin_host": "local", "db_admin_password": ADMIN_PW, "db_wait": "60",
+        "db_admin_password": ADMIN_PW, "db_wait": "60",
         "redis_host": "redis", "redis_tls": "false",
         "target_poll": "1", "target_wait": "300",
         "ca_file": str(r["ca"].ca_pem),
@@ -217,9 +244,10 @@ def _step_ids() -> list[str]:
     return [s.id for ph in rb.phases for s in ph.steps + ph.gates]
 
 
-@pytest.mark.usefixtures("production_moto", "rds_standin")
+@pytest.mark.usefixtures("production_moto")
 def test_production_runbook_preflight_to_validate_then_teardown_leaves_nothing(
-        elematrix: str, rehearsal: dict[str, Any], aws_env: dict[str, str]) -> None:
+        elematrix: str, rehearsal: dict[str, Any], aws_env: dict[str, str],
+        rds_standin: Any) -> None:  # noqa: F811
     import boto3
 
     inst: FakeInstance = rehearsal["instance"]
@@ -242,8 +270,9 @@ def test_production_runbook_preflight_to_validate_then_teardown_leaves_nothing(
     assert report["status"] == "passed", report["status"]
     status = {s["step"]: s["status"] for s in report["steps"]}
     # Every step ran, but the manual-DNS ones (a Route 53 zone holds the domain).
+    # And the data phase's database step: without db_admin_host the instance creates it.
     skipped = {k for k, v in status.items() if v == "skipped"}
-    assert skipped == {"validation_manual", "domain_manual"}, skipped
+    assert skipped == {"validation_manual", "domain_manual", "synapse_database"}, skipped
     assert set(_step_ids()) <= {k for k, v in status.items() if v in ("ok", "changed",
                                                                        "skipped")}, status
     gates = {g["gate_id"]: g["passed"] for g in report["gates"]}
@@ -271,8 +300,15 @@ def test_production_runbook_preflight_to_validate_then_teardown_leaves_nothing(
     # Synapse and its workers ran on the instance (the FakeInstance's compose project).
     ps = inst.compose("ps", "--format", "{{.Service}}").stdout
     services = set(ps.split())
-    assert {"synapse", "nginx", "redis", "postgres"} <= services
+    assert {"synapse", "nginx", "redis"} <= services and "postgres" not in services
     assert any(s.startswith("synapse-sync") for s in services), services
+    # Synapse's data is on "RDS": its synapse database, UTF8/C/C (created from the
+    # instance) and owned by the synapse role, holds the accounts the gates registered (the
+    # gate purges its room, and deactivated users keep their rows).
+    assert rds_standin.psql("SELECT pg_encoding_to_char(encoding) || '/' || datcollate || "
+                            "'/' || datctype || '/' || pg_get_userbyid(datdba) FROM "
+                            "pg_database WHERE datname = 'synapse'") == "UTF8/C/C/synapse"
+    assert int(rds_standin.psql("SELECT count(*) FROM users", db="synapse")) >= 2
     # The E2EE gate's media check uploaded through the media worker into the bucket the
     # data phase made (the S3 storage provider, store_synchronous).
     s3 = boto3.client("s3", **kw)

@@ -169,6 +169,50 @@ def test_elasticache_auth_token_is_synapses_redis_password(tmp_path: Path) -> No
     assert ctx.check(RenderWorkers(), inputs).in_sync is True
 
 
+RDS = "elematrix-prod.c1x2y3.us-east-1.rds.amazonaws.com"
+
+
+def test_rds_is_synapses_database_and_the_stack_has_no_postgres(tmp_path: Path) -> None:
+    """With db_host naming RDS's endpoint, every Synapse process reads a database: block
+    for it over TLS with the password postgres.create_database gave the role (one value:
+    the runbook's synapse_db_password); no PostgreSQL container, volume, env file or
+    restore.sh is rendered, and backup.sh leaves the database to RDS's backups."""
+    from elematrix_tui.actions.stack_workers import RenderWorkers
+    from elematrix_tui.engine.standalone import StandaloneContext
+
+    password = "Pw" + secrets.token_hex(16)
+    ctx = StandaloneContext(deployment_dir=tmp_path / "dep", deployment="prod")
+    inputs = {**VALUES, "db_password": password,
+              "layout": {"db_host": RDS, "db_port": 5432, "db_sslmode": "require"}}
+    res = ctx.run(RenderWorkers(), inputs)
+    out = ctx.deployment_dir / "stack"
+    db = yaml.safe_load((out / "synapse/homeserver.yaml").read_text())["database"]["args"]
+    assert (db["host"], db["port"], db["sslmode"], db["password"], db["dbname"], db["user"]) \
+        == (RDS, 5432, "require", password, "synapse", "synapse")
+    assert "database" not in yaml.safe_load((out / "synapse/workers.yaml").read_text())
+    compose = yaml.safe_load((out / "docker-compose.yml").read_text())
+    assert "postgres" not in compose["services"] and "postgres-data" not in compose["volumes"]
+    for name, svc in compose["services"].items():
+        assert "postgres" not in (svc.get("depends_on") or {}), name
+    assert not (out / "postgres.env").exists() and not (out / "restore.sh").exists()
+    backup = (out / "backup.sh").read_text()
+    assert "pg_dump -U" not in backup and f"database on {RDS}" in backup
+    assert password not in "\n".join(line for _s, line in ctx.logs)
+    assert res.outputs["postgres_image"].startswith("postgres:")
+    assert ctx.check(RenderWorkers(), inputs).in_sync is True
+    # The default (the container) is the rendering it always was: host postgres, no sslmode.
+    local = yaml.safe_load(worker_files(VALUES, SECRETS)["synapse/homeserver.yaml"])
+    assert local["database"]["args"]["host"] == "postgres"
+    assert "sslmode" not in local["database"]["args"]
+
+
+@pytest.mark.parametrize("bad", [{"db_host": "rds; rm -rf /"}, {"db_sslmode": "verify-full"},
+                                 {"db_port": 0}])
+def test_bad_database_settings_are_render_errors(bad: dict[str, object]) -> None:
+    with pytest.raises(RenderError, match="invalid worker layout"):
+        worker_files(VALUES, SECRETS, bad)
+
+
 def test_federation_delegates_on_443_through_synapse() -> None:
     files = worker_files(VALUES, SECRETS)
     assert yaml.safe_load(files["synapse/workers.yaml"])["serve_server_wellknown"] is True
