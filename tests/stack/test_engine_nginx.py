@@ -95,8 +95,17 @@ class _Stack:
             logs = subprocess.run(["docker", "compose", "-p", self.project, "logs",
                                    "--tail", "30"], cwd=self.root, capture_output=True,
                                   text=True, timeout=60).stdout
+            # A container that never ran (a port taken, a mount refused) has no logs: its
+            # State says why (CI once saw synapse "exited (0)" with nothing logged).
+            states = subprocess.run(
+                ["docker", "ps", "-a", "--filter", f"label=com.docker.compose.project="
+                 f"{self.project}", "--format", "{{.Names}}"], capture_output=True,
+                text=True, timeout=60).stdout.split()
+            why = "".join(_docker("inspect", "-f", f"{name}: {{{{json .State}}}}\n", name,
+                                  check=False) for name in states)
             raise AssertionError(f"compose {' '.join(args)} exited {r.returncode}:\n"
-                                 f"{r.stdout[-2000:]}\n{r.stderr[-2000:]}\n{logs[-4000:]}")
+                                 f"{logs[-3000:]}\n{why[-3000:]}\n"
+                                 f"{r.stdout[-1500:]}\n{r.stderr[-1500:]}")
         return r.stdout
 
     def container(self, svc: str) -> str:
