@@ -37,6 +37,7 @@ from urllib.parse import urlsplit
 from pydantic import ConfigDict, Field, field_validator
 
 from ..engine.action import Action, ActionFailed, Check, Inputs, Result, StepContext
+from ..engine.poll import PollTimeout, poll
 
 NOT_POSSIBLE = "not possible over plain HTTP"
 EXPRESSION = ("JSON.stringify({href: location.href, secure: isSecureContext, "
@@ -194,20 +195,25 @@ def secure_context(inputs: SecureContextInputs) -> dict[str, Any]:
             _end_session(proc)
 
 
+def _session_gone(pgid: int) -> bool | None:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return True  # the group is empty: nobody writes into the profile any more
+    return None
+
+
 def _end_session(proc: subprocess.Popen[str]) -> None:
     """Terminate Chromium's whole session and wait until none of it is left."""
-    for sig, grace in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 10.0)):
+    for sig in (signal.SIGTERM, signal.SIGKILL):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, sig)
         with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=grace)
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline:
-            try:
-                os.killpg(proc.pid, 0)
-            except ProcessLookupError:
-                return  # the group is empty: nobody writes into the profile any more
-            time.sleep(0.05)
+            proc.wait(timeout=10)
+        with contextlib.suppress(PollTimeout):
+            poll(lambda _n: _session_gone(proc.pid), what="Chromium's processes to end",
+                 timeout=10, interval=0.05)
+            return
 
 
 class SecureContext(Action[SecureContextInputs]):

@@ -277,7 +277,8 @@ def test_production_runbook_preflight_to_validate_then_teardown_leaves_nothing(
                                                                        "skipped")}, status
     gates = {g["gate_id"]: g["passed"] for g in report["gates"]}
     assert gates == {"posture": True, "instance_posture": True, "routes": True,
-                     "federation": True, "e2ee": True, "browser": True}, gates
+                     "federation": True, "e2ee": True, "browser": True,
+                     "closed_posture": True}, gates
     said = {g["gate_id"]: g["message"] or "" for g in report["gates"]}
     assert "route classes answered by the mapped workers" in said["routes"], said
     assert said["browser"] == "Element's page is a secure context with WebCrypto", said
@@ -292,6 +293,11 @@ def test_production_runbook_preflight_to_validate_then_teardown_leaves_nothing(
         {"Name": "tag:elematrix:deployment", "Values": [DEP]}])["Reservations"]
         for i in r["Instances"]]
     assert len(insts) == 1 and insts[0]["PublicIpAddress"] == inst.address, insts
+    # The last phase closed SSH: the instance's SSH group admits nothing (its app group, the
+    # ALB's group only: the edge's posture gate).
+    ssh_sg = next(g for g in ec2.describe_security_groups(Filters=[
+        {"Name": "group-name", "Values": [f"elematrix-{DEP}-ssh"]}])["SecurityGroups"])
+    assert ssh_sg["IpPermissions"] == [], ssh_sg
     elb = boto3.client("elbv2", **kw)
     tg = elb.describe_target_groups()["TargetGroups"][0]["TargetGroupArn"]
     health = elb.describe_target_health(TargetGroupArn=tg)["TargetHealthDescriptions"]
@@ -317,16 +323,20 @@ def test_production_runbook_preflight_to_validate_then_teardown_leaves_nothing(
     # The secrets stay out of the output.
     assert ADMIN_PW not in res.stdout + res.stderr
     # The joined runbook converges: a plan now finds the instance, its groups, its target
-    # registration and the edge in place (nothing would be launched or registered again).
+    # registration and the edge in place (nothing would be launched or registered again);
+    # the SSH group alone changes: the next run reopens it for its host steps (and closes
+    # it again at the end).
     plan = subprocess.run(_in_namespace(rehearsal["hosts"], elematrix, "plan",
                                         str(RUNBOOKS / "production.yaml"), "--json",
                                         "--deployment", DEP, *_params(rehearsal)),
                           env=env, capture_output=True, text=True, timeout=600)
     assert plan.returncode == 0, plan.stdout[-3000:] + plan.stderr[-3000:]
     planned = {s["id"]: s for ph in json.loads(plan.stdout)["phases"] for s in ph["steps"]}
-    for step in ("key_pair", "ssh_sg", "instance", "targets", "target_group",
+    for step in ("key_pair", "instance", "targets", "target_group",
                  "load_balancer", "listeners", "upload"):
         assert planned[step]["symbol"] == "=" and not planned[step]["changes"], planned[step]
+    assert planned["ssh_sg"]["changes"] == [f"allow tcp/{inst.port} from 127.0.0.1/32"], \
+        planned["ssh_sg"]
 
     t1 = time.monotonic()
     td = subprocess.run([elematrix, "run", str(RUNBOOKS / "teardown.yaml"), "--yes",
