@@ -27,6 +27,12 @@ from .ssh import SshInputs, _on_this_machine, _remaining, _tail_lines, build_com
 
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _IMAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}$")
+# The connections left to an ordinary role: max_connections less the slots reserved for
+# superusers and, on RDS, for rds_superuser (rds.rds_superuser_reserved_connections, 2 by
+# default; RDS User Guide, "Maximum number of database connections"). NULL elsewhere.
+_OPEN_TO_OWNER = ("current_setting('max_connections')::int - current_setting("
+                  "'superuser_reserved_connections')::int - coalesce(nullif(current_setting("
+                  "'rds.rds_superuser_reserved_connections', true), '')::int, 0)")
 # What Synapse accepts (FACTS.md): exactly these.
 WANT = {"encoding": "UTF8", "collate": "C", "ctype": "C"}
 
@@ -46,6 +52,9 @@ class CreateDbInputs(SshInputs):
     psql_image: str = ""
     # The container needs Docker on the host: root, as every compose step there.
     sudo: bool = False
+    # Connections Synapse's processes may hold at once (stack.render_workers'
+    # db_connections); the server must allow the owner that many. 0: not checked.
+    need_connections: int = Field(default=0, ge=0)
     timeout: float = Field(default=120.0, gt=0)
 
     @field_validator("psql_image")
@@ -127,13 +136,20 @@ class CreateDatabase(Action[CreateDbInputs]):
         sql = (f"SELECT (SELECT count(*) FROM pg_roles WHERE rolname = {_lit(inputs.owner)})"
                " || '|' || coalesce((SELECT pg_encoding_to_char(encoding) || '|' || "
                "datcollate || '|' || datctype FROM pg_database WHERE datname = "
-               f"{_lit(inputs.database)}), '||')")
+               f"{_lit(inputs.database)}), '||') || '|' || ({_OPEN_TO_OWNER})")
         out = self._psql(ctx, inputs, sql + ";", "postgres", "read the databases").strip()
         parts = out.split("|")
-        if len(parts) != 4:
+        if len(parts) != 5 or not parts[4].lstrip("-").isdigit():
             raise ActionFailed(f"unexpected answer from psql: {out[:200]!r}")
         return {"role": parts[0] == "1", "exists": bool(parts[1]), "encoding": parts[1],
-                "collate": parts[2], "ctype": parts[3]}
+                "collate": parts[2], "ctype": parts[3], "connections": int(parts[4])}
+
+    @staticmethod
+    def _too_few(inputs: CreateDbInputs, got: dict[str, Any]) -> str:
+        if inputs.need_connections <= got["connections"]:
+            return ""
+        return (f"the server allows {got['connections']} connections to a role that is no "
+                f"superuser; Synapse's processes may hold {inputs.need_connections}")
 
     @staticmethod
     def _wrong(got: dict[str, Any]) -> list[str]:
@@ -148,6 +164,8 @@ class CreateDatabase(Action[CreateDbInputs]):
                 changes.append(f"create database {inputs.database} UTF8/C/C from template0")
             else:
                 changes += self._wrong(got)
+            if self._too_few(inputs, got):
+                changes.append(self._too_few(inputs, got))
             out = {k: got[k] for k in WANT} | {"created": False}
             return Check(in_sync=not changes, changes=changes, outputs=out if not changes
                          else {})
@@ -156,6 +174,16 @@ class CreateDatabase(Action[CreateDbInputs]):
 
     def apply(self, ctx: StepContext, inputs: CreateDbInputs) -> Result:
         got = self._read(ctx, inputs)
+        short = self._too_few(inputs, got)
+        if short:
+            # Before anything is created: Synapse would start, then fail under load with
+            # "too many clients" (or "remaining connection slots are reserved").
+            raise ActionFailed(
+                f"{inputs.db_host}: {short}",
+                diagnosis="RDS sizes max_connections from the class's memory "
+                          "(LEAST(DBInstanceClassMemory/9531392, 5000) by default)",
+                fix="a larger db_class, fewer workers, or a DB parameter group with a higher "
+                    "max_connections; then resume", retry=False)
         created = False
         owner, db = inputs.owner, inputs.database
         # The password is set every run: the keyring is its one home.

@@ -79,6 +79,10 @@ class Render(Action[RenderInputs]):
         the keyring's for this rendering; none for ``stack.render``."""
         return {}
 
+    def extra_outputs(self, inputs: RenderInputs) -> dict[str, Any]:
+        """Outputs of this kind of rendering beyond the layout's; none for ``stack.render``."""
+        return {}
+
     def describe(self, inputs: RenderInputs) -> str:
         return f"render the Matrix/Element stack for {inputs.server_name} ({inputs.public_address})"
 
@@ -113,7 +117,8 @@ class Render(Action[RenderInputs]):
         except RenderError as e:
             return Check(in_sync=None, changes=[str(e)])
         outputs = {"path": str(out), "files": sorted(files), "changed_files": [],
-                   "diff_lines": 0, **_layout(ctx, inputs)}
+                   "diff_lines": 0, **_layout(ctx, inputs),
+                   **self.extra_outputs(inputs)}
         if changed:
             return Check(in_sync=False, changes=[f"{'update' if (out / f).exists() else 'create'}"
                                                   f" {f}" for f in changed], outputs=outputs)
@@ -167,7 +172,8 @@ class Render(Action[RenderInputs]):
         return Result(
             status="changed" if res.changed else "ok",
             outputs={"path": str(out), "files": res.files, "changed_files": res.changed_files,
-                     "diff_lines": len(res.diff), **_layout(ctx, inputs)},
+                     "diff_lines": len(res.diff), **_layout(ctx, inputs),
+                     **self.extra_outputs(inputs)},
             message=f"{len(res.changed_files)} file(s) changed" if res.changed else "unchanged",
         )
 

@@ -52,6 +52,17 @@ class RenderWorkers(Render):
                inputs.db_password}
         return {k: v for k, v in out.items() if v}
 
+    def extra_outputs(self, inputs: RenderInputs) -> dict[str, Any]:
+        """``db_connections``: what the layout's processes may hold on the database at once
+        (postgres.create_database checks the server allows that many)."""
+        from ..stack.workers import WorkerLayout, db_connections
+
+        layout = inputs.layout if isinstance(inputs, RenderWorkersInputs) else {}
+        try:
+            return {"db_connections": db_connections(WorkerLayout.model_validate(layout))}
+        except ValueError:
+            return {}  # the rendering itself reports the bad layout
+
     def describe(self, inputs: RenderInputs) -> str:
         return (f"render the Matrix/Element stack with Synapse workers for "
                 f"{inputs.server_name} ({inputs.public_address})")

@@ -34,7 +34,7 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from ..bundled import assets_dir
 from .layout import SYNAPSE_OWNER, StackLayout, bundled_layout, chown_entrypoint
-from .values import SECRET_NAMES, StackValues
+from .values import DB_POOL_MAX, SECRET_NAMES, StackValues
 
 # Rendered files that hold a secret (mode 0600); everything else is 0644, scripts 0755.
 # (The last two are a worker deployment's: stack/workers.py.)
@@ -177,6 +177,7 @@ def _context(v: StackValues, secrets: Mapping[str, str],
         "s": dict(secrets),
         "l": lay,
         "db": db or Database(),
+        "db_pool_max": DB_POOL_MAX,
         "owner": SYNAPSE_OWNER,
         "element_config": element_config(v),
         "synapse_entrypoint": chown_entrypoint(list(lay.synapse_writes)),

@@ -82,6 +82,10 @@ def _hostport(v: str, what: str) -> str:
     return v
 
 
+# Connections each Synapse process may hold to PostgreSQL (homeserver.yaml's cp_max): a
+# worker deployment needs this many per process on the database server.
+DB_POOL_MAX = 10
+
 # The host port of Synapse's admin API by default (the bundled stack publishes it on
 # 127.0.0.1; the runbooks' SSH tunnels reach it there).
 ADMIN_PORT = 8008

@@ -42,7 +42,7 @@ from .render import (
     element_config,
     render_files,
 )
-from .values import BUCKET_RE, REGION_RE, StackValues
+from .values import BUCKET_RE, DB_POOL_MAX, REGION_RE, StackValues
 
 # Secrets a worker deployment adds to the bundled stack's (values.SECRET_NAMES): Redis's
 # AUTH token (ElastiCache's, in production) and the replication secret between processes.
@@ -244,6 +244,11 @@ class Worker:
     @property
     def replication_port(self) -> int:
         return WORKER_REPLICATION_BASE + self.index
+
+
+def db_connections(layout: WorkerLayout) -> int:
+    """What every Synapse process of the layout may hold on the database at once."""
+    return (1 + len(workers_of(layout))) * DB_POOL_MAX
 
 
 def workers_of(layout: WorkerLayout) -> list[Worker]:
@@ -452,6 +457,7 @@ def _context(v: StackValues, layout: WorkerLayout,
         "header": WORKER_HEADER, "baseurl": public_baseurl(v, layout),
         "redis_image": REDIS_IMAGE, "synapse_image": SYNAPSE_WORKERS_IMAGE,
         "redis_tls_files": REDIS_TLS_FILES, "s3_module": S3_PROVIDER_MODULE,
+        "db_pool_max": DB_POOL_MAX,
     }
 
 

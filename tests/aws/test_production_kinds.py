@@ -108,6 +108,36 @@ def test_an_existing_database_with_the_wrong_locale_fails_before_synapse_starts(
     ctx.close()
 
 
+def test_a_server_with_too_few_connections_for_the_layout_fails_before_anything_is_made(
+        pg: Any, tmp_path: Any) -> None:
+    """The layout's processes (stack.render_workers' db_connections) against what the
+    server leaves an ordinary role (max_connections less the reserved slots): too many is
+    named by the plan and refused by the step, which then creates nothing; what the
+    default layout needs fits the server's default (100 less 3 reserved)."""
+    from elematrix_tui.actions.postgres_create import CreateDatabase
+    from elematrix_tui.engine.standalone import StandaloneContext
+    from elematrix_tui.stack.workers import WorkerLayout, db_connections
+
+    ctx = StandaloneContext(deployment_dir=tmp_path, deployment="pgc", run_id="r1", params={})
+    base = {"host": "local", "db_host": pg.host, "db_port": pg.port, "sslmode": "disable",
+            "admin_user": "postgres", "admin_password": "unused-trust-auth",
+            "owner_password": "o" * 32}
+    big = db_connections(WorkerLayout(sync=16, client_reader=8))
+    plan = ctx.check(CreateDatabase(), {**base, "need_connections": big})
+    assert f"the server allows 97 connections to a role that is no superuser; Synapse's " \
+           f"processes may hold {big}" in plan.changes, plan.changes
+    with pytest.raises(ActionFailed) as e:
+        ctx.run(CreateDatabase(), {**base, "need_connections": big})
+    assert "a larger db_class" in e.value.fix and e.value.retry is False
+    assert pg.psql("SELECT count(*) FROM pg_database WHERE datname = 'synapse'") == "0"
+    assert pg.psql("SELECT count(*) FROM pg_roles WHERE rolname = 'synapse'") == "0"
+    default = db_connections(WorkerLayout())
+    assert default == 90
+    res = ctx.run(CreateDatabase(), {**base, "need_connections": default})
+    assert res.status == "changed" and res.outputs["created"] is True
+    ctx.close()
+
+
 def test_the_preflight_refuses_a_deployment_name_rds_and_elasticache_would_refuse(
         ctx: Any) -> None:
     from elematrix_tui.actions.aws_production import ProductionPreflight

@@ -38,7 +38,7 @@ def _step_with(rb: Any, step_id: str, values: dict[str, Any]) -> dict[str, Any]:
         "media_bucket": {"bucket": BUCKET}, "preflight": {"region": "eu-west-1"},
         "redis_endpoint": {"address": ENDPOINT, "port": 6380},
         "database_endpoint": {"address": RDS, "port": 5432},
-        "render": {"postgres_image": "postgres:15.8-bookworm"},
+        "render": {"postgres_image": "postgres:15.8-bookworm", "db_connections": 90},
         "address": {"public_ip": "203.0.113.7"},
         "key_pair": {"private_key_path": "/k"}, "host_keys": {"fingerprints": ["SHA256:x"]}}})
     assert isinstance(out, dict)
@@ -67,6 +67,9 @@ def test_synapse_uses_rds_with_the_password_the_database_step_gave_its_role(
     assert (create["db_host"], create["db_port"], create["owner"], create["owner_password"],
             create["database"]) == (RDS, 5432, "synapse", DB_PASSWORD, "synapse")
     assert create["psql_image"] == "postgres:15.8-bookworm" and create["sudo"] is True
+    assert create["need_connections"] == 90
+    assert RenderWorkers().extra_outputs(RenderWorkers.Inputs.model_validate(inputs)) == {
+        "db_connections": 90}  # main + the default layout's 8 workers, 10 each
     assert create["host"] == "203.0.113.7"
     # The data phase's variant (db_admin_host) reads the same shared fields.
     admin = _step_with(rb, "synapse_database", {**values, "db_admin_host": "local"})
