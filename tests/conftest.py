@@ -118,6 +118,12 @@ def _xdist_group(item: pytest.Item) -> str | None:
     return None
 
 
+# tryfirst: xdist's worker turns each item's xdist_group mark into its node id in its own
+# pytest_collection_modifyitems (xdist/remote.py), and that plugin is registered after this
+# conftest, so it ran first and found no mark: every "engine" test was scheduled as if
+# ungrouped (seen: test_builder's tests on gw0, gw1 and gw2), so stacks of different
+# workers met on the engine (CI: a synapse that "exited (0)" without ever running).
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         group = _xdist_group(item)
