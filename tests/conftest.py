@@ -14,7 +14,13 @@ import pytest
 
 # The real Docker engine and the stack's images, for every test that names them (session
 # fixtures: a dockerd started for the session is stopped at its end).
-from tests.support.docker import docker_engine, docker_images, release_engine  # noqa: F401
+from tests.support.docker import (  # noqa: F401
+    docker_engine,
+    docker_images,
+    release_engine,
+    start_shared_engine,
+    stop_shared_engine,
+)
 
 # moto reads this when its IAM backend first starts in a process; whichever test gets there
 # first decides for the whole session, so it is set here, once, before any test imports moto
@@ -85,12 +91,16 @@ def elematrix() -> str:
     return str(path)
 
 
-# Under pytest-xdist (`-n N --dist loadgroup`, the README's test command) every test that
-# brings up the real Docker engine's stack runs on one worker, one after another: the stack
-# publishes fixed ports (stack_lock serialises it anyway, but a test waiting on the lock
-# would spend its timeout there), and only that worker starts, and at its end stops, the
-# dockerd. Native Synapse is CPU-heavy at start: its tests share one worker and one server.
-# Found from the code, not a list, so a new engine test is grouped without anyone noticing.
+# Under pytest-xdist (`-n N --dist loadgroup`, the README's test command), tests that use
+# the real Docker engine run on any worker: stack_lock() serialises the stacks that
+# publish fixed ports, and the rest overlap. (One "engine" group, one worker, was the
+# intent until session 6, but it was never applied, see below; applied, the engine tests
+# took over 55 minutes one after another, against about 35 overlapping.) The engine is
+# then started by the controller, before any worker, and stopped by it after the last
+# one: a worker that started it stopped it at its own end, under the stacks of workers
+# still running (dockerd's shutdown stops their containers: a synapse "exited (0)" in CI).
+# Native Synapse is CPU-heavy at start: tests/matrix share one worker and one server.
+# Found from the code, not a list, so a new engine test is treated so without anyone noticing.
 _ENGINE_WORDS = ("ensure_images(", "engine()", "stack_lock(", "FakeInstance(")
 _SOURCE_CACHE: dict[object, bool] = {}
 
@@ -106,23 +116,35 @@ def _mentions_engine(obj: object) -> bool:
     return _SOURCE_CACHE[obj]
 
 
-def _xdist_group(item: pytest.Item) -> str | None:
+def _uses_engine(item: pytest.Item) -> bool:
     if _mentions_engine(getattr(item, "module", None)):
-        return "engine"
+        return True
     info = getattr(item, "_fixtureinfo", None)
-    for defs in (info.name2fixturedefs.values() if info else ()):
-        if any(_mentions_engine(d.func) for d in defs):
-            return "engine"
+    return any(_mentions_engine(d.func) for defs in (info.name2fixturedefs.values() if info
+                                                      else ()) for d in defs)
+
+
+def _xdist_group(item: pytest.Item) -> str | None:
     if Path(str(item.fspath)).is_relative_to(ROOT / "tests" / "matrix"):
         return "synapse"
     return None
 
 
+def _xdist_controller(config: pytest.Config) -> bool:
+    return not hasattr(config, "workerinput") and bool(
+        getattr(config.option, "numprocesses", None))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if _xdist_controller(session.config):
+        start_shared_engine()
+
+
 # tryfirst: xdist's worker turns each item's xdist_group mark into its node id in its own
 # pytest_collection_modifyitems (xdist/remote.py), and that plugin is registered after this
-# conftest, so it ran first and found no mark: every "engine" test was scheduled as if
-# ungrouped (seen: test_builder's tests on gw0, gw1 and gw2), so stacks of different
-# workers met on the engine (CI: a synapse that "exited (0)" without ever running).
+# conftest, so it ran first and found no mark: no group was ever applied (seen:
+# test_builder's tests on gw0, gw1 and gw2, each worker with a Synapse of its own).
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
@@ -133,12 +155,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         # a machine the other workers share: the suite's 300 s would kill the worker (the
         # thread method exits the process) in the middle of a healthy run. Its own
         # subprocess timeouts (900 s) bound it instead; an explicit marker still wins.
-        if group == "engine" and item.get_closest_marker("timeout") is None:
+        if _uses_engine(item) and item.get_closest_marker("timeout") is None:
             item.add_marker(pytest.mark.timeout(1200))
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """A dockerd this session started is stopped, also when only plain calls to
     ``engine()`` (rehearsal, practice fixtures) started it and no test named the session
-    fixture ``docker_engine`` (a narrow run): the next session or CI finds none running."""
+    fixture ``docker_engine`` (a narrow run): the next session or CI finds none running.
+    Under xdist the controller stops the one it started, after every worker has ended."""
     release_engine()
+    if _xdist_controller(session.config):
+        stop_shared_engine()

@@ -109,6 +109,30 @@ def release_engine() -> None:
     _ENGINE = None
 
 
+_SHARED_PID: int | None = None
+
+
+def start_shared_engine() -> None:
+    """The xdist controller's engine: started (when none answers) before any worker, so no
+    worker owns it; a worker that started it would stop it at its own end, under the
+    stacks of the workers still running. A missing engine is left to the tests to report
+    (engine() fails under CI)."""
+    global _SHARED_PID
+    eng = engine_module()
+    try:
+        _SHARED_PID = eng.start(quiet=True)
+    except eng.EngineError:
+        _SHARED_PID = None
+
+
+def stop_shared_engine() -> None:
+    """Stop the controller's engine, if it started one, after the last worker ended."""
+    global _SHARED_PID
+    if _SHARED_PID is not None:
+        engine_module().stop(_SHARED_PID)
+    _SHARED_PID = None
+
+
 def ensure_images(namespace: str = "") -> dict[str, str]:
     """Build the missing or stale stack images; {ref: built|cached|foreign}."""
     engine()
