@@ -318,7 +318,10 @@ def test_production_runbook_preflight_to_validate_then_teardown_leaves_nothing(
     # The E2EE gate's media check uploaded through the media worker into the bucket the
     # data phase made (the S3 storage provider, store_synchronous).
     s3 = boto3.client("s3", **kw)
-    bucket = next(b["Name"] for b in s3.list_buckets()["Buckets"] if "media" in b["Name"])
+    # This deployment's bucket: moto's backends are the process's, and other tests' buckets
+    # (the worker stack's media bucket) may be there too.
+    bucket = next(b["Name"] for b in s3.list_buckets()["Buckets"]
+                  if b["Name"].startswith(f"elematrix-{DEP}-media-"))
     assert s3.list_objects_v2(Bucket=bucket).get("KeyCount", 0) >= 1, bucket
     # The secrets stay out of the output.
     assert ADMIN_PW not in res.stdout + res.stderr

@@ -47,32 +47,43 @@ class E2ee(GateCore):
 
         On loopback the message arrives within milliseconds, over the internet within a
         second: the wait is capped at 3 x ``timeout``. An encrypted event that does not
-        decrypt gets a short grace for a late room key, then ends in ``not_decrypted``.
+        decrypt yet is kept and tried again after each later sync: its room key comes as a
+        to-device message, which with workers may reach the receiver's sync after the event
+        itself (another stream, another writer). After ``timeout`` without the key it ends
+        in ``not_decrypted``.
         """
-        from nio import MegolmEvent, RoomMessageText, SyncResponse
+        from nio import EncryptionError, MegolmEvent, RoomMessageText, SyncResponse
 
         give_up = time.monotonic() + min(self.remaining() - 1, 3 * self.s.timeout)
         undecryptable_since: float | None = None
-        undecryptable = 0
+        held: list[Any] = []
         while True:
             left = give_up - time.monotonic()
             if undecryptable_since is not None:
-                left = min(left, undecryptable_since + 3.0 - time.monotonic())
+                left = min(left, undecryptable_since + self.s.timeout - time.monotonic())
             if left <= 0:
-                if undecryptable:
+                if held:
                     raise CheckFailed("not_decrypted",
-                                      f"{undecryptable} event(s) arrived but did not decrypt")
+                                      f"{len(held)} event(s) arrived but did not decrypt")
                 raise CheckFailed("not_received", "no event with the nonce arrived within "
                                   f"{min(3 * self.s.timeout, self.s.total_timeout):g} s")
             resp = await client.sync(timeout=int(max(min(left, 5), 0.1) * 1000))
             if not isinstance(resp, SyncResponse):
                 raise CheckFailed("unexpected", f"sync failed: {resp}")
             room = resp.rooms.join.get(room_id)
+            for ev in list(held):
+                try:
+                    ev = client.decrypt_event(ev)
+                except EncryptionError:
+                    continue
+                held = [h for h in held if h.event_id != ev.event_id]
+                if isinstance(ev, RoomMessageText) and ev.body == nonce:
+                    return ev
             for ev in room.timeline.events if room else []:
                 if isinstance(ev, RoomMessageText) and ev.body == nonce:
                     return ev
                 if isinstance(ev, MegolmEvent):
-                    undecryptable += 1
+                    held.append(ev)
                     if undecryptable_since is None:
                         undecryptable_since = time.monotonic()
 
