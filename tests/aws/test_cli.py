@@ -191,12 +191,11 @@ class _EndpointSession:
         return self.aws.client(service)
 
 
-def _kill_then_resume(env: dict[str, str], dep: str, point: int) -> tuple[bool, Any]:
-    """Run infra, SIGKILL it right after its ``point``-th AWS call, then resume it."""
-    proc = subprocess.Popen(
-        [ELEMATRIX, "run", str(RUNBOOKS / "poc-ec2.yaml"), "--phase", "infra", "--yes",
-         "--deployment", dep, "--set", f"operator_cidr={CIDR}", "--set", "host_key_wait=0"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+def killed_after(env: dict[str, str], args: list[str], point: int) -> bool:
+    """Run ``elematrix <args>``; SIGKILL it right after its ``point``-th AWS call. False:
+    it ended first."""
+    proc = subprocess.Popen([ELEMATRIX, *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
     assert proc.stdout is not None
     seen = 0
     for line in proc.stdout:
@@ -205,9 +204,16 @@ def _kill_then_resume(env: dict[str, str], dep: str, point: int) -> tuple[bool, 
             if seen >= point:
                 proc.send_signal(signal.SIGKILL)
                 break
-    proc.wait(timeout=120)
+    proc.wait(timeout=300)
     proc.stdout.close()
-    killed = proc.returncode == -signal.SIGKILL
+    return proc.returncode == -signal.SIGKILL
+
+
+def _kill_then_resume(env: dict[str, str], dep: str, point: int) -> tuple[bool, Any]:
+    """Run infra, SIGKILL it right after its ``point``-th AWS call, then resume it."""
+    killed = killed_after(env, ["run", str(RUNBOOKS / "poc-ec2.yaml"), "--phase", "infra",
+                                "--yes", "--deployment", dep, "--set", f"operator_cidr={CIDR}",
+                                "--set", "host_key_wait=0"], point)
     return killed, elematrix(env, "resume", "--deployment", dep, "--yes")
 
 

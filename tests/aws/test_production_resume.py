@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import json
 import random
-import signal
-import subprocess
 
 import pytest
 
 from .production_gaps import production_moto  # noqa: F401 - a fixture
-from .test_cli import AWS_CALL_LINE, ELEMATRIX, elematrix
+from .test_cli import elematrix, killed_after
 from .test_production import OPERATOR, PHASES, RUNBOOKS, _client, _left, cli_env  # noqa: F401
 
 ZONE = "example.com"
@@ -34,23 +32,6 @@ def _args(dep: str) -> list[str]:
 
 def _counts(env: dict[str, str], dep: str) -> dict[str, int]:
     return {k: len(v) for k, v in _left(env, dep).items()}
-
-
-def _killed_after(env: dict[str, str], cmd: list[str], point: int) -> bool:
-    """Run ``cmd``; SIGKILL it right after its ``point``-th AWS call. False: it ended first."""
-    proc = subprocess.Popen([ELEMATRIX, *cmd], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    assert proc.stdout is not None
-    seen = 0
-    for line in proc.stdout:
-        if AWS_CALL_LINE.search(line):
-            seen += 1
-            if seen >= point:
-                proc.send_signal(signal.SIGKILL)
-                break
-    proc.wait(timeout=300)
-    proc.stdout.close()
-    return proc.returncode == -signal.SIGKILL
 
 
 @pytest.mark.usefixtures("production_moto")
@@ -71,7 +52,7 @@ def test_killed_three_times_then_resumed_it_leaves_what_one_run_leaves(
     start = _counts(env, "kill")
     cmd = ["run", str(RUNBOOKS / "production.yaml"), *_args("kill")]
     for n, point in enumerate(points):
-        assert _killed_after(env, cmd, point), f"kill {n + 1} (after call {point}): it ended"
+        assert killed_after(env, cmd, point), f"kill {n + 1} (after call {point}): it ended"
         cmd = ["resume", "--deployment", "kill", "--yes"]
     done = elematrix(env, *cmd, timeout=600)
     assert done.returncode == 0, f"kills after calls {points}:\n{done.stdout[-4000:]}\n" \
