@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -167,3 +168,17 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     release_engine()
     if _xdist_controller(session.config):
         stop_shared_engine()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """An ActionFailed's diagnosis and fix in the failure's report: its message alone (the
+    traceback's last line) names the failed checks but not why, and CI keeps only the
+    report (seen: "1 of 6 Matrix checks failed: e2ee_roundtrip", and nothing more)."""
+    from elematrix_tui.engine.action import ActionFailed
+
+    outcome = yield
+    exc = call.excinfo.value if call.excinfo is not None else None
+    if isinstance(exc, ActionFailed):
+        outcome.get_result().sections.append(
+            ("ActionFailed", f"diagnosis: {exc.diagnosis}\nfix: {exc.fix}"))

@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from tests.support.services import reset_moto
+
 # Managed policies (CloudWatchAgentServerPolicy, AmazonSSMManagedInstanceCore) attach in
 # moto only when it loads them; it reads this when an IAM backend is created.
 os.environ["MOTO_IAM_LOAD_MANAGED_POLICIES"] = "true"
@@ -125,5 +127,8 @@ def moto_server() -> Iterator[str]:
     server.start()
     host, port = server.get_host_and_port()
     assert host == "127.0.0.1"
-    yield f"http://127.0.0.1:{port}"
+    url = f"http://127.0.0.1:{port}"
+    reset_moto(url)  # an empty account, whatever this worker ran before
+    yield url
+    reset_moto(url)
     server.stop()

@@ -23,6 +23,7 @@ import pytest
 from tests.conftest import require
 from tests.rehearsal.instance import FakeInstance, missing_binaries, moto_points_at
 from tests.support.docker import engine, ensure_images
+from tests.support.services import reset_moto
 
 
 @dataclass
@@ -179,8 +180,15 @@ def moto_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     server.start()
     host, port = server.get_host_and_port()
     assert host == "127.0.0.1"
-    yield f"http://127.0.0.1:{port}"
+    url = f"http://127.0.0.1:{port}"
+    # moto's backends are this process's, shared with every earlier test on this worker
+    # (in-process mock_aws and other servers): each rehearsal starts from an empty account,
+    # as a real staging account would be, and leaves one for the next.
+    reset_moto(url)
+    yield url
+    reset_moto(url)
     server.stop()
+
 
 
 @pytest.fixture

@@ -299,7 +299,10 @@ def test_production_runbook_preflight_to_validate_then_teardown_leaves_nothing(
         {"Name": "group-name", "Values": [f"elematrix-{DEP}-ssh"]}])["SecurityGroups"])
     assert ssh_sg["IpPermissions"] == [], ssh_sg
     elb = boto3.client("elbv2", **kw)
-    tg = elb.describe_target_groups()["TargetGroups"][0]["TargetGroupArn"]
+    # This deployment's target group by its name: moto's backends are the process's (CI once
+    # found another test's, with its own instance, first in the list).
+    tg = elb.describe_target_groups(Names=[f"{DEP[:29]}-tg"])["TargetGroups"][0][
+        "TargetGroupArn"]
     health = elb.describe_target_health(TargetGroupArn=tg)["TargetHealthDescriptions"]
     assert [(h["Target"]["Id"], h["TargetHealth"]["State"]) for h in health] == \
         [(insts[0]["InstanceId"], "healthy")]

@@ -804,3 +804,14 @@ if __name__ == "__main__":  # manual smoke test: python tests/support/services.p
                           "source": st.files.source if st.files else None,
                           **st.timings}))
         sys.exit(0)
+
+
+def reset_moto(url: str) -> None:
+    """Empty every moto backend of this process through the moto server at ``url``
+    (moto's own ``/moto-api/reset``): the backends are the process's, shared by every
+    in-process ``mock_aws`` and server a worker ran before (CI once found another test's
+    target group, with its own instance, first in a listing)."""
+    import urllib.request
+
+    urllib.request.urlopen(urllib.request.Request(f"{url}/moto-api/reset", method="POST"),
+                           timeout=30).close()

@@ -104,6 +104,48 @@ class E2ee(GateCore):
                 raise CheckFailed("unexpected", f"{client.user_id} did not see {user_id} "
                                   f"in {room_id} within {3 * self.s.timeout:g} s of syncing")
 
+    async def _knows_recipient(self, client: Any, room_id: str, other: mh.Session,
+                               other_has_keys: bool = True) -> None:
+        """Until ``client`` would share its room key with ``other``'s device (at most
+        3 x ``timeout``).
+
+        nio's first encrypted send asks ``/joined_members`` once, drops every member the
+        answer lacks, and then shares its room key only with the devices it knows. With
+        workers that answer comes from a client reader, which may not have the join over
+        replication yet: the key went to the sender alone, and the receiver could never
+        decrypt (CI's ``not_decrypted`` after A had seen B joined in its own sync). So the
+        members are asked here until the other is among them, and the other's device keys
+        until its device is known, as a client retries; nio then asks neither again."""
+        from nio import JoinedMembersResponse, KeysQueryResponse
+
+        give_up = time.monotonic() + min(self.remaining() - 1, 3 * self.s.timeout)
+
+        def late(what: str) -> None:
+            if time.monotonic() >= give_up:
+                raise CheckFailed("unexpected", f"{client.user_id} {what} within "
+                                  f"{3 * self.s.timeout:g} s")
+
+        while True:
+            jm = await client.joined_members(room_id)
+            if not isinstance(jm, JoinedMembersResponse):
+                raise CheckFailed("unexpected", f"joined_members: {jm}")
+            if other.user_id in {m.user_id for m in jm.members}:
+                break
+            late(f"was not told {other.user_id} is a member of {room_id}")
+            await asyncio.sleep(0.5)
+        # The self-test: a sender without encryption shares no key, nor has one to find.
+        if client.olm is None or not other_has_keys:
+            return
+        while other.device_id not in client.device_store[other.user_id]:
+            client.olm.users_for_key_query.add(other.user_id)
+            kq = await client.keys_query()
+            if not isinstance(kq, KeysQueryResponse):
+                raise CheckFailed("unexpected", f"keys_query: {kq}")
+            if other.device_id in client.device_store[other.user_id]:
+                break
+            late(f"found no keys for {other.user_id}'s device {other.device_id}")
+            await asyncio.sleep(0.5)
+
     async def e2ee_roundtrip(self, out: Outcome) -> None:
         from nio import JoinResponse, RoomSendResponse
 
@@ -129,6 +171,9 @@ class E2ee(GateCore):
             # replication, and A would then encrypt for itself alone (B: not_decrypted).
             await asyncio.gather(self._sync_until_member(b, room_id, a_sess.user_id),
                                  self._sync_until_member(a, room_id, b_sess.user_id))
+            await asyncio.gather(self._knows_recipient(a, room_id, b_sess),
+                                 self._knows_recipient(b, room_id, a_sess,
+                                                       other_has_keys=self.s.e2ee_store))
             for sender, receiver, label in ((a, b, "A -> B"), (b, a, "B -> A")):
                 nonce = "elematrix-nonce-" + secrets.token_hex(16)
                 sent = await sender.room_send(room_id, "m.room.message",
