@@ -79,6 +79,8 @@ class ReadOnlyContext:
         # False while a check runs on inputs that still hold placeholders.
         self.may_connect = True
         self._resources: dict[str, tuple[Any, Callable[[Any], None] | None]] = {}
+        # Resources whose factory failed in this plan, and how.
+        self._failed: dict[str, Exception] = {}
 
     def for_step(self, phase_id: str, step_id: str) -> ReadOnlyContext:
         """The same context for the next step; its log starts empty."""
@@ -113,8 +115,18 @@ class ReadOnlyContext:
                  close: Callable[[T], None] | None = None) -> T:
         if not self.may_connect:
             raise NeedsKnownInputs(key)
+        if key in self._failed:
+            raise self._failed[key]
         if key not in self._resources:
-            self._resources[key] = (factory(), close)
+            try:
+                self._resources[key] = (factory(), close)
+            except Exception as e:
+                # A plan reads for seconds; a host that did not answer will not start to
+                # halfway through. Each later step that needs the same connection is told
+                # the same at once, instead of waiting out its own connect timeout (after
+                # the production runbook's harden phase closed SSH: 10 s per host step).
+                self._failed[key] = e
+                raise
         return self._resources[key][0]  # type: ignore[no-any-return]
 
     def drop_resource(self, key: str) -> None:

@@ -13,7 +13,14 @@ from typing import Any, ClassVar
 import pytest
 
 from elematrix_tui.actions import default_registry
-from elematrix_tui.engine.action import Action, Check, Inputs, Result, StepContext
+from elematrix_tui.engine.action import (
+    Action,
+    ActionFailed,
+    Check,
+    Inputs,
+    Result,
+    StepContext,
+)
 from elematrix_tui.engine.errors import InputError
 from elematrix_tui.engine.loader import load_runbook
 from elematrix_tui.engine.plan import build_plan, change_lines
@@ -276,3 +283,45 @@ phases:
     plan = build_plan(rb, deployment="leak", state_dir=tmp_path / "state", params={},
                       phases=None, registry=reg)
     assert value not in plan.to_json() and "rotate ********" in plan.to_json()
+
+
+class _Connects(Action):
+    """A check that needs a connection (as every host-fact check needs the run's SSH)."""
+
+    name = "test.connects"
+    Inputs = _Writes
+    opened: ClassVar[list[str]] = []
+
+    def check(self, ctx: StepContext, inputs: _Writes) -> Check:
+        def factory() -> object:
+            self.opened.append(inputs.what)
+            raise ActionFailed(f"SSH to {inputs.what}: timed out", diagnosis="no answer")
+
+        ctx.resource(f"ssh:{inputs.what}", factory)
+        return Check(in_sync=True)
+
+    def apply(self, ctx: StepContext, inputs: _Writes) -> Result:
+        return Result("ok")
+
+
+def test_a_connection_that_failed_is_not_tried_again_in_the_same_plan(tmp_path: Path) -> None:
+    """After ``harden`` closed SSH each host step of a plan waited out its own connect
+    timeout; one attempt per connection is what a plan can learn."""
+    reg = Registry()
+    reg.add("test.connects", _Connects)
+    rb = load_runbook_text(tmp_path, """
+runbook: c
+phases:
+  - id: one
+    steps:
+      - {id: a, action: test.connects, with: {what: host1}}
+      - {id: b, action: test.connects, with: {what: host1}}
+      - {id: c, action: test.connects, with: {what: host2}}
+""", reg)
+    plan = build_plan(rb, deployment="c", state_dir=tmp_path / "state", params={},
+                      phases=None, registry=reg)
+    assert _Connects.opened == ["host1", "host2"]
+    why = {s.id: s.why for s in plan.steps()}
+    assert {s.state for s in plan.steps()} == {"unknown"}
+    assert why["a"] == why["b"] and "SSH to host1: timed out" in (why["a"] or ""), why
+    assert "host2" in (why["c"] or ""), why
