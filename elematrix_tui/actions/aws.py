@@ -16,6 +16,7 @@ from pydantic import Field, field_validator, model_validator
 from ..engine.action import Action, ActionFailed, Check, Inputs, Result, StepContext
 from .aws_data import READ_PREFIXES, clean, jsonable
 from .aws_errors import explain
+from .aws_kinds.cloudwatch import alarm_count
 from .aws_session import AwsApi, aws_for
 
 # aws.wait lives in its own module; re-exported so the registry's "aws:Wait" and the
@@ -276,7 +277,8 @@ class PreflightInputs(Inputs):
     volume_gb: int = 30
     eip: bool = True
     s3_gb: float = 10
-    alarms: int = 4
+    # The instance set's (assets/aws/alarms.yaml), as the harden phase makes them.
+    alarms: int = Field(default_factory=lambda: alarm_count(["instance"]))
     # Empty: the default VPC and its default subnet.
     vpc_id: str = ""
     subnet_id: str = ""

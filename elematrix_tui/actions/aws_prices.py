@@ -78,7 +78,8 @@ def estimate(instance_type: str, region: str, volume_gb: int, eip: bool,
 def estimate_production(region: str, *, instance_type: str, instances: int, volume_gb: int,
                         db_class: str, db_gb: int, multi_az: bool, cache_type: str,
                         cache_nodes: int, media_gb: float, lcus: float = 1.0,
-                        table: dict[str, Any] | None = None) -> dict[str, Any]:
+                        alarms: int = 0, table: dict[str, Any] | None = None
+                        ) -> dict[str, Any]:
     """Monthly USD of the production runbook's resources, line by line, from the table's
     ``production`` section (us-east-1 list prices on its date). Unknown sizes are errors
     (KeyError naming them), never a silent zero."""
@@ -106,6 +107,8 @@ def estimate_production(region: str, *, instance_type: str, instances: int, volu
             t["public_ipv4_hourly"] * (2 + instances) * h,
         f"S3 media ~{media_gb:g} GB": t["s3_standard_gb_month"] * media_gb,
     }
+    if alarms:
+        lines[f"CloudWatch {alarms} alarms"] = t["cloudwatch_alarm_month"] * alarms
     lines = {k: round(v, 2) for k, v in lines.items()}
     return {"total_usd": round(sum(lines.values()), 2), "lines": lines,
             "price_date": str(t["date"]), "priced_region": t["region"],

@@ -18,6 +18,7 @@ from pydantic import Field, field_validator
 from ..engine.action import Action, ActionFailed, Check, Inputs, Result, StepContext
 from ..engine.poll import PollCancelled, PollTimeout, poll_step
 from .aws import AL2023_PARAMETER
+from .aws_kinds.cloudwatch import alarm_count, alarm_sets
 from .aws_session import aws_for
 
 # A fully qualified host name: letters, digits and hyphens per label, at least two labels,
@@ -58,6 +59,8 @@ class PreflightInputs(Inputs):
     cache_type: str = "cache.t4g.small"
     cache_nodes: int = Field(default=2, ge=1)
     media_gb: float = Field(default=50, ge=0)
+    # The monitor phase's alarm sets (assets/aws/alarms.yaml), for their price.
+    alarm_sets: list[str] = Field(default_factory=list)
     # The instances' image: the same public SSM parameter as the POC (one home: aws.py).
     ami_parameter: str = AL2023_PARAMETER
 
@@ -65,6 +68,15 @@ class PreflightInputs(Inputs):
     @classmethod
     def _domain(cls, v: str) -> str:
         return check_domain(v)
+
+    @field_validator("alarm_sets")
+    @classmethod
+    def _sets(cls, v: list[str]) -> list[str]:
+        unknown = [n for n in v if n not in alarm_sets()]
+        if unknown:
+            raise ValueError(f"unknown alarm set(s) {', '.join(unknown)} (known: "
+                             f"{', '.join(alarm_sets())})")
+        return v
 
 
 def _name_problem(deployment: str) -> str:
@@ -158,7 +170,8 @@ class ProductionPreflight(Action[PreflightInputs]):
                 api.region, instance_type=inputs.instance_type, instances=inputs.instances,
                 volume_gb=inputs.volume_gb, db_class=inputs.db_class, db_gb=inputs.db_gb,
                 multi_az=inputs.multi_az, cache_type=inputs.cache_type,
-                cache_nodes=inputs.cache_nodes, media_gb=inputs.media_gb)
+                cache_nodes=inputs.cache_nodes, media_gb=inputs.media_gb,
+                alarms=alarm_count(inputs.alarm_sets))
         except KeyError as e:
             raise ActionFailed(str(e).strip("'\""), fix="Pick a priced size, or add its "
                                "price to assets/prices.yaml with its date.") from e

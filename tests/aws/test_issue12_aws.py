@@ -130,14 +130,20 @@ def test_alarms_follow_a_replaced_instance_and_every_setting_is_compared(ctx: An
 
 
 def test_the_runbook_alarms_on_a_silent_agent() -> None:
-    """Per alarm, as decided in poc-ec2.yaml: the agent's metrics (disk, memory) and the
-    status check treat missing data as breaching; CPU (basic monitoring) as missing."""
+    """Per alarm, as decided in assets/aws/alarms.yaml's instance set, which poc-ec2's
+    harden phase makes: the agent's metrics (disk, memory) and the status check treat
+    missing data as breaching; CPU (basic monitoring) as missing."""
     import yaml
+
+    from elematrix_tui.actions.aws_kinds.cloudwatch import AlarmsSpec
 
     rb = yaml.safe_load((runbooks_dir() / "poc-ec2.yaml").read_text())
     harden = next(p for p in rb["phases"] if p["id"] == "harden")
-    alarms = next(s for s in harden["steps"] if s["id"] == "alarms")["with"]["spec"]["alarms"]
-    assert {a["id"]: a.get("treat_missing_data") for a in alarms} == {
+    spec = next(s for s in harden["steps"] if s["id"] == "alarms")["with"]["spec"]
+    assert spec["sets"] == ["instance"]
+    alarms = AlarmsSpec(topic_arn="t", sets=spec["sets"],
+                        dimensions={"InstanceId": "i-1"}).all_alarms()
+    assert {a.id: a.treat_missing_data for a in alarms} == {
         "disk": "breaching", "memory": "breaching", "cpu": "missing", "status": "breaching"}
 
 

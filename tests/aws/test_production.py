@@ -167,6 +167,14 @@ def _left(env: dict[str, str], dep: str = DEP) -> dict[str, list[str]]:
     out["instance_profile"] = [p["InstanceProfileName"] for p in
                                iam.list_instance_profiles()["InstanceProfiles"]
                                if p["InstanceProfileName"].startswith(f"elematrix-{dep}-")]
+    # The monitor phase's: alarms, the topic, the CloudWatch agent's parameter.
+    out["alarm"] = [a["AlarmName"] for a in _client(env, "cloudwatch").describe_alarms(
+        AlarmNamePrefix=f"elematrix-{dep}-")["MetricAlarms"]]
+    out["topic"] = [t["TopicArn"] for t in _client(env, "sns").list_topics()["Topics"]
+                    if t["TopicArn"].rsplit(":", 1)[-1].startswith(f"elematrix-{dep}-")]
+    out["ssm_parameter"] = [x["Name"] for x in _client(env, "ssm").describe_parameters(
+        ParameterFilters=[{"Key": "Name", "Option": "BeginsWith",
+                           "Values": [f"AmazonCloudWatch-elematrix-{dep}"]}])["Parameters"]]
     r53 = _client(env, "route53")
     out["dns_record"] = [f"{z['Name']} {r['Type']} {r['Name']}"
                          for z in r53.list_hosted_zones()["HostedZones"]
@@ -220,7 +228,8 @@ def test_production_aws_side_runs_passes_its_posture_gate_and_tears_down_to_noth
     out = r.stdout
     # The dated estimate names ALB, RDS, ElastiCache and public IPv4.
     for line in ("ALB (1 load balancer", "RDS PostgreSQL db.t4g.medium", "ElastiCache 2 x",
-                 "public IPv4: 3", "list prices for us-east-1 on 2026-12-01"):
+                 "public IPv4: 3", "list prices for us-east-1 on 2026-12-01",
+                 "CloudWatch 9 alarms"):
         assert line in out, line
     assert "10 checks passed" in out or "11 checks passed" in out, out[-3000:]
 

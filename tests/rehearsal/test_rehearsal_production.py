@@ -46,6 +46,7 @@ from unittest import mock
 
 import pytest
 
+from elematrix_tui.actions.aws_kinds.cloudwatch import alarm_count
 from elematrix_tui.bundled import runbooks_dir
 from elematrix_tui.stack.values import IMAGES
 from tests.aws.production_gaps import production_moto  # noqa: F401 - a fixture
@@ -278,7 +279,7 @@ def test_production_runbook_preflight_to_validate_then_teardown_leaves_nothing(
     gates = {g["gate_id"]: g["passed"] for g in report["gates"]}
     assert gates == {"posture": True, "instance_posture": True, "routes": True,
                      "federation": True, "e2ee": True, "browser": True,
-                     "closed_posture": True}, gates
+                     "monitored": True, "closed_posture": True}, gates
     said = {g["gate_id"]: g["message"] or "" for g in report["gates"]}
     assert "route classes answered by the mapped workers" in said["routes"], said
     assert said["browser"] == "Element's page is a secure context with WebCrypto", said
@@ -293,6 +294,15 @@ def test_production_runbook_preflight_to_validate_then_teardown_leaves_nothing(
         {"Name": "tag:elematrix:deployment", "Values": [DEP]}])["Reservations"]
         for i in r["Instances"]]
     assert len(insts) == 1 and insts[0]["PublicIpAddress"] == inst.address, insts
+    # The monitor phase: every set's alarms (the instance, the ALB and its target, RDS) on
+    # the topic, the CloudWatch agent installed and started through Session Manager.
+    assert all(status[s] in ("ok", "changed") for s in (
+        "ssm_ready", "cw_agent_install", "cw_agent_start")), status
+    alarms = boto3.client("cloudwatch", **kw).describe_alarms(
+        AlarmNamePrefix=f"elematrix-{DEP}-")["MetricAlarms"]
+    assert len(alarms) == alarm_count(["instance", "alb", "rds"]), alarms
+    assert {d["Value"] for a in alarms for d in a["Dimensions"]
+            if d["Name"] == "InstanceId"} == {insts[0]["InstanceId"]}
     # The last phase closed SSH: the instance's SSH group admits nothing (its app group, the
     # ALB's group only: the edge's posture gate).
     ssh_sg = next(g for g in ec2.describe_security_groups(Filters=[
@@ -339,7 +349,7 @@ def test_production_runbook_preflight_to_validate_then_teardown_leaves_nothing(
     assert plan.returncode == 0, plan.stdout[-3000:] + plan.stderr[-3000:]
     planned = {s["id"]: s for ph in json.loads(plan.stdout)["phases"] for s in ph["steps"]}
     for step in ("key_pair", "instance", "targets", "target_group",
-                 "load_balancer", "listeners", "upload"):
+                 "load_balancer", "listeners", "upload", "alarms", "alerts_topic"):
         assert planned[step]["symbol"] == "=" and not planned[step]["changes"], planned[step]
     assert planned["ssh_sg"]["changes"] == [f"allow tcp/{inst.port} from 127.0.0.1/32"], \
         planned["ssh_sg"]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Literal
 
-from pydantic import Field
+import yaml
+from pydantic import Field, model_validator
 
 from ...engine.action import StepContext
 from ..aws_session import AwsApi
@@ -28,9 +30,67 @@ class AlarmDef(Spec):
     treat_missing_data: Literal["breaching", "notBreaching", "ignore", "missing"] = "missing"
 
 
+ALARM_SETS = "aws/alarms.yaml"
+
+
+@functools.cache
+def alarm_sets() -> dict[str, tuple[list[str], list[dict[str, Any]]]]:
+    """The alarm sets of ``assets/aws/alarms.yaml``: name -> (its dimensions, its alarms as
+    written, each with ``dimensions`` the names it is reported under)."""
+    from ...bundled import assets_dir
+
+    raw = yaml.safe_load((assets_dir() / ALARM_SETS).read_text())
+    return {name: (list(d["dimensions"]), list(d["alarms"])) for name, d in raw.items()}
+
+
+def alarm_count(sets: list[str]) -> int:
+    """How many alarms these sets make (the cost estimate counts them)."""
+    return sum(len(alarm_sets()[name][1]) for name in sets)
+
+
 class AlarmsSpec(Spec):
     topic_arn: str
-    alarms: list[AlarmDef]
+    alarms: list[AlarmDef] = Field(default_factory=list)
+    # Sets of assets/aws/alarms.yaml by name; their alarms come after ``alarms``, each
+    # reported under its dimensions with the values given in ``dimensions`` (every one a
+    # set needs, non-empty; no other unless empty).
+    sets: list[str] = Field(default_factory=list)
+    dimensions: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _known_sets(self) -> AlarmsSpec:
+        known = alarm_sets()
+        unknown = [n for n in self.sets if n not in known]
+        if unknown:
+            raise ValueError(f"unknown alarm set(s) {', '.join(unknown)} (known: "
+                             f"{', '.join(known)}; {ALARM_SETS})")
+        needed = {d for n in self.sets for d in known[n][0]}
+        given = {k for k, v in self.dimensions.items() if v}
+        # An empty value that no set needs is allowed: a runbook may give a dimension of a
+        # set it leaves out (production's InstanceId with an existing host).
+        missing, unused = sorted(needed - given), sorted(given - needed)
+        if missing or unused:
+            raise ValueError(
+                f"the alarm sets {', '.join(self.sets) or '(none)'} need exactly the "
+                f"dimensions {', '.join(sorted(needed)) or '(none)'}"
+                + (f"; missing {', '.join(missing)}" if missing else "")
+                + (f"; not used by any set: {', '.join(unused)}" if unused else ""))
+        ids = [a.id for a in self.all_alarms()]
+        twice = sorted({i for i in ids if ids.count(i) > 1})
+        if twice:
+            raise ValueError(f"alarm id(s) {', '.join(twice)} given twice: each names the "
+                             "alarm <name>-<id>")
+        return self
+
+    def all_alarms(self) -> list[AlarmDef]:
+        """``alarms``, then each set's, with their dimensions' values filled in."""
+        out = list(self.alarms)
+        for set_name in self.sets:
+            dims, alarms = alarm_sets()[set_name]
+            for a in alarms:
+                out.append(AlarmDef(**{**a, "dimensions": {
+                    n: self.dimensions[n] for n in a.get("dimensions", dims)}}))
+        return out
 
 
 # put_metric_alarm parameters compared with describe_alarms (same names in both).
@@ -80,11 +140,11 @@ class Alarms(Kind[AlarmsSpec]):
                 "TreatMissingData": a.treat_missing_data, "ActionsEnabled": True}
 
     def find(self, api: AwsApi, ctx: StepContext, name: str, spec: AlarmsSpec) -> Found:
-        names = [f"{name}-{a.id}" for a in spec.alarms]
+        names = [f"{name}-{a.id}" for a in spec.all_alarms()]
         have = {a["AlarmName"]: a for a in api.checked(
             "cloudwatch", "describe_alarms", AlarmNames=names)["MetricAlarms"]}
         changes = []
-        for a in spec.alarms:
+        for a in spec.all_alarms():
             p = self._params(ctx, name, spec, a)
             h = have.get(p["AlarmName"])
             if h is None:
@@ -100,7 +160,7 @@ class Alarms(Kind[AlarmsSpec]):
               found: Found) -> tuple[dict[str, Any], bool]:
         have = found.obj or {}
         changed = False
-        for a in spec.alarms:
+        for a in spec.all_alarms():
             p = self._params(ctx, name, spec, a)
             h = have.get(p["AlarmName"])
             if h is None or alarm_drift(h, p):

@@ -46,6 +46,20 @@ def _tags_of(api: AwsApi, arn: str) -> list[dict[str, str]]:
     return list(d[0].get("Tags", [])) if d else []
 
 
+def metric_dimension(arn: str) -> str:
+    """The CloudWatch dimension value of an ALB or target group: the ARN's resource part
+    after ``loadbalancer/`` ("app/<name>/<id>") or the whole ``targetgroup/<name>/<id>``
+    (the ELB guide, "CloudWatch metrics for your Application Load Balancer": Metric
+    dimensions, LoadBalancer and TargetGroup)."""
+    resource = arn.split(":", 5)[-1]
+    return resource.removeprefix("loadbalancer/")
+
+
+def _tg_outputs(tg: dict[str, Any]) -> dict[str, Any]:
+    return {"target_group_arn": tg["TargetGroupArn"],
+            "metric_dimension": metric_dimension(tg["TargetGroupArn"])}
+
+
 class TargetGroupSpec(Spec):
     vpc_id: str
     port: int = Field(default=80, ge=1, le=65535)
@@ -68,7 +82,7 @@ class TargetGroup(Kind[TargetGroupSpec]):
             raise not_ours("target group", name, ctx.deployment)
         changes = [] if tg.get("HealthCheckPath") == spec.health_check_path else [
             f"health check path {tg.get('HealthCheckPath')} -> {spec.health_check_path}"]
-        return Found(tg, {"target_group_arn": tg["TargetGroupArn"]}, changes)
+        return Found(tg, _tg_outputs(tg), changes)
 
     def apply(self, api: AwsApi, ctx: StepContext, name: str, spec: TargetGroupSpec,
               found: Found) -> tuple[dict[str, Any], bool]:
@@ -81,7 +95,7 @@ class TargetGroup(Kind[TargetGroupSpec]):
                          HealthCheckProtocol="HTTP", HealthCheckPath=spec.health_check_path,
                          Matcher={"HttpCode": "200"},
                          Tags=tag_list(ctx, name))["TargetGroups"][0]
-        return {"target_group_arn": tg["TargetGroupArn"]}, True
+        return _tg_outputs(tg), True
 
 
 class TargetsSpec(Spec):
@@ -158,7 +172,8 @@ class LoadBalancer(Kind[LoadBalancerSpec]):
     def _outputs(lb: dict[str, Any]) -> dict[str, Any]:
         return {"load_balancer_arn": lb["LoadBalancerArn"], "dns_name": lb["DNSName"],
                 "canonical_zone_id": lb.get("CanonicalHostedZoneId", ""),
-                "state": (lb.get("State") or {}).get("Code", "")}
+                "state": (lb.get("State") or {}).get("Code", ""),
+                "metric_dimension": metric_dimension(lb["LoadBalancerArn"])}
 
     def find(self, api: AwsApi, ctx: StepContext, name: str, spec: LoadBalancerSpec) -> Found:
         _check_name("load balancer", name)
