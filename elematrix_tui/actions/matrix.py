@@ -433,7 +433,12 @@ class Validate(Action[ValidateInputs]):
             raise ActionFailed(
                 f"{len(failed)} of {len(outcomes)} Matrix checks failed: "
                 + ", ".join(o.name for o in failed),
-                diagnosis=" | ".join(f"{o.name}: {o.diagnosis}" for o in failed),
+                # With each check's own last word (what the server said, or which wait ran
+                # out): the class's diagnosis alone ("something the check did not
+                # expect") was all CI kept of a failure.
+                diagnosis=" | ".join(f"{o.name}: {o.diagnosis}"
+                                     + (f" ({o.details[-1]})" if o.details else "")
+                                     for o in failed),
                 fix=" | ".join(f"{o.name}: {o.fix}" for o in failed))
         ctx.log(f"all {len(outcomes)} Matrix checks passed in {outputs['duration_s']} s")
         return Result(status="ok", outputs=outputs,

@@ -8,10 +8,14 @@ room.members_synced"), drops the members its answer lacks, and shares the room k
 with the rest (``base_client._handle_joined_members``: ``room.remove_member``). CI met it:
 ``e2ee_roundtrip`` failed with ``not_decrypted`` on the worker stack under load.
 
+The join itself is a generic worker's too (the ``rooms/.*/join`` and ``join/`` patterns
+there); one that has not had the invite over replication refuses it, 403 "You are not
+invited to this room." (synapse/handlers/room_member.py), and a client asks again.
+
 The stand-in here is stricter than the lag it copies: an HTTP hop in front of the native
 Synapse answers each room's first two ``joined_members`` of each caller with the caller
-alone (the membership before anyone else joined), then forwards truthfully. The gate
-must not be fooled by it.
+alone (the membership before anyone else joined), and the first join of each room with
+that 403, then forwards truthfully. The gate must not be fooled by either.
 """
 
 from __future__ import annotations
@@ -59,6 +63,32 @@ class _Handler(BaseHTTPRequestHandler):
         except urllib.error.HTTPError as e:
             return e.code, e.read()
 
+    def do_POST(self) -> None:
+        """A join: the first of each room refused as a lagging worker refuses it."""
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        with self.server.lock:
+            self.server.seen[("join", self.path)] += 1
+            first = self.server.seen[("join", self.path)] == 1
+        if first:
+            status, out = 403, json.dumps({"errcode": "M_FORBIDDEN",
+                                           "error": "You are not invited to this room."}
+                                          ).encode()
+        else:
+            headers = {k: v for k, v in self.headers.items()
+                       if k.lower() in ("authorization", "content-type")}
+            req = urllib.request.Request(self.server.upstream + self.path, data=body,
+                                         headers=headers, method="POST")
+            try:
+                with urllib.request.urlopen(req, timeout=30) as r:
+                    status, out = r.status, r.read()
+            except urllib.error.HTTPError as e:
+                status, out = e.code, e.read()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
+
     def do_GET(self) -> None:
         status, body = self._get(self.path)
         if status == 200:
@@ -98,7 +128,7 @@ def test_e2ee_gate_waits_for_a_reader_that_lags_behind_the_join(
     headers = ("proxy_set_header X-Forwarded-For $remote_addr; "
                "proxy_set_header X-Forwarded-Proto $scheme; "
                "proxy_set_header Host $host:$server_port; proxy_http_version 1.1;")
-    loc = (f"location ~ ^/_matrix/client/(r0|v3)/rooms/[^/]+/joined_members$ {{ "
+    loc = (f"location ~ ^/_matrix/client/(r0|v3)/(rooms/[^/]+/joined_members|join/.*)$ {{ "
            f"proxy_pass {lag}; {headers} }}\n"
            f"    location ~ ^(/_matrix|/_synapse/client) {{ proxy_pass {up}; {headers} }}")
     base, _ = matrix_stack.nginx_variant("laggingreader", matrix_location=loc)
@@ -106,6 +136,9 @@ def test_e2ee_gate_waits_for_a_reader_that_lags_behind_the_join(
     assert isinstance(res, Result), (getattr(res, "message", res), getattr(res, "diagnosis",
                                                                            None))
     assert res.outputs["passed"] is True
-    # Both clients were given the stale answers, and asked again past them.
-    asked = [n for (_room, _me), n in lagging_reader.seen.items()]
+    # Both clients were given the stale answers, and asked again past them; B's join was
+    # refused once and asked again.
+    asked = [n for (room, _me), n in lagging_reader.seen.items() if room != "join"]
     assert len(asked) >= 2 and min(asked) > STALE_ANSWERS, lagging_reader.seen
+    joins = [n for (kind, _path), n in lagging_reader.seen.items() if kind == "join"]
+    assert joins == [2], lagging_reader.seen
