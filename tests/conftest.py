@@ -125,9 +125,21 @@ def _uses_engine(item: pytest.Item) -> bool:
                                                       else ()) for d in defs)
 
 
+def _shares_a_module_stack(item: pytest.Item) -> bool:
+    """A module-scoped fixture of the engine (a stack its tests share): with its tests on
+    three workers it was brought up three times (seen: tests/docker/test_workers_on_engine
+    .py's worker stack, 2-3 minutes each under load, on gw0, gw1 and gw2)."""
+    info = getattr(item, "_fixtureinfo", None)
+    return any(d.scope == "module" and _mentions_engine(d.func)
+               for defs in (info.name2fixturedefs.values() if info else ()) for d in defs)
+
+
 def _xdist_group(item: pytest.Item) -> str | None:
-    if Path(str(item.fspath)).is_relative_to(ROOT / "tests" / "matrix"):
+    path = Path(str(item.fspath))
+    if path.is_relative_to(ROOT / "tests" / "matrix"):
         return "synapse"
+    if _shares_a_module_stack(item):
+        return f"module:{path.relative_to(ROOT)}"  # its tests on one worker, one stack
     return None
 
 
