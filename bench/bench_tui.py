@@ -232,19 +232,32 @@ async def one_stream(tmp: Path, name: str, rb: Path, with_keys: bool) -> dict[st
         pane = screen.query_one(LogPane)
         tree = screen.query_one(PhaseTree)
         rss0 = _rss_kb("VmRSS")
-        t0 = time.perf_counter()
-        await pilot.press("r")
-        while pane.total < LINES or screen.running:
-            await asyncio.sleep(0.05)
-            if with_keys and screen.running and pane.total < LINES:
+        streaming = True
+
+        async def press_keys() -> None:
+            # Every ~50 ms while the pane is still taking the stream in, whether or not the
+            # engine has finished (it writes 100k lines faster than the UI shows them; keys
+            # sent only while the engine ran were none in session 5's run).
+            nonlocal unanswered
+            while streaming:
                 # Move towards the other node, whichever line the cursor is on now.
                 latency = await key_latency(app, tree, "down" if tree.cursor_line == 0 else "up")
                 if latency is None:
                     unanswered += 1  # not answered in 2 s: counted, not hidden
                 else:
                     latencies.append(latency)
+                await asyncio.sleep(0.05)
+
+        t0 = time.perf_counter()
+        await pilot.press("r")
+        keys = asyncio.create_task(press_keys()) if with_keys else None
+        while pane.total < LINES or screen.running:
+            await asyncio.sleep(0.05)
             if time.perf_counter() - t0 > 120:
                 raise RuntimeError(f"stream stalled at {pane.total} lines")
+        streaming = False
+        if keys is not None:
+            await keys
         await pilot.pause()
         elapsed = time.perf_counter() - t0
         hwm = _rss_kb("VmHWM")
