@@ -42,6 +42,11 @@ class E2ee(GateCore):
             client.user_id, client.access_token = sess.user_id, token or sess.access_token
         return client
 
+    def _give_up(self) -> float:
+        """When a wait on the server (on its workers' replication, with workers) ends:
+        3 x ``timeout`` from now, within what is left of the gate's total."""
+        return time.monotonic() + min(self.remaining() - 1, 3 * self.s.timeout)
+
     async def _receive(self, client: Any, room_id: str, nonce: str) -> Any:
         """Sync until an event whose body is ``nonce`` arrives; returns that event.
 
@@ -54,7 +59,7 @@ class E2ee(GateCore):
         """
         from nio import EncryptionError, MegolmEvent, RoomMessageText, SyncResponse
 
-        give_up = time.monotonic() + min(self.remaining() - 1, 3 * self.s.timeout)
+        give_up = self._give_up()
         undecryptable_since: float | None = None
         held: list[Any] = []
         while True:
@@ -92,7 +97,7 @@ class E2ee(GateCore):
         ``timeout``): on a single process the first sync already does."""
         from nio import SyncResponse
 
-        give_up = time.monotonic() + min(self.remaining() - 1, 3 * self.s.timeout)
+        give_up = self._give_up()
         while True:
             resp = await client.sync(timeout=0 if client.next_batch is None else 1000)
             if not isinstance(resp, SyncResponse):
@@ -111,7 +116,7 @@ class E2ee(GateCore):
         replication, and it refuses (403/404); a client asks again, and so does this."""
         from nio import JoinResponse
 
-        give_up = time.monotonic() + min(self.remaining() - 1, 3 * self.s.timeout)
+        give_up = self._give_up()
         while True:
             j = await client.join(room_id)
             if isinstance(j, JoinResponse):
@@ -135,7 +140,7 @@ class E2ee(GateCore):
         until its device is known, as a client retries; nio then asks neither again."""
         from nio import JoinedMembersResponse, KeysQueryResponse
 
-        give_up = time.monotonic() + min(self.remaining() - 1, 3 * self.s.timeout)
+        give_up = self._give_up()
 
         def late(what: str) -> None:
             if time.monotonic() >= give_up:
