@@ -1,16 +1,18 @@
 """The E2EE gate against a client reader that lags behind a join, as Synapse's workers do.
 
 With workers, ``/rooms/{id}/joined_members`` is answered by a client reader
-(docs/workers.md, "synapse.app.generic_worker": the ``^/_matrix/client/(r0|v3)/rooms/.*/
-joined_members$`` pattern), which learns of a join over replication, eventually. nio's
-first encrypted send asks it once (nio/client/async_client.py, ``room_send``: "if not
-room.members_synced"), drops the members its answer lacks, and shares the room key only
-with the rest (``base_client._handle_joined_members``: ``room.remove_member``). CI met it:
-``e2ee_roundtrip`` failed with ``not_decrypted`` on the worker stack under load.
+(Synapse's docs/workers.md, "synapse.app.generic_worker"; our map: elematrix_tui/stack/
+workers.py, the ``rooms/.*/joined_members$`` pattern), which learns of a join over
+replication, eventually. nio's first encrypted send asks it once (matrix-nio 0.26.0,
+nio/client/async_client.py:1771, ``room_send``: "if not room.members_synced"), drops the
+members its answer lacks (nio/client/base_client.py:1024, ``room.remove_member``) and
+shares the room key only with the rest. CI met it: ``e2ee_roundtrip`` failed with
+``not_decrypted`` on the worker stack under load.
 
-The join itself is a generic worker's too (the ``rooms/.*/join`` and ``join/`` patterns
-there); one that has not had the invite over replication refuses it, 403 "You are not
-invited to this room." (synapse/handlers/room_member.py), and a client asks again.
+The join itself is a generic worker's too (workers.py: the ``rooms/.*/(join|…)$`` and
+``join/`` patterns); one that has not had the invite over replication refuses it, 403 "You
+are not invited to this room." (Synapse 1.163.2, synapse/event_auth.py:766, the invite
+join rule's check), and a client asks again.
 
 The stand-in here is stricter than the lag it copies: an HTTP hop in front of the native
 Synapse answers each room's first two ``joined_members`` of each caller with the caller
